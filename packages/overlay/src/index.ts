@@ -1,0 +1,2 @@
+export * from './dataplane.js';
+export * from './kvstore.js';
