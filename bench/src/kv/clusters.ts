@@ -1,0 +1,268 @@
+// Three-node clusters on loopback for the KV benchmark: Weft's `weft-kv` and
+// etcd (Debian's etcd-server, v3 JSON gateway). Both expose the same small
+// surface so the benchmark can drive them alternately with one load generator.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type HttpRequestSpec, request } from './loadgen.js';
+
+export type ReadMode = 'linearizable' | 'stale';
+
+export interface BenchCluster {
+  readonly name: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Index of the current leader, or -1. */
+  leader(): Promise<number>;
+  kill(i: number): void;
+  restart(i: number): Promise<void>;
+  alive(i: number): boolean;
+  put(node: number, key: string, value: Buffer): HttpRequestSpec;
+  get(node: number, key: string, mode: ReadMode): HttpRequestSpec;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    await sleep(50);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+}
+
+const probeAgent = new http.Agent({ keepAlive: false });
+
+abstract class ProcessCluster implements BenchCluster {
+  abstract readonly name: string;
+  protected procs: (ChildProcess | null)[] = [null, null, null];
+  protected readonly dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
+
+  protected abstract spawnNode(i: number, restart: boolean): ChildProcess;
+  abstract leader(): Promise<number>;
+  abstract put(node: number, key: string, value: Buffer): HttpRequestSpec;
+  abstract get(node: number, key: string, mode: ReadMode): HttpRequestSpec;
+  protected abstract allocatePorts(): Promise<void>;
+
+  protected launch(i: number, restart: boolean): void {
+    const p = this.spawnNode(i, restart);
+    p.stdout?.resume();
+    p.stderr?.resume();
+    this.procs[i] = p;
+    p.once('exit', () => {
+      if (this.procs[i] === p) this.procs[i] = null;
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.allocatePorts();
+    for (let i = 0; i < 3; i++) this.launch(i, false);
+    await this.waitReady();
+  }
+
+  async waitReady(): Promise<number> {
+    return waitFor(
+      `${this.name} leader and a successful write`,
+      async () => {
+        const l = await this.leader();
+        if (l < 0) return undefined;
+        const res = await request(this.put(l, 'bench/ready', Buffer.from('1')), probeAgent, 2000);
+        return res.status === 200 ? l : undefined;
+      },
+      30_000,
+    );
+  }
+
+  alive(i: number): boolean {
+    return this.procs[i] !== null;
+  }
+
+  kill(i: number): void {
+    this.procs[i]?.kill('SIGKILL');
+    this.procs[i] = null;
+  }
+
+  async restart(i: number): Promise<void> {
+    this.launch(i, true);
+    await this.waitReady();
+  }
+
+  async stop(): Promise<void> {
+    const exits = this.procs.map(
+      (p) =>
+        new Promise<void>((resolve) => {
+          if (!p || p.exitCode !== null) return resolve();
+          p.once('exit', () => resolve());
+          p.kill('SIGKILL');
+        }),
+    );
+    await Promise.all(exits);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export class EtcdCluster extends ProcessCluster {
+  readonly name = 'etcd';
+  private clientPorts: number[] = [];
+  private peerPorts: number[] = [];
+  private memberIds: string[] = [];
+
+  static ensureInstalled(): void {
+    if (existsSync('/usr/bin/etcd')) return;
+    console.error('installing etcd-server (Debian) for the benchmark…');
+    execFileSync('apt-get', ['install', '-y', '-qq', 'etcd-server'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  }
+
+  protected async allocatePorts(): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      this.clientPorts.push(await freePort());
+      this.peerPorts.push(await freePort());
+    }
+  }
+
+  protected spawnNode(i: number): ChildProcess {
+    const cluster = this.peerPorts.map((p, j) => `e${j}=http://127.0.0.1:${p}`).join(',');
+    return spawn(
+      'etcd',
+      [
+        '--name', `e${i}`,
+        '--data-dir', join(this.dir, `e${i}`),
+        '--listen-client-urls', `http://127.0.0.1:${this.clientPorts[i]}`,
+        '--advertise-client-urls', `http://127.0.0.1:${this.clientPorts[i]}`,
+        '--listen-peer-urls', `http://127.0.0.1:${this.peerPorts[i]}`,
+        '--initial-advertise-peer-urls', `http://127.0.0.1:${this.peerPorts[i]}`,
+        '--initial-cluster', cluster,
+        '--initial-cluster-state', 'new',
+        '--initial-cluster-token', 'weft-bench',
+        '--logger', 'zap',
+        '--log-level', 'error',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.arch === 'x64' ? '' : process.arch } },
+    );
+  }
+
+  private post(node: number, path: string, body: unknown): HttpRequestSpec {
+    return {
+      method: 'POST',
+      host: '127.0.0.1',
+      port: this.clientPorts[node]!,
+      path,
+      body: Buffer.from(JSON.stringify(body)),
+      headers: { 'content-type': 'application/json' },
+    };
+  }
+
+  async leader(): Promise<number> {
+    for (let i = 0; i < 3; i++) {
+      if (!this.alive(i)) continue;
+      try {
+        const res = await request(this.post(i, '/v3/maintenance/status', {}), probeAgent, 1000);
+        const status = JSON.parse(res.body.toString()) as { header?: { member_id?: string }; leader?: string };
+        if (status.header?.member_id) this.memberIds[i] = status.header.member_id;
+        if (status.leader && status.leader !== '0') {
+          const idx = this.memberIds.indexOf(status.leader);
+          if (idx >= 0 && this.alive(idx)) return idx;
+        }
+      } catch {
+        // try the next member
+      }
+    }
+    return -1;
+  }
+
+  put(node: number, key: string, value: Buffer): HttpRequestSpec {
+    return this.post(node, '/v3/kv/put', { key: Buffer.from(key).toString('base64'), value: value.toString('base64') });
+  }
+
+  get(node: number, key: string, mode: ReadMode): HttpRequestSpec {
+    return this.post(node, '/v3/kv/range', { key: Buffer.from(key).toString('base64'), ...(mode === 'stale' ? { serializable: true } : {}) });
+  }
+}
+
+const weftKvBin = fileURLToPath(new URL('../../../packages/kv/dist/src/bin/weft-kv.js', import.meta.url));
+
+export class WeftKvCluster extends ProcessCluster {
+  readonly name = 'weft';
+  private raftPorts: number[] = [];
+  private httpPorts: number[] = [];
+
+  protected async allocatePorts(): Promise<void> {
+    if (!existsSync(weftKvBin)) throw new Error(`${weftKvBin} not found: run \`npm run build\` first`);
+    for (let i = 0; i < 3; i++) {
+      this.raftPorts.push(await freePort());
+      this.httpPorts.push(await freePort());
+    }
+  }
+
+  protected spawnNode(i: number): ChildProcess {
+    const peers = this.raftPorts.filter((_, j) => j !== i).map((p) => `127.0.0.1:${p}`);
+    return spawn(
+      process.execPath,
+      [
+        weftKvBin,
+        'serve',
+        '--id', `n${i + 1}`,
+        '--data-dir', join(this.dir, `n${i + 1}`),
+        '--listen', `127.0.0.1:${this.raftPorts[i]}`,
+        '--http', `127.0.0.1:${this.httpPorts[i]}`,
+        '--peers', peers.join(','),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_LOG_LEVEL: 'error' } },
+    );
+  }
+
+  async leader(): Promise<number> {
+    for (let i = 0; i < 3; i++) {
+      if (!this.alive(i)) continue;
+      try {
+        const res = await request(
+          { method: 'GET', host: '127.0.0.1', port: this.httpPorts[i]!, path: '/v1/status/leader' },
+          probeAgent,
+          1000,
+        );
+        const addr = JSON.parse(res.body.toString()) as string;
+        const port = Number(addr.split(':').pop());
+        const idx = this.raftPorts.indexOf(port) >= 0 ? this.raftPorts.indexOf(port) : this.httpPorts.indexOf(port);
+        if (idx >= 0 && this.alive(idx)) return idx;
+      } catch {
+        // try the next node
+      }
+    }
+    return -1;
+  }
+
+  put(node: number, key: string, value: Buffer): HttpRequestSpec {
+    return { method: 'PUT', host: '127.0.0.1', port: this.httpPorts[node]!, path: `/v1/kv/${key}`, body: value };
+  }
+
+  get(node: number, key: string, mode: ReadMode): HttpRequestSpec {
+    return {
+      method: 'GET',
+      host: '127.0.0.1',
+      port: this.httpPorts[node]!,
+      path: `/v1/kv/${key}${mode === 'stale' ? '?stale' : '?consistent'}`,
+    };
+  }
+}

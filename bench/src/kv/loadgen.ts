@@ -1,0 +1,104 @@
+// A closed-loop HTTP load generator: `concurrency` workers, each with its own
+// keep-alive connection, issue requests back to back for `durationMs`.
+// Latencies are recorded per request; the result gives ops/s, p50 and p99.
+import http from 'node:http';
+
+export interface HttpRequestSpec {
+  method: 'GET' | 'PUT' | 'POST';
+  host: string;
+  port: number;
+  path: string;
+  body?: Buffer;
+  headers?: Record<string, string>;
+}
+
+export interface LoadResult {
+  ops: number;
+  errors: number;
+  opsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  firstError?: string;
+}
+
+/** One request over `agent`; resolves with the status code once the body is read. */
+export function request(spec: HttpRequestSpec, agent: http.Agent, timeoutMs = 10_000): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        method: spec.method,
+        host: spec.host,
+        port: spec.port,
+        path: spec.path,
+        agent,
+        headers: { ...(spec.body ? { 'content-length': String(spec.body.length) } : {}), ...spec.headers },
+        timeout: timeoutMs,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${spec.method} ${spec.path}`)));
+    req.on('error', reject);
+    req.end(spec.body);
+  });
+}
+
+function percentile(sortedMs: Float64Array, p: number): number {
+  if (sortedMs.length === 0) return Number.NaN;
+  const i = Math.min(sortedMs.length - 1, Math.floor((p / 100) * sortedMs.length));
+  return sortedMs[i]!;
+}
+
+/**
+ * Run `concurrency` workers for `durationMs`. `next(worker, seq)` builds each
+ * request (so workloads choose keys and targets); a response status outside
+ * 2xx counts as an error.
+ */
+export async function runLoad(opts: {
+  concurrency: number;
+  durationMs: number;
+  next: (worker: number, seq: number) => HttpRequestSpec;
+}): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  const start = performance.now();
+  const end = start + opts.durationMs;
+  const workers = Array.from({ length: opts.concurrency }, async (_, worker) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let seq = 0; performance.now() < end; seq++) {
+        const spec = opts.next(worker, seq);
+        const t0 = performance.now();
+        try {
+          const res = await request(spec, agent);
+          if (res.status >= 200 && res.status < 300) latencies.push(performance.now() - t0);
+          else {
+            errors++;
+            firstError ??= `HTTP ${res.status}: ${res.body.toString().slice(0, 200)}`;
+          }
+        } catch (err) {
+          errors++;
+          firstError ??= (err as Error).message;
+        }
+      }
+    } finally {
+      agent.destroy();
+    }
+  });
+  await Promise.all(workers);
+  const elapsedS = (performance.now() - start) / 1000;
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    ops: latencies.length,
+    errors,
+    opsPerSecond: latencies.length / elapsedS,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    ...(firstError ? { firstError } : {}),
+  };
+}

@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// bench/kv: Weft's replicated KV against etcd on the same machine, in the same
+// invocation. Both 3-node clusters run on loopback; each workload runs against
+// Weft and etcd alternately (order swapped each round) so machine noise hits
+// both alike. Prints one JSON line per workload and one for failover.
+//
+//   npm run bench:kv -w @weft/bench -- [--concurrency 64] [--duration-ms 5000] [--rounds 3]
+//        [--value-bytes 128] [--keys 1000] [--workloads put,get,get-stale,mixed] [--failover-trials 5]
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+import { type BenchCluster, EtcdCluster, type ReadMode, WeftKvCluster } from './clusters.js';
+import { type LoadResult, request, runLoad } from './loadgen.js';
+
+const { values: args } = parseArgs({
+  options: {
+    concurrency: { type: 'string', default: '64' },
+    'duration-ms': { type: 'string', default: '5000' },
+    rounds: { type: 'string', default: '3' },
+    'value-bytes': { type: 'string', default: '128' },
+    keys: { type: 'string', default: '1000' },
+    workloads: { type: 'string', default: 'put,get,get-stale,mixed' },
+    'failover-trials': { type: 'string', default: '5' },
+    'failover-concurrency': { type: 'string', default: '8' },
+  },
+});
+
+function positiveInt(name: string, raw: string | undefined, allowZero = false): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1)) throw new Error(`--${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+const concurrency = positiveInt('concurrency', args.concurrency);
+const durationMs = positiveInt('duration-ms', args['duration-ms']);
+const rounds = positiveInt('rounds', args.rounds);
+const valueBytes = positiveInt('value-bytes', args['value-bytes']);
+const keyCount = positiveInt('keys', args.keys);
+const failoverTrials = positiveInt('failover-trials', args['failover-trials'], true);
+const failoverConcurrency = positiveInt('failover-concurrency', args['failover-concurrency']);
+const workloads = String(args.workloads).split(',');
+for (const w of workloads) {
+  if (!['put', 'get', 'get-stale', 'mixed'].includes(w)) throw new Error(`unknown workload ${JSON.stringify(w)} (put, get, get-stale, mixed)`);
+}
+
+const value = Buffer.alloc(valueBytes, 'x');
+let rng = 0x9e3779b9;
+const nextKey = () => {
+  rng ^= rng << 13;
+  rng ^= rng >>> 17;
+  rng ^= rng << 5;
+  return `bench/k${(rng >>> 0) % keyCount}`;
+};
+
+function workloadRequest(c: BenchCluster, workload: string, worker: number) {
+  const node = worker % 3;
+  const read = (mode: ReadMode) => c.get(node, nextKey(), mode);
+  switch (workload) {
+    case 'put':
+      return c.put(node, nextKey(), value);
+    case 'get':
+      return read('linearizable');
+    case 'get-stale':
+      return read('stale');
+    default: // mixed: 90% linearizable reads, 10% writes
+      return (rng >>> 0) % 10 === 0 ? c.put(node, nextKey(), value) : read('linearizable');
+  }
+}
+
+async function preload(c: BenchCluster): Promise<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+  const batch: Promise<unknown>[] = [];
+  for (let k = 0; k < keyCount; k++) {
+    batch.push(request(c.put(k % 3, `bench/k${k}`, value), agent));
+    if (batch.length === 16) await Promise.all(batch.splice(0));
+  }
+  await Promise.all(batch);
+  agent.destroy();
+}
+
+function summarize(results: LoadResult[]) {
+  const mean = (f: (r: LoadResult) => number) => results.reduce((s, r) => s + f(r), 0) / results.length;
+  return {
+    opsPerSecond: Math.round(mean((r) => r.opsPerSecond)),
+    p50Ms: Number(mean((r) => r.p50Ms).toFixed(2)),
+    p99Ms: Number(mean((r) => r.p99Ms).toFixed(2)),
+    errors: results.reduce((s, r) => s + r.errors, 0),
+    rounds: results.map((r) => Math.round(r.opsPerSecond)),
+    ...(results.find((r) => r.firstError) ? { firstError: results.find((r) => r.firstError)!.firstError } : {}),
+  };
+}
+
+/** Kill -9 the leader under write load; the window is kill → first write acknowledged after it. */
+async function failoverTrial(c: BenchCluster): Promise<number> {
+  const leader = await c.leader();
+  if (leader < 0) throw new Error(`${c.name}: no leader before failover trial`);
+  let killedAt = Number.POSITIVE_INFINITY;
+  let firstAckAfterKill = Number.POSITIVE_INFINITY;
+  let stop = false;
+  const workers = Array.from({ length: failoverConcurrency }, async (_, w) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    for (let seq = 0; !stop; seq++) {
+      const candidates = [0, 1, 2].filter((i) => c.alive(i));
+      const node = candidates[(w + seq) % candidates.length]!;
+      const startedAt = performance.now();
+      try {
+        const res = await request(c.put(node, `bench/failover/${w}`, value), agent, 3000);
+        if (res.status === 200 && startedAt > killedAt) firstAckAfterKill = Math.min(firstAckAfterKill, performance.now());
+      } catch {
+        await new Promise((r) => setTimeout(r, 5)); // connection refused from the dead node: pick another
+      }
+    }
+    agent.destroy();
+  });
+  await new Promise((r) => setTimeout(r, 1000));
+  killedAt = performance.now();
+  c.kill(leader);
+  const deadline = Date.now() + 15_000;
+  while (firstAckAfterKill === Number.POSITIVE_INFINITY && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  stop = true;
+  await Promise.all(workers);
+  await c.restart(leader);
+  if (firstAckAfterKill === Number.POSITIVE_INFINITY) throw new Error(`${c.name}: no write acknowledged within 15 s of killing the leader`);
+  return firstAckAfterKill - killedAt;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+async function main(): Promise<void> {
+  EtcdCluster.ensureInstalled();
+  const weft = new WeftKvCluster();
+  const etcd = new EtcdCluster();
+  const clusters: BenchCluster[] = [weft, etcd];
+  const cleanup = async () => {
+    await Promise.allSettled(clusters.map((c) => c.stop()));
+  };
+  process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+  try {
+    await Promise.all(clusters.map((c) => c.start()));
+    for (const c of clusters) await preload(c);
+    for (const workload of workloads) {
+      const results: Record<string, LoadResult[]> = { weft: [], etcd: [] };
+      for (let round = 0; round < rounds; round++) {
+        const order = round % 2 === 0 ? clusters : [...clusters].reverse();
+        for (const c of order) {
+          results[c.name]!.push(await runLoad({ concurrency, durationMs, next: (w) => workloadRequest(c, workload, w) }));
+        }
+      }
+      const w = summarize(results.weft!);
+      const e = summarize(results.etcd!);
+      console.log(
+        JSON.stringify({
+          bench: 'kv',
+          workload,
+          concurrency,
+          durationMs,
+          valueBytes,
+          keys: keyCount,
+          weft: w,
+          etcd: e,
+          ratio: Number((w.opsPerSecond / e.opsPerSecond).toFixed(3)),
+          p99Ratio: Number((w.p99Ms / e.p99Ms).toFixed(3)),
+        }),
+      );
+    }
+    if (failoverTrials > 0) {
+      const windows: Record<string, number[]> = { weft: [], etcd: [] };
+      for (let t = 0; t < failoverTrials; t++) {
+        const order = t % 2 === 0 ? clusters : [...clusters].reverse();
+        for (const c of order) windows[c.name]!.push(await failoverTrial(c));
+      }
+      const fmt = (xs: number[]) => ({ medianMs: Math.round(median(xs)), trialsMs: xs.map(Math.round) });
+      console.log(
+        JSON.stringify({
+          bench: 'kv-failover',
+          concurrency: failoverConcurrency,
+          weft: fmt(windows.weft!),
+          etcd: fmt(windows.etcd!),
+          ratio: Number((median(windows.weft!) / median(windows.etcd!)).toFixed(3)),
+        }),
+      );
+    }
+  } finally {
+    await cleanup();
+  }
+}
+
+main().catch((err) => {
+  console.error(`bench/kv failed: ${(err as Error).stack ?? err}`);
+  process.exit(1);
+});
