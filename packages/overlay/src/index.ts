@@ -1,2 +1,3 @@
+export * from './clock.js';
 export * from './dataplane.js';
 export * from './kvstore.js';

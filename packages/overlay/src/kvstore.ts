@@ -1,7 +1,13 @@
 // The only way the overlay touches state: a Consul-KV-shaped store.
-// Implemented by an in-memory fake (test/fake-kvstore.ts, unit tests only)
-// and by the replicated @weft/kv node (adapter lives in @weft/agent).
-// Both must pass the shared compliance suite in test/kvstore-compliance.ts.
+// Implemented by an in-memory fake (src/testing/memory-kvstore.ts, unit tests
+// only) and by the replicated @weft/kv node (adapter lives in @weft/agent).
+// Both must pass the shared compliance suite exported from
+// src/testing/kvstore-compliance.ts (`kvStoreComplianceSuite`).
+//
+// Semantics follow Consul KV: every write gets the store index (monotonic);
+// CreateIndex is kept across updates; LockIndex counts successful acquires by
+// a new session; a session invalidated (TTL expiry or destroy) releases or
+// deletes the keys it holds (`behavior`), which bumps their ModifyIndex.
 
 export interface KvEntry {
   key: string;
@@ -79,12 +85,20 @@ export interface KvStore {
   get(key: string, opts?: ReadOptions): Promise<KvEntry | null>;
   /** All keys with this prefix, sorted by key. */
   list(prefix: string, opts?: ReadOptions): Promise<KvEntry[]>;
-  /** Returns false when a cas / acquire / release condition failed. */
+  /**
+   * Returns false when a cas / acquire / release condition failed.
+   * Rejects when `acquire` names a session that does not exist (Consul: "invalid session").
+   */
   put(key: string, value: Uint8Array, opts?: PutOptions): Promise<boolean>;
   delete(key: string, opts?: DeleteOptions): Promise<boolean>;
-  /** All-or-nothing; at most 64 operations like Consul. */
+  /**
+   * All-or-nothing; at most 64 operations like Consul (more rejects).
+   * On failure nothing is written and `errors` names each failed op.
+   * `results` holds one entry per set/cas/lock/unlock/get (and each entry of a get-tree).
+   */
   txn(ops: TxnOp[]): Promise<TxnResult>;
   createSession(opts: SessionOptions): Promise<string>;
+  /** False when the session no longer exists (expired or destroyed). */
   renewSession(id: string): Promise<boolean>;
   destroySession(id: string): Promise<void>;
   /**
