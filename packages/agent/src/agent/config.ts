@@ -1,0 +1,72 @@
+// `weft agent` options, validated once so every component gets clean values
+// and a bad flag is one clear error before anything starts.
+import { isIPv4 } from 'node:net';
+import { parseHostPort } from '../api/server.js';
+
+export type DataplaneKind = 'kernel' | 'userspace';
+
+export interface AgentConfig {
+  name: string;
+  /** Underlay IPv4 address: Raft transport, VXLAN VTEP. */
+  advertise: string;
+  /** Advertise addresses of other agents to join. */
+  peers: string[];
+  dataDir: string;
+  dataplane: DataplaneKind;
+  clusterKeyFile?: string;
+  /** host:port of the HTTP API; loopback only. */
+  api: string;
+  voters: 3 | 5;
+  learners: number;
+  logLevel: string;
+}
+
+const hostNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+export function parseAgentConfig(raw: Record<string, unknown>): AgentConfig {
+  const str = (k: string) => (raw[k] === undefined ? undefined : String(raw[k]));
+  const name = str('name') ?? '';
+  if (!hostNamePattern.test(name)) {
+    throw new Error(`--name "${name}" is not a valid host name: letters, digits, '_', '.', '-', at most 63`);
+  }
+  const advertise = str('advertise') ?? '';
+  if (!isIPv4(advertise))
+    throw new Error(`--advertise "${advertise}" is not an IPv4 address (the host's underlay address)`);
+  const peers = (str('peers') ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  for (const p of peers) {
+    const host = p.includes(':') ? p.slice(0, p.lastIndexOf(':')) : p;
+    if (!isIPv4(host)) throw new Error(`--peers entry "${p}" is not an IPv4 address (optionally :port)`);
+  }
+  const api = str('api') ?? '127.0.0.1:8500';
+  const { host: apiHost } = parseHostPort(api, '--api');
+  if (!/^127\.|^::1$|^localhost$/.test(apiHost)) {
+    throw new Error(
+      `--api ${api} is not a loopback address: the API has no authentication, keep it on 127.0.0.1`,
+    );
+  }
+  const voters = Number(str('voters') ?? '3');
+  if (voters !== 3 && voters !== 5) throw new Error(`--voters must be 3 or 5, got "${str('voters')}"`);
+  const learners = Number(str('learners') ?? '4');
+  if (!Number.isInteger(learners) || learners < 0 || learners > 16) {
+    throw new Error(`--learners must be an integer from 0 to 16, got "${str('learners')}"`);
+  }
+  const dataplane = str('dataplane') ?? 'kernel';
+  if (dataplane !== 'kernel' && dataplane !== 'userspace') {
+    throw new Error(`--dataplane must be kernel or userspace, got "${dataplane}"`);
+  }
+  return {
+    name,
+    advertise,
+    peers,
+    dataDir: str('dataDir') ?? '/var/lib/weft',
+    dataplane,
+    clusterKeyFile: str('clusterKey'),
+    api,
+    voters,
+    learners,
+    logLevel: str('logLevel') ?? 'info',
+  };
+}
