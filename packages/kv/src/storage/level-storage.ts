@@ -1,0 +1,619 @@
+// Durable Raft storage on LevelDB (classic-level).
+//
+// One database, four sublevels' worth of state, every change one atomic batch:
+//   meta!format     {magic, version}           refuses foreign / future data
+//   meta!identity   {nodeId, clusterId}        refuses another node's data
+//   meta!hardstate  {term, vote, commit}
+//   meta!snapshot   {metadata, data}           latest snapshot (index 0 = none)
+//   meta!logstart   {index, term}              entries <= index are compacted
+//   log!<u64 BE>    {term, type, data}         entries logstart.index+1 ..
+// Reads are synchronous (the Raft core calls them inline): the live log tail
+// is loaded at open and kept in memory; LevelDB is the write-ahead copy.
+import { mkdir, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ClassicLevel } from 'classic-level';
+import {
+  CompactedError,
+  type ConfState,
+  type Entry,
+  EntryType,
+  emptyConfState,
+  type HardState,
+  NONE,
+  type NodeId,
+  type RaftLogStorage,
+  type Snapshot,
+  UnavailableError,
+} from '../raft/types.js';
+import { decodeIndexKey, decodeRecord, encodeIndexKey, encodeRecord } from './codec.js';
+
+export const STORAGE_MAGIC = 'weft-kv/raft-storage';
+export const STORAGE_FORMAT_VERSION = 1;
+
+/** A data directory that must not be used: the message names the directory and the problem. */
+export class StorageOpenError extends Error {
+  constructor(
+    readonly dir: string,
+    readonly problem: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`refusing to open raft storage at ${dir}: ${problem}`, options);
+    this.name = 'StorageOpenError';
+  }
+}
+
+export interface StorageIdentity {
+  nodeId: NodeId;
+  clusterId: string;
+}
+
+export interface OpenStorageOptions {
+  /** The LevelDB directory (created when missing or empty). */
+  dir: string;
+  nodeId: NodeId;
+  /** When set, an existing directory of another cluster is refused; a new one records it. */
+  clusterId?: string;
+}
+
+/** What one Ready asks to persist. */
+export interface StorageUpdate {
+  hardState?: HardState;
+  entries?: Entry[];
+  snapshot?: Snapshot;
+}
+
+export interface StorageStats {
+  /** Batches written (each is one LevelDB write, synced when asked). */
+  batches: number;
+  syncedBatches: number;
+  entriesWritten: number;
+}
+
+interface LogStart {
+  index: number;
+  term: number;
+}
+
+type Db = ClassicLevel<string, Uint8Array>;
+// Sublevels are handed to batch operations of the root db; abstract-level's
+// generics cannot express a mix of key types, so they are kept untyped here.
+// biome-ignore lint/suspicious/noExplicitAny: see above
+type Sub = any;
+type BatchOp =
+  | { type: 'put'; sublevel: Sub; key: string | Uint8Array; value: Uint8Array }
+  | { type: 'del'; sublevel: Sub; key: string | Uint8Array };
+
+const META = {
+  format: 'format',
+  identity: 'identity',
+  hardState: 'hardstate',
+  snapshot: 'snapshot',
+  logStart: 'logstart',
+};
+
+/** Bytes an entry counts for against a maxBytes limit (payload plus fixed header estimate). */
+function entrySizeBytes(entry: Entry): number {
+  return entry.data.length + 24;
+}
+
+function emptySnapshot(): Snapshot {
+  return { metadata: { index: 0, term: 0, confState: emptyConfState() }, data: new Uint8Array(0) };
+}
+
+export class LevelRaftStorage implements RaftLogStorage {
+  private hard: HardState = { term: 0, vote: NONE, commit: 0 };
+  private snap: Snapshot = emptySnapshot();
+  private logStart: LogStart = { index: 0, term: 0 };
+  /** Entries logStart.index+1 .. lastIndex, in order, contiguous. */
+  private log: Entry[] = [];
+  /** Serializes writes: each plans against the state the previous one left. */
+  private writeChain: Promise<void> = Promise.resolve();
+  private closed = false;
+  readonly stats: StorageStats = { batches: 0, syncedBatches: 0, entriesWritten: 0 };
+
+  private constructor(
+    readonly dir: string,
+    private readonly db: Db,
+    private readonly meta: Sub,
+    private readonly logDb: Sub,
+    readonly identity: StorageIdentity,
+    /** True when this open created the store (no earlier state existed). */
+    readonly created: boolean,
+  ) {}
+
+  static async open(options: OpenStorageOptions): Promise<LevelRaftStorage> {
+    const { dir, nodeId } = options;
+    if (!nodeId) throw new StorageOpenError(dir, 'no node id given');
+    const fresh = await inspectDirectory(dir);
+    const db: Db = new ClassicLevel<string, Uint8Array>(dir, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'view',
+      createIfMissing: fresh,
+    });
+    try {
+      await db.open();
+    } catch (err) {
+      const cause = (err as { cause?: Error }).cause ?? err;
+      const text = String((cause as Error).message ?? cause);
+      const hint = /lock/i.test(text)
+        ? 'the directory is locked: is another weft-kv process using this data directory?'
+        : `LevelDB cannot open it (${text}); the directory is damaged or is not a LevelDB database`;
+      throw new StorageOpenError(dir, hint, { cause: err });
+    }
+    const meta: Sub = db.sublevel<string, Uint8Array>('meta', { keyEncoding: 'utf8', valueEncoding: 'view' });
+    const logDb: Sub = db.sublevel<Uint8Array, Uint8Array>('log', {
+      keyEncoding: 'view',
+      valueEncoding: 'view',
+    });
+    try {
+      const storage = await LevelRaftStorage.load(dir, db, meta, logDb, options);
+      return storage;
+    } catch (err) {
+      await db.close().catch(() => {});
+      if (err instanceof StorageOpenError) throw err;
+      throw new StorageOpenError(dir, (err as Error).message, { cause: err });
+    }
+  }
+
+  private static async load(
+    dir: string,
+    db: Db,
+    meta: Sub,
+    logDb: Sub,
+    options: OpenStorageOptions,
+  ): Promise<LevelRaftStorage> {
+    const formatBytes = (await meta.get(META.format)) as Uint8Array | undefined;
+    if (formatBytes === undefined) {
+      // No format record: either LevelDB was created but our first batch never
+      // landed (crash during creation: the database is empty), or this is
+      // somebody else's LevelDB. Only the former may be initialised.
+      for await (const _key of db.keys({ limit: 1 })) {
+        throw new StorageOpenError(
+          dir,
+          'the LevelDB database has data but no weft-kv format record: it belongs to another program or is damaged',
+        );
+      }
+      const identity: StorageIdentity = { nodeId: options.nodeId, clusterId: options.clusterId ?? '' };
+      const s = new LevelRaftStorage(dir, db, meta, logDb, identity, true);
+      await db.batch(
+        [
+          {
+            type: 'put',
+            sublevel: meta,
+            key: META.format,
+            value: encodeRecord({ magic: STORAGE_MAGIC, version: STORAGE_FORMAT_VERSION }),
+          },
+          { type: 'put', sublevel: meta, key: META.identity, value: encodeRecord(identity) },
+          { type: 'put', sublevel: meta, key: META.hardState, value: encodeRecord(s.hard) },
+          { type: 'put', sublevel: meta, key: META.snapshot, value: encodeRecord(s.snap) },
+          { type: 'put', sublevel: meta, key: META.logStart, value: encodeRecord(s.logStart) },
+        ] as never,
+        { sync: true },
+      );
+      return s;
+    }
+
+    const format = decodeRecord(formatBytes, 'format record') as { magic?: unknown; version?: unknown };
+    if (format?.magic !== STORAGE_MAGIC) {
+      throw new StorageOpenError(
+        dir,
+        `wrong magic ${JSON.stringify(format?.magic)} (expected "${STORAGE_MAGIC}"): not a weft-kv data directory`,
+      );
+    }
+    if (format.version !== STORAGE_FORMAT_VERSION) {
+      throw new StorageOpenError(
+        dir,
+        `storage format version ${String(format.version)} is not supported by this build (it reads version ${STORAGE_FORMAT_VERSION}); use a matching weft-kv release`,
+      );
+    }
+    const identity = await readRequired(meta, META.identity, 'identity record', dir, validIdentity);
+    if (identity.nodeId !== options.nodeId) {
+      throw new StorageOpenError(
+        dir,
+        `it belongs to node "${identity.nodeId}", not "${options.nodeId}"; use that node id or a different data directory`,
+      );
+    }
+    if (
+      options.clusterId !== undefined &&
+      identity.clusterId !== '' &&
+      identity.clusterId !== options.clusterId
+    ) {
+      throw new StorageOpenError(
+        dir,
+        `it belongs to cluster "${identity.clusterId}", not "${options.clusterId}"; use a different data directory for a new cluster`,
+      );
+    }
+    const s = new LevelRaftStorage(dir, db, meta, logDb, identity, false);
+    s.hard = await readRequired(meta, META.hardState, 'hard state record', dir, validHardState);
+    s.snap = await readRequired(meta, META.snapshot, 'snapshot record', dir, validSnapshot);
+    s.logStart = await readRequired(meta, META.logStart, 'log start record', dir, validLogStart);
+
+    let expected = s.logStart.index + 1;
+    let prevTerm = s.logStart.term;
+    for await (const [key, value] of logDb.iterator() as AsyncIterable<[Uint8Array, Uint8Array]>) {
+      const index = decodeIndexKey(key);
+      if (index < expected) {
+        // Compaction deletes in the same batch that moves logstart, so a
+        // leftover below it means the database was altered behind our back.
+        throw new StorageOpenError(
+          dir,
+          `log entry ${index} is below the compaction point ${s.logStart.index}`,
+        );
+      }
+      if (index !== expected) {
+        throw new StorageOpenError(
+          dir,
+          `log entries ${expected}..${index - 1} are missing (the log has a gap)`,
+        );
+      }
+      const entry = validEntry(decodeRecord(value, `log entry ${index}`), index);
+      if (!entry) throw new StorageOpenError(dir, `log entry ${index} is malformed`);
+      if (entry.term < prevTerm) {
+        throw new StorageOpenError(
+          dir,
+          `log entry ${index} has term ${entry.term}, lower than the previous term ${prevTerm}`,
+        );
+      }
+      prevTerm = entry.term;
+      s.log.push(entry);
+      expected++;
+    }
+    const last = s.lastIndex();
+    if (s.snap.metadata.index < s.logStart.index) {
+      throw new StorageOpenError(
+        dir,
+        `log is compacted to ${s.logStart.index} but the snapshot is only at ${s.snap.metadata.index}`,
+      );
+    }
+    if (s.snap.metadata.index > last) {
+      throw new StorageOpenError(
+        dir,
+        `snapshot at ${s.snap.metadata.index} is beyond the last log index ${last}`,
+      );
+    }
+    if (s.hard.commit > last) {
+      throw new StorageOpenError(
+        dir,
+        `committed index ${s.hard.commit} is beyond the last log entry ${last}: committed entries are missing`,
+      );
+    }
+    return s;
+  }
+
+  // ---- RaftLogStorage (synchronous reads) ----
+
+  initialState(): { hardState: HardState; confState: ConfState } {
+    return { hardState: { ...this.hard }, confState: structuredClone(this.snap.metadata.confState) };
+  }
+
+  hardState(): HardState {
+    return { ...this.hard };
+  }
+
+  entries(lo: number, hi: number, maxBytes: number): Entry[] {
+    if (lo <= this.logStart.index) throw new CompactedError(lo, this.firstIndex());
+    if (hi > this.lastIndex() + 1) throw new UnavailableError(hi - 1, this.lastIndex());
+    if (lo > hi) throw new RangeError(`entries(${lo}, ${hi}): lo is above hi`);
+    const out: Entry[] = [];
+    let bytes = 0;
+    for (let i = lo; i < hi; i++) {
+      const entry = this.log[i - this.logStart.index - 1]!;
+      bytes += entrySizeBytes(entry);
+      if (out.length > 0 && bytes > maxBytes) break;
+      out.push(entry);
+    }
+    return out;
+  }
+
+  term(i: number): number {
+    if (i === this.logStart.index) return this.logStart.term;
+    if (i < this.logStart.index) throw new CompactedError(i, this.firstIndex());
+    if (i > this.lastIndex()) throw new UnavailableError(i, this.lastIndex());
+    return this.log[i - this.logStart.index - 1]!.term;
+  }
+
+  firstIndex(): number {
+    return this.logStart.index + 1;
+  }
+
+  lastIndex(): number {
+    return this.logStart.index + this.log.length;
+  }
+
+  snapshot(): Snapshot {
+    return this.snap;
+  }
+
+  // ---- writes (serialized; each one atomic batch) ----
+
+  /**
+   * Persists one Ready: the snapshot (replacing the whole log), then the
+   * entries (a conflicting suffix is dropped), then the hard state, in one
+   * LevelDB batch written with `sync` (default true). Resolves once durable;
+   * the in-memory view changes only then.
+   */
+  save(update: StorageUpdate, options: { sync?: boolean } = {}): Promise<void> {
+    return this.enqueue(() => {
+      const ops: BatchOp[] = [];
+      let logStart = this.logStart;
+      let log = this.log;
+      let snap = this.snap;
+      let hard = this.hard;
+      if (update.snapshot) {
+        const incoming = update.snapshot;
+        if (incoming.metadata.index <= snap.metadata.index) {
+          throw new Error(
+            `snapshot at ${incoming.metadata.index} is not newer than the stored snapshot at ${snap.metadata.index}`,
+          );
+        }
+        for (let i = logStart.index + 1; i <= logStart.index + log.length; i++) {
+          ops.push({ type: 'del', sublevel: this.logDb, key: encodeIndexKey(i) });
+        }
+        snap = incoming;
+        logStart = { index: incoming.metadata.index, term: incoming.metadata.term };
+        log = [];
+        ops.push({ type: 'put', sublevel: this.meta, key: META.snapshot, value: encodeRecord(snap) });
+        ops.push({ type: 'put', sublevel: this.meta, key: META.logStart, value: encodeRecord(logStart) });
+      }
+      let entries = update.entries ?? [];
+      if (entries.length > 0) {
+        // Entries at or below the compaction point are already in the snapshot.
+        if (entries[0]!.index <= logStart.index) entries = entries.filter((e) => e.index > logStart.index);
+      }
+      if (entries.length > 0) {
+        const first = entries[0]!.index;
+        const last = logStart.index + log.length;
+        if (first > last + 1) {
+          throw new Error(`cannot append entries from ${first}: the log ends at ${last} (a gap would form)`);
+        }
+        for (let k = 1; k < entries.length; k++) {
+          if (entries[k]!.index !== first + k)
+            throw new Error(`entries to append are not contiguous at ${entries[k]!.index}`);
+        }
+        const newLast = first + entries.length - 1;
+        // Drop the conflicting suffix that the new entries do not overwrite.
+        for (let i = newLast + 1; i <= last; i++)
+          ops.push({ type: 'del', sublevel: this.logDb, key: encodeIndexKey(i) });
+        for (const e of entries) {
+          ops.push({
+            type: 'put',
+            sublevel: this.logDb,
+            key: encodeIndexKey(e.index),
+            value: encodeRecord({ term: e.term, type: e.type, data: e.data }),
+          });
+        }
+        log = log.slice(0, first - logStart.index - 1).concat(entries.map(copyEntry));
+      }
+      if (update.hardState) {
+        hard = { ...update.hardState };
+        ops.push({ type: 'put', sublevel: this.meta, key: META.hardState, value: encodeRecord(hard) });
+      }
+      return {
+        ops,
+        sync: options.sync ?? true,
+        entries: entries.length,
+        commit: () => {
+          this.logStart = logStart;
+          this.log = log;
+          this.snap = snap;
+          this.hard = hard;
+        },
+      };
+    });
+  }
+
+  /**
+   * Records a snapshot of the application state at `index` (already applied
+   * locally); the log is kept until compact(). `confState` is the
+   * configuration in force at `index`.
+   */
+  createSnapshot(index: number, confState: ConfState, data: Uint8Array): Promise<Snapshot> {
+    let created: Snapshot | undefined;
+    return this.enqueue(() => {
+      if (index <= this.snap.metadata.index) {
+        throw new Error(
+          `snapshot at ${index} is not newer than the stored snapshot at ${this.snap.metadata.index}`,
+        );
+      }
+      if (index > this.lastIndex()) throw new UnavailableError(index, this.lastIndex());
+      const snap: Snapshot = {
+        metadata: { index, term: this.term(index), confState: structuredClone(confState) },
+        data,
+      };
+      created = snap;
+      return {
+        ops: [{ type: 'put', sublevel: this.meta, key: META.snapshot, value: encodeRecord(snap) }],
+        sync: true,
+        entries: 0,
+        commit: () => {
+          this.snap = snap;
+        },
+      };
+    }).then(() => created!);
+  }
+
+  /**
+   * Removes log entries <= index. Only what a snapshot covers may go: index
+   * must not pass the stored snapshot. Compacting to an older point is a no-op.
+   */
+  compact(index: number): Promise<void> {
+    return this.enqueue(() => {
+      if (index > this.snap.metadata.index) {
+        throw new Error(`cannot compact to ${index}: the latest snapshot is at ${this.snap.metadata.index}`);
+      }
+      if (index <= this.logStart.index) return { ops: [], sync: false, entries: 0, commit: () => {} };
+      const ops: BatchOp[] = [];
+      for (let i = this.logStart.index + 1; i <= index; i++) {
+        ops.push({ type: 'del', sublevel: this.logDb, key: encodeIndexKey(i) });
+      }
+      const logStart = { index, term: this.term(index) };
+      ops.push({ type: 'put', sublevel: this.meta, key: META.logStart, value: encodeRecord(logStart) });
+      return {
+        ops,
+        sync: true,
+        entries: 0,
+        commit: () => {
+          this.log = this.log.slice(index - this.logStart.index);
+          this.logStart = logStart;
+        },
+      };
+    });
+  }
+
+  /**
+   * Records the initial configuration of a brand-new store (as a snapshot at
+   * index 0 with no data), so that initialState() reports it from now on.
+   * Refused once the store holds any Raft state.
+   */
+  bootstrap(confState: ConfState): Promise<void> {
+    return this.enqueue(() => {
+      if (this.lastIndex() !== 0 || this.snap.metadata.index !== 0 || this.hard.term !== 0) {
+        throw new Error(
+          `raft storage at ${this.dir} already holds state; bootstrap only applies to a new store`,
+        );
+      }
+      const snap: Snapshot = {
+        metadata: { index: 0, term: 0, confState: structuredClone(confState) },
+        data: new Uint8Array(0),
+      };
+      return {
+        ops: [{ type: 'put', sublevel: this.meta, key: META.snapshot, value: encodeRecord(snap) }],
+        sync: true,
+        entries: 0,
+        commit: () => {
+          this.snap = snap;
+        },
+      };
+    });
+  }
+
+  /** Closes the database after pending writes finish. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.writeChain.catch(() => {});
+    await this.db.close();
+  }
+
+  private enqueue(
+    plan: () => { ops: BatchOp[]; sync: boolean; entries: number; commit: () => void },
+  ): Promise<void> {
+    const run = async () => {
+      if (this.closed) throw new Error(`raft storage at ${this.dir} is closed`);
+      const p = plan();
+      if (p.ops.length > 0) {
+        await this.db.batch(p.ops as never, { sync: p.sync });
+        this.stats.batches++;
+        if (p.sync) this.stats.syncedBatches++;
+        this.stats.entriesWritten += p.entries;
+      }
+      p.commit();
+    };
+    const result = this.writeChain.then(run);
+    // A failed write must not wedge later ones; the caller sees the failure.
+    this.writeChain = result.catch(() => {});
+    return result;
+  }
+}
+
+function copyEntry(e: Entry): Entry {
+  return { term: e.term, index: e.index, type: e.type, data: e.data };
+}
+
+/**
+ * Decides whether `dir` is a new store (missing or empty) or must already be
+ * a LevelDB database; anything else is refused before LevelDB gets to create
+ * files in it.
+ */
+async function inspectDirectory(dir: string): Promise<boolean> {
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      await mkdir(dir, { recursive: true });
+      return true;
+    }
+    throw new StorageOpenError(dir, `cannot inspect it: ${(err as Error).message}`, { cause: err });
+  }
+  if (!info.isDirectory()) throw new StorageOpenError(dir, 'it is a file, not a directory');
+  const names = await readdir(dir);
+  if (names.length === 0) return true;
+  if (!names.includes('CURRENT')) {
+    throw new StorageOpenError(
+      dir,
+      `it is not empty (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}) and is not a LevelDB database (no CURRENT file); refusing to create a store over existing files`,
+    );
+  }
+  try {
+    await stat(join(dir, 'CURRENT'));
+  } catch (err) {
+    throw new StorageOpenError(dir, `cannot read its CURRENT file: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  return false;
+}
+
+async function readRequired<T>(
+  meta: Sub,
+  key: string,
+  what: string,
+  dir: string,
+  validate: (value: unknown) => T | undefined,
+): Promise<T> {
+  const bytes = (await meta.get(key)) as Uint8Array | undefined;
+  if (bytes === undefined) throw new StorageOpenError(dir, `the ${what} is missing`);
+  const value = validate(decodeRecord(bytes, what));
+  if (value === undefined) throw new StorageOpenError(dir, `the ${what} is malformed`);
+  return value;
+}
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isIdList = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+function validIdentity(v: unknown): StorageIdentity | undefined {
+  const r = v as StorageIdentity;
+  return r && typeof r.nodeId === 'string' && r.nodeId !== '' && typeof r.clusterId === 'string'
+    ? r
+    : undefined;
+}
+
+function validHardState(v: unknown): HardState | undefined {
+  const r = v as HardState;
+  return r && isCount(r.term) && typeof r.vote === 'string' && isCount(r.commit)
+    ? { term: r.term, vote: r.vote, commit: r.commit }
+    : undefined;
+}
+
+function validLogStart(v: unknown): LogStart | undefined {
+  const r = v as LogStart;
+  return r && isCount(r.index) && isCount(r.term) ? { index: r.index, term: r.term } : undefined;
+}
+
+function validConfState(v: unknown): ConfState | undefined {
+  const r = v as ConfState;
+  return r &&
+    isIdList(r.voters) &&
+    isIdList(r.learners) &&
+    isIdList(r.votersOutgoing) &&
+    isIdList(r.learnersNext) &&
+    typeof r.autoLeave === 'boolean'
+    ? r
+    : undefined;
+}
+
+function validSnapshot(v: unknown): Snapshot | undefined {
+  const r = v as Snapshot;
+  if (!r?.metadata || !(r.data instanceof Uint8Array)) return undefined;
+  const confState = validConfState(r.metadata.confState);
+  if (!confState || !isCount(r.metadata.index) || !isCount(r.metadata.term)) return undefined;
+  return { metadata: { index: r.metadata.index, term: r.metadata.term, confState }, data: r.data };
+}
+
+function validEntry(v: unknown, index: number): Entry | undefined {
+  const r = v as { term: unknown; type: unknown; data: unknown };
+  if (!r || !isCount(r.term) || !(r.data instanceof Uint8Array)) return undefined;
+  if (r.type !== EntryType.Normal && r.type !== EntryType.ConfChange) return undefined;
+  return { term: r.term, index, type: r.type, data: r.data };
+}
