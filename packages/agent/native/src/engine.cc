@@ -1,0 +1,742 @@
+#include "engine.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <linux/udp.h>
+#include <poll.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <functional>
+#include <stdexcept>
+
+#include "packet.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+namespace weft {
+
+const char* const kDropReasonNames[kDropCount] = {
+    "short_frame",  "bad_offload_header", "unknown_destination", "arp_unanswered",  "no_vtep",
+    "send_error",   "tap_write_error",    "short_datagram",      "bad_vxlan_flags", "unknown_vni",
+    "truncated_datagram",
+};
+
+std::atomic<int> Engine::liveThreads_{0};
+
+namespace {
+
+// Bounds (TigerBeetle style: every batch has a limit).
+constexpr size_t kMaxFrameBytes = 65536 + 512;               // TSO super-frame + headers
+constexpr size_t kTapReadBatch = 16;                          // frames read per TX round
+constexpr size_t kRxMessages = 16;                            // datagrams per recvmmsg
+constexpr size_t kRxBufferBytes = 65536 + 4096;               // one GRO datagram
+constexpr size_t kMaxUdpGsoSegments = 64;                     // UDP_MAX_SEGMENTS on older kernels
+constexpr size_t kMaxUdpPayloadBytes = 65535 - 20 - 8;        // one IPv4 datagram
+constexpr size_t kMaxCoalescedSegments = 64;
+constexpr size_t kMaxCoalescedIpBytes = 65535;
+constexpr int kSocketBufferBytes = 8 << 20;
+
+std::string errnoText(const char* what) { return std::string(what) + ": " + strerror(errno); }
+
+struct ThreadCount {
+  std::atomic<int>& n;
+  explicit ThreadCount(std::atomic<int>& c) : n(c) { n.fetch_add(1); }
+  ~ThreadCount() { n.fetch_sub(1); }
+};
+
+// Runs fn with the calling thread inside the network namespace at path. A
+// helper thread does the setns so the JS thread never changes namespace; file
+// descriptors made there stay bound to that namespace for good.
+void runInNetns(const std::string& path, const std::function<void()>& fn) {
+  if (path.empty()) {
+    fn();
+    return;
+  }
+  std::string error;
+  std::thread t([&] {
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      error = errnoText(("cannot open network namespace " + path).c_str());
+      return;
+    }
+    if (setns(fd, CLONE_NEWNET) != 0) {
+      error = errnoText(("cannot enter network namespace " + path).c_str());
+      ::close(fd);
+      return;
+    }
+    ::close(fd);
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  t.join();
+  if (!error.empty()) throw std::runtime_error(error);
+}
+
+void signalStop(int eventFd) {
+  uint64_t one = 1;
+  ssize_t r = write(eventFd, &one, sizeof one);
+  (void)r;
+}
+
+// Waits until fd is readable or the stop eventfd fires; false when stopping.
+bool waitReadable(int fd, int stopFd, int timeoutMs) {
+  pollfd fds[2] = {{fd, POLLIN, 0}, {stopFd, POLLIN, 0}};
+  int r = poll(fds, 2, timeoutMs);
+  if (r > 0 && (fds[1].revents & POLLIN)) return false;
+  return true;
+}
+
+}  // namespace
+
+Network::~Network() {
+  if (tapFd >= 0) ::close(tapFd);
+  if (stopFd >= 0) ::close(stopFd);
+}
+
+// ---------------------------------------------------------------------------
+// TX: datagrams to send, gathered into one sendmmsg. Payload iovecs point into
+// the TAP read buffers, which stay untouched until flush().
+class TxBatch {
+ public:
+  static constexpr size_t kMaxMessages = 64;
+  static constexpr size_t kMaxIov = 1024;
+  static constexpr size_t kMaxHeaders = 512;
+  static constexpr size_t kHeaderSlotBytes = kVxlanHeaderBytes + kEthHeaderBytes + 60 + 60;
+
+  explicit TxBatch(Engine* engine) : engine_(engine) {}
+
+  // Room for a message with `iovs` iovecs and `headers` header slots?
+  void reserve(size_t iovs, size_t headers) {
+    if (messages_ + 1 > kMaxMessages || iovCount_ + iovs > kMaxIov || headerCount_ + headers > kMaxHeaders) flush();
+  }
+  uint8_t* header() { return headers_[headerCount_++]; }
+  void beginMessage(Network* net, in_addr_t vtep) {
+    mmsghdr& m = msgs_[messages_];
+    std::memset(&m, 0, sizeof m);
+    sockaddr_in& a = addrs_[messages_];
+    std::memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(engine_->port());
+    a.sin_addr.s_addr = vtep;
+    m.msg_hdr.msg_name = &a;
+    m.msg_hdr.msg_namelen = sizeof a;
+    m.msg_hdr.msg_iov = &iov_[iovCount_];
+    nets_[messages_] = net;
+    packets_[messages_] = 0;
+    bytes_[messages_] = 0;
+  }
+  void addIov(const void* p, size_t n) {
+    iov_[iovCount_].iov_base = const_cast<void*>(p);
+    iov_[iovCount_].iov_len = n;
+    iovCount_++;
+    msgs_[messages_].msg_hdr.msg_iovlen++;
+  }
+  void countInner(size_t innerBytes) {
+    packets_[messages_]++;
+    bytes_[messages_] += innerBytes;
+  }
+  void endMessage(uint16_t gsoSegmentBytes) {
+    mmsghdr& m = msgs_[messages_];
+    if (gsoSegmentBytes != 0) {
+      char* buf = control_[messages_];
+      m.msg_hdr.msg_control = buf;
+      m.msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      cmsghdr* c = CMSG_FIRSTHDR(&m.msg_hdr);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      std::memcpy(CMSG_DATA(c), &gsoSegmentBytes, sizeof gsoSegmentBytes);
+    }
+    messages_++;
+  }
+  void flush() {
+    size_t done = 0;
+    while (done < messages_) {
+      int r = sendmmsg(engine_->udpFd(), &msgs_[done], unsigned(messages_ - done), 0);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        // The first unsent message failed: count it and go on with the rest.
+        nets_[done]->counters.drop(kDropSendError, packets_[done]);
+        done++;
+        continue;
+      }
+      for (int i = 0; i < r; i++) {
+        Counters& c = nets_[done + i]->counters;
+        c.txPackets.fetch_add(packets_[done + i], std::memory_order_relaxed);
+        c.txBytes.fetch_add(bytes_[done + i], std::memory_order_relaxed);
+      }
+      done += size_t(r);
+    }
+    messages_ = iovCount_ = headerCount_ = 0;
+  }
+
+ private:
+  Engine* engine_;
+  size_t messages_ = 0, iovCount_ = 0, headerCount_ = 0;
+  mmsghdr msgs_[kMaxMessages];
+  sockaddr_in addrs_[kMaxMessages];
+  alignas(cmsghdr) char control_[kMaxMessages][CMSG_SPACE(sizeof(uint16_t))];
+  Network* nets_[kMaxMessages];
+  uint64_t packets_[kMaxMessages];
+  uint64_t bytes_[kMaxMessages];
+  iovec iov_[kMaxIov];
+  uint8_t headers_[kMaxHeaders][kHeaderSlotBytes];
+};
+
+// ---------------------------------------------------------------------------
+// RX: consecutive in-order TCP segments of one flow become one TAP write with
+// a GSO virtio-net header, so the kernel handles one 64 KB frame instead of
+// forty 1.4 KB ones. Payload iovecs point into the receive buffers, valid
+// until the batch ends (flush() is called before they are reused).
+class Coalescer {
+ public:
+  explicit Coalescer(bool enabled) : enabled_(enabled) {}
+
+  void add(Network* net, const uint8_t* frame, size_t bytes) {
+    TcpFrame t;
+    if (!enabled_ || !coalescable(frame, bytes, &t)) {
+      flush();
+      writeSingle(net, frame, bytes, 0);
+      return;
+    }
+    if (segments_ > 0 && net == net_ && canAppend(frame, t)) {
+      append(frame, t);
+    } else {
+      flush();
+      start(net, frame, t);
+    }
+    if (segments_ >= kMaxCoalescedSegments) flush();
+  }
+
+  void flush() {
+    if (segments_ == 0) return;
+    VnetHeader v{};
+    uint8_t* ip = header_ + tcp_.ipOffset;
+    uint8_t* tcpHeader = header_ + tcp_.tcpOffset;
+    if (segments_ == 1) {
+      v.flags = kVnetFlagDataValid;  // we verified both checksums
+    } else {
+      uint32_t l4Bytes = uint32_t(tcp_.tcpHeaderBytes + payloadBytes_);
+      store16(ip + 2, uint16_t(tcp_.ipHeaderBytes + l4Bytes));
+      ip[10] = ip[11] = 0;
+      checksumStore(ip + 10, checksumAdd(ip, tcp_.ipHeaderBytes, 0));
+      if (sawPush_) tcpHeader[13] |= kTcpFlagPsh;
+      // Partial checksum: the pseudo-header sum, completed by whoever
+      // segments or delivers the frame (VIRTIO_NET_HDR_F_NEEDS_CSUM).
+      uint16_t partial = checksumFold(pseudoHeaderSum(ip, false, kIpProtoTcp, l4Bytes));
+      std::memcpy(tcpHeader + 16, &partial, 2);
+      v.flags = kVnetFlagNeedsCsum;
+      v.gsoType = kVnetGsoTcpV4;
+      v.hdrLen = uint16_t(tcp_.headerBytes);
+      v.gsoSize = uint16_t(mss_);
+      v.csumStart = uint16_t(tcp_.tcpOffset);
+      v.csumOffset = 16;
+    }
+    iov_[0] = {&v, sizeof v};
+    iov_[1] = {header_, tcp_.headerBytes};
+    write(net_, iov_, 2 + segments_, tcp_.headerBytes + payloadBytes_, segments_);
+    segments_ = 0;
+    net_ = nullptr;
+  }
+
+  // Frames that are not TCP data (ARP, ICMP, handshakes) go through as they
+  // are; the kernel verifies their checksums itself.
+  void writeSingle(Network* net, const uint8_t* frame, size_t bytes, uint8_t flags) {
+    VnetHeader v{};
+    v.flags = flags;
+    iovec iov[2] = {{&v, sizeof v}, {const_cast<uint8_t*>(frame), bytes}};
+    write(net, iov, 2, bytes, 1);
+  }
+
+ private:
+  void write(Network* net, iovec* iov, size_t iovCount, size_t innerBytes, size_t innerPackets) {
+    ssize_t r;
+    do {
+      r = writev(net->tapFd, iov, int(iovCount));
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      net->counters.drop(kDropTapWriteError, innerPackets);
+      return;
+    }
+    net->counters.rxPackets.fetch_add(innerPackets, std::memory_order_relaxed);
+    net->counters.rxBytes.fetch_add(innerBytes, std::memory_order_relaxed);
+  }
+
+  static bool coalescable(const uint8_t* f, size_t n, TcpFrame* t) {
+    if (!parseTcpFrame(f, n, true, t) || t->ipv6 || t->ipHeaderBytes != 20 || t->payloadBytes == 0) return false;
+    uint8_t flags = f[t->tcpOffset + 13];
+    if ((flags & ~(kTcpFlagAck | kTcpFlagPsh)) != 0 || !(flags & kTcpFlagAck)) return false;
+    const uint8_t* ip = f + t->ipOffset;
+    if (!checksumVerifies(checksumAdd(ip, 20, 0))) return false;
+    uint64_t sum = pseudoHeaderSum(ip, false, kIpProtoTcp, uint32_t(t->tcpHeaderBytes + t->payloadBytes));
+    // A corrupted segment must not be hidden behind a checksum we recompute.
+    return checksumVerifies(checksumAdd(f + t->tcpOffset, t->tcpHeaderBytes + t->payloadBytes, sum));
+  }
+
+  bool canAppend(const uint8_t* f, const TcpFrame& t) const {
+    if (closed_ || t.tcpHeaderBytes != tcp_.tcpHeaderBytes || t.payloadBytes > mss_) return false;
+    if (tcp_.ipHeaderBytes + tcp_.tcpHeaderBytes + payloadBytes_ + t.payloadBytes > kMaxCoalescedIpBytes) return false;
+    const uint8_t* ip = f + t.ipOffset;
+    const uint8_t* ip0 = header_ + tcp_.ipOffset;
+    const uint8_t* th = f + t.tcpOffset;
+    const uint8_t* th0 = header_ + tcp_.tcpOffset;
+    if (std::memcmp(f, header_, kEthHeaderBytes) != 0) return false;
+    if (ip[1] != ip0[1] || ip[8] != ip0[8] || std::memcmp(ip + 12, ip0 + 12, 8) != 0) return false;
+    if (std::memcmp(th, th0, 4) != 0 || std::memcmp(th + 8, th0 + 8, 4) != 0) return false;  // ports, ack
+    if (((th[13] ^ th0[13]) & ~kTcpFlagPsh) != 0) return false;
+    if (std::memcmp(th + 20, th0 + 20, t.tcpHeaderBytes - 20) != 0) return false;  // options (timestamps)
+    return load32(th + 4) == nextSeq_;
+  }
+
+  void start(Network* net, const uint8_t* f, const TcpFrame& t) {
+    net_ = net;
+    tcp_ = t;
+    std::memcpy(header_, f, t.headerBytes);
+    mss_ = t.payloadBytes;
+    payloadBytes_ = 0;
+    segments_ = 0;
+    sawPush_ = false;
+    closed_ = false;
+    nextSeq_ = load32(f + t.tcpOffset + 4);
+    append(f, t);
+  }
+
+  void append(const uint8_t* f, const TcpFrame& t) {
+    const uint8_t* th = f + t.tcpOffset;
+    iov_[2 + segments_] = {const_cast<uint8_t*>(f + t.headerBytes), t.payloadBytes};
+    segments_++;
+    payloadBytes_ += t.payloadBytes;
+    nextSeq_ += uint32_t(t.payloadBytes);
+    std::memcpy(header_ + tcp_.tcpOffset + 14, th + 14, 2);  // latest window
+    if (th[13] & kTcpFlagPsh) sawPush_ = true;
+    // A short or pushed segment ends a run, as it does in Linux GRO.
+    if (t.payloadBytes < mss_ || (th[13] & kTcpFlagPsh)) closed_ = true;
+  }
+
+  bool enabled_;
+  Network* net_ = nullptr;
+  TcpFrame tcp_{};
+  uint8_t header_[kEthHeaderBytes + 60 + 60];
+  size_t mss_ = 0, payloadBytes_ = 0, segments_ = 0;
+  uint32_t nextSeq_ = 0;
+  bool sawPush_ = false, closed_ = false;
+  iovec iov_[2 + kMaxCoalescedSegments];
+};
+
+// ---------------------------------------------------------------------------
+
+Engine::Engine(const EngineOptions& options) : options_(options), port_(options.port) {
+  networks_ = std::make_shared<NetworkMap>();
+  runInNetns(options_.netnsPath, [&] {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error(errnoText("socket(AF_INET, SOCK_DGRAM)"));
+    int size = kSocketBufferBytes;
+    // FORCE variants exceed net.core.[rw]mem_max (we run as root); plain ones
+    // are the fallback without CAP_NET_ADMIN.
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0)
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    // Like the kernel's VXLAN device (df unset): the underlay may fragment.
+    int pmtu = IP_PMTUDISC_DONT;
+    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+    if (options_.offloads) {
+      int one = 1;
+      if (setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0) {
+        ::close(fd);
+        throw std::runtime_error(errnoText("setsockopt(UDP_GRO) (needs Linux >= 5.0; pass offloads: false)"));
+      }
+    }
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port_);
+    a.sin_addr.s_addr = options_.vtep;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      char ip[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &options_.vtep, ip, sizeof ip);
+      std::string msg = errnoText(("cannot bind the VXLAN socket to " + std::string(ip) + ":" +
+                                   std::to_string(port_) +
+                                   " (is the VTEP address configured on this host, and no kernel vxlan device or "
+                                   "other agent using the port?)")
+                                      .c_str());
+      ::close(fd);
+      throw std::runtime_error(msg);
+    }
+    udpFd_ = fd;
+  });
+  stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stopFd_ < 0) {
+    ::close(udpFd_);
+    throw std::runtime_error(errnoText("eventfd"));
+  }
+  rxThread_ = std::thread([this] { rxLoop(); });
+}
+
+Engine::~Engine() { close(); }
+
+std::shared_ptr<const NetworkMap> Engine::networks() const { return std::atomic_load(&networks_); }
+
+void Engine::addNetwork(uint32_t vni, const std::string& tapName) {
+  std::lock_guard<std::mutex> lock(controlMutex_);
+  if (closed_) throw std::runtime_error("the engine is closed");
+  if (vni == 0 || vni > 0xffffff) throw std::runtime_error("VNI " + std::to_string(vni) + " is outside 1..16777215");
+  if (tapName.empty() || tapName.size() >= IFNAMSIZ)
+    throw std::runtime_error("TAP name \"" + tapName + "\" must have 1.." + std::to_string(IFNAMSIZ - 1) + " characters");
+  auto current = networks();
+  if (current->count(vni)) {
+    if (current->at(vni)->tapName == tapName) return;  // idempotent
+    throw std::runtime_error("VNI " + std::to_string(vni) + " already has TAP " + current->at(vni)->tapName);
+  }
+  auto net = std::make_shared<Network>();
+  net->vni = vni;
+  net->tapName = tapName;
+  net->peers = std::make_shared<PeerTable>();
+  runInNetns(options_.netnsPath, [&] {
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error(errnoText("cannot open /dev/net/tun (is the tun module loaded?)"));
+    ifreq ifr{};
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    std::strncpy(ifr.ifr_name, tapName.c_str(), IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+      std::string msg = errnoText(("cannot create TAP device " + tapName).c_str());
+      ::close(fd);
+      throw std::runtime_error(msg);
+    }
+    int hdrBytes = sizeof(VnetHeader);
+    ioctl(fd, TUNSETVNETHDRSZ, &hdrBytes);
+    // With these the kernel hands us whole TCP super-frames (up to 64 KB) with
+    // partial checksums; we segment and checksum them on the way out.
+    unsigned offloads = options_.offloads ? (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) : 0;
+    if (ioctl(fd, TUNSETOFFLOAD, offloads) != 0) {
+      std::string msg = errnoText("TUNSETOFFLOAD");
+      ::close(fd);
+      throw std::runtime_error(msg);
+    }
+    net->tapFd = fd;
+  });
+  net->stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (net->stopFd < 0) throw std::runtime_error(errnoText("eventfd"));
+  Network* raw = net.get();
+  net->txThread = std::thread([this, raw] { txLoop(raw); });
+  auto next = std::make_shared<NetworkMap>(*current);
+  (*next)[vni] = net;
+  std::atomic_store(&networks_, std::shared_ptr<const NetworkMap>(next));
+}
+
+void Engine::removeNetwork(uint32_t vni) {
+  std::lock_guard<std::mutex> lock(controlMutex_);
+  removeLocked(vni);
+}
+
+void Engine::removeLocked(uint32_t vni) {
+  auto current = networks();
+  auto it = current->find(vni);
+  if (it == current->end()) return;
+  std::shared_ptr<Network> net = it->second;
+  auto next = std::make_shared<NetworkMap>(*current);
+  next->erase(vni);
+  std::atomic_store(&networks_, std::shared_ptr<const NetworkMap>(next));
+  current.reset();
+  signalStop(net->stopFd);
+  if (net->txThread.joinable()) net->txThread.join();
+  // Wait out a receive batch that may still use the old map, so the TAP is
+  // closed (and the device gone) when this returns.
+  { std::lock_guard<std::mutex> barrier(rxBatchMutex_); }
+  net.reset();
+}
+
+void Engine::setPeers(uint32_t vni, std::shared_ptr<const PeerTable> table) {
+  auto current = networks();
+  auto it = current->find(vni);
+  if (it == current->end()) throw std::runtime_error("no network with VNI " + std::to_string(vni) + " on this engine");
+  std::atomic_store(&it->second->peers, table);
+}
+
+void Engine::close() {
+  std::lock_guard<std::mutex> lock(controlMutex_);
+  if (closed_) return;
+  closed_ = true;
+  std::vector<uint32_t> vnis;
+  for (auto& [vni, net] : *networks()) vnis.push_back(vni);
+  for (uint32_t vni : vnis) removeLocked(vni);
+  if (stopFd_ >= 0) signalStop(stopFd_);
+  if (rxThread_.joinable()) rxThread_.join();
+  if (udpFd_ >= 0) ::close(udpFd_);
+  if (stopFd_ >= 0) ::close(stopFd_);
+  udpFd_ = stopFd_ = -1;
+}
+
+static CountersSnapshot snapshot(const Counters& c) {
+  CountersSnapshot s{};
+  s.txPackets = c.txPackets.load();
+  s.txBytes = c.txBytes.load();
+  s.rxPackets = c.rxPackets.load();
+  s.rxBytes = c.rxBytes.load();
+  s.arpReplies = c.arpReplies.load();
+  s.flooded = c.flooded.load();
+  for (int i = 0; i < kDropCount; i++) s.drops[i] = c.drops[i].load();
+  return s;
+}
+
+std::vector<std::pair<uint32_t, CountersSnapshot>> Engine::networkCounters() const {
+  std::vector<std::pair<uint32_t, CountersSnapshot>> out;
+  for (auto& [vni, net] : *networks()) out.emplace_back(vni, snapshot(net->counters));
+  return out;
+}
+
+CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
+
+// ---------------------------------------------------------------------------
+// TAP -> UDP
+
+void Engine::txLoop(Network* net) {
+  ThreadCount alive(liveThreads_);
+  auto frames = std::make_unique<uint8_t[]>(kTapReadBatch * kMaxFrameBytes);
+  auto batch = std::make_unique<TxBatch>(this);
+  size_t lengths[kTapReadBatch];
+  for (;;) {
+    size_t got = 0;
+    bool idle = false;
+    while (got < kTapReadBatch) {
+      ssize_t r = read(net->tapFd, &frames[got * kMaxFrameBytes], kMaxFrameBytes);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        idle = true;  // EAGAIN, or the device went away (EBADFD): wait
+        break;
+      }
+      lengths[got++] = size_t(r);
+    }
+    if (got > 0) {
+      auto peers = std::atomic_load(&net->peers);
+      for (size_t i = 0; i < got; i++) handleTapFrame(net, *peers, &frames[i * kMaxFrameBytes], lengths[i], *batch);
+      batch->flush();
+    }
+    if (idle && !waitReadable(net->tapFd, net->stopFd, 1000)) return;
+  }
+}
+
+void Engine::handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch) {
+  Counters& c = net->counters;
+  if (bytes < sizeof(VnetHeader) + kEthHeaderBytes) {
+    c.drop(kDropShortFrame);
+    return;
+  }
+  VnetHeader vnet;
+  std::memcpy(&vnet, buf, sizeof vnet);
+  uint8_t* frame = buf + sizeof vnet;
+  size_t frameBytes = bytes - sizeof vnet;
+
+  const in_addr_t* targets;
+  size_t targetCount;
+  in_addr_t unicastTarget;
+  if (isMulticastMac(frame)) {
+    uint32_t targetIp, senderIp;
+    if (parseArpRequest(frame, frameBytes, &targetIp, &senderIp)) {
+      // Proxy ARP, as the kernel's vxlan "proxy" mode: answer from the peer
+      // table, never tunnel the request.
+      auto it = peers.macByIp.find(targetIp);
+      if (it == peers.macByIp.end()) {
+        c.drop(kDropArpUnanswered);
+        return;
+      }
+      uint8_t mac[6];
+      keyToMac(it->second, mac);
+      uint8_t reply[64];
+      size_t n = buildArpReply(frame, mac, reply);
+      VnetHeader v{};
+      iovec iov[2] = {{&v, sizeof v}, {reply, n}};
+      if (writev(net->tapFd, iov, 2) < 0)
+        c.drop(kDropTapWriteError);
+      else
+        c.arpReplies.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (load16(frame + 12) == kEtherTypeArp) {
+      c.drop(kDropArpUnanswered);  // replies and announcements stay local
+      return;
+    }
+    // Other broadcast/multicast (IPv6 neighbour discovery, DHCP, mDNS):
+    // head-end replication to every host of the network.
+    if (peers.vteps.empty()) {
+      c.drop(kDropNoVtep);
+      return;
+    }
+    targets = peers.vteps.data();
+    targetCount = peers.vteps.size();
+    c.flooded.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    auto it = peers.vtepByMac.find(macToKey(frame));
+    if (it == peers.vtepByMac.end()) {
+      c.drop(kDropUnknownDestination);
+      return;
+    }
+    unicastTarget = it->second;
+    targets = &unicastTarget;
+    targetCount = 1;
+  }
+
+  if (vnet.gsoType == kVnetGsoNone) {
+    if ((vnet.flags & kVnetFlagNeedsCsum) &&
+        !completePartialChecksum(frame, frameBytes, vnet.csumStart, vnet.csumOffset)) {
+      c.drop(kDropBadOffloadHeader);
+      return;
+    }
+    for (size_t t = 0; t < targetCount; t++) {
+      batch.reserve(2, 1);
+      batch.beginMessage(net, targets[t]);
+      uint8_t* h = batch.header();
+      writeVxlanHeader(h, net->vni);
+      batch.addIov(h, kVxlanHeaderBytes);
+      batch.addIov(frame, frameBytes);
+      batch.countInner(frameBytes);
+      batch.endMessage(0);
+    }
+    return;
+  }
+
+  TsoPlan plan;
+  if (!planTso(frame, frameBytes, vnet, &plan)) {
+    c.drop(kDropBadOffloadHeader);
+    return;
+  }
+  // Each UDP GSO message: up to 64 datagrams of VXLAN + one MSS-sized packet,
+  // all of the same size but the last, within one 64 KB IPv4 datagram.
+  size_t segmentBytes = kVxlanHeaderBytes + plan.tcp.headerBytes + plan.mss;
+  if (segmentBytes > 0xffff) {
+    c.drop(kDropBadOffloadHeader);
+    return;
+  }
+  size_t perMessage = std::min(kMaxUdpGsoSegments, kMaxUdpPayloadBytes / segmentBytes);
+  if (perMessage == 0) perMessage = 1;
+  for (size_t t = 0; t < targetCount; t++) {
+    for (size_t first = 0; first < plan.count; first += perMessage) {
+      size_t n = std::min(perMessage, plan.count - first);
+      batch.reserve(2 * n, n);
+      batch.beginMessage(net, targets[t]);
+      for (size_t i = first; i < first + n; i++) {
+        uint8_t* h = batch.header();
+        writeVxlanHeader(h, net->vni);
+        buildTsoSegmentHeader(frame, plan, i, h + kVxlanHeaderBytes);
+        size_t payload = plan.payloadBytes(i);
+        batch.addIov(h, kVxlanHeaderBytes + plan.tcp.headerBytes);
+        if (payload > 0) batch.addIov(frame + plan.tcp.headerBytes + i * plan.mss, payload);
+        batch.countInner(plan.tcp.headerBytes + payload);
+      }
+      batch.endMessage(n > 1 ? uint16_t(segmentBytes) : 0);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// UDP -> TAP
+
+void Engine::rxLoop() {
+  ThreadCount alive(liveThreads_);
+  auto buffers = std::make_unique<uint8_t[]>(kRxMessages * kRxBufferBytes);
+  mmsghdr msgs[kRxMessages];
+  iovec iov[kRxMessages];
+  alignas(cmsghdr) char control[kRxMessages][CMSG_SPACE(sizeof(int))];
+  Coalescer coalescer(options_.offloads);
+  for (;;) {
+    for (size_t i = 0; i < kRxMessages; i++) {
+      iov[i] = {&buffers[i * kRxBufferBytes], kRxBufferBytes};
+      std::memset(&msgs[i], 0, sizeof msgs[i]);
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_control = control[i];
+      msgs[i].msg_hdr.msg_controllen = sizeof control[i];
+    }
+    int n = recvmmsg(udpFd_, msgs, kRxMessages, MSG_DONTWAIT, nullptr);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      if (!waitReadable(udpFd_, stopFd_, 1000)) return;
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(rxBatchMutex_);
+    auto nets = networks();
+    for (int i = 0; i < n; i++) {
+      const msghdr& h = msgs[i].msg_hdr;
+      if (h.msg_flags & MSG_TRUNC) {
+        host_.drop(kDropTruncatedDatagram);
+        continue;
+      }
+      size_t bytes = msgs[i].msg_len;
+      size_t segment = bytes;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+          int gso;
+          std::memcpy(&gso, CMSG_DATA(c), sizeof gso);
+          if (gso > 0) segment = size_t(gso);
+        }
+      }
+      const uint8_t* p = &buffers[size_t(i) * kRxBufferBytes];
+      for (size_t off = 0; off < bytes; off += segment)
+        handleDatagram(*nets, p + off, std::min(segment, bytes - off), coalescer);
+    }
+    coalescer.flush();
+  }
+}
+
+void Engine::handleDatagram(const NetworkMap& nets, const uint8_t* p, size_t bytes, Coalescer& coalescer) {
+  if (bytes < kVxlanHeaderBytes + kEthHeaderBytes) {
+    host_.drop(kDropShortDatagram);
+    return;
+  }
+  uint32_t vni;
+  if (!parseVxlanHeader(p, &vni)) {
+    host_.drop(kDropBadVxlanFlags);
+    return;
+  }
+  auto it = nets.find(vni);
+  if (it == nets.end()) {
+    host_.drop(kDropUnknownVni);
+    return;
+  }
+  coalescer.add(it->second.get(), p + kVxlanHeaderBytes, bytes - kVxlanHeaderBytes);
+}
+
+// ---------------------------------------------------------------------------
+// Test hooks
+
+void Engine::injectTapFrame(uint32_t vni, const uint8_t* data, size_t bytes) {
+  auto nets = networks();
+  auto it = nets->find(vni);
+  if (it == nets->end()) throw std::runtime_error("no network with VNI " + std::to_string(vni) + " on this engine");
+  if (bytes > kMaxFrameBytes) throw std::runtime_error("frame larger than " + std::to_string(kMaxFrameBytes) + " bytes");
+  std::vector<uint8_t> copy(data, data + bytes);
+  auto batch = std::make_unique<TxBatch>(this);
+  auto peers = std::atomic_load(&it->second->peers);
+  handleTapFrame(it->second.get(), *peers, copy.data(), copy.size(), *batch);
+  batch->flush();
+}
+
+void Engine::injectDatagram(const uint8_t* data, size_t bytes, size_t segmentBytes) {
+  if (segmentBytes == 0) segmentBytes = bytes;
+  auto nets = networks();
+  Coalescer coalescer(options_.offloads);
+  for (size_t off = 0; off < bytes; off += segmentBytes)
+    handleDatagram(*nets, data + off, std::min(segmentBytes, bytes - off), coalescer);
+  coalescer.flush();
+}
+
+}  // namespace weft

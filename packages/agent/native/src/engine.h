@@ -1,0 +1,127 @@
+// The userspace VXLAN engine: one UDP socket per host (VTEP address, port
+// 4789) shared by all networks and demultiplexed by VNI, one TAP device per
+// network. Threads: one receive thread per engine (UDP -> TAP) and one send
+// thread per network (TAP -> UDP). None of them ever touches JavaScript; JS
+// changes the peer tables by swapping immutable snapshots.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace weft {
+
+enum DropReason : int {
+  kDropShortFrame,          // TAP frame shorter than virtio header + Ethernet
+  kDropBadOffloadHeader,    // virtio-net header the engine cannot honour
+  kDropUnknownDestination,  // unicast to a MAC no peer has
+  kDropArpUnanswered,       // ARP request for an IP no peer has (proxy mode)
+  kDropNoVtep,              // broadcast/multicast with no remote host in the network
+  kDropSendError,           // sendmmsg refused the datagram
+  kDropTapWriteError,       // the TAP refused the frame (device down?)
+  kDropShortDatagram,       // UDP payload shorter than VXLAN + Ethernet
+  kDropBadVxlanFlags,       // VXLAN flags/reserved bits not as RFC 7348 sends them
+  kDropUnknownVni,          // no network with that VNI on this host
+  kDropTruncatedDatagram,   // larger than the receive buffer
+  kDropCount
+};
+extern const char* const kDropReasonNames[kDropCount];
+
+struct Counters {
+  std::atomic<uint64_t> txPackets{0}, txBytes{0}, rxPackets{0}, rxBytes{0}, arpReplies{0}, flooded{0};
+  std::array<std::atomic<uint64_t>, kDropCount> drops{};
+  void drop(DropReason r, uint64_t n = 1) { drops[r].fetch_add(n, std::memory_order_relaxed); }
+};
+
+struct CountersSnapshot {
+  uint64_t txPackets, txBytes, rxPackets, rxBytes, arpReplies, flooded;
+  std::array<uint64_t, kDropCount> drops;
+};
+
+// Immutable once published; readers hold a shared_ptr for one batch.
+struct PeerTable {
+  std::unordered_map<uint64_t, in_addr_t> vtepByMac;  // MAC key -> VTEP (network order)
+  std::unordered_map<uint32_t, uint64_t> macByIp;     // IPv4 (host order) -> MAC key
+  std::vector<in_addr_t> vteps;                       // distinct VTEPs, for flooding
+};
+
+struct Network {
+  uint32_t vni = 0;
+  std::string tapName;
+  int tapFd = -1;
+  int stopFd = -1;
+  std::thread txThread;
+  std::shared_ptr<const PeerTable> peers;  // accessed with std::atomic_load/store
+  Counters counters;
+  ~Network();
+};
+
+struct EngineOptions {
+  std::string netnsPath;  // empty = the calling process's namespace
+  in_addr_t vtep = 0;     // network order
+  uint16_t port = 4789;
+  bool offloads = true;   // TAP TSO/checksum offload, UDP GSO/GRO, coalescing
+};
+
+using NetworkMap = std::unordered_map<uint32_t, std::shared_ptr<Network>>;
+
+class TxBatch;
+class Coalescer;
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& options);  // throws std::runtime_error
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  void addNetwork(uint32_t vni, const std::string& tapName);
+  void removeNetwork(uint32_t vni);
+  void setPeers(uint32_t vni, std::shared_ptr<const PeerTable> table);
+  std::vector<std::pair<uint32_t, CountersSnapshot>> networkCounters() const;
+  CountersSnapshot hostCounters() const;
+  void close();
+
+  // Test hooks (fuzzing): run exactly the code the threads run on one input.
+  // tapFrame = virtio-net header + Ethernet frame; datagram = VXLAN payload
+  // of a UDP datagram, possibly several GRO segments of segmentBytes each.
+  void injectTapFrame(uint32_t vni, const uint8_t* data, size_t bytes);
+  void injectDatagram(const uint8_t* data, size_t bytes, size_t segmentBytes);
+
+  static int liveThreads() { return liveThreads_.load(); }
+
+  // Used by the batch helpers.
+  int udpFd() const { return udpFd_; }
+  uint16_t port() const { return port_; }
+
+ private:
+  friend class Coalescer;
+  void rxLoop();
+  void txLoop(Network* net);
+  void handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch);
+  void handleDatagram(const NetworkMap& nets, const uint8_t* p, size_t bytes, Coalescer& coalescer);
+  std::shared_ptr<const NetworkMap> networks() const;
+  void removeLocked(uint32_t vni);
+
+  EngineOptions options_;
+  uint16_t port_;
+  int udpFd_ = -1;
+  int stopFd_ = -1;
+  std::thread rxThread_;
+  std::mutex controlMutex_;  // serialises add/remove/close
+  std::mutex rxBatchMutex_;  // held by the receive thread while it uses a map snapshot
+  std::shared_ptr<const NetworkMap> networks_;
+  Counters host_;
+  bool closed_ = false;
+  static std::atomic<int> liveThreads_;
+};
+
+}  // namespace weft

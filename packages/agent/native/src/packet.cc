@@ -1,0 +1,202 @@
+#include "packet.h"
+
+namespace weft {
+
+uint64_t checksumAdd(const uint8_t* data, size_t len, uint64_t sum) {
+  // 32-bit halves into a 64-bit accumulator: no carries are lost for any
+  // frame we handle (< 2^32 additions), and the loop vectorises.
+  while (len >= 8) {
+    uint64_t v;
+    std::memcpy(&v, data, 8);
+    sum += (v & 0xffffffffu) + (v >> 32);
+    data += 8;
+    len -= 8;
+  }
+  if (len >= 4) {
+    uint32_t v;
+    std::memcpy(&v, data, 4);
+    sum += v;
+    data += 4;
+    len -= 4;
+  }
+  if (len >= 2) {
+    uint16_t v;
+    std::memcpy(&v, data, 2);
+    sum += v;
+    data += 2;
+    len -= 2;
+  }
+  if (len == 1) {
+    // The odd byte is the first byte of a 16-bit word padded with zero.
+    uint8_t b[2] = {data[0], 0};
+    uint16_t v;
+    std::memcpy(&v, b, 2);
+    sum += v;
+  }
+  return sum;
+}
+
+uint16_t checksumFold(uint64_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return uint16_t(sum);
+}
+
+void checksumStore(uint8_t* p, uint64_t sum) {
+  uint16_t c = uint16_t(~checksumFold(sum));
+  if (c == 0) c = 0xffff;
+  std::memcpy(p, &c, 2);
+}
+
+uint64_t pseudoHeaderSum(const uint8_t* ip, bool ipv6, uint8_t protocol, uint32_t l4Bytes) {
+  uint64_t sum = 0;
+  if (ipv6) {
+    sum = checksumAdd(ip + 8, 32, sum);
+    sum = checksumAddWord(sum, uint16_t(l4Bytes >> 16));
+    sum = checksumAddWord(sum, uint16_t(l4Bytes));
+  } else {
+    sum = checksumAdd(ip + 12, 8, sum);
+    sum = checksumAddWord(sum, uint16_t(l4Bytes));
+  }
+  return checksumAddWord(sum, protocol);
+}
+
+bool completePartialChecksum(uint8_t* frame, size_t frameBytes, size_t csumStart, size_t csumOffset) {
+  if (csumStart >= frameBytes || csumOffset + 2 > frameBytes - csumStart) return false;
+  uint64_t sum = checksumAdd(frame + csumStart, frameBytes - csumStart, 0);
+  checksumStore(frame + csumStart + csumOffset, sum);
+  return true;
+}
+
+bool parseTcpFrame(const uint8_t* frame, size_t frameBytes, bool exactLength, TcpFrame* out) {
+  if (frameBytes < kEthHeaderBytes + 20) return false;
+  uint16_t etherType = load16(frame + 12);
+  const uint8_t* ip = frame + kEthHeaderBytes;
+  size_t ipBytesAvailable = frameBytes - kEthHeaderBytes;
+  size_t ipTotal;
+  if (etherType == kEtherTypeIPv4) {
+    if ((ip[0] >> 4) != 4) return false;
+    out->ipv6 = false;
+    out->ipHeaderBytes = size_t(ip[0] & 0x0f) * 4;
+    if (out->ipHeaderBytes < 20 || out->ipHeaderBytes > ipBytesAvailable) return false;
+    if (ip[9] != kIpProtoTcp) return false;
+    if ((load16(ip + 6) & 0x3fff) != 0) return false;  // a fragment
+    ipTotal = load16(ip + 2);
+  } else if (etherType == kEtherTypeIPv6) {
+    if (ipBytesAvailable < 40 || (ip[0] >> 4) != 6) return false;
+    out->ipv6 = true;
+    out->ipHeaderBytes = 40;
+    if (ip[6] != kIpProtoTcp) return false;
+    ipTotal = 40 + size_t(load16(ip + 4));
+  } else {
+    return false;
+  }
+  if (exactLength ? ipTotal != ipBytesAvailable : ipTotal > ipBytesAvailable) return false;
+  out->ipOffset = kEthHeaderBytes;
+  out->tcpOffset = kEthHeaderBytes + out->ipHeaderBytes;
+  if (ipTotal < out->ipHeaderBytes + 20) return false;
+  const uint8_t* tcp = frame + out->tcpOffset;
+  out->tcpHeaderBytes = size_t(tcp[12] >> 4) * 4;
+  if (out->tcpHeaderBytes < 20 || out->ipHeaderBytes + out->tcpHeaderBytes > ipTotal) return false;
+  out->headerBytes = out->tcpOffset + out->tcpHeaderBytes;
+  out->payloadBytes = ipTotal - out->ipHeaderBytes - out->tcpHeaderBytes;
+  return true;
+}
+
+bool planTso(const uint8_t* frame, size_t frameBytes, const VnetHeader& vnet, TsoPlan* out) {
+  uint8_t type = vnet.gsoType & uint8_t(~kVnetGsoEcn);
+  if (type != kVnetGsoTcpV4 && type != kVnetGsoTcpV6) return false;
+  // The TAP hands us IP length fields that may be 0 or stale for super-frames
+  // larger than 64 KiB, so the frame length is what counts here.
+  if (frameBytes < kEthHeaderBytes + 40) return false;
+  uint16_t etherType = load16(frame + 12);
+  const uint8_t* ip = frame + kEthHeaderBytes;
+  TcpFrame& t = out->tcp;
+  t.ipOffset = kEthHeaderBytes;
+  if (type == kVnetGsoTcpV4) {
+    if (etherType != kEtherTypeIPv4 || (ip[0] >> 4) != 4 || ip[9] != kIpProtoTcp) return false;
+    t.ipv6 = false;
+    t.ipHeaderBytes = size_t(ip[0] & 0x0f) * 4;
+    if (t.ipHeaderBytes < 20) return false;
+  } else {
+    if (etherType != kEtherTypeIPv6 || (ip[0] >> 4) != 6 || ip[6] != kIpProtoTcp) return false;
+    t.ipv6 = true;
+    t.ipHeaderBytes = 40;
+  }
+  t.tcpOffset = kEthHeaderBytes + t.ipHeaderBytes;
+  if (t.tcpOffset + 20 > frameBytes) return false;
+  t.tcpHeaderBytes = size_t(frame[t.tcpOffset + 12] >> 4) * 4;
+  if (t.tcpHeaderBytes < 20) return false;
+  t.headerBytes = t.tcpOffset + t.tcpHeaderBytes;
+  if (t.headerBytes > frameBytes) return false;
+  t.payloadBytes = frameBytes - t.headerBytes;
+  if (vnet.gsoSize == 0) return false;
+  out->mss = vnet.gsoSize;
+  out->count = t.payloadBytes == 0 ? 1 : (t.payloadBytes + out->mss - 1) / out->mss;
+  return true;
+}
+
+void buildTsoSegmentHeader(const uint8_t* frame, const TsoPlan& plan, size_t i, uint8_t* h) {
+  const TcpFrame& t = plan.tcp;
+  std::memcpy(h, frame, t.headerBytes);
+  size_t payload = plan.payloadBytes(i);
+  uint8_t* ip = h + t.ipOffset;
+  uint8_t* tcp = h + t.tcpOffset;
+  uint32_t l4Bytes = uint32_t(t.tcpHeaderBytes + payload);
+  if (t.ipv6) {
+    store16(ip + 4, uint16_t(l4Bytes));
+  } else {
+    store16(ip + 2, uint16_t(t.ipHeaderBytes + l4Bytes));
+    store16(ip + 4, uint16_t(load16(ip + 4) + i));
+    ip[10] = ip[11] = 0;
+    checksumStore(ip + 10, checksumAdd(ip, t.ipHeaderBytes, 0));
+  }
+  store32(tcp + 4, uint32_t(load32(tcp + 4) + i * plan.mss));
+  uint8_t flags = tcp[13];
+  if (i + 1 < plan.count) flags &= uint8_t(~(kTcpFlagFin | kTcpFlagPsh));
+  if (i > 0) flags &= uint8_t(~kTcpFlagCwr);
+  tcp[13] = flags;
+  tcp[16] = tcp[17] = 0;
+  uint64_t sum = pseudoHeaderSum(ip, t.ipv6, kIpProtoTcp, l4Bytes);
+  sum = checksumAdd(tcp, t.tcpHeaderBytes, sum);
+  sum = checksumAdd(frame + t.headerBytes + i * plan.mss, payload, sum);
+  checksumStore(tcp + 16, sum);
+}
+
+bool parseVxlanHeader(const uint8_t* p, uint32_t* vni) {
+  // Only the I flag may be set and the reserved fields must be zero: Linux
+  // drops anything else too (unknown extensions).
+  if (p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[7] != 0) return false;
+  *vni = (uint32_t(p[4]) << 16) | (uint32_t(p[5]) << 8) | p[6];
+  return true;
+}
+
+bool parseArpRequest(const uint8_t* f, size_t n, uint32_t* targetIp, uint32_t* senderIp) {
+  if (n < kEthHeaderBytes + 28 || load16(f + 12) != kEtherTypeArp) return false;
+  const uint8_t* a = f + kEthHeaderBytes;
+  // Ethernet hardware, IPv4 protocol, 6/4 address lengths, opcode request.
+  if (load16(a) != 1 || load16(a + 2) != kEtherTypeIPv4 || a[4] != 6 || a[5] != 4 || load16(a + 6) != 1) return false;
+  *senderIp = load32(a + 14);
+  *targetIp = load32(a + 24);
+  return true;
+}
+
+size_t buildArpReply(const uint8_t* req, const uint8_t targetMac[6], uint8_t* out) {
+  const uint8_t* a = req + kEthHeaderBytes;
+  const uint8_t* senderMac = a + 8;
+  std::memcpy(out, senderMac, 6);
+  std::memcpy(out + 6, targetMac, 6);
+  store16(out + 12, kEtherTypeArp);
+  uint8_t* r = out + kEthHeaderBytes;
+  store16(r, 1);
+  store16(r + 2, kEtherTypeIPv4);
+  r[4] = 6;
+  r[5] = 4;
+  store16(r + 6, 2);
+  std::memcpy(r + 8, targetMac, 6);   // sender hardware = the answered MAC
+  std::memcpy(r + 14, a + 24, 4);     // sender protocol = the asked-for IP
+  std::memcpy(r + 18, senderMac, 6);  // target = the requester
+  std::memcpy(r + 24, a + 14, 4);
+  return kEthHeaderBytes + 28;
+}
+
+}  // namespace weft
