@@ -1,0 +1,4 @@
+export * from './codec.js';
+export * from './session-reaper.js';
+export * from './state-machine.js';
+export * from './types.js';

@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { SessionReaper } from '../../src/fsm/index.js';
+import { Harness } from './helpers.js';
+
+describe('fsm: SessionReaper (leader-side TTL expiry)', () => {
+  it('expires a session ttl × grace after the last renewal it saw, and never before ttl', () => {
+    const h = new Harness();
+    let now = 0;
+    const reaper = new SessionReaper({ nowMs: () => now, ttlGraceMultiplier: 2 });
+    h.createSession('ttl', { ttlMs: 10_000, ttl: '10s' });
+    h.createSession('forever'); // no TTL: never reaped
+    assert.deepEqual(reaper.expired(h.fsm), []); // first sight at t=0
+    now = 19_999;
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    h.run({ type: 'session-renew', id: 'ttl', nowMs: now });
+    now = 25_000;
+    assert.deepEqual(reaper.expired(h.fsm), [], 'the renewal at 19.999 s restarts the clock (seen at 25 s)');
+    now = 44_999;
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now = 45_000;
+    const cmds = reaper.expired(h.fsm);
+    assert.deepEqual(cmds, [{ type: 'session-destroy', id: 'ttl', nowMs: 45_000 }]);
+    // Proposing what the reaper returns invalidates the session like any destroy.
+    for (const c of cmds) h.run(c);
+    assert.deepEqual(
+      h.fsm.sessions().value.map((s) => s.id),
+      ['forever'],
+    );
+    now = 10_000_000;
+    assert.deepEqual(reaper.expired(h.fsm), []);
+  });
+
+  it('a new leader (reset) grants every session a full grace period again', () => {
+    const h = new Harness();
+    let now = 0;
+    const reaper = new SessionReaper({ nowMs: () => now, ttlGraceMultiplier: 1 });
+    h.createSession('s', { ttlMs: 1_000, ttl: '1s' });
+    reaper.expired(h.fsm);
+    now = 999;
+    reaper.reset();
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now = 1_998;
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now = 1_999;
+    assert.equal(reaper.expired(h.fsm).length, 1);
+  });
+
+  it('refuses a grace multiplier below 1', () => {
+    assert.throws(() => new SessionReaper({ nowMs: () => 0, ttlGraceMultiplier: 0.5 }), /ttlGraceMultiplier/);
+  });
+});
