@@ -1,0 +1,263 @@
+// The `kernel` data plane: per network the plumbing's bridge plus a Linux
+// vxlan device (id = VNI, UDP 4789, no learning, ARP proxy) in it. Remote
+// endpoints are static entries:
+//   FDB on the vxlan device   MAC → remote VTEP   (where to send the frame)
+//   FDB on the bridge         MAC → vxlan port    (so the bridge does not flood)
+//   neighbour on the vxlan    IP → MAC            (ARP answered locally, `proxy`)
+// so no multicast, flooding or learning ever crosses the underlay.
+
+import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
+import type { BridgeFdb, IpLink, IpNeigh } from '../netlink/ip.js';
+import { assertNetworkId, parseIpv4, vxlanName } from './names.js';
+import { Plumbing, type PlumbingOptions, validateNetwork } from './plumbing.js';
+import { SerialQueue } from './serial.js';
+
+export const vxlanPort = 4789;
+
+export interface KernelDataplaneOptions extends PlumbingOptions {
+  /** UDP destination port of the VXLAN devices; default 4789 (IANA). */
+  vxlanPort?: number;
+}
+
+const macPattern = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+function validatePeer(peer: RemotePeer): void {
+  assertNetworkId(peer.networkId);
+  parseIpv4(peer.ip);
+  parseIpv4(peer.vtep);
+  if (!macPattern.test(peer.mac)) {
+    throw new Error(
+      `invalid MAC "${peer.mac}" for peer endpoint ${peer.endpointId}: expected lowercase xx:xx:xx:xx:xx:xx`,
+    );
+  }
+}
+
+/** Remote entries on one network's vxlan device, as the kernel has them or as they should be. */
+interface PeerTable {
+  /** vxlan FDB (self): where to send frames for a MAC. */
+  vtepByMac: Map<string, string>;
+  /** Bridge FDB (master, static): MACs the bridge sends to the vxlan port instead of flooding. */
+  bridgeMacs: Set<string>;
+  /** vxlan neighbour entries: answers to ARP requests. */
+  macByIp: Map<string, string>;
+}
+
+function copyTable(t: PeerTable): PeerTable {
+  return { vtepByMac: new Map(t.vtepByMac), bridgeMacs: new Set(t.bridgeMacs), macByIp: new Map(t.macByIp) };
+}
+
+function tableOf(peers: RemotePeer[]): PeerTable {
+  const t: PeerTable = { vtepByMac: new Map(), bridgeMacs: new Set(), macByIp: new Map() };
+  for (const p of peers) {
+    t.vtepByMac.set(p.mac, p.vtep);
+    t.bridgeMacs.add(p.mac);
+    t.macByIp.set(p.ip, p.mac);
+  }
+  return t;
+}
+
+export class KernelDataplane implements Dataplane {
+  readonly plumbing: Plumbing;
+  private readonly port: number;
+  private readonly queue = new SerialQueue();
+
+  constructor(readonly options: KernelDataplaneOptions) {
+    this.plumbing = new Plumbing(options);
+    this.port = options.vxlanPort ?? vxlanPort;
+  }
+
+  start(): Promise<void> {
+    return this.queue.run(() => this.plumbing.ensureHost());
+  }
+
+  stop(): Promise<void> {
+    return this.queue.run(() => this.plumbing.teardownHost());
+  }
+
+  ensureNetwork(net: NetworkSpec): Promise<void> {
+    return this.queue.run(() => this.doEnsureNetwork(net));
+  }
+
+  removeNetwork(networkId: string): Promise<void> {
+    return this.queue.run(() => this.plumbing.removeNetwork(networkId, [vxlanName(networkId)]));
+  }
+
+  attach(ep: LocalEndpoint): Promise<void> {
+    return this.queue.run(() => this.plumbing.attach(ep));
+  }
+
+  detach(ep: Pick<LocalEndpoint, 'networkId' | 'endpointId' | 'sandbox' | 'ifName'>): Promise<void> {
+    return this.queue.run(() => this.plumbing.detach(ep));
+  }
+
+  addPeer(peer: RemotePeer): Promise<void> {
+    return this.queue.run(async () => {
+      validatePeer(peer);
+      await this.requireVxlan(peer.networkId);
+      const current = await this.readPeerTable(peer.networkId);
+      const wanted = copyTable(current);
+      // An IP that moved to a new MAC leaves its old MAC's entries behind; drop them.
+      const oldMac = wanted.macByIp.get(peer.ip);
+      if (oldMac !== undefined && oldMac !== peer.mac) {
+        wanted.vtepByMac.delete(oldMac);
+        wanted.bridgeMacs.delete(oldMac);
+      }
+      wanted.vtepByMac.set(peer.mac, peer.vtep);
+      wanted.bridgeMacs.add(peer.mac);
+      wanted.macByIp.set(peer.ip, peer.mac);
+      await this.writePeerTable(peer.networkId, current, wanted);
+    });
+  }
+
+  removePeer(peer: RemotePeer): Promise<void> {
+    return this.queue.run(async () => {
+      validatePeer(peer);
+      if ((await this.plumbing.host.link(vxlanName(peer.networkId))) === undefined) return; // network gone: nothing to remove
+      const current = await this.readPeerTable(peer.networkId);
+      const wanted = copyTable(current);
+      // Only entries that still point where this peer was: if the endpoint has
+      // since moved to another host (addPeer came first), that mapping stays.
+      if (wanted.vtepByMac.get(peer.mac) === peer.vtep) {
+        wanted.vtepByMac.delete(peer.mac);
+        wanted.bridgeMacs.delete(peer.mac);
+        if (wanted.macByIp.get(peer.ip) === peer.mac) wanted.macByIp.delete(peer.ip);
+      }
+      await this.writePeerTable(peer.networkId, current, wanted);
+    });
+  }
+
+  reconcile(state: {
+    networks: NetworkSpec[];
+    endpoints: LocalEndpoint[];
+    peers: RemotePeer[];
+  }): Promise<void> {
+    return this.queue.run(async () => {
+      state.networks.forEach(validateNetwork);
+      state.peers.forEach(validatePeer);
+      await this.plumbing.ensureHost();
+      const keep = Plumbing.expectedDevices(state.networks, state.endpoints, (id) => [vxlanName(id)]);
+      await this.plumbing.removeStaleDevices(keep);
+      for (const net of state.networks) await this.doEnsureNetwork(net);
+      const known = new Set(state.networks.map((n) => n.id));
+      for (const ep of state.endpoints) if (known.has(ep.networkId)) await this.plumbing.attach(ep);
+      await this.plumbing.pruneGatewayVeths();
+      for (const net of state.networks) {
+        const current = await this.readPeerTable(net.id);
+        await this.writePeerTable(
+          net.id,
+          current,
+          tableOf(state.peers.filter((p) => p.networkId === net.id)),
+        );
+      }
+    });
+  }
+
+  /** Per network, the vxlan device's counters (encapsulated = tx, decapsulated = rx). */
+  counters(): Promise<DataplaneCounters> {
+    return this.queue.run(async () => {
+      const out: DataplaneCounters = {};
+      const vxlans = await this.plumbing.host.ipJson<IpLink>(['-s', 'link', 'show', 'type', 'vxlan']);
+      const byName = new Map(vxlans.map((l) => [l.ifname, l]));
+      for (const networkId of await this.plumbing.networkIds()) {
+        const s = byName.get(vxlanName(networkId))?.stats64;
+        if (s === undefined) continue;
+        out[networkId] = {
+          txPackets: s.tx.packets,
+          txBytes: s.tx.bytes,
+          rxPackets: s.rx.packets,
+          rxBytes: s.rx.bytes,
+          drops: {
+            rxDropped: s.rx.dropped,
+            txDropped: s.tx.dropped,
+            rxErrors: s.rx.errors,
+            txErrors: s.tx.errors,
+          },
+        };
+      }
+      return out;
+    });
+  }
+
+  private async doEnsureNetwork(net: NetworkSpec): Promise<void> {
+    validateNetwork(net);
+    await this.plumbing.ensureBridge(net);
+    const name = vxlanName(net.id);
+    const existing = await this.plumbing.host.link(name);
+    const data = existing?.linkinfo?.info_data;
+    const matches =
+      existing?.linkinfo?.info_kind === 'vxlan' &&
+      data?.id === net.vni &&
+      data?.port === this.port &&
+      data?.local === this.options.vtep &&
+      data?.learning === false &&
+      data?.proxy === true;
+    if (existing !== undefined && !matches) {
+      // Settings of a vxlan device cannot be changed in place: recreate it (its FDB goes with it).
+      await this.plumbing.host.ip(['link', 'delete', 'dev', name]);
+    }
+    if (!matches) {
+      await this.plumbing.host.ip(
+        ['link', 'add', name, 'type', 'vxlan', 'id', String(net.vni), 'dstport', String(this.port)].concat([
+          'local',
+          this.options.vtep,
+          'nolearning',
+          'proxy',
+        ]),
+      );
+    }
+    await this.plumbing.addToBridge(name, net.id);
+  }
+
+  private async requireVxlan(networkId: string): Promise<void> {
+    if ((await this.plumbing.host.link(vxlanName(networkId))) === undefined) {
+      throw new Error(
+        `network ${networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`,
+      );
+    }
+  }
+
+  /** The remote entries currently programmed for the network. */
+  private async readPeerTable(networkId: string): Promise<PeerTable> {
+    const dev = vxlanName(networkId);
+    const t: PeerTable = { vtepByMac: new Map(), bridgeMacs: new Set(), macByIp: new Map() };
+    for (const f of await this.plumbing.host.bridgeJson<BridgeFdb>(['fdb', 'show', 'dev', dev])) {
+      if (f.flags?.includes('self') && f.dst !== undefined && f.mac !== '00:00:00:00:00:00') {
+        t.vtepByMac.set(f.mac, f.dst);
+      } else if (f.master !== undefined && f.state === 'static') {
+        t.bridgeMacs.add(f.mac); // "permanent" master entries are the port's own MAC: not ours
+      }
+    }
+    for (const n of await this.plumbing.host.ipJson<IpNeigh>(['neigh', 'show', 'dev', dev])) {
+      if (n.lladdr !== undefined) t.macByIp.set(n.dst, n.lladdr);
+    }
+    return t;
+  }
+
+  /**
+   * Turns `current` into `wanted` with one bridge and one ip process. Deletes
+   * only entries that exist (iproute2 aborts a batch at a failed delete).
+   */
+  private async writePeerTable(networkId: string, current: PeerTable, wanted: PeerTable): Promise<void> {
+    const vx = vxlanName(networkId);
+    const fdb: string[] = [];
+    const neigh: string[] = [];
+    for (const [mac] of current.vtepByMac)
+      if (!wanted.vtepByMac.has(mac)) fdb.push(`fdb del ${mac} dev ${vx} self`);
+    for (const mac of current.bridgeMacs)
+      if (!wanted.bridgeMacs.has(mac)) fdb.push(`fdb del ${mac} dev ${vx} master`);
+    for (const [mac, vtep] of wanted.vtepByMac) {
+      if (current.vtepByMac.get(mac) !== vtep)
+        fdb.push(`fdb replace ${mac} dev ${vx} dst ${vtep} self permanent`);
+    }
+    for (const mac of wanted.bridgeMacs) {
+      if (!current.bridgeMacs.has(mac)) fdb.push(`fdb replace ${mac} dev ${vx} master static`);
+    }
+    for (const [ip] of current.macByIp) if (!wanted.macByIp.has(ip)) neigh.push(`neigh del ${ip} dev ${vx}`);
+    for (const [ip, mac] of wanted.macByIp) {
+      if (current.macByIp.get(ip) !== mac)
+        neigh.push(`neigh replace ${ip} lladdr ${mac} dev ${vx} nud permanent`);
+    }
+    await this.plumbing.host.bridgeBatch(fdb);
+    await this.plumbing.host.ipBatch(neigh);
+  }
+}

@@ -1,0 +1,575 @@
+// Container plumbing shared by the kernel and the userspace data planes:
+//
+//  - per network, a bridge `wb-<net8>` in the host namespace (no IP address on
+//    it: the host stays out of the overlay, and overlapping subnets of
+//    different networks cannot collide in the host's routing table);
+//  - per endpoint, a veth `wv<hash>` on that bridge whose other end is the
+//    container's interface (ep.ifName) in its sandbox netns, with the
+//    endpoint's IP, MAC and the overlay MTU;
+//  - per host, the gateway bridge `weft_gwbridge` with NAT (nftables table
+//    `ip weft`), and per sandbox that is on a non-internal network, a veth
+//    `wg<hash>` into it carrying the sandbox's default route.
+//
+// What each device is for is written into its link alias (IFLA_IFALIAS), so a
+// restarted agent can read back which endpoint, sandbox and gateway address a
+// device belongs to without any state file. Callers serialize calls (see
+// SerialQueue): the methods read, decide, then change.
+
+import type { LocalEndpoint, NetworkSpec } from '@weft/overlay';
+import { CommandError, type IpAddr, type IpLink, NetnsShell } from '../netlink/ip.js';
+import {
+  assertNetworkId,
+  bridgeName,
+  endpointVethName,
+  gatewayBridgeName,
+  gatewayVethName,
+  intToIpv4,
+  ipv4ToInt,
+  macForIp,
+  maxIfNameLength,
+  nftTableName,
+  parseCidr,
+  parseIpv4,
+  sandboxGatewayIfName,
+  weftDeviceKind,
+} from './names.js';
+import { assertSandboxName } from './sandbox.js';
+
+/** VXLAN over IPv4 adds 50 bytes: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8. */
+export const vxlanOverheadBytes = 50;
+
+export interface PlumbingOptions {
+  /** This host's underlay (VTEP) IPv4 address; must be configured on an interface in the host netns. */
+  vtep: string;
+  /**
+   * `ip netns` name of the namespace that plays "the host" (bridges, vxlan,
+   * gateway, NAT live there). Undefined = the agent's own namespace. Tests run
+   * several hosts on one machine this way.
+   */
+  hostNetns?: string;
+  /** Underlay MTU; default: the MTU of the interface that holds `vtep`. */
+  underlayMtu?: number;
+  /**
+   * Subnet of the per-host gateway bridge that gives containers on
+   * non-internal networks a NATed default route (Docker's docker_gwbridge uses
+   * 172.18.0.0/16). null = no gateway bridge, no NAT, no default routes.
+   */
+  gatewaySubnet: string | null;
+}
+
+/** What a network's bridge alias records. */
+export interface BridgeInfo {
+  networkId: string;
+  vni: number;
+  internal: boolean;
+  mtu: number;
+}
+
+/** What an endpoint veth's alias records. */
+export interface EndpointVethInfo {
+  ifName: string; // host-side veth
+  networkId: string;
+  endpointId: string;
+  sandbox: string;
+  containerIfName: string;
+}
+
+/** What a gateway veth's alias records. */
+export interface GatewayVethInfo {
+  ifName: string;
+  sandbox: string;
+  ip: string;
+}
+
+const endpointIdPattern = /^[A-Za-z0-9_.:-]{1,128}$/;
+const macPattern = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+function formatAlias(kind: string, fields: Record<string, string | number>): string {
+  return [kind, ...Object.entries(fields).map(([k, v]) => `${k}=${v}`)].join(' ');
+}
+
+function parseAlias(alias: string | undefined, kind: string): Record<string, string> | undefined {
+  if (alias === undefined) return undefined;
+  const [head, ...rest] = alias.split(' ');
+  if (head !== kind) return undefined;
+  const fields: Record<string, string> = {};
+  for (const token of rest) {
+    const eq = token.indexOf('=');
+    if (eq > 0) fields[token.slice(0, eq)] = token.slice(eq + 1);
+  }
+  return fields;
+}
+
+export function validateEndpoint(ep: LocalEndpoint): void {
+  assertNetworkId(ep.networkId);
+  assertSandboxName(ep.sandbox);
+  if (!endpointIdPattern.test(ep.endpointId)) {
+    throw new Error(`invalid endpoint id "${ep.endpointId}": use 1-128 characters from A-Z a-z 0-9 _ . : -`);
+  }
+  if (!/^[A-Za-z0-9_.-]+$/.test(ep.ifName) || ep.ifName.length > maxIfNameLength) {
+    throw new Error(
+      `invalid interface name "${ep.ifName}" for endpoint ${ep.endpointId}: 1-15 characters, no / or spaces`,
+    );
+  }
+  if (ep.ifName === sandboxGatewayIfName) {
+    throw new Error(`interface name "${ep.ifName}" is reserved for Weft's gateway interface; choose another`);
+  }
+  parseIpv4(ep.ip);
+  if (!Number.isInteger(ep.prefixLength) || ep.prefixLength < 1 || ep.prefixLength > 32) {
+    throw new Error(`invalid prefix length ${ep.prefixLength} for endpoint ${ep.endpointId}: expected 1..32`);
+  }
+  if (!macPattern.test(ep.mac)) {
+    throw new Error(
+      `invalid MAC "${ep.mac}" for endpoint ${ep.endpointId}: expected lowercase xx:xx:xx:xx:xx:xx`,
+    );
+  }
+}
+
+export function validateNetwork(net: NetworkSpec): void {
+  assertNetworkId(net.id);
+  if (!Number.isInteger(net.vni) || net.vni < 1 || net.vni > 16777215) {
+    throw new Error(`invalid VNI ${net.vni} for network "${net.name}": expected 1..16777215`);
+  }
+  if (net.mtu !== undefined && (!Number.isInteger(net.mtu) || net.mtu < 576 || net.mtu > 65535)) {
+    throw new Error(`invalid MTU ${net.mtu} for network "${net.name}": expected 576..65535`);
+  }
+  for (const s of net.subnets) {
+    parseCidr(s.subnet);
+    parseIpv4(s.gateway);
+  }
+}
+
+export class Plumbing {
+  readonly host: NetnsShell;
+  private underlayMtuCache: number | undefined;
+  private readonly gateway: { bridgeIp: string; prefixLength: number; first: number; last: number } | null;
+
+  constructor(readonly options: PlumbingOptions) {
+    parseIpv4(options.vtep);
+    if (options.hostNetns !== undefined) assertSandboxName(options.hostNetns);
+    this.host = new NetnsShell(options.hostNetns);
+    this.underlayMtuCache = options.underlayMtu;
+    if (options.gatewaySubnet === null) {
+      this.gateway = null;
+    } else {
+      const { network, prefixLength } = parseCidr(options.gatewaySubnet);
+      if (prefixLength > 29) {
+        throw new Error(`gateway subnet ${options.gatewaySubnet} is too small: use /29 or larger`);
+      }
+      const broadcast = (network | (0xffffffff >>> prefixLength)) >>> 0;
+      // .1 is the bridge (the containers' default gateway); containers get .2 upward.
+      this.gateway = {
+        bridgeIp: intToIpv4(network + 1),
+        prefixLength,
+        first: network + 2,
+        last: broadcast - 1,
+      };
+    }
+  }
+
+  /** The underlay MTU: the option, or the MTU of the interface that holds the VTEP address. */
+  async underlayMtu(): Promise<number> {
+    if (this.underlayMtuCache !== undefined) return this.underlayMtuCache;
+    const addrs = await this.host.addresses();
+    const owner = addrs.find((l) =>
+      l.addr_info.some((a) => a.family === 'inet' && a.local === this.options.vtep),
+    );
+    if (owner === undefined) {
+      throw new Error(
+        `VTEP address ${this.options.vtep} is not configured on any interface in ${this.nsLabel()}; ` +
+          'configure it or pass the right --vtep (or underlayMtu to skip detection)',
+      );
+    }
+    this.underlayMtuCache = owner.mtu;
+    return owner.mtu;
+  }
+
+  /** The network's MTU option, else underlay MTU − 50. */
+  async overlayMtu(net: Pick<NetworkSpec, 'mtu'>): Promise<number> {
+    return net.mtu ?? (await this.underlayMtu()) - vxlanOverheadBytes;
+  }
+
+  /** IP forwarding, gateway bridge and the NAT table. Idempotent. */
+  async ensureHost(): Promise<void> {
+    await this.underlayMtu(); // fail early on a wrong VTEP
+    if (this.gateway === null) return;
+    if ((await this.host.sysctl('net.ipv4.ip_forward')) !== '1') {
+      await this.host.setSysctl('net.ipv4.ip_forward', '1');
+    }
+    if ((await this.host.link(gatewayBridgeName)) === undefined) {
+      await this.host.ip(['link', 'add', gatewayBridgeName, 'type', 'bridge']);
+    }
+    await this.host.ipBatch([
+      `address replace ${this.gateway.bridgeIp}/${this.gateway.prefixLength} dev ${gatewayBridgeName}`,
+      `link set ${gatewayBridgeName} up`,
+    ]);
+    await this.applyNatTable();
+  }
+
+  /**
+   * One nft transaction: create-if-missing, delete, recreate — so the table
+   * always ends exactly as written here, whatever a previous version left.
+   */
+  private async applyNatTable(): Promise<void> {
+    const subnet = this.options.gatewaySubnet!;
+    const gw = gatewayBridgeName;
+    const ruleset = [
+      `table ip ${nftTableName} {}`,
+      `delete table ip ${nftTableName}`,
+      `table ip ${nftTableName} {`,
+      '  chain postrouting {',
+      '    type nat hook postrouting priority srcnat; policy accept;',
+      `    ip saddr ${subnet} oifname != "${gw}" masquerade`,
+      '  }',
+      '  chain forward {',
+      '    type filter hook forward priority filter; policy accept;',
+      `    iifname "${gw}" oifname != "${gw}" accept`,
+      // The outside may answer containers but not open connections to them.
+      `    oifname "${gw}" ct state established,related accept`,
+      `    oifname "${gw}" drop`,
+      '  }',
+      '}',
+    ].join('\n');
+    await this.host.exec(['nft', '-f', '-'], { input: ruleset + '\n' });
+  }
+
+  /** Removes every Weft device in the host namespace and the NAT table. Idempotent. */
+  async teardownHost(): Promise<void> {
+    const links = await this.weftLinks();
+    // Veths first: deleting them also removes the container ends.
+    const order = ['endpoint-veth', 'gateway-veth', 'vxlan', 'tap', 'bridge', 'gateway-bridge'];
+    links.sort((a, b) => order.indexOf(weftDeviceKind(a.ifname)!) - order.indexOf(weftDeviceKind(b.ifname)!));
+    await this.deleteLinks(links.map((l) => l.ifname));
+    await this.host.exec(['nft', '-f', '-'], {
+      input: `table ip ${nftTableName} {}\ndelete table ip ${nftTableName}\n`,
+    });
+  }
+
+  /** Every link in the host namespace whose name Weft would have made. */
+  async weftLinks(): Promise<IpLink[]> {
+    return (await this.host.links()).filter((l) => weftDeviceKind(l.ifname) !== undefined);
+  }
+
+  /** Deletes the links (ignoring ones already gone) in one ip process. */
+  async deleteLinks(names: string[]): Promise<void> {
+    if (names.length === 0) return;
+    const present = new Set((await this.host.links()).map((l) => l.ifname));
+    await this.host.ipBatch(names.filter((n) => present.has(n)).map((n) => `link delete dev ${n}`));
+  }
+
+  /** Creates or updates the network's bridge; returns its name. */
+  async ensureBridge(net: NetworkSpec): Promise<string> {
+    validateNetwork(net);
+    const name = bridgeName(net.id);
+    const mtu = await this.overlayMtu(net);
+    const existing = await this.host.link(name);
+    if (existing !== undefined && existing.linkinfo?.info_kind !== 'bridge') {
+      await this.host.ip(['link', 'delete', 'dev', name]); // a foreign kind under our name: replace it
+    }
+    if (existing === undefined || existing.linkinfo?.info_kind !== 'bridge') {
+      await this.host.ip(['link', 'add', name, 'type', 'bridge']);
+    }
+    const alias = formatAlias('weft-net', { id: net.id, vni: net.vni, internal: net.internal ? 1 : 0, mtu });
+    await this.host.ipBatch([`link set dev ${name} mtu ${mtu} alias "${alias}" up`]);
+    return name;
+  }
+
+  /** What the network's bridge says about the network, or undefined if there is no bridge. */
+  async bridgeInfo(networkId: string): Promise<BridgeInfo | undefined> {
+    const link = await this.host.link(bridgeName(networkId));
+    const f = parseAlias(link?.ifalias, 'weft-net');
+    if (f === undefined || f.id !== networkId) return undefined;
+    return { networkId, vni: Number(f.vni), internal: f.internal === '1', mtu: Number(f.mtu) };
+  }
+
+  /** Ids of the networks whose bridges exist in the host namespace. */
+  async networkIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for (const l of await this.weftLinks()) {
+      const f = weftDeviceKind(l.ifname) === 'bridge' ? parseAlias(l.ifalias, 'weft-net') : undefined;
+      if (f?.id !== undefined && bridgeName(f.id) === l.ifname) ids.push(f.id);
+    }
+    return ids;
+  }
+
+  /** Puts a device (the vxlan or TAP) into the network's bridge with the overlay MTU, up. */
+  async addToBridge(ifName: string, networkId: string): Promise<void> {
+    const info = await this.requireBridge(networkId);
+    await this.host.ip([
+      'link',
+      'set',
+      'dev',
+      ifName,
+      'mtu',
+      String(info.mtu),
+      'master',
+      bridgeName(networkId),
+      'up',
+    ]);
+  }
+
+  private async requireBridge(networkId: string): Promise<BridgeInfo> {
+    const info = await this.bridgeInfo(networkId);
+    if (info === undefined) {
+      throw new Error(
+        `network ${networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`,
+      );
+    }
+    return info;
+  }
+
+  /**
+   * Removes the network's endpoints (their veths), then `networkDevices`
+   * (vxlan/TAP) and the bridge; drops gateway veths of sandboxes left with no
+   * non-internal endpoint. Idempotent.
+   */
+  async removeNetwork(networkId: string, networkDevices: string[]): Promise<void> {
+    assertNetworkId(networkId);
+    const veths = (await this.endpointVeths()).filter((v) => v.networkId === networkId);
+    await this.deleteLinks([...veths.map((v) => v.ifName), ...networkDevices, bridgeName(networkId)]);
+    await this.pruneGatewayVeths();
+  }
+
+  /** Endpoint veths (host side) with what their aliases record. */
+  async endpointVeths(): Promise<EndpointVethInfo[]> {
+    const out: EndpointVethInfo[] = [];
+    for (const l of await this.weftLinks()) {
+      if (weftDeviceKind(l.ifname) !== 'endpoint-veth') continue;
+      const f = parseAlias(l.ifalias, 'weft-ep');
+      if (f?.net === undefined || f.ep === undefined || f.sandbox === undefined || f.if === undefined)
+        continue;
+      out.push({
+        ifName: l.ifname,
+        networkId: f.net,
+        endpointId: f.ep,
+        sandbox: f.sandbox,
+        containerIfName: f.if,
+      });
+    }
+    return out;
+  }
+
+  async gatewayVeths(): Promise<GatewayVethInfo[]> {
+    const out: GatewayVethInfo[] = [];
+    for (const l of await this.weftLinks()) {
+      if (weftDeviceKind(l.ifname) !== 'gateway-veth') continue;
+      const f = parseAlias(l.ifalias, 'weft-gw');
+      if (f?.sandbox === undefined || f.ip === undefined) continue;
+      out.push({ ifName: l.ifname, sandbox: f.sandbox, ip: f.ip });
+    }
+    return out;
+  }
+
+  /**
+   * Connects the container: veth into the network's bridge, its IP/MAC/MTU in
+   * the sandbox, and (non-internal network) the gateway veth and default route.
+   * Idempotent; repairs a half-configured endpoint.
+   */
+  async attach(ep: LocalEndpoint): Promise<void> {
+    validateEndpoint(ep);
+    const net = await this.requireBridge(ep.networkId);
+    const veth = endpointVethName(ep.networkId, ep.endpointId);
+    const sandbox = new NetnsShell(ep.sandbox);
+    const alias = formatAlias('weft-ep', {
+      net: ep.networkId,
+      ep: ep.endpointId,
+      sandbox: ep.sandbox,
+      if: ep.ifName,
+    });
+
+    const hostSide = await this.host.link(veth);
+    const containerSide = await this.sandboxLink(sandbox, ep.ifName);
+    const ours = hostSide !== undefined && hostSide.ifalias === alias && containerSide?.address === ep.mac;
+    if (hostSide !== undefined && !ours) {
+      // Half-made, or the endpoint moved: start over (also removes the container end).
+      await this.host.ip(['link', 'delete', 'dev', veth]);
+    }
+    if (!ours) {
+      if ((await this.sandboxLink(sandbox, ep.ifName)) !== undefined) {
+        throw new Error(
+          `sandbox ${ep.sandbox} already has an interface ${ep.ifName} not made by Weft for endpoint ` +
+            `${ep.endpointId}; choose another interface name or remove it`,
+        );
+      }
+      const mtu = String(net.mtu);
+      await this.host.ip(
+        // The container end is created directly in the sandbox, so container
+        // names (eth0…) never collide in the host namespace.
+        ['link', 'add', veth, 'mtu', mtu, 'type', 'veth', 'peer', 'name', ep.ifName].concat([
+          'address',
+          ep.mac,
+          'mtu',
+          mtu,
+          'netns',
+          ep.sandbox,
+        ]),
+      );
+    }
+    await this.host.ip([
+      'link',
+      'set',
+      'dev',
+      veth,
+      'mtu',
+      String(net.mtu),
+      'alias',
+      alias,
+      'master',
+      bridgeName(ep.networkId),
+      'up',
+    ]);
+    await this.configureContainerInterface(sandbox, ep.ifName, `${ep.ip}/${ep.prefixLength}`, net.mtu);
+    if (!net.internal && this.gateway !== null) await this.ensureGatewayVeth(ep.sandbox);
+  }
+
+  /** Removes the endpoint's veth (and the sandbox's gateway veth if no longer needed). Idempotent. */
+  async detach(ep: Pick<LocalEndpoint, 'networkId' | 'endpointId' | 'sandbox' | 'ifName'>): Promise<void> {
+    assertNetworkId(ep.networkId);
+    await this.deleteLinks([endpointVethName(ep.networkId, ep.endpointId)]);
+    await this.pruneGatewayVeths();
+  }
+
+  /** The sandbox's veth into the gateway bridge, its address and default route. */
+  private async ensureGatewayVeth(sandboxName: string): Promise<void> {
+    const gw = this.gateway!;
+    const veth = gatewayVethName(sandboxName);
+    const sandbox = new NetnsShell(sandboxName);
+    const existing = (await this.gatewayVeths()).find((g) => g.ifName === veth);
+    const containerSide = await this.sandboxLink(sandbox, sandboxGatewayIfName);
+    let ip = existing?.ip;
+    if (existing === undefined || existing.sandbox !== sandboxName || containerSide === undefined) {
+      if ((await this.host.link(veth)) !== undefined) await this.host.ip(['link', 'delete', 'dev', veth]);
+      if ((await this.sandboxLink(sandbox, sandboxGatewayIfName)) !== undefined) {
+        await sandbox.ip(['link', 'delete', 'dev', sandboxGatewayIfName]); // stale end of an old pair
+      }
+      ip = await this.allocateGatewayIp();
+      const mtu = String(await this.underlayMtu());
+      await this.host.ip(
+        ['link', 'add', veth, 'mtu', mtu, 'type', 'veth', 'peer', 'name', sandboxGatewayIfName].concat([
+          'address',
+          macForIp(ip),
+          'mtu',
+          mtu,
+          'netns',
+          sandboxName,
+        ]),
+      );
+      await this.host.ip([
+        'link',
+        'set',
+        'dev',
+        veth,
+        'alias',
+        formatAlias('weft-gw', { sandbox: sandboxName, ip }),
+      ]);
+    }
+    await this.host.ip(['link', 'set', 'dev', veth, 'master', gatewayBridgeName, 'up']);
+    // Isolated ports reach the bridge (the host, NAT) but not each other: containers of
+    // different networks must not meet on the gateway bridge.
+    await this.host.bridge(['link', 'set', 'dev', veth, 'isolated', 'on']);
+    await this.configureContainerInterface(
+      sandbox,
+      sandboxGatewayIfName,
+      `${ip}/${gw.prefixLength}`,
+      undefined,
+    );
+    await sandbox.ip(['route', 'replace', 'default', 'via', gw.bridgeIp, 'dev', sandboxGatewayIfName]);
+  }
+
+  /** Lowest free address of the gateway subnet, by the addresses recorded on gateway veths. */
+  private async allocateGatewayIp(): Promise<string> {
+    const gw = this.gateway!;
+    const used = new Set((await this.gatewayVeths()).map((g) => ipv4ToInt(g.ip)));
+    for (let n = gw.first; n <= gw.last; n++) if (!used.has(n)) return intToIpv4(n);
+    throw new Error(
+      `gateway subnet ${this.options.gatewaySubnet} is full (${used.size} containers); configure a larger gatewaySubnet`,
+    );
+  }
+
+  /** Deletes gateway veths whose sandbox has no endpoint on a non-internal network left. */
+  async pruneGatewayVeths(): Promise<void> {
+    const needed = await this.sandboxesNeedingGateway();
+    const stale = (await this.gatewayVeths()).filter((g) => !needed.has(g.sandbox)).map((g) => g.ifName);
+    await this.deleteLinks(stale);
+  }
+
+  private async sandboxesNeedingGateway(): Promise<Set<string>> {
+    const needed = new Set<string>();
+    if (this.gateway === null) return needed;
+    const internalByNetwork = new Map<string, boolean>();
+    for (const v of await this.endpointVeths()) {
+      if (!internalByNetwork.has(v.networkId)) {
+        internalByNetwork.set(v.networkId, (await this.bridgeInfo(v.networkId))?.internal ?? true);
+      }
+      if (!internalByNetwork.get(v.networkId)) needed.add(v.sandbox);
+    }
+    return needed;
+  }
+
+  /**
+   * Deletes every Weft device not in `keep` (stale networks, endpoints and
+   * gateway veths after a restart) and gateway veths no sandbox needs.
+   */
+  async removeStaleDevices(keep: Set<string>): Promise<string[]> {
+    if (this.gateway !== null) keep.add(gatewayBridgeName);
+    const stale = (await this.weftLinks()).map((l) => l.ifname).filter((n) => !keep.has(n));
+    await this.deleteLinks(stale);
+    return stale;
+  }
+
+  /** The device names a state needs besides per-network extras (vxlan/TAP) and gateway veths. */
+  static expectedDevices(
+    networks: NetworkSpec[],
+    endpoints: LocalEndpoint[],
+    perNetwork: (networkId: string) => string[],
+  ): Set<string> {
+    const keep = new Set<string>();
+    const internal = new Map(networks.map((n) => [n.id, n.internal]));
+    for (const n of networks) {
+      keep.add(bridgeName(n.id));
+      for (const d of perNetwork(n.id)) keep.add(d);
+    }
+    for (const e of endpoints) {
+      if (!internal.has(e.networkId)) continue; // an endpoint of a network not in the state is stale
+      keep.add(endpointVethName(e.networkId, e.endpointId));
+      if (internal.get(e.networkId) === false) keep.add(gatewayVethName(e.sandbox));
+    }
+    return keep;
+  }
+
+  private async sandboxLink(sandbox: NetnsShell, ifName: string): Promise<IpLink | undefined> {
+    try {
+      return await sandbox.link(ifName);
+    } catch (e) {
+      if (e instanceof CommandError && /Cannot open network namespace|No such file/.test(e.stderr)) {
+        throw new Error(`sandbox netns "${sandbox.netns}" does not exist: create it first (ip netns add)`);
+      }
+      throw e;
+    }
+  }
+
+  /** Exactly one IPv4 address on the interface, MTU, up; loopback up. */
+  private async configureContainerInterface(
+    sandbox: NetnsShell,
+    ifName: string,
+    cidr: string,
+    mtu: number | undefined,
+  ): Promise<void> {
+    const [addr] = await sandbox.ipJson<IpAddr>(['addr', 'show', 'dev', ifName]);
+    const stale = (addr?.addr_info ?? [])
+      .filter((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` !== cidr)
+      .map((a) => `address delete ${a.local}/${a.prefixlen} dev ${ifName}`);
+    await sandbox.ipBatch([
+      ...stale,
+      `address replace ${cidr} dev ${ifName}`,
+      `link set dev ${ifName}${mtu === undefined ? '' : ` mtu ${mtu}`} up`,
+      'link set dev lo up',
+    ]);
+  }
+
+  private nsLabel(): string {
+    return this.options.hostNetns === undefined
+      ? "the agent's network namespace"
+      : `netns ${this.options.hostNetns}`;
+  }
+}

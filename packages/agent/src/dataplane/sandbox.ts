@@ -1,0 +1,54 @@
+// Container network namespaces ("sandboxes"): named `ip netns` namespaces, so
+// that `ip netns exec <name> <command>` runs a container's process in them and
+// the data plane can find them by name after a restart.
+
+import { CommandError, listNetns, NetnsShell, runCommand } from '../netlink/ip.js';
+
+const sandboxNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export function assertSandboxName(name: string): void {
+  if (!sandboxNamePattern.test(name)) {
+    throw new Error(
+      `invalid sandbox (netns) name "${name}": use 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit`,
+    );
+  }
+}
+
+export async function sandboxExists(name: string): Promise<boolean> {
+  assertSandboxName(name);
+  return (await listNetns()).includes(name);
+}
+
+/** Creates the namespace (if missing) with loopback up. Idempotent. */
+export async function createSandbox(name: string): Promise<void> {
+  assertSandboxName(name);
+  if (!(await sandboxExists(name))) {
+    try {
+      await runCommand(['ip', 'netns', 'add', name]);
+    } catch (e) {
+      // Lost a race with another creator: that is the state we wanted.
+      if (!(e instanceof CommandError && /File exists/.test(e.stderr))) throw e;
+    }
+  }
+  await new NetnsShell(name).ip(['link', 'set', 'lo', 'up']);
+}
+
+/**
+ * Deletes the namespace; the kernel then destroys every veth end in it, so the
+ * host side of the container's veths disappears too. Idempotent.
+ */
+export async function deleteSandbox(name: string): Promise<void> {
+  assertSandboxName(name);
+  try {
+    await runCommand(['ip', 'netns', 'delete', name]);
+  } catch (e) {
+    if (e instanceof CommandError && /No such file|not found/i.test(e.stderr)) return;
+    throw e;
+  }
+}
+
+/** Runs a command inside the sandbox and resolves with its stdout; rejects with CommandError. */
+export function execInSandbox(name: string, argv: string[], opts: { input?: string } = {}): Promise<string> {
+  assertSandboxName(name);
+  return new NetnsShell(name).exec(argv, opts);
+}

@@ -1,0 +1,217 @@
+// The one place where Weft talks to the kernel's network configuration.
+//
+// We drive iproute2 (`ip`, `bridge`) in JSON mode rather than a netlink
+// library: the only maintained npm binding (`netlink`) is a native addon with
+// an install script and no way to open its socket in another network
+// namespace, while `ip -n <netns>` does exactly that — and tests run many
+// "hosts" as namespaces in one process. Bulk changes (FDB and neighbour
+// entries) go through `-batch` so one process applies hundreds of them.
+// Commands that have no `-n` flag (nft, sysctl, ethtool) run under
+// `ip netns exec`.
+
+import { spawn } from 'node:child_process';
+
+/** A command that exited non-zero; `stderr` is what the tool said. */
+export class CommandError extends Error {
+  constructor(
+    readonly command: string[],
+    readonly exitCode: number | null,
+    readonly stderr: string,
+  ) {
+    super(`\`${command.join(' ')}\` failed (exit ${exitCode}): ${stderr.trim() || '(no output)'}`);
+    this.name = 'CommandError';
+  }
+}
+
+/** Output cap per command: a full FDB dump of a large network is a few MB. */
+const maxOutputBytes = 64 * 1024 * 1024;
+
+export interface RunOptions {
+  /** Written to the command's standard input, then closed. */
+  input?: string;
+}
+
+/** Runs a command and resolves with its standard output; rejects with CommandError. */
+export function runCommand(argv: string[], opts: RunOptions = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let outBytes = 0;
+    child.stdout.on('data', (b: Buffer) => {
+      outBytes += b.length;
+      if (outBytes > maxOutputBytes) child.kill('SIGKILL');
+      else out.push(b);
+    });
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      const hint =
+        e.code === 'ENOENT' ? ` (is ${argv[0]} installed? Debian package: iproute2/nftables/ethtool)` : '';
+      reject(new CommandError(argv, null, `${e.message}${hint}`));
+    });
+    child.on('close', (code) => {
+      if (outBytes > maxOutputBytes) {
+        reject(new CommandError(argv, code, `output larger than ${maxOutputBytes} bytes`));
+      } else if (code === 0) {
+        resolve(Buffer.concat(out).toString('utf8'));
+      } else {
+        reject(new CommandError(argv, code, Buffer.concat(err).toString('utf8')));
+      }
+    });
+    child.stdin.on('error', () => {}); // a tool that exits early closes stdin; its exit code tells why
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** One link as `ip -j -d link show` reports it (only the fields Weft reads). */
+export interface IpLink {
+  ifindex: number;
+  ifname: string;
+  flags: string[];
+  mtu: number;
+  operstate?: string;
+  address?: string;
+  master?: string;
+  ifalias?: string;
+  link?: string;
+  link_index?: number;
+  link_netnsid?: number;
+  linkinfo?: {
+    info_kind?: string;
+    info_data?: Record<string, unknown>;
+    info_slave_kind?: string;
+    info_slave_data?: Record<string, unknown>;
+  };
+  stats64?: {
+    rx: { bytes: number; packets: number; errors: number; dropped: number };
+    tx: { bytes: number; packets: number; errors: number; dropped: number };
+  };
+}
+
+export interface IpAddrInfo {
+  family: 'inet' | 'inet6';
+  local: string;
+  prefixlen: number;
+}
+
+export interface IpAddr extends IpLink {
+  addr_info: IpAddrInfo[];
+}
+
+export interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  prefsrc?: string;
+  protocol?: string;
+  scope?: string;
+}
+
+export interface IpNeigh {
+  dst: string;
+  dev?: string;
+  lladdr?: string;
+  state?: string[];
+}
+
+export interface BridgeFdb {
+  mac: string;
+  ifname?: string;
+  dst?: string;
+  master?: string;
+  flags?: string[];
+  state?: string;
+  vlan?: number;
+}
+
+/**
+ * iproute2 and friends run inside one network namespace (`netns`, an `ip netns`
+ * name) or in the caller's own namespace (`netns` undefined).
+ */
+export class NetnsShell {
+  constructor(readonly netns?: string) {}
+
+  /** `ip [-n netns] args…`, resolves with stdout. */
+  ip(args: string[]): Promise<string> {
+    return runCommand(['ip', ...this.nsFlag(), ...args]);
+  }
+
+  /** `ip -j …` parsed; an empty answer (nothing matched) is `[]`. */
+  async ipJson<T>(args: string[]): Promise<T[]> {
+    return parseJsonList<T>(await this.ip(['-j', ...args]), ['ip', ...args]);
+  }
+
+  /** Many `ip` commands in one process; stops at the first failing line. */
+  async ipBatch(lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    await runCommand(['ip', ...this.nsFlag(), '-batch', '-'], { input: lines.join('\n') + '\n' });
+  }
+
+  bridge(args: string[]): Promise<string> {
+    return runCommand(['bridge', ...this.nsFlag(), ...args]);
+  }
+
+  async bridgeJson<T>(args: string[]): Promise<T[]> {
+    return parseJsonList<T>(await this.bridge(['-j', ...args]), ['bridge', ...args]);
+  }
+
+  async bridgeBatch(lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    await runCommand(['bridge', ...this.nsFlag(), '-batch', '-'], { input: lines.join('\n') + '\n' });
+  }
+
+  /** Any other program (nft, sysctl, ethtool, ping…) inside the namespace. */
+  exec(argv: string[], opts: RunOptions = {}): Promise<string> {
+    const prefix = this.netns === undefined ? [] : ['ip', 'netns', 'exec', this.netns];
+    return runCommand([...prefix, ...argv], opts);
+  }
+
+  /** The link, or undefined if there is no link by that name. */
+  async link(name: string): Promise<IpLink | undefined> {
+    try {
+      const links = await this.ipJson<IpLink>(['-d', 'link', 'show', 'dev', name]);
+      return links[0];
+    } catch (e) {
+      if (e instanceof CommandError && /does not exist|Cannot find device/.test(e.stderr)) return undefined;
+      throw e;
+    }
+  }
+
+  links(): Promise<IpLink[]> {
+    return this.ipJson<IpLink>(['-d', 'link', 'show']);
+  }
+
+  addresses(): Promise<IpAddr[]> {
+    return this.ipJson<IpAddr>(['addr', 'show']);
+  }
+
+  /** Reads a sysctl (dotted name) in this namespace. */
+  async sysctl(name: string): Promise<string> {
+    return (await this.exec(['sysctl', '-n', name])).trim();
+  }
+
+  async setSysctl(name: string, value: string): Promise<void> {
+    await this.exec(['sysctl', '-q', '-w', `${name}=${value}`]);
+  }
+
+  private nsFlag(): string[] {
+    return this.netns === undefined ? [] : ['-n', this.netns];
+  }
+}
+
+function parseJsonList<T>(text: string, what: string[]): T[] {
+  const trimmed = text.trim();
+  if (trimmed === '') return [];
+  try {
+    const parsed = JSON.parse(trimmed) as unknown;
+    return Array.isArray(parsed) ? (parsed as T[]) : [parsed as T];
+  } catch (e) {
+    throw new Error(`could not parse JSON from \`${what.join(' ')}\`: ${(e as Error).message}`);
+  }
+}
+
+/** `ip netns` names live in /run/netns; list them. */
+export async function listNetns(): Promise<string[]> {
+  const list = await runCommand(['ip', '-j', 'netns', 'list']);
+  return parseJsonList<{ name: string }>(list, ['ip', 'netns', 'list']).map((n) => n.name);
+}
