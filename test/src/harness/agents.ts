@@ -1,0 +1,165 @@
+// `weft agent` processes in lab hosts, and the `weft` CLI run the way a user
+// on that host would run it (inside the host's namespace, API on loopback).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecResult, Lab, LabHost } from './lab.js';
+
+function findRepoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'packages', 'agent', 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the weft repository root above the test harness');
+    dir = up;
+  }
+  return dir;
+}
+
+export const repoRoot = findRepoRoot();
+/** The built `weft` binary (tsc output); build with `npx tsc -b` first. */
+export const weftBin = join(repoRoot, 'packages', 'agent', 'dist', 'src', 'cli', 'main.js');
+
+/** Subnet of each host's gateway bridge in tests (inside 198.18.0.0/15, away from test overlays). */
+export const testGatewaySubnet = '198.19.255.0/24';
+
+export interface AgentOptions {
+  peers: string[];
+  dataDir: string;
+  logFile: string;
+  dataplane?: 'kernel' | 'userspace';
+  extraArgs?: string[];
+}
+
+export class AgentHandle {
+  private child?: ChildProcess;
+  private exited?: Promise<number | null>;
+
+  constructor(
+    readonly lab: Lab,
+    readonly host: LabHost,
+    readonly opts: AgentOptions,
+  ) {}
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  start(): void {
+    if (this.running) return;
+    const log = openSync(this.opts.logFile, 'a');
+    const args = [
+      'netns',
+      'exec',
+      this.host.netns,
+      process.execPath,
+      weftBin,
+      'agent',
+      '--name',
+      this.host.name,
+      '--advertise',
+      this.host.ip,
+      '--peers',
+      this.opts.peers.join(','),
+      '--data-dir',
+      this.opts.dataDir,
+      '--dataplane',
+      this.opts.dataplane ?? 'kernel',
+      '--api',
+      '127.0.0.1:8500',
+      '--gateway-subnet',
+      testGatewaySubnet,
+      ...(this.opts.extraArgs ?? []),
+    ];
+    // `ip netns exec` execs node in place, so the pid is the agent's own: signals reach it directly.
+    const child = spawn('ip', args, { stdio: ['ignore', log, log] });
+    closeSync(log);
+    this.child = child;
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  }
+
+  /** Sends a signal and waits until the process is gone; resolves with its exit code (null if killed). */
+  async kill(signal: NodeJS.Signals = 'SIGKILL', timeoutMs = 20_000): Promise<number | null> {
+    if (!this.child || !this.exited) return null;
+    if (this.running) this.child.kill(signal);
+    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs).unref());
+    const result = await Promise.race([this.exited, timer]);
+    if (result === 'timeout') {
+      this.child.kill('SIGKILL');
+      await this.exited;
+      throw new Error(`agent on ${this.host.name} did not exit within ${timeoutMs} ms after ${signal}`);
+    }
+    return result;
+  }
+
+  /** Runs the CLI on this host. */
+  weft(args: string[], timeoutMs = 30_000): Promise<ExecResult> {
+    return this.lab.exec(this.host.netns, [process.execPath, weftBin, ...args], { timeoutMs });
+  }
+
+  /** Runs the CLI and fails with its stderr if it exits non-zero. */
+  async mustWeft(args: string[], timeoutMs = 30_000): Promise<string> {
+    const r = await this.weft(args, timeoutMs);
+    if (r.code !== 0) {
+      throw new Error(
+        `weft ${args.join(' ')} on ${this.host.name} exited ${r.code}: ${r.stderr.trim()}\n--- agent log ---\n${this.logTail()}`,
+      );
+    }
+    return r.stdout;
+  }
+
+  /** Polls `weft status` until the agent answers (and, with `needLeader`, knows a leader). */
+  async waitReady(timeoutMs = 60_000, needLeader = true): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      if (!this.running)
+        throw new Error(`agent on ${this.host.name} exited during startup:\n${this.logTail()}`);
+      const r = await this.weft(['--format', 'json', 'status'], 10_000);
+      if (r.code === 0) {
+        const status = JSON.parse(r.stdout) as { leader: string };
+        if (!needLeader || status.leader) return;
+        last = 'no leader yet';
+      } else last = r.stderr.trim();
+      await new Promise((res) => setTimeout(res, 300));
+    }
+    throw new Error(
+      `agent on ${this.host.name} not ready after ${timeoutMs} ms (${last})\n${this.logTail()}`,
+    );
+  }
+
+  logTail(lines = 40): string {
+    try {
+      return readFileSync(this.opts.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+}
+
+/** Retries `check` until it returns a value (not undefined) or the time is up. */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+  stepMs = 300,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`,
+  );
+}
