@@ -19,7 +19,16 @@ export interface AgentConfig {
   voters: 3 | 5;
   learners: number;
   logLevel: string;
+  /** TCP port of the Raft transport on the advertise address (peers without :port use it too). */
+  raftPort: number;
+  /** Subnet of the per-host gateway bridge (NAT out of the overlay); null = none. */
+  gatewaySubnet: string | null;
+  /** Prefix of container namespace names; namespace names are global on a machine. */
+  sandboxPrefix: string;
 }
+
+export const defaultRaftPort = 8300;
+export const defaultGatewaySubnet = '172.18.0.0/16';
 
 const hostNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -57,8 +66,30 @@ export function parseAgentConfig(raw: Record<string, unknown>): AgentConfig {
   if (dataplane !== 'kernel' && dataplane !== 'userspace') {
     throw new Error(`--dataplane must be kernel or userspace, got "${dataplane}"`);
   }
+  const raftPort = Number(str('raftPort') ?? defaultRaftPort);
+  if (!Number.isInteger(raftPort) || raftPort < 1 || raftPort > 65535) {
+    throw new Error(`--raft-port must be a TCP port (1-65535), got "${str('raftPort')}"`);
+  }
+  const gw = str('gatewaySubnet') ?? defaultGatewaySubnet;
+  let gatewaySubnet: string | null = gw;
+  if (gw === 'none') gatewaySubnet = null;
+  else {
+    const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(gw);
+    if (!m || !isIPv4(m[1] as string) || Number(m[2]) > 29) {
+      throw new Error(`--gateway-subnet "${gw}" must be an IPv4 CIDR of /29 or larger (or "none")`);
+    }
+  }
+  const sandboxPrefix = str('sandboxPrefix') ?? `weft-${name}-`;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(sandboxPrefix)) {
+    throw new Error(
+      `--sandbox-prefix "${sandboxPrefix}" may use letters, digits, '_', '.', '-' (at most 32)`,
+    );
+  }
   return {
     name,
+    raftPort,
+    gatewaySubnet,
+    sandboxPrefix,
     advertise,
     peers,
     dataDir: str('dataDir') ?? '/var/lib/weft',

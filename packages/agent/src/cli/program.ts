@@ -104,6 +104,13 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
     .option('--api <address>', 'where the HTTP API listens (loopback)', defaultApiAddress)
     .option('--voters <n>', 'Raft voters (3 or 5)', '3')
     .option('--learners <n>', 'Raft learners beyond the voters', '4')
+    .option('--raft-port <port>', 'TCP port of the Raft transport', '8300')
+    .option(
+      '--gateway-subnet <cidr>',
+      'subnet of the per-host gateway bridge with NAT, or "none"',
+      '172.18.0.0/16',
+    )
+    .option('--sandbox-prefix <prefix>', 'prefix of container namespace names (default weft-<name>-)')
     .option('--log-level <level>', 'pino log level', 'info')
     .action(async (opts: Record<string, unknown>) => {
       if (!io.runAgent) throw new CliExit(1, 'this build cannot run an agent');

@@ -1,0 +1,240 @@
+// Containers as Weft knows them: a network namespace (the sandbox) plus,
+// optionally, one command the agent runs in it in the background. Records
+// are kept in <data-dir>/containers.json so an agent killed with -9 finds its
+// containers (namespaces and processes outlive it) when it comes back.
+import { spawn } from 'node:child_process';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createSandbox, deleteSandbox, sandboxExists } from '../dataplane/sandbox.js';
+import type { Logger } from '../log/logger.js';
+import { CommandError, listNetns, runCommand } from '../netlink/ip.js';
+import type { Startable } from './startable.js';
+
+export interface ContainerRecord {
+  name: string;
+  /** `ip netns` name of the container's namespace. */
+  sandbox: string;
+  created: string;
+  command: string[];
+  /** Set when the agent started the command in the background (`run -d`). */
+  pid?: number;
+  exitCode?: number;
+}
+
+interface StateFile {
+  version: 1;
+  containers: ContainerRecord[];
+}
+
+export interface ContainerRuntimeOptions {
+  dataDir: string;
+  /** Namespace names are global on a machine: prefix them with something unique to this host. */
+  sandboxPrefix: string;
+  /** Contents of /etc/resolv.conf inside containers (points at the embedded DNS server). */
+  resolvConf: () => string;
+  logger: Logger;
+}
+
+export class ContainerRuntime implements Startable {
+  private readonly records = new Map<string, ContainerRecord>();
+  private readonly statePath: string;
+  private loaded = false;
+  /** Serializes state changes so concurrent API calls never interleave writes. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly opts: ContainerRuntimeOptions) {
+    this.statePath = join(opts.dataDir, 'containers.json');
+  }
+
+  async start(): Promise<void> {
+    if (this.loaded) return;
+    await mkdir(join(this.opts.dataDir, 'logs'), { recursive: true });
+    let text: string | undefined;
+    try {
+      text = await readFile(this.statePath, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    if (text !== undefined) {
+      let state: StateFile;
+      try {
+        state = JSON.parse(text) as StateFile;
+        if (state.version !== 1 || !Array.isArray(state.containers)) throw new Error('unexpected layout');
+      } catch (err) {
+        throw new Error(
+          `${this.statePath} is damaged (${(err as Error).message}); move it away to start without local containers`,
+        );
+      }
+      const present = new Set(await listNetns());
+      for (const r of state.containers) {
+        if (!present.has(r.sandbox)) {
+          // The machine rebooted or someone deleted the namespace: the container is gone.
+          this.opts.logger.warn(
+            { container: r.name, sandbox: r.sandbox },
+            'container namespace vanished; forgetting it',
+          );
+          continue;
+        }
+        this.records.set(r.name, r);
+      }
+      await this.save();
+    }
+    this.loaded = true;
+  }
+
+  async stop(): Promise<void> {
+    // Containers outlive the agent (like Docker's live-restore); `removeAll` is the explicit teardown.
+    this.loaded = false;
+    this.records.clear();
+  }
+
+  list(): ContainerRecord[] {
+    return [...this.records.values()].sort((a, b) => a.created.localeCompare(b.created));
+  }
+
+  get(name: string): ContainerRecord | undefined {
+    return this.records.get(name);
+  }
+
+  sandboxName(name: string): string {
+    return `${this.opts.sandboxPrefix}${name}`;
+  }
+
+  /** Makes the container's namespace (loopback up, resolv.conf); returns its record. */
+  create(name: string, command: string[]): Promise<ContainerRecord> {
+    return this.serial(async () => {
+      if (this.records.has(name)) throw new Error(`container "${name}" already exists`);
+      const sandbox = this.sandboxName(name);
+      if (await sandboxExists(sandbox)) {
+        // Left over from a container this agent forgot (state file moved away): reuse is unsafe.
+        await this.deleteSandbox(sandbox);
+      }
+      await createSandbox(sandbox);
+      try {
+        await mkdir(`/etc/netns/${sandbox}`, { recursive: true });
+        await writeFile(`/etc/netns/${sandbox}/resolv.conf`, this.opts.resolvConf());
+      } catch (err) {
+        await this.deleteSandbox(sandbox);
+        throw err;
+      }
+      const record: ContainerRecord = { name, sandbox, created: new Date().toISOString(), command };
+      this.records.set(name, record);
+      await this.save();
+      return record;
+    });
+  }
+
+  /** Runs the command in the background; its output goes to <data-dir>/logs/<name>.log. */
+  startCommand(name: string): Promise<ContainerRecord> {
+    return this.serial(async () => {
+      const record = this.mustGet(name);
+      const log = await open(join(this.opts.dataDir, 'logs', `${name}.log`), 'a');
+      try {
+        const child = spawn('ip', ['netns', 'exec', record.sandbox, ...record.command], {
+          detached: true,
+          stdio: ['ignore', log.fd, log.fd],
+        });
+        await new Promise<void>((resolve, reject) => {
+          child.once('spawn', resolve);
+          child.once('error', (err) =>
+            reject(new Error(`cannot start ${record.command[0]}: ${err.message}`)),
+          );
+        });
+        child.once('exit', (code, signal) => {
+          const current = this.records.get(name);
+          if (current && current.pid === child.pid) {
+            current.exitCode = code ?? 128 + (signal === 'SIGKILL' ? 9 : 15);
+            void this.serial(() => this.save());
+          }
+        });
+        child.unref();
+        record.pid = child.pid;
+        delete record.exitCode;
+        await this.save();
+        return record;
+      } finally {
+        await log.close();
+      }
+    });
+  }
+
+  /** 'running' while any process lives in the namespace. */
+  async state(
+    record: ContainerRecord,
+  ): Promise<{ state: 'running' | 'created' | 'exited'; exitCode?: number }> {
+    const pids = await this.pids(record.sandbox);
+    if (pids.length > 0) return { state: 'running' };
+    if (record.pid !== undefined || record.exitCode !== undefined)
+      return { state: 'exited', exitCode: record.exitCode };
+    return { state: 'created' };
+  }
+
+  /** Kills everything in the container and deletes its namespace. */
+  remove(name: string): Promise<void> {
+    return this.serial(async () => {
+      const record = this.mustGet(name);
+      await this.deleteSandbox(record.sandbox);
+      this.records.delete(name);
+      await this.save();
+      await rm(join(this.opts.dataDir, 'logs', `${name}.log`), { force: true });
+    });
+  }
+
+  private async pids(sandbox: string): Promise<number[]> {
+    try {
+      const out = await runCommand(['ip', 'netns', 'pids', sandbox]);
+      return out
+        .split('\n')
+        .filter((l) => /^\d+$/.test(l.trim()))
+        .map(Number);
+    } catch (err) {
+      if (err instanceof CommandError) return [];
+      throw err;
+    }
+  }
+
+  private async deleteSandbox(sandbox: string): Promise<void> {
+    // A namespace with live processes would survive `ip netns del` unseen: end them first.
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      const pids = await this.pids(sandbox);
+      if (pids.length === 0) break;
+      for (const pid of pids) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          // already gone
+        }
+      }
+      if (signal === 'SIGTERM') await waitFor(async () => (await this.pids(sandbox)).length === 0, 2_000);
+    }
+    await deleteSandbox(sandbox);
+    await rm(`/etc/netns/${sandbox}`, { recursive: true, force: true });
+  }
+
+  private mustGet(name: string): ContainerRecord {
+    const r = this.records.get(name);
+    if (!r) throw new Error(`container "${name}" not found on this host`);
+    return r;
+  }
+
+  private async save(): Promise<void> {
+    const state: StateFile = { version: 1, containers: this.list() };
+    const tmp = `${this.statePath}.tmp`;
+    await writeFile(tmp, `${JSON.stringify(state, null, 2)}\n`);
+    await rename(tmp, this.statePath);
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
