@@ -30,12 +30,8 @@ describe('ContainerRuntime (real network namespaces)', () => {
   afterEach(async () => {
     for (const ns of await listNetns()) {
       if (ns.startsWith(prefix)) {
-        await runCommand(['ip', 'netns', 'pids', ns]).then((out) =>
-          out
-            .split('\n')
-            .filter(Boolean)
-            .forEach((p) => process.kill(Number(p), 'SIGKILL')),
-        );
+        const pids = await runCommand(['ip', 'netns', 'pids', ns]);
+        for (const pid of pids.split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
         await runCommand(['ip', 'netns', 'del', ns]);
         await rm(`/etc/netns/${ns}`, { recursive: true, force: true });
       }
