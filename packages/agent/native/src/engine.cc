@@ -55,10 +55,11 @@ constexpr int kSocketBufferBytes = 8 << 20;
 
 std::string errnoText(const char* what) { return std::string(what) + ": " + strerror(errno); }
 
-struct ThreadCount {
+// The spawner counts a thread in before it starts (so a count read right
+// after a call is exact); the thread counts itself out as it ends.
+struct ThreadExit {
   std::atomic<int>& n;
-  explicit ThreadCount(std::atomic<int>& c) : n(c) { n.fetch_add(1); }
-  ~ThreadCount() { n.fetch_sub(1); }
+  ~ThreadExit() { n.fetch_sub(1); }
 };
 
 // Runs fn with the calling thread inside the network namespace at path. A
@@ -389,6 +390,7 @@ Engine::Engine(const EngineOptions& options) : options_(options), port_(options.
     ::close(udpFd_);
     throw std::runtime_error(errnoText("eventfd"));
   }
+  liveThreads_.fetch_add(1);
   rxThread_ = std::thread([this] { rxLoop(); });
 }
 
@@ -437,6 +439,7 @@ void Engine::addNetwork(uint32_t vni, const std::string& tapName) {
   net->stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (net->stopFd < 0) throw std::runtime_error(errnoText("eventfd"));
   Network* raw = net.get();
+  liveThreads_.fetch_add(1);
   net->txThread = std::thread([this, raw] { txLoop(raw); });
   auto next = std::make_shared<NetworkMap>(*current);
   (*next)[vni] = net;
@@ -510,7 +513,7 @@ CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
 // TAP -> UDP
 
 void Engine::txLoop(Network* net) {
-  ThreadCount alive(liveThreads_);
+  ThreadExit alive{liveThreads_};
   auto frames = std::make_unique<uint8_t[]>(kTapReadBatch * kMaxFrameBytes);
   auto batch = std::make_unique<TxBatch>(this);
   size_t lengths[kTapReadBatch];
@@ -651,7 +654,7 @@ void Engine::handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, 
 // UDP -> TAP
 
 void Engine::rxLoop() {
-  ThreadCount alive(liveThreads_);
+  ThreadExit alive{liveThreads_};
   auto buffers = std::make_unique<uint8_t[]>(kRxMessages * kRxBufferBytes);
   mmsghdr msgs[kRxMessages];
   iovec iov[kRxMessages];

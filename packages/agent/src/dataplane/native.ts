@@ -1,0 +1,98 @@
+// Loads the userspace data plane's native addon (packages/agent/native, built
+// by `npm install` through node-gyp). Only this file knows where the binary is.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeEngineOptions {
+  /** This host's VTEP (underlay IPv4) address; the UDP socket binds to it. */
+  vtep: string;
+  /** UDP port; default 4789. */
+  port?: number;
+  /** Open the socket and TAP devices in this network namespace (e.g. /run/netns/NAME). */
+  netnsPath?: string;
+  /** TAP TSO/checksum offload, UDP GSO/GRO and receive coalescing; default true. */
+  offloads?: boolean;
+}
+
+export interface NativePeer {
+  mac: string;
+  vtep: string;
+  /** Answered locally to ARP requests when given. */
+  ip?: string;
+}
+
+export interface NativeCounters {
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  arpReplies: number;
+  flooded: number;
+  drops: Record<string, number>;
+}
+
+export interface NativeEngine {
+  /** Creates the TAP device (IFF_VNET_HDR) for the VNI and starts its send thread. Idempotent. */
+  addNetwork(vni: number, tapName: string): void;
+  /** Stops the send thread and closes the TAP (the device disappears). Idempotent. */
+  removeNetwork(vni: number): void;
+  /** Replaces the network's MAC → VTEP / IP → MAC table atomically, traffic keeps flowing. */
+  setPeers(vni: number, peers: NativePeer[]): void;
+  /** Per VNI, and engine-wide drops (datagrams that belong to no network). */
+  counters(): { networks: Record<string, NativeCounters>; host: NativeCounters };
+  /** Stops every thread and closes every descriptor. Idempotent. */
+  close(): void;
+  /** Test hook: runs the send path on virtio-net header + Ethernet frame. */
+  injectTapFrame(vni: number, frame: Buffer): void;
+  /** Test hook: runs the receive path on one UDP payload (GRO segments of segmentBytes). */
+  injectDatagram(payload: Buffer, segmentBytes?: number): void;
+}
+
+export interface NativeAddon {
+  Engine: new (options: NativeEngineOptions) => NativeEngine;
+  /** Native threads currently running, over all engines in this process. */
+  liveThreads(): number;
+  dropReasons: string[];
+}
+
+/** The @weft/agent package root, from src/ (tsx) or dist/src/ (compiled). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, 'utf8')).name === '@weft/agent') return dir;
+    dir = dirname(dir);
+  }
+  throw new Error('cannot find the @weft/agent package root to load the native addon from');
+}
+
+let cached: NativeAddon | undefined;
+
+export function nativeAddonPath(): string {
+  return process.env.WEFT_NATIVE_ADDON ?? join(packageRoot(), 'native', 'build', 'Release', 'weft_native.node');
+}
+
+/** The addon, or a clear error saying how to build it. */
+export function loadNativeAddon(): NativeAddon {
+  if (cached !== undefined) return cached;
+  const path = nativeAddonPath();
+  if (!existsSync(path)) {
+    throw new Error(
+      `the userspace data plane's native addon is not built (no ${path}). ` +
+        'Build it with `npm install` at the repository root (or `npm rebuild -w @weft/agent`); ' +
+        'it needs g++, make and python3. Or use the kernel data plane.',
+    );
+  }
+  try {
+    cached = createRequire(import.meta.url)(path) as NativeAddon;
+  } catch (e) {
+    throw new Error(
+      `cannot load the native addon ${path}: ${(e as Error).message}. ` +
+        'It was probably built for another Node version: rebuild with `npm rebuild -w @weft/agent`.',
+    );
+  }
+  return cached;
+}

@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict';
+import { NetnsShell } from '../../src/netlink/ip.js';
+import { loadNativeAddon } from '../../src/dataplane/native.js';
+import { ping, runIn, tcpRoundTrip } from '../../src/dataplane/testing/topology.js';
+import { tapName } from '../../src/dataplane/names.js';
+import type { UserspaceDataplane } from '../../src/dataplane/userspace.js';
+import { type Cluster, createCluster, skipUnlessNetns, tcpBulkTransfer } from './userspace-fixture.js';
+
+describe('userspace data plane (native addon)', function () {
+  this.timeout(60_000);
+
+  for (const kind of ['userspace', 'userspace-nooffload'] as const) {
+    describe(`three hosts, ${kind}`, () => {
+      let cluster: Cluster | undefined;
+      before(async function () {
+        skipUnlessNetns(this);
+        cluster = await createCluster([kind, kind, kind]);
+      });
+      after(async () => {
+        await cluster?.destroy();
+      });
+
+      it('containers ping each other across hosts in both directions', async () => {
+        const [a, b, c] = cluster!.containers;
+        for (const [from, to] of [[a, b], [b, a], [a, c], [c, b]] as const) {
+          const r = await ping(from!.netns, to!.ip, { count: 1, waitSeconds: 2 });
+          assert.ok(r.ok, `ping ${from!.ip} -> ${to!.ip} failed: ${r.stdout}${r.stderr}`);
+        }
+      });
+
+      it('carries TCP connections (with a payload larger than one segment)', async () => {
+        const [a, b] = cluster!.containers;
+        const r1 = await tcpRoundTrip(b!.netns, a!.netns, b!.ip, 7001, 'hello');
+        assert.equal(r1.reply, 'hello');
+        assert.equal(r1.seenFrom, a!.ip);
+        // 8 MB each way: TSO super-frames out, GRO/coalesced frames in.
+        for (const [server, client, port] of [[a, b, 7002], [b, a, 7003]] as const) {
+          const r = await tcpBulkTransfer(server!.netns, client!.netns, server!.ip, port, 8 << 20);
+          assert.ok(r.ok, `bulk TCP ${client!.ip} -> ${server!.ip}: ${r.detail}`);
+        }
+      });
+
+      it('answers ARP from the peer table and counts traffic per network', async () => {
+        const [a, b] = cluster!.containers;
+        const neigh = await new NetnsShell(a!.netns).ip(['neigh', 'show', b!.ip]);
+        assert.match(neigh, new RegExp(b!.endpoint.mac));
+        const counters = await cluster!.dataplanes[0]!.counters();
+        const c = counters[cluster!.network.id];
+        assert.ok(c !== undefined, 'no counters for the network');
+        assert.ok(c.txPackets > 0 && c.rxPackets > 0 && c.txBytes > 0 && c.rxBytes > 0, JSON.stringify(c));
+        const engine = (cluster!.dataplanes[0] as UserspaceDataplane).engineCounters()!;
+        const own = Object.values(engine.networks)[0]!;
+        assert.ok(own.arpReplies > 0, `no ARP replies counted: ${JSON.stringify(own)}`);
+      });
+
+      it('drops traffic to MACs no peer has, and counts it', async () => {
+        const [a] = cluster!.containers;
+        // An address in the subnet that no endpoint has: ARP is not answered.
+        const r = await ping(a!.netns, '198.18.0.99', { count: 1, waitSeconds: 1 });
+        assert.equal(r.ok, false);
+        const engine = (cluster!.dataplanes[0] as UserspaceDataplane).engineCounters()!;
+        assert.ok(Object.values(engine.networks)[0]!.drops.arp_unanswered! > 0);
+      });
+    });
+  }
+
+  it('stop() leaves no TAP devices and no native threads behind', async function () {
+    skipUnlessNetns(this);
+    const addon = loadNativeAddon();
+    const before = addon.liveThreads();
+    const cluster = await createCluster(['userspace', 'userspace']);
+    try {
+      assert.equal(addon.liveThreads(), before + 4, 'one receive thread per host and one send thread per network');
+      const host = new NetnsShell(cluster.topology.hosts[0]!.netns);
+      assert.ok((await host.link(tapName(cluster.network.id))) !== undefined);
+      for (const dp of cluster.dataplanes) await dp.stop();
+      assert.equal(addon.liveThreads(), before);
+      for (const h of cluster.topology.hosts) {
+        const names = (await new NetnsShell(h.netns).links()).map((l) => l.ifname);
+        assert.deepEqual(names.filter((n) => n !== 'lo' && n !== 'eth0'), [], `left behind in ${h.netns}`);
+        const sockets = await runIn(h.netns, ['ss', '-Hlun', 'sport = :4789']);
+        assert.equal(sockets.stdout.trim(), '', 'the VXLAN socket is still open');
+      }
+    } finally {
+      await cluster.destroy();
+    }
+  });
+});
