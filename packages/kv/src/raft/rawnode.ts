@@ -1,0 +1,273 @@
+// RawNode: the API an application drives the Raft core through.
+//
+// Run loop (single-threaded; see README "Raft core"):
+//
+//   every tick interval:   node.tick()
+//   on a network message:  node.step(msg)
+//   on a client request:   node.propose(data) / node.readIndex(ctx) / ...
+//   whenever node.hasReady():
+//     const rd = node.ready();
+//     1. persist, in ONE atomic synced write (sync may be skipped if !rd.mustSync):
+//        rd.snapshot (storage.applySnapshot) first, then rd.entries (storage.append,
+//        replacing any conflicting suffix), then rd.hardState;
+//     2. send rd.messages (only now: votes and acks promise what was just persisted);
+//     3. apply rd.snapshot (if any) to the state machine, then rd.committedEntries in
+//        order; for each ConfChange entry call node.applyConfChange(decodeConfChange(e.data));
+//        serve rd.readStates once the state machine has applied up to their index;
+//     4. node.advance().
+
+import { encodeConfChange } from './confchange.js';
+import { RaftUsageError } from './errors.js';
+import type { ProgressState } from './progress.js';
+import { Raft, type RaftConfig } from './raft.js';
+import {
+  type ConfChange,
+  type ConfState,
+  type Entry,
+  EntryType,
+  emptyMessage,
+  type HardState,
+  type Message,
+  MessageType,
+  type NodeId,
+  type Ready,
+  Role,
+  type SoftState,
+} from './types.js';
+
+/** Message types that only the node itself may generate; refused from the network. */
+const localOnly = new Set([
+  MessageType.Hup,
+  MessageType.Beat,
+  MessageType.Unreachable,
+  MessageType.SnapStatus,
+  MessageType.CheckQuorum,
+]);
+
+export interface FollowerStatus {
+  match: number;
+  next: number;
+  state: ProgressState;
+  isLearner: boolean;
+  recentActive: boolean;
+  inflight: number;
+}
+
+export interface RaftStatus {
+  id: NodeId;
+  term: number;
+  vote: NodeId;
+  commit: number;
+  applied: number;
+  lastIndex: number;
+  firstIndex: number;
+  leader: NodeId;
+  role: Role;
+  /** Only on the leader: what it knows about each member. */
+  progress?: Record<NodeId, FollowerStatus>;
+  confState: ConfState;
+  leadTransferee: NodeId;
+  pendingReads: number;
+}
+
+export class RawNode {
+  private readonly raft: Raft;
+  private prevSoftState: SoftState;
+  private prevHardState: HardState;
+  private outstanding: Ready | undefined;
+
+  constructor(config: RaftConfig) {
+    this.raft = new Raft(config);
+    this.prevSoftState = this.raft.softState();
+    this.prevHardState = this.raft.hardState();
+  }
+
+  get id(): NodeId {
+    return this.raft.id;
+  }
+
+  /** Advances logical time by one tick (election / heartbeat timers). */
+  tick(): void {
+    this.raft.tick();
+  }
+
+  /** Starts an election now (pre-vote first if enabled). */
+  campaign(): void {
+    this.raft.step(emptyMessage(MessageType.Hup, this.raft.id, this.raft.id, 0));
+  }
+
+  /**
+   * Proposes `data` for the log. Forwarded to the leader if this node is a
+   * follower. Throws RequestDroppedError if it certainly was not accepted;
+   * success only means it was appended or forwarded, not committed: watch
+   * committed entries (e.g. by a request id inside `data`).
+   */
+  propose(data: Uint8Array): void {
+    this.proposeEntry(EntryType.Normal, data);
+  }
+
+  /** Proposes a membership change (applied via applyConfChange once committed). */
+  proposeConfChange(cc: ConfChange): void {
+    this.proposeEntry(EntryType.ConfChange, encodeConfChange(cc));
+  }
+
+  private proposeEntry(type: EntryType, data: Uint8Array): void {
+    const m = emptyMessage(MessageType.Prop, this.raft.id, this.raft.id, 0);
+    m.entries = [{ term: 0, index: 0, type, data }];
+    this.raft.step(m);
+  }
+
+  /**
+   * Requests a linearizable read point. A ReadState {index, requestCtx: ctx}
+   * appears in a later Ready; reads may be served once the state machine has
+   * applied up to `index`. `ctx` must be unique among outstanding requests.
+   * If no ReadState appears (leader lost), the caller times out and retries.
+   */
+  readIndex(ctx: Uint8Array): void {
+    if (ctx.byteLength === 0) throw new RaftUsageError('readIndex needs a non-empty, unique request context');
+    const m = emptyMessage(MessageType.ReadIndex, this.raft.id, this.raft.id, 0);
+    m.context = ctx;
+    this.raft.step(m);
+  }
+
+  /** Asks the leader to hand leadership to `transferee` (a voter). Best effort; check status().leader. */
+  transferLeadership(transferee: NodeId): void {
+    this.raft.step(emptyMessage(MessageType.TransferLeader, transferee, this.raft.id, 0));
+  }
+
+  /**
+   * Feeds a message received from a peer. Throws RaftUsageError for messages
+   * that cannot come from the network (local-only types, wrong recipient);
+   * the transport should log and drop them.
+   */
+  step(m: Message): void {
+    if (localOnly.has(m.type)) {
+      throw new RaftUsageError(
+        `message type ${MessageType[m.type]} from ${m.from} is local-only and cannot come from the network`,
+      );
+    }
+    if (m.to !== this.raft.id) throw new RaftUsageError(`message for ${m.to} delivered to ${this.raft.id}`);
+    if (m.from === this.raft.id)
+      throw new RaftUsageError(`message from ${m.from} looks like it came from this node itself`);
+    this.raft.step(m);
+  }
+
+  /** Applies a committed conf change; returns the configuration now in effect. */
+  applyConfChange(cc: ConfChange): ConfState {
+    return this.raft.applyConfChange(cc);
+  }
+
+  /** The transport could not reach `id`: stop streaming appends to it until it answers. */
+  reportUnreachable(id: NodeId): void {
+    this.raft.step(emptyMessage(MessageType.Unreachable, id, this.raft.id, 0));
+  }
+
+  /** The transport finished sending a snapshot to `id` (ok) or gave up (!ok). */
+  reportSnapshot(id: NodeId, ok: boolean): void {
+    const m = emptyMessage(MessageType.SnapStatus, id, this.raft.id, 0);
+    m.reject = !ok;
+    this.raft.step(m);
+  }
+
+  hasReady(): boolean {
+    if (this.outstanding) return false;
+    const r = this.raft;
+    const ss = r.softState();
+    if (ss.leader !== this.prevSoftState.leader || ss.role !== this.prevSoftState.role) return true;
+    if (!hardStateEqual(r.hardState(), this.prevHardState)) return true;
+    if (r.log.hasPendingSnapshot()) return true;
+    if (r.msgs.length > 0 || r.log.unstableEntries().length > 0 || r.readStates.length > 0) return true;
+    return r.log.hasNextCommittedEntries();
+  }
+
+  /**
+   * Everything the application must do now (see the file comment for the
+   * order). Call advance() when done; ready() may not be called again before.
+   */
+  ready(): Ready {
+    if (this.outstanding) throw new RaftUsageError('ready() called again before advance()');
+    const r = this.raft;
+    const ss = r.softState();
+    const hs = r.hardState();
+    const entries = r.log.unstableEntries().slice();
+    const rd: Ready = {
+      readStates: r.readStates,
+      entries,
+      committedEntries: r.log.nextCommittedEntries(),
+      messages: r.msgs,
+      mustSync: false,
+    };
+    if (ss.leader !== this.prevSoftState.leader || ss.role !== this.prevSoftState.role) rd.softState = ss;
+    if (!hardStateEqual(hs, this.prevHardState)) rd.hardState = hs;
+    if (r.log.unstable.snapshot) rd.snapshot = r.log.unstable.snapshot;
+    rd.mustSync =
+      entries.length > 0 ||
+      rd.snapshot !== undefined ||
+      (rd.hardState !== undefined &&
+        (hs.term !== this.prevHardState.term || hs.vote !== this.prevHardState.vote));
+    r.msgs = [];
+    r.readStates = [];
+    this.outstanding = rd;
+    return rd;
+  }
+
+  /** The application finished the last Ready (persisted, sent, applied). */
+  advance(): void {
+    const rd = this.outstanding;
+    if (!rd) throw new RaftUsageError('advance() called without an outstanding ready()');
+    this.outstanding = undefined;
+    if (rd.softState) this.prevSoftState = rd.softState;
+    if (rd.hardState) this.prevHardState = rd.hardState;
+    const last: Entry | undefined = rd.entries[rd.entries.length - 1];
+    let applied = rd.snapshot ? rd.snapshot.metadata.index : 0;
+    const lastCommitted = rd.committedEntries[rd.committedEntries.length - 1];
+    if (lastCommitted) applied = Math.max(applied, lastCommitted.index);
+    this.raft.advance(
+      applied,
+      last ? { index: last.index, term: last.term } : undefined,
+      rd.snapshot?.metadata.index ?? 0,
+    );
+  }
+
+  status(): RaftStatus {
+    const r = this.raft;
+    const st: RaftStatus = {
+      id: r.id,
+      term: r.term,
+      vote: r.vote,
+      commit: r.log.committed,
+      applied: r.log.applied,
+      lastIndex: r.log.lastIndex(),
+      firstIndex: r.log.firstIndex(),
+      leader: r.lead,
+      role: r.role,
+      confState: r.tracker.confState(),
+      leadTransferee: r.leadTransferee,
+      pendingReads: r.pendingReadCount(),
+    };
+    if (r.role === Role.Leader) {
+      st.progress = {};
+      for (const id of r.tracker.ids()) {
+        const pr = r.tracker.progress.get(id)!;
+        st.progress[id] = {
+          match: pr.match,
+          next: pr.next,
+          state: pr.state,
+          isLearner: pr.isLearner,
+          recentActive: pr.recentActive,
+          inflight: pr.inflights.count(),
+        };
+      }
+    }
+    return st;
+  }
+
+  /** The core itself, for tests and the simulator's invariant checks (read only). */
+  get core(): Raft {
+    return this.raft;
+  }
+}
+
+function hardStateEqual(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
