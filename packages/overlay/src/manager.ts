@@ -563,6 +563,7 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
     const entries = await this.store.list(this.keys.endpointsPrefix(n.id));
     const eps = entries.map((e) => decodeJson<EndpointRecord>(e)).filter((e): e is EndpointRecord => !!e);
     if (eps.length === 0) return;
+    eps.sort((x, y) => cmp(x.name, y.name));
     const shown = eps.slice(0, 10).map((e) => `${e.name} (host ${e.host}, ${e.ip})`);
     const more = eps.length > shown.length ? ` and ${eps.length - shown.length} more` : '';
     throw new OverlayError('in-use', `network "${n.name}" has active endpoints: ${shown.join(', ')}${more}; detach them first`);
