@@ -7,7 +7,7 @@
 // so no multicast, flooding or learning ever crosses the underlay.
 
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
-import type { BridgeFdb, IpLink, IpNeigh } from '../netlink/ip.js';
+import { type BridgeFdb, CommandError, type IpLink, type IpNeigh } from '../netlink/ip.js';
 import { assertNetworkId, parseIpv4, vxlanName } from './names.js';
 import { Plumbing, type PlumbingOptions, validateNetwork } from './plumbing.js';
 import { SerialQueue } from './serial.js';
@@ -40,10 +40,6 @@ interface PeerTable {
   bridgeMacs: Set<string>;
   /** vxlan neighbour entries: answers to ARP requests. */
   macByIp: Map<string, string>;
-}
-
-function copyTable(t: PeerTable): PeerTable {
-  return { vtepByMac: new Map(t.vtepByMac), bridgeMacs: new Set(t.bridgeMacs), macByIp: new Map(t.macByIp) };
 }
 
 function tableOf(peers: RemotePeer[]): PeerTable {
@@ -90,39 +86,36 @@ export class KernelDataplane implements Dataplane {
     return this.queue.run(() => this.plumbing.detach(ep));
   }
 
+  /** O(1) in the number of peers: reads only this IP's neighbour entry, then replaces. */
   addPeer(peer: RemotePeer): Promise<void> {
     return this.queue.run(async () => {
       validatePeer(peer);
       await this.requireVxlan(peer.networkId);
-      const current = await this.readPeerTable(peer.networkId);
-      const wanted = copyTable(current);
-      // An IP that moved to a new MAC leaves its old MAC's entries behind; drop them.
-      const oldMac = wanted.macByIp.get(peer.ip);
-      if (oldMac !== undefined && oldMac !== peer.mac) {
-        wanted.vtepByMac.delete(oldMac);
-        wanted.bridgeMacs.delete(oldMac);
-      }
-      wanted.vtepByMac.set(peer.mac, peer.vtep);
-      wanted.bridgeMacs.add(peer.mac);
-      wanted.macByIp.set(peer.ip, peer.mac);
-      await this.writePeerTable(peer.networkId, current, wanted);
+      const vx = vxlanName(peer.networkId);
+      // An IP that moved to a new MAC leaves its old MAC's FDB entries behind; drop them.
+      const oldMac = await this.neighbourMac(vx, peer.ip);
+      if (oldMac !== undefined && oldMac !== peer.mac) await this.deleteFdbEntries(vx, oldMac);
+      await this.plumbing.host.bridgeBatch([
+        `fdb replace ${peer.mac} dev ${vx} dst ${peer.vtep} self permanent`,
+        `fdb replace ${peer.mac} dev ${vx} master static`,
+      ]);
+      await this.plumbing.host.ip(['neigh', 'replace', peer.ip, 'lladdr', peer.mac, 'dev', vx, 'nud', 'permanent']);
     });
   }
 
   removePeer(peer: RemotePeer): Promise<void> {
     return this.queue.run(async () => {
       validatePeer(peer);
-      if ((await this.plumbing.host.link(vxlanName(peer.networkId))) === undefined) return; // network gone: nothing to remove
-      const current = await this.readPeerTable(peer.networkId);
-      const wanted = copyTable(current);
+      const vx = vxlanName(peer.networkId);
+      if ((await this.plumbing.host.link(vx)) === undefined) return; // network gone: nothing to remove
       // Only entries that still point where this peer was: if the endpoint has
       // since moved to another host (addPeer came first), that mapping stays.
-      if (wanted.vtepByMac.get(peer.mac) === peer.vtep) {
-        wanted.vtepByMac.delete(peer.mac);
-        wanted.bridgeMacs.delete(peer.mac);
-        if (wanted.macByIp.get(peer.ip) === peer.mac) wanted.macByIp.delete(peer.ip);
+      const [self] = await this.fdbGet(vx, peer.mac);
+      if (self !== undefined && self.dst !== peer.vtep) return;
+      await this.deleteFdbEntries(vx, peer.mac);
+      if ((await this.neighbourMac(vx, peer.ip)) === peer.mac) {
+        await this.plumbing.host.ip(['neigh', 'del', peer.ip, 'dev', vx]);
       }
-      await this.writePeerTable(peer.networkId, current, wanted);
     });
   }
 
@@ -213,6 +206,32 @@ export class KernelDataplane implements Dataplane {
       throw new Error(
         `network ${networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`,
       );
+    }
+  }
+
+  private async neighbourMac(vx: string, ip: string): Promise<string | undefined> {
+    const [n] = await this.plumbing.host.ipJson<IpNeigh>(['neigh', 'show', ip, 'dev', vx]);
+    return n?.lladdr;
+  }
+
+  /** The vxlan FDB entry for a MAC (empty if none). */
+  private async fdbGet(vx: string, mac: string): Promise<BridgeFdb[]> {
+    try {
+      return await this.plumbing.host.bridgeJson<BridgeFdb>(['fdb', 'get', mac, 'dev', vx, 'self']);
+    } catch (e) {
+      if (e instanceof CommandError && /not found/i.test(e.stderr)) return [];
+      throw e;
+    }
+  }
+
+  /** Deletes the MAC's vxlan and bridge FDB entries, each if present. */
+  private async deleteFdbEntries(vx: string, mac: string): Promise<void> {
+    for (const where of ['self', 'master']) {
+      try {
+        await this.plumbing.host.bridge(['fdb', 'del', mac, 'dev', vx, where]);
+      } catch (e) {
+        if (!(e instanceof CommandError && /No such file|not found/i.test(e.stderr))) throw e;
+      }
     }
   }
 

@@ -142,6 +142,7 @@ export function validateNetwork(net: NetworkSpec): void {
 export class Plumbing {
   readonly host: NetnsShell;
   private underlayMtuCache: number | undefined;
+  private ipv6Enabled: boolean | undefined;
   private readonly gateway: { bridgeIp: string; prefixLength: number; first: number; last: number } | null;
 
   constructor(readonly options: PlumbingOptions) {
@@ -199,10 +200,14 @@ export class Plumbing {
     if ((await this.host.link(gatewayBridgeName)) === undefined) {
       await this.host.ip(['link', 'add', gatewayBridgeName, 'type', 'bridge']);
     }
-    await this.host.ipBatch([
-      `address replace ${this.gateway.bridgeIp}/${this.gateway.prefixLength} dev ${gatewayBridgeName}`,
-      `link set ${gatewayBridgeName} up`,
+    await this.host.ip([
+      'address',
+      'replace',
+      `${this.gateway.bridgeIp}/${this.gateway.prefixLength}`,
+      'dev',
+      gatewayBridgeName,
     ]);
+    await this.bringUp(gatewayBridgeName, []);
     await this.applyNatTable();
   }
 
@@ -270,8 +275,26 @@ export class Plumbing {
       await this.host.ip(['link', 'add', name, 'type', 'bridge']);
     }
     const alias = formatAlias('weft-net', { id: net.id, vni: net.vni, internal: net.internal ? 1 : 0, mtu });
-    await this.host.ipBatch([`link set dev ${name} mtu ${mtu} alias "${alias}" up`]);
+    await this.bringUp(name, ['mtu', String(mtu), 'alias', `"${alias}"`]);
     return name;
+  }
+
+  /**
+   * Applies link settings and sets the host-side device up, without IPv6
+   * addresses: these are layer-2 devices, and a link-local address would make
+   * the host chatter (router solicitations, MLD) into the overlay.
+   */
+  private async bringUp(ifName: string, settings: string[]): Promise<void> {
+    if (this.ipv6Enabled === undefined) {
+      const disabled = await this.host
+        .exec(['cat', '/proc/sys/net/ipv6/conf/all/disable_ipv6'])
+        .catch(() => '1');
+      this.ipv6Enabled = disabled.trim() === '0';
+    }
+    await this.host.ipBatch([
+      ...(this.ipv6Enabled ? [`link set dev ${ifName} addrgenmode none`] : []),
+      `link set dev ${ifName} ${settings.join(' ')} up`,
+    ]);
   }
 
   /** What the network's bridge says about the network, or undefined if there is no bridge. */
@@ -295,17 +318,7 @@ export class Plumbing {
   /** Puts a device (the vxlan or TAP) into the network's bridge with the overlay MTU, up. */
   async addToBridge(ifName: string, networkId: string): Promise<void> {
     const info = await this.requireBridge(networkId);
-    await this.host.ip([
-      'link',
-      'set',
-      'dev',
-      ifName,
-      'mtu',
-      String(info.mtu),
-      'master',
-      bridgeName(networkId),
-      'up',
-    ]);
+    await this.bringUp(ifName, ['mtu', String(info.mtu), 'master', bridgeName(networkId)]);
   }
 
   private async requireBridge(networkId: string): Promise<BridgeInfo> {
@@ -405,18 +418,13 @@ export class Plumbing {
         ]),
       );
     }
-    await this.host.ip([
-      'link',
-      'set',
-      'dev',
-      veth,
+    await this.bringUp(veth, [
       'mtu',
       String(net.mtu),
       'alias',
-      alias,
+      `"${alias}"`,
       'master',
       bridgeName(ep.networkId),
-      'up',
     ]);
     await this.configureContainerInterface(sandbox, ep.ifName, `${ep.ip}/${ep.prefixLength}`, net.mtu);
     if (!net.internal && this.gateway !== null) await this.ensureGatewayVeth(ep.sandbox);
@@ -463,7 +471,7 @@ export class Plumbing {
         formatAlias('weft-gw', { sandbox: sandboxName, ip }),
       ]);
     }
-    await this.host.ip(['link', 'set', 'dev', veth, 'master', gatewayBridgeName, 'up']);
+    await this.bringUp(veth, ['master', gatewayBridgeName]);
     // Isolated ports reach the bridge (the host, NAT) but not each other: containers of
     // different networks must not meet on the gateway bridge.
     await this.host.bridge(['link', 'set', 'dev', veth, 'isolated', 'on']);

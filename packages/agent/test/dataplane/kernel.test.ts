@@ -1,8 +1,223 @@
+import assert from 'node:assert/strict';
 import { KernelDataplane } from '../../src/dataplane/kernel.js';
-import { dataplaneComplianceSuite } from '../../src/dataplane/testing/compliance.js';
+import { bridgeName, gatewayVethName, vxlanName } from '../../src/dataplane/names.js';
+import {
+  dataplaneComplianceSuite,
+  newEndpoint,
+  newNetwork,
+  peerOf,
+} from '../../src/dataplane/testing/compliance.js';
+import { canManageNetns, createTopology, type Topology } from '../../src/dataplane/testing/topology.js';
+import { type BridgeFdb, type IpAddr, type IpLink, type IpNeigh, NetnsShell } from '../../src/netlink/ip.js';
+
+const gatewaySubnet = '198.19.254.0/24';
 
 dataplaneComplianceSuite(
   'kernel',
   (host) =>
     new KernelDataplane({ vtep: host.vtep, hostNetns: host.netns, gatewaySubnet: host.gatewaySubnet }),
 );
+
+describe('KernelDataplane specifics', function () {
+  this.timeout(60_000);
+  let topo: Topology;
+  const planes: KernelDataplane[] = [];
+
+  before(async function () {
+    const access = canManageNetns();
+    if (!access.ok) {
+      console.log(`    skipping KernelDataplane specifics: ${access.reason}`);
+      this.skip();
+    }
+    topo = await createTopology({ hostCount: 2 });
+  });
+  afterEach(async () => {
+    for (const dp of planes.splice(0)) await dp.stop().catch(() => {});
+  });
+  after(async () => {
+    await topo?.destroy();
+  });
+
+  async function plane(i: number): Promise<KernelDataplane> {
+    const h = topo.hosts[i]!;
+    const dp = new KernelDataplane({ vtep: h.vtep, hostNetns: h.netns, gatewaySubnet });
+    planes.push(dp);
+    await dp.start();
+    return dp;
+  }
+
+  /** The remote entries as `bridge fdb` / `ip neigh` list them, sorted. */
+  async function entries(networkId: string) {
+    const shell = new NetnsShell(topo.hosts[0]!.netns);
+    const vx = vxlanName(networkId);
+    const fdb = await shell.bridgeJson<BridgeFdb>(['fdb', 'show', 'dev', vx]);
+    const neigh = await shell.ipJson<IpNeigh>(['neigh', 'show', 'dev', vx]);
+    return {
+      vtepByMac: fdb
+        .filter((f) => f.flags?.includes('self') && f.dst)
+        .map((f) => `${f.mac}>${f.dst}`)
+        .sort(),
+      bridgeMacs: fdb
+        .filter((f) => f.master && f.state === 'static')
+        .map((f) => f.mac)
+        .sort(),
+      neigh: neigh.map((n) => `${n.dst}>${n.lladdr}`).sort(),
+    };
+  }
+
+  it('makes a vxlan device with the VNI, port 4789, no learning, ARP proxy and the local VTEP, in the bridge', async () => {
+    const dp = await plane(0);
+    const net = newNetwork('v', '198.18.20.0/24');
+    await dp.ensureNetwork(net);
+    const shell = new NetnsShell(topo.hosts[0]!.netns);
+    const vx = await shell.link(vxlanName(net.id));
+    assert.equal(vx?.linkinfo?.info_kind, 'vxlan');
+    const data = vx!.linkinfo!.info_data!;
+    assert.equal(data.id, net.vni);
+    assert.equal(data.port, 4789);
+    assert.equal(data.learning, false);
+    assert.equal(data.proxy, true);
+    assert.equal(data.local, topo.hosts[0]!.vtep);
+    assert.equal(vx?.master, bridgeName(net.id));
+    assert.equal(vx?.mtu, 1450);
+    assert.ok(vx?.flags.includes('UP'));
+  });
+
+  it('programs static FDB and neighbour entries and follows endpoints that move or change MAC', async () => {
+    const dp = await plane(0);
+    const net = newNetwork('f', '198.18.21.0/24');
+    await dp.ensureNetwork(net);
+    const [h1, h2] = ['192.0.2.12', '192.0.2.99'];
+    const sb = 'unused'; // peers never touch a sandbox
+    const p1 = peerOf(newEndpoint(net, sb, '198.18.21.2'), h1);
+    const p2 = peerOf(newEndpoint(net, sb, '198.18.21.3'), h1);
+    await dp.addPeer(p1);
+    await dp.addPeer(p2);
+    assert.deepEqual(await entries(net.id), {
+      vtepByMac: [`${p1.mac}>${h1}`, `${p2.mac}>${h1}`],
+      bridgeMacs: [p1.mac, p2.mac],
+      neigh: [`${p1.ip}>${p1.mac}`, `${p2.ip}>${p2.mac}`],
+    });
+
+    // p1 moves to another host: the new mapping arrives before the old one is withdrawn.
+    await dp.addPeer({ ...p1, vtep: h2 });
+    await dp.removePeer(p1);
+    assert.deepEqual((await entries(net.id)).vtepByMac, [`${p1.mac}>${h2}`, `${p2.mac}>${h1}`]);
+
+    // p2's IP is given to an endpoint with another MAC: the old MAC goes away.
+    const newMac = '02:42:aa:bb:cc:dd';
+    await dp.addPeer({ ...p2, mac: newMac, endpointId: 'other' });
+    const after = await entries(net.id);
+    assert.deepEqual(after.vtepByMac, [`${newMac}>${h1}`, `${p1.mac}>${h2}`].sort());
+    assert.deepEqual(after.neigh, [`${p1.ip}>${p1.mac}`, `${p2.ip}>${newMac}`]);
+
+    await dp.removePeer({ ...p1, vtep: h2 });
+    await dp.removePeer({ ...p2, mac: newMac });
+    assert.deepEqual(await entries(net.id), { vtepByMac: [], bridgeMacs: [], neigh: [] });
+  });
+
+  it('reconcile leaves exactly the state’s FDB and neighbour entries', async () => {
+    const dp = await plane(0);
+    const net = newNetwork('r', '198.18.22.0/24');
+    await dp.ensureNetwork(net);
+    const keep = peerOf(newEndpoint(net, 'x', '198.18.22.2'), '192.0.2.12');
+    const moved = peerOf(newEndpoint(net, 'x', '198.18.22.3'), '192.0.2.12');
+    const stale = peerOf(newEndpoint(net, 'x', '198.18.22.4'), '192.0.2.12');
+    for (const p of [keep, moved, stale]) await dp.addPeer(p);
+    // Leftovers a crash could leave: an FDB entry without neighbour, a neighbour without FDB.
+    const shell = new NetnsShell(topo.hosts[0]!.netns);
+    const vx = vxlanName(net.id);
+    await shell.bridge([
+      'fdb',
+      'append',
+      '02:42:00:00:00:77',
+      'dev',
+      vx,
+      'dst',
+      '192.0.2.77',
+      'self',
+      'permanent',
+    ]);
+    await shell.ip([
+      'neigh',
+      'replace',
+      '198.18.22.88',
+      'lladdr',
+      '02:42:00:00:00:88',
+      'dev',
+      vx,
+      'nud',
+      'permanent',
+    ]);
+
+    const restarted = new KernelDataplane({
+      vtep: topo.hosts[0]!.vtep,
+      hostNetns: topo.hosts[0]!.netns,
+      gatewaySubnet,
+    });
+    planes.push(restarted);
+    await restarted.start();
+    await restarted.reconcile({
+      networks: [net],
+      endpoints: [],
+      peers: [keep, { ...moved, vtep: '192.0.2.13' }],
+    });
+    assert.deepEqual(await entries(net.id), {
+      vtepByMac: [`${keep.mac}>192.0.2.12`, `${moved.mac}>192.0.2.13`],
+      bridgeMacs: [keep.mac, moved.mac],
+      neigh: [`${keep.ip}>${keep.mac}`, `${moved.ip}>${moved.mac}`],
+    });
+  });
+
+  it('gives each sandbox its own gateway address and reuses freed ones', async () => {
+    const dp = await plane(0);
+    const net = newNetwork('g', '198.18.23.0/24');
+    await dp.ensureNetwork(net);
+    const a = newEndpoint(net, await topo.addSandbox('ga'), '198.18.23.2');
+    const b = newEndpoint(net, await topo.addSandbox('gb'), '198.18.23.3');
+    const c = newEndpoint(net, await topo.addSandbox('gc'), '198.18.23.4');
+    const gwAddress = async (sandbox: string) => {
+      const [l] = await new NetnsShell(sandbox).ipJson<IpAddr>(['addr', 'show', 'dev', 'weftgw0']);
+      return l?.addr_info.find((x) => x.family === 'inet')?.local;
+    };
+    await dp.attach(a);
+    await dp.attach(b);
+    assert.equal(await gwAddress(a.sandbox), '198.19.254.2');
+    assert.equal(await gwAddress(b.sandbox), '198.19.254.3');
+    await dp.detach(a);
+    await dp.attach(c);
+    assert.equal(await gwAddress(c.sandbox), '198.19.254.2', 'the freed address is given again');
+    // Gateway ports are isolated: containers meet only through their overlay.
+    const port = await new NetnsShell(topo.hosts[0]!.netns).link(gatewayVethName(c.sandbox));
+    assert.equal(port?.linkinfo?.info_slave_data?.isolated, true);
+    assert.equal(port?.master, 'weft_gwbridge');
+    const [route] = await new NetnsShell(c.sandbox).ipJson<{ gateway?: string }>([
+      'route',
+      'show',
+      'default',
+    ]);
+    assert.equal(route?.gateway, '198.19.254.1');
+  });
+
+  it('refuses to take over an interface it did not make, and names a VTEP it cannot find', async () => {
+    const dp = await plane(0);
+    const net = newNetwork('c', '198.18.24.0/24');
+    await dp.ensureNetwork(net);
+    const sandbox = await topo.addSandbox('conflict');
+    await new NetnsShell(sandbox).ip(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
+    await assert.rejects(
+      dp.attach(newEndpoint(net, sandbox, '198.18.24.2')),
+      /already has an interface eth0/,
+    );
+    const [eth0] = await new NetnsShell(sandbox).ipJson<IpLink>(['-d', 'link', 'show', 'dev', 'eth0']);
+    assert.equal(eth0?.linkinfo?.info_kind, 'veth', 'the foreign interface is untouched');
+    assert.equal(eth0?.address === newEndpoint(net, sandbox, '198.18.24.2').mac, false);
+
+    const wrong = new KernelDataplane({
+      vtep: '192.0.2.250',
+      hostNetns: topo.hosts[1]!.netns,
+      gatewaySubnet,
+    });
+    await assert.rejects(wrong.start(), /VTEP address 192\.0\.2\.250 is not configured/);
+  });
+});

@@ -84,7 +84,11 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
     };
     await add(underlayNetns);
     const ul = new NetnsShell(underlayNetns);
-    await ul.ipBatch(['link add br0 type bridge', `link set br0 mtu ${mtu} up`]);
+    await ul.ipBatch([
+      'link add br0 type bridge',
+      'link set br0 addrgenmode none',
+      `link set br0 mtu ${mtu} up`,
+    ]);
 
     // One veth per namespace into the underlay bridge; checksum offload off so
     // a userspace encapsulator sees (and sends) complete UDP checksums.
@@ -105,9 +109,15 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
         'netns',
         ns,
       ]);
-      await ul.ip(['link', 'set', port, 'master', 'br0', 'up']);
+      await ul.ipBatch([`link set ${port} addrgenmode none`, `link set ${port} master br0 up`]);
       const shell = new NetnsShell(ns);
-      await shell.ipBatch([...addrs.map((a) => `address add ${a} dev eth0`), 'link set eth0 up']);
+      // No IPv6 link-local addresses: their late arrival (after DAD) would make
+      // "nothing left behind" snapshots of routes flaky.
+      await shell.ipBatch([
+        'link set eth0 addrgenmode none',
+        ...addrs.map((a) => `address add ${a} dev eth0`),
+        'link set eth0 up',
+      ]);
       await ul.exec(['ethtool', '-K', port, 'tx', 'off']);
       await shell.exec(['ethtool', '-K', 'eth0', 'tx', 'off']);
     };
