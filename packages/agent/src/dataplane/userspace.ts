@@ -48,6 +48,15 @@ interface NetworkState {
   bridgeMacs: Set<string>;
 }
 
+/**
+ * Engines by host namespace and port. Only one engine can own a host's VXLAN
+ * port, so a data plane that starts for a host takes over from an earlier
+ * instance in this process that was never stopped — exactly what happens when
+ * a restarted agent follows one that died (the kernel closed its socket and
+ * TAPs). Tests simulate agent crashes this way.
+ */
+const enginesByHost = new Map<string, { owner: UserspaceDataplane; engine: NativeEngine }>();
+
 export class UserspaceDataplane implements Dataplane {
   readonly plumbing: Plumbing;
   private readonly port: number;
@@ -66,8 +75,7 @@ export class UserspaceDataplane implements Dataplane {
 
   stop(): Promise<void> {
     return this.queue.run(async () => {
-      this.engine?.close(); // joins every thread; the TAPs disappear with their descriptors
-      this.engine = undefined;
+      this.closeEngine(); // joins every thread; the TAPs disappear with their descriptors
       this.networks.clear();
       await this.plumbing.teardownHost();
     });
@@ -172,10 +180,26 @@ export class UserspaceDataplane implements Dataplane {
     return this.engine?.counters();
   }
 
+  private hostKey(): string {
+    return `${this.options.hostNetns ?? ''}|${this.port}`;
+  }
+
+  private closeEngine(): void {
+    this.engine?.close();
+    const entry = enginesByHost.get(this.hostKey());
+    if (entry?.owner === this) enginesByHost.delete(this.hostKey());
+    this.engine = undefined;
+  }
+
   private async ensureStarted(): Promise<void> {
     await this.plumbing.ensureHost();
     if (this.engine !== undefined) return;
     const addon = loadNativeAddon();
+    const previous = enginesByHost.get(this.hostKey());
+    if (previous !== undefined) {
+      previous.engine.close();
+      enginesByHost.delete(this.hostKey());
+    }
     const netns = this.options.hostNetns;
     this.engine = new addon.Engine({
       vtep: this.options.vtep,
@@ -183,6 +207,7 @@ export class UserspaceDataplane implements Dataplane {
       netnsPath: netns === undefined ? undefined : `/run/netns/${netns}`,
       offloads: this.options.offloads ?? true,
     });
+    enginesByHost.set(this.hostKey(), { owner: this, engine: this.engine });
   }
 
   private async doEnsureNetwork(net: NetworkSpec): Promise<void> {
@@ -202,6 +227,9 @@ export class UserspaceDataplane implements Dataplane {
       this.engine!.addNetwork(net.vni, tap);
       state = { vni: net.vni, tap, peers: new Map(), bridgeMacs: new Set() };
       this.networks.set(net.id, state);
+      // A bridge port needs no IPv6 link-local address (the host stays out of
+      // the overlay); without one, no address appears seconds after setup.
+      await this.plumbing.host.ip(['link', 'set', 'dev', tap, 'addrgenmode', 'none']);
     }
     await this.plumbing.addToBridge(tap, net.id);
   }
