@@ -1,5 +1,6 @@
 export * from './clock.js';
 export * from './dataplane.js';
+export * from './dns-server.js';
 export * from './dns-table.js';
 export * from './errors.js';
 export * from './ipam.js';
