@@ -12,6 +12,8 @@
 import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
+import { limitSize } from '../raft/log.js';
+import { bootstrapState } from '../raft/memory-storage.js';
 import {
   CompactedError,
   type ConfState,
@@ -90,11 +92,6 @@ const META = {
   snapshot: 'snapshot',
   logStart: 'logstart',
 };
-
-/** Bytes an entry counts for against a maxBytes limit (payload plus fixed header estimate). */
-function entrySizeBytes(entry: Entry): number {
-  return entry.data.length + 24;
-}
 
 function emptySnapshot(): Snapshot {
   return { metadata: { index: 0, term: 0, confState: emptyConfState() }, data: new Uint8Array(0) };
@@ -294,15 +291,8 @@ export class LevelRaftStorage implements RaftLogStorage {
     if (lo <= this.logStart.index) throw new CompactedError(lo, this.firstIndex());
     if (hi > this.lastIndex() + 1) throw new UnavailableError(hi - 1, this.lastIndex());
     if (lo > hi) throw new RangeError(`entries(${lo}, ${hi}): lo is above hi`);
-    const out: Entry[] = [];
-    let bytes = 0;
-    for (let i = lo; i < hi; i++) {
-      const entry = this.log[i - this.logStart.index - 1]!;
-      bytes += entrySizeBytes(entry);
-      if (out.length > 0 && bytes > maxBytes) break;
-      out.push(entry);
-    }
-    return out;
+    const offset = this.logStart.index + 1;
+    return limitSize(this.log.slice(lo - offset, hi - offset), maxBytes);
   }
 
   term(i: number): number {
@@ -461,30 +451,18 @@ export class LevelRaftStorage implements RaftLogStorage {
   }
 
   /**
-   * Records the initial configuration of a brand-new store (as a snapshot at
-   * index 0 with no data), so that initialState() reports it from now on.
+   * Writes the bootstrap state of a brand-new cluster member (the core's
+   * bootstrapState: a snapshot at index 1 listing the initial voters).
    * Refused once the store holds any Raft state.
    */
-  bootstrap(confState: ConfState): Promise<void> {
-    return this.enqueue(() => {
-      if (this.lastIndex() !== 0 || this.snap.metadata.index !== 0 || this.hard.term !== 0) {
-        throw new Error(
-          `raft storage at ${this.dir} already holds state; bootstrap only applies to a new store`,
-        );
-      }
-      const snap: Snapshot = {
-        metadata: { index: 0, term: 0, confState: structuredClone(confState) },
-        data: new Uint8Array(0),
-      };
-      return {
-        ops: [{ type: 'put', sublevel: this.meta, key: META.snapshot, value: encodeRecord(snap) }],
-        sync: true,
-        entries: 0,
-        commit: () => {
-          this.snap = snap;
-        },
-      };
-    });
+  async bootstrap(voters: readonly NodeId[]): Promise<void> {
+    if (this.lastIndex() !== 0 || this.snap.metadata.index !== 0 || this.hard.term !== 0) {
+      throw new Error(
+        `raft storage at ${this.dir} already holds state; bootstrap only applies to a new store`,
+      );
+    }
+    const { snapshot, hardState } = bootstrapState(voters);
+    await this.save({ snapshot, hardState });
   }
 
   /** Closes the database after pending writes finish. Idempotent. */

@@ -105,8 +105,8 @@ describe('LevelRaftStorage', () => {
       [2, 3, 4],
     );
     assert.equal(s.entries(3, 3, Infinity).length, 0);
-    // Each entry counts its payload (4 bytes) plus a 24-byte header estimate.
-    assert.equal(s.entries(1, 11, 60).length, 2);
+    // Each entry counts its payload (4 bytes) plus the core's 16-byte header estimate.
+    assert.equal(s.entries(1, 11, 40).length, 2);
     assert.equal(s.entries(1, 11, 1).length, 1, 'at least one entry even over maxBytes');
     assert.throws(() => s.entries(5, 12, Infinity), UnavailableError);
     assert.throws(() => s.entries(0, 2, Infinity), CompactedError);
@@ -176,13 +176,15 @@ describe('LevelRaftStorage', () => {
     );
   });
 
-  it('records the bootstrap configuration of a new store only', async () => {
+  it('bootstraps a new store with the initial voters, and only a new store', async () => {
     let s = await openStorage();
-    await s.bootstrap(conf(['n1', 'n2', 'n3']));
+    await s.bootstrap(['n3', 'n1', 'n2']);
     s = await reopen(s);
     assert.deepEqual(s.initialState().confState.voters, ['n1', 'n2', 'n3']);
-    await s.save({ entries: [entry(1, 1)] });
-    await assert.rejects(s.bootstrap(conf(['n1'])), /already holds state/);
+    assert.equal(s.snapshot().metadata.index, 1);
+    assert.equal(s.firstIndex(), 2);
+    assert.equal(s.initialState().hardState.commit, 1);
+    await assert.rejects(s.bootstrap(['n1']), /already holds state/);
   });
 
   describe('refuses a damaged or foreign data directory', () => {
