@@ -99,7 +99,9 @@ export class KernelDataplane implements Dataplane {
         `fdb replace ${peer.mac} dev ${vx} dst ${peer.vtep} self permanent`,
         `fdb replace ${peer.mac} dev ${vx} master static`,
       ]);
-      await this.plumbing.host.ip(['neigh', 'replace', peer.ip, 'lladdr', peer.mac, 'dev', vx, 'nud', 'permanent']);
+      await this.plumbing.host.ip(
+        `neigh replace ${peer.ip} lladdr ${peer.mac} dev ${vx} nud permanent`.split(' '),
+      );
     });
   }
 

@@ -245,9 +245,15 @@ export class Plumbing {
     const order = ['endpoint-veth', 'gateway-veth', 'vxlan', 'tap', 'bridge', 'gateway-bridge'];
     links.sort((a, b) => order.indexOf(weftDeviceKind(a.ifname)!) - order.indexOf(weftDeviceKind(b.ifname)!));
     await this.deleteLinks(links.map((l) => l.ifname));
-    await this.host.exec(['nft', '-f', '-'], {
-      input: `table ip ${nftTableName} {}\ndelete table ip ${nftTableName}\n`,
-    });
+    try {
+      await this.host.exec(['nft', '-f', '-'], {
+        input: `table ip ${nftTableName} {}\ndelete table ip ${nftTableName}\n`,
+      });
+    } catch (e) {
+      // Without a gateway no table was ever made; a host without nft may then stop cleanly.
+      const missingNft = e instanceof CommandError && (e.exitCode === null || /No such file/.test(e.stderr));
+      if (!(this.gateway === null && missingNft)) throw e;
+    }
   }
 
   /** Every link in the host namespace whose name Weft would have made. */
@@ -284,7 +290,7 @@ export class Plumbing {
    * addresses: these are layer-2 devices, and a link-local address would make
    * the host chatter (router solicitations, MLD) into the overlay.
    */
-  private async bringUp(ifName: string, settings: string[]): Promise<void> {
+  private async bringUp(ifName: string, settings: string[], typeSettings: string[] = []): Promise<void> {
     if (this.ipv6Enabled === undefined) {
       const disabled = await this.host
         .exec(['cat', '/proc/sys/net/ipv6/conf/all/disable_ipv6'])
@@ -293,7 +299,9 @@ export class Plumbing {
     }
     await this.host.ipBatch([
       ...(this.ipv6Enabled ? [`link set dev ${ifName} addrgenmode none`] : []),
-      `link set dev ${ifName} ${settings.join(' ')} up`,
+      ['link', 'set', 'dev', ifName, ...settings, 'up'].join(' '),
+      // Port settings apply only once the device is in its bridge: a second message.
+      ...(typeSettings.length > 0 ? [['link', 'set', 'dev', ifName, ...typeSettings].join(' ')] : []),
     ]);
   }
 
@@ -471,17 +479,16 @@ export class Plumbing {
         formatAlias('weft-gw', { sandbox: sandboxName, ip }),
       ]);
     }
-    await this.bringUp(veth, ['master', gatewayBridgeName]);
     // Isolated ports reach the bridge (the host, NAT) but not each other: containers of
     // different networks must not meet on the gateway bridge.
-    await this.host.bridge(['link', 'set', 'dev', veth, 'isolated', 'on']);
+    await this.bringUp(veth, ['master', gatewayBridgeName], ['type', 'bridge_slave', 'isolated', 'on']);
     await this.configureContainerInterface(
       sandbox,
       sandboxGatewayIfName,
       `${ip}/${gw.prefixLength}`,
       undefined,
+      [`route replace default via ${gw.bridgeIp} dev ${sandboxGatewayIfName}`],
     );
-    await sandbox.ip(['route', 'replace', 'default', 'via', gw.bridgeIp, 'dev', sandboxGatewayIfName]);
   }
 
   /** Lowest free address of the gateway subnet, by the addresses recorded on gateway veths. */
@@ -562,6 +569,7 @@ export class Plumbing {
     ifName: string,
     cidr: string,
     mtu: number | undefined,
+    thenLines: string[] = [],
   ): Promise<void> {
     const [addr] = await sandbox.ipJson<IpAddr>(['addr', 'show', 'dev', ifName]);
     const stale = (addr?.addr_info ?? [])
@@ -572,6 +580,7 @@ export class Plumbing {
       `address replace ${cidr} dev ${ifName}`,
       `link set dev ${ifName}${mtu === undefined ? '' : ` mtu ${mtu}`} up`,
       'link set dev lo up',
+      ...thenLines,
     ]);
   }
 
