@@ -99,7 +99,9 @@ export class DataplaneSync {
     for (const [id, ep] of [...this.endpoints]) {
       if (same(wantEps.get(id), ep)) continue;
       const { networkId, endpointId, sandbox, ifName } = ep;
-      if (await call(`endpoint:${id}`, () => this.dataplane.detach({ networkId, endpointId, sandbox, ifName }))) {
+      if (
+        await call(`endpoint:${id}`, () => this.dataplane.detach({ networkId, endpointId, sandbox, ifName }))
+      ) {
         this.endpoints.delete(id);
       }
     }

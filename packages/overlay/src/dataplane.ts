@@ -38,7 +38,13 @@ export interface RemotePeer {
 }
 
 export interface DataplaneCounters {
-  [networkId: string]: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: Record<string, number> };
+  [networkId: string]: {
+    txPackets: number;
+    txBytes: number;
+    rxPackets: number;
+    rxBytes: number;
+    drops: Record<string, number>;
+  };
 }
 
 export interface Dataplane {
@@ -52,6 +58,10 @@ export interface Dataplane {
   addPeer(peer: RemotePeer): Promise<void>;
   removePeer(peer: RemotePeer): Promise<void>;
   /** Make the devices match exactly this state (after a restart or a lost watch). */
-  reconcile(state: { networks: NetworkSpec[]; endpoints: LocalEndpoint[]; peers: RemotePeer[] }): Promise<void>;
+  reconcile(state: {
+    networks: NetworkSpec[];
+    endpoints: LocalEndpoint[];
+    peers: RemotePeer[];
+  }): Promise<void>;
   counters(): Promise<DataplaneCounters>;
 }

@@ -5,7 +5,7 @@
 // upstream resolvers, UDP over UDP and TCP over TCP, with a timeout.
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import { type Server, type Socket as TcpSocket, createConnection, createServer } from 'node:net';
+import { createConnection, createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import dnsPacket, { type Answer, type DecodedPacket, type Packet, type Question } from 'dns-packet';
 import type { DnsResolver } from './dns-table.js';
 import { invalid } from './errors.js';
@@ -60,7 +60,9 @@ export function parseUpstream(text: string): Upstream {
   const m = /^([^:]+)(?::(\d+))?$/.exec(text);
   const port = m?.[2] === undefined ? 53 : Number(m[2]);
   if (!m || parseIp(m[1]) === undefined || !(port >= 1 && port <= 65535)) {
-    throw invalid(`DNS upstream "${text}" is not valid; use an IPv4 address with an optional port, e.g. 192.0.2.53:53`);
+    throw invalid(
+      `DNS upstream "${text}" is not valid; use an IPv4 address with an optional port, e.g. 192.0.2.53:53`,
+    );
   }
   return { address: m[1], port };
 }
@@ -84,9 +86,11 @@ export class DnsServer {
     const r = opts.resolver;
     this.resolverFn = typeof r === 'function' ? r : () => r;
     this.listenAddress = opts.address ?? '127.0.0.11';
-    if (parseIp(this.listenAddress) === undefined) throw invalid(`DNS listen address "${this.listenAddress}" is not an IPv4 address`);
+    if (parseIp(this.listenAddress) === undefined)
+      throw invalid(`DNS listen address "${this.listenAddress}" is not an IPv4 address`);
     this.listenPort = opts.port ?? 53;
-    if (!(Number.isInteger(this.listenPort) && this.listenPort >= 0 && this.listenPort <= 65535)) throw invalid(`DNS port ${this.listenPort} is not valid`);
+    if (!(Number.isInteger(this.listenPort) && this.listenPort >= 0 && this.listenPort <= 65535))
+      throw invalid(`DNS port ${this.listenPort} is not valid`);
     this.upstreams = (opts.upstreams ?? readResolvConf(opts.resolvConfPath)).map(parseUpstream);
     this.upstreamTimeoutMs = opts.upstreamTimeoutMs ?? 2_000;
     this.ttlSeconds = opts.ttlSeconds ?? 600;
@@ -115,7 +119,10 @@ export class DnsServer {
         });
       }).catch((e: NodeJS.ErrnoException) => {
         udp.close();
-        throw new Error(`DNS server cannot listen on udp ${this.listenAddress}:${this.listenPort}: ${e.message}`, { cause: e });
+        throw new Error(
+          `DNS server cannot listen on udp ${this.listenAddress}:${this.listenPort}: ${e.message}`,
+          { cause: e },
+        );
       });
       const port = udp.address().port;
       if (!this.serveTcp) {
@@ -135,7 +142,10 @@ export class DnsServer {
       } catch (e) {
         udp.close();
         if (this.listenPort === 0 && attempt < 5) continue;
-        throw new Error(`DNS server cannot listen on tcp ${this.listenAddress}:${port}: ${(e as Error).message}`, { cause: e });
+        throw new Error(
+          `DNS server cannot listen on tcp ${this.listenAddress}:${port}: ${(e as Error).message}`,
+          { cause: e },
+        );
       }
       this.udp = udp;
       this.tcp = tcp;
@@ -200,13 +210,21 @@ export class DnsServer {
       const packet: Packet = {
         id: query.id,
         type: 'response',
-        flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | local.rcode,
+        flags:
+          dnsPacket.AUTHORITATIVE_ANSWER |
+          dnsPacket.RECURSION_AVAILABLE |
+          ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) |
+          local.rcode,
         questions: [question],
         answers: local.answers,
       };
       let out = dnsPacket.encode(packet);
       if (transport === 'udp' && out.length > udpLimit(query)) {
-        out = dnsPacket.encode({ ...packet, flags: (packet.flags ?? 0) | dnsPacket.TRUNCATED_RESPONSE, answers: [] });
+        out = dnsPacket.encode({
+          ...packet,
+          flags: (packet.flags ?? 0) | dnsPacket.TRUNCATED_RESPONSE,
+          answers: [],
+        });
       }
       return out;
     }
@@ -224,20 +242,35 @@ export class DnsServer {
       const r = resolver.lookupAddress(clientIp, ip);
       if (r === undefined) return undefined;
       if (r === 'nxdomain') return { rcode: rcode.NXDOMAIN, answers: [] };
-      return { rcode: rcode.NOERROR, answers: r.found.map((data) => ({ type: 'PTR', name: q.name, ttl: this.ttlSeconds, class: 'IN', data })) };
+      return {
+        rcode: rcode.NOERROR,
+        answers: r.found.map((data) => ({
+          type: 'PTR',
+          name: q.name,
+          ttl: this.ttlSeconds,
+          class: 'IN',
+          data,
+        })),
+      };
     }
     const r = resolver.lookupName(clientIp, name);
     if (r === undefined) return undefined;
     if (r === 'nxdomain') return { rcode: rcode.NXDOMAIN, answers: [] };
     // Ours but IPv4 only: other types get an empty NOERROR (NODATA), like Docker.
     if (type !== 'A' && type !== 'ANY') return { rcode: rcode.NOERROR, answers: [] };
-    return { rcode: rcode.NOERROR, answers: r.found.map((data) => ({ type: 'A', name: q.name, ttl: this.ttlSeconds, class: 'IN', data })) };
+    return {
+      rcode: rcode.NOERROR,
+      answers: r.found.map((data) => ({ type: 'A', name: q.name, ttl: this.ttlSeconds, class: 'IN', data })),
+    };
   }
 
   /** Tries each upstream in turn; SERVFAIL when none answers in time. */
   private async forward(msg: Buffer, id: number, transport: 'udp' | 'tcp'): Promise<Buffer> {
-    const upstreams = this.upstreams.filter((u) => !(this.bound && u.address === this.bound.address && u.port === this.bound.port));
-    if (upstreams.length === 0 || this.forwardsInFlight >= this.maxForwards) return errorReply(id, rcode.SERVFAIL, msg);
+    const upstreams = this.upstreams.filter(
+      (u) => !(this.bound && u.address === this.bound.address && u.port === this.bound.port),
+    );
+    if (upstreams.length === 0 || this.forwardsInFlight >= this.maxForwards)
+      return errorReply(id, rcode.SERVFAIL, msg);
     this.forwardsInFlight++;
     try {
       for (const u of upstreams) {
@@ -263,10 +296,19 @@ export class DnsServer {
         if (err || !reply) reject(err ?? new Error('no reply'));
         else resolve(reply);
       };
-      const timer = setTimeout(() => done(new Error(`upstream ${u.address}:${u.port} timed out`)), this.upstreamTimeoutMs);
+      const timer = setTimeout(
+        () => done(new Error(`upstream ${u.address}:${u.port} timed out`)),
+        this.upstreamTimeoutMs,
+      );
       sock.on('error', (e) => done(e));
       sock.on('message', (reply, rinfo) => {
-        if (rinfo.address === u.address && rinfo.port === u.port && reply.length >= 2 && reply.readUInt16BE(0) === id) done(undefined, reply);
+        if (
+          rinfo.address === u.address &&
+          rinfo.port === u.port &&
+          reply.length >= 2 &&
+          reply.readUInt16BE(0) === id
+        )
+          done(undefined, reply);
       });
       sock.send(msg, u.port, u.address, (e) => e && done(e));
     });
@@ -282,12 +324,16 @@ export class DnsServer {
         if (err || !reply) reject(err ?? new Error('no reply'));
         else resolve(reply);
       };
-      const timer = setTimeout(() => done(new Error(`upstream ${u.address}:${u.port} timed out`)), this.upstreamTimeoutMs);
+      const timer = setTimeout(
+        () => done(new Error(`upstream ${u.address}:${u.port} timed out`)),
+        this.upstreamTimeoutMs,
+      );
       sock.on('error', (e) => done(e));
       sock.on('connect', () => sock.write(Buffer.concat([lengthPrefix(msg.length), msg])));
       sock.on('data', (chunk) => {
         buf = Buffer.concat([buf, chunk]);
-        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) done(undefined, buf.subarray(2, 2 + buf.readUInt16BE(0)));
+        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0))
+          done(undefined, buf.subarray(2, 2 + buf.readUInt16BE(0)));
       });
       sock.on('end', () => done(new Error('upstream closed the connection')));
     });
@@ -302,7 +348,9 @@ function lengthPrefix(n: number): Buffer {
 
 function udpLimit(query: DecodedPacket): number {
   const opt = query.additionals?.find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
-  return opt?.udpPayloadSize ? Math.max(maxPlainUdpBytes, Math.min(opt.udpPayloadSize, 4096)) : maxPlainUdpBytes;
+  return opt?.udpPayloadSize
+    ? Math.max(maxPlainUdpBytes, Math.min(opt.udpPayloadSize, 4096))
+    : maxPlainUdpBytes;
 }
 
 /** A reply with only a header (and the question, when the query could be parsed). */
@@ -318,5 +366,11 @@ function errorReply(id: number, code: number, query?: Buffer): Buffer {
       // header only
     }
   }
-  return dnsPacket.encode({ id, type: 'response', flags: dnsPacket.RECURSION_AVAILABLE | rd | code, questions, answers: [] });
+  return dnsPacket.encode({
+    id,
+    type: 'response',
+    flags: dnsPacket.RECURSION_AVAILABLE | rd | code,
+    questions,
+    answers: [],
+  });
 }

@@ -39,7 +39,9 @@ export class DnsTable implements DnsResolver {
         subnets: n.ipam.config.map((c) => parseCidr(c.subnet, 'stored subnet')),
       });
     }
-    const endpoints = [...view.endpoints.values()].map((e) => e.record).sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : 0));
+    const endpoints = [...view.endpoints.values()]
+      .map((e) => e.record)
+      .sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : 0));
     for (const ep of endpoints) {
       const net = this.networks.get(ep.networkId);
       // Endpoints of dead hosts stop resolving at once, before they are reclaimed.

@@ -2,10 +2,10 @@
 // default address pools, and address selection inside a network. Which
 // addresses are taken lives in the store (ipam/<network>/<ip>, create-only),
 // so this module is pure: it plans, the manager commits.
-import { OverlayError, invalid } from './errors.js';
+import { invalid, OverlayError } from './errors.js';
 import {
-  type Cidr,
   blockSize,
+  type Cidr,
   cidrEnd,
   containsCidr,
   containsIp,
@@ -53,7 +53,9 @@ export function validatePools(pools: readonly AddressPool[]): Cidr[] {
   return pools.map((p, i) => {
     const c = parseCidr(p.base, `default address pool #${i + 1}`);
     if (!Number.isInteger(p.size) || p.size < c.prefixLength || p.size > 30) {
-      throw invalid(`default address pool ${p.base}: size ${p.size} must be an integer between ${c.prefixLength} and 30`);
+      throw invalid(
+        `default address pool ${p.base}: size ${p.size} must be an integer between ${c.prefixLength} and 30`,
+      );
     }
     return c;
   });
@@ -73,7 +75,9 @@ export function planSubnets(
   const check = (cidr: Cidr, text: string) => {
     for (const t of taken) {
       if (overlaps(cidr, t.cidr)) {
-        const whose = t.networkName ? `subnet ${t.subnet} of network "${t.networkName}"` : `subnet ${t.subnet} of this request`;
+        const whose = t.networkName
+          ? `subnet ${t.subnet} of network "${t.networkName}"`
+          : `subnet ${t.subnet} of this request`;
         throw new OverlayError('conflict', `subnet ${text} overlaps ${whose}; choose a free range`);
       }
     }
@@ -85,10 +89,14 @@ export function planSubnets(
       if (req.gateway !== undefined || req.ipRange !== undefined || req.auxAddresses !== undefined) {
         throw invalid('gateway, ip-range and aux-addresses need an explicit subnet');
       }
-      cidr = pickFromPools(pools, taken.map((t) => t.cidr));
+      cidr = pickFromPools(
+        pools,
+        taken.map((t) => t.cidr),
+      );
     } else {
       cidr = parseCidr(req.subnet, 'subnet');
-      if (cidr.prefixLength > 30) throw invalid(`subnet ${req.subnet} is too small: a network needs at least a /30`);
+      if (cidr.prefixLength > 30)
+        throw invalid(`subnet ${req.subnet} is too small: a network needs at least a /30`);
       check(cidr, req.subnet);
     }
     const subnetText = formatCidr(cidr);
@@ -108,17 +116,21 @@ export function planSubnets(
     let ipRange: Cidr | undefined;
     if (req.ipRange !== undefined) {
       ipRange = parseCidr(req.ipRange, 'ip-range');
-      if (!containsCidr(cidr, ipRange)) throw invalid(`ip-range ${req.ipRange} is not inside subnet ${subnetText}`);
+      if (!containsCidr(cidr, ipRange))
+        throw invalid(`ip-range ${req.ipRange} is not inside subnet ${subnetText}`);
     }
     const aux: Record<string, string> = {};
     const auxEntries = Object.entries(req.auxAddresses ?? {});
-    if (auxEntries.length > maxAuxAddresses) throw invalid(`at most ${maxAuxAddresses} aux-addresses per subnet`);
+    if (auxEntries.length > maxAuxAddresses)
+      throw invalid(`at most ${maxAuxAddresses} aux-addresses per subnet`);
     const seen = new Set<number>([gateway]);
     for (const [name, text] of auxEntries) {
       const ip = parseIp(text);
       if (ip === undefined) throw invalid(`aux-address ${name}=${text} is not a valid IPv4 address`);
-      if (!insideUsable(ip)) throw invalid(`aux-address ${name}=${text} is not a usable address of subnet ${subnetText}`);
-      if (seen.has(ip)) throw invalid(`aux-address ${name}=${text} is already the gateway or another aux-address`);
+      if (!insideUsable(ip))
+        throw invalid(`aux-address ${name}=${text} is not a usable address of subnet ${subnetText}`);
+      if (seen.has(ip))
+        throw invalid(`aux-address ${name}=${text} is already the gateway or another aux-address`);
       seen.add(ip);
       aux[name] = formatIp(ip);
     }
@@ -147,7 +159,10 @@ function pickFromPools(pools: readonly AddressPool[], taken: Cidr[]): Cidr {
     }
   }
   const list = pools.map((p) => `${p.base} (/${p.size})`).join(', ');
-  throw new OverlayError('exhausted', `no free subnet left in the default address pools ${list}; pass --subnet or configure more pools`);
+  throw new OverlayError(
+    'exhausted',
+    `no free subnet left in the default address pools ${list}; pass --subnet or configure more pools`,
+  );
 }
 
 /** Address selection inside one network. */
@@ -183,7 +198,10 @@ export class NetworkAddressSpace {
       throw invalid(`requested IP ${text} is not in network "${this.networkName}" (subnets ${list})`);
     }
     if (s.reserved.has(ip)) {
-      throw new OverlayError('conflict', `requested IP ${text} is reserved in network "${this.networkName}" (network, broadcast, gateway or aux address)`);
+      throw new OverlayError(
+        'conflict',
+        `requested IP ${text} is reserved in network "${this.networkName}" (network, broadcast, gateway or aux address)`,
+      );
     }
     return ip;
   }
@@ -206,6 +224,9 @@ export class NetworkAddressSpace {
 
   exhaustedError(): OverlayError {
     const list = this.subnets.map((x) => formatCidr(x.range)).join(', ');
-    return new OverlayError('exhausted', `no free IP address left in network "${this.networkName}" (${list}); detach endpoints or add a subnet`);
+    return new OverlayError(
+      'exhausted',
+      `no free IP address left in network "${this.networkName}" (${list}); detach endpoints or add a subnet`,
+    );
   }
 }

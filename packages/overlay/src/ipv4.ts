@@ -42,7 +42,8 @@ export function parseCidr(text: string, what: string): Cidr {
   const ip = m ? parseIp(m[1]) : undefined;
   const prefixLength = m ? Number(m[2]) : Number.NaN;
   if (ip === undefined || !(prefixLength >= 0 && prefixLength <= 32)) {
-    if (text.includes(':')) throw invalid(`${what} "${text}": IPv6 is not supported, use an IPv4 CIDR such as 198.18.0.0/24`);
+    if (text.includes(':'))
+      throw invalid(`${what} "${text}": IPv6 is not supported, use an IPv4 CIDR such as 198.18.0.0/24`);
     throw invalid(`${what} "${text}" is not a valid IPv4 CIDR (expected a.b.c.d/len, e.g. 198.18.0.0/24)`);
   }
   const size = blockSize(prefixLength);

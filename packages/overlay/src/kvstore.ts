@@ -55,9 +55,7 @@ export interface TxnError {
   what: string;
 }
 
-export type TxnResult =
-  | { ok: true; index: number; results: KvEntry[] }
-  | { ok: false; errors: TxnError[] };
+export type TxnResult = { ok: true; index: number; results: KvEntry[] } | { ok: false; errors: TxnError[] };
 
 export interface SessionOptions {
   name?: string;

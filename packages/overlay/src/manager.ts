@@ -7,36 +7,36 @@
 // whole prefix; the data plane is driven from that view.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { type Clock, type TimerHandle, systemClock } from './clock.js';
+import { type Clock, systemClock, type TimerHandle } from './clock.js';
 import type { Dataplane, LocalEndpoint, NetworkSpec, RemotePeer } from './dataplane.js';
 import { DataplaneSync, type DesiredDataplane, type SyncResult } from './dataplane-sync.js';
 import { DnsTable } from './dns-table.js';
-import { OverlayError, invalid, isOverlayError } from './errors.js';
+import { invalid, isOverlayError, OverlayError } from './errors.js';
 import {
   type AddressPool,
+  defaultAddressPools,
   type IpamSubnetRequest,
   NetworkAddressSpace,
-  defaultAddressPools,
   planSubnets,
   validatePools,
 } from './ipam.js';
 import { formatIp, macForIp, parseIp } from './ipv4.js';
 import type { KvStore, TxnOp, WatchEvent } from './kvstore.js';
 import {
-  type EndpointRecord,
-  type HostRecord,
-  Keys,
-  type NetworkOptions,
-  type NetworkRecord,
   decodeJson,
   decodeText,
   defaultKeyPrefix,
+  type EndpointRecord,
   encodeJson,
   encodeText,
+  type HostRecord,
   hostnamePattern,
+  Keys,
+  type NetworkOptions,
+  type NetworkRecord,
   namePattern,
 } from './records.js';
-import { ClusterView, type Stored, resolveEndpoint, resolveNetwork } from './view.js';
+import { ClusterView, resolveEndpoint, resolveNetwork, type Stored } from './view.js';
 
 export interface OverlayManagerOptions {
   store: KvStore;
@@ -157,10 +157,14 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
   constructor(opts: OverlayManagerOptions) {
     super();
     if (!hostnamePattern.test(opts.hostname)) {
-      throw invalid(`hostname "${opts.hostname}" is not valid (letters, digits, '.', '-'; at most 253 characters)`);
+      throw invalid(
+        `hostname "${opts.hostname}" is not valid (letters, digits, '.', '-'; at most 253 characters)`,
+      );
     }
-    if (parseIp(opts.advertise) === undefined) throw invalid(`advertise address "${opts.advertise}" is not an IPv4 address`);
-    if (opts.vtep !== undefined && parseIp(opts.vtep) === undefined) throw invalid(`VTEP address "${opts.vtep}" is not an IPv4 address`);
+    if (parseIp(opts.advertise) === undefined)
+      throw invalid(`advertise address "${opts.advertise}" is not an IPv4 address`);
+    if (opts.vtep !== undefined && parseIp(opts.vtep) === undefined)
+      throw invalid(`VTEP address "${opts.vtep}" is not an IPv4 address`);
     if (!opts.peerId) throw invalid('peerId is required');
     this.hostname = opts.hostname;
     this.advertise = opts.advertise;
@@ -174,10 +178,17 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
     this.pools = opts.defaultAddressPools ?? [...defaultAddressPools];
     validatePools(this.pools);
     this.vniRange = opts.vniRange ?? { first: 4096, last: 16_777_215 };
-    if (!(this.vniRange.first >= 1 && this.vniRange.last <= 16_777_215 && this.vniRange.first <= this.vniRange.last)) {
+    if (
+      !(
+        this.vniRange.first >= 1 &&
+        this.vniRange.last <= 16_777_215 &&
+        this.vniRange.first <= this.vniRange.last
+      )
+    ) {
       throw invalid(`VNI range ${this.vniRange.first}-${this.vniRange.last} must lie within 1-16777215`);
     }
-    if (!(this.sessionTtlMs > 0 && this.writeTimeoutMs > 0)) throw invalid('sessionTtlMs and writeTimeoutMs must be positive');
+    if (!(this.sessionTtlMs > 0 && this.writeTimeoutMs > 0))
+      throw invalid('sessionTtlMs and writeTimeoutMs must be positive');
     if (opts.dataplane) this.dpSync = new DataplaneSync(opts.dataplane);
   }
 
@@ -222,7 +233,9 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
     this.indexWaiters = [];
     if (opts.leave && this.sessionId) {
       const session = this.sessionId;
-      await this.write(`leave the cluster as host "${this.hostname}"`, () => this.store.destroySession(session));
+      await this.write(`leave the cluster as host "${this.hostname}"`, () =>
+        this.store.destroySession(session),
+      );
       this.sessionId = undefined;
     }
   }
@@ -247,7 +260,10 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
           );
         }
         let session: string;
-        if (existing?.session && (existing.session === this.sessionId || (await this.store.renewSession(existing.session)))) {
+        if (
+          existing?.session &&
+          (existing.session === this.sessionId || (await this.store.renewSession(existing.session)))
+        ) {
           session = existing.session; // same peer restarted within the TTL: keep its session and endpoints
         } else {
           session = await this.store.createSession({
@@ -257,14 +273,23 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
             lockDelayMs: 0,
           });
         }
-        const record: HostRecord = { name: this.hostname, advertise: this.advertise, vtep: this.vtep, peerId: this.peerId, session };
+        const record: HostRecord = {
+          name: this.hostname,
+          advertise: this.advertise,
+          vtep: this.vtep,
+          peerId: this.peerId,
+          session,
+        };
         if (await this.store.put(key, encodeJson(record), { acquire: session })) {
           this.sessionId = session;
           return { ...record };
         }
         if (session !== existing?.session) await this.store.destroySession(session);
       }
-      throw new OverlayError('unavailable', `could not register host "${this.hostname}": its key kept changing; retry`);
+      throw new OverlayError(
+        'unavailable',
+        `could not register host "${this.hostname}": its key kept changing; retry`,
+      );
     });
   }
 
@@ -278,17 +303,21 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
   async createNetwork(req: NetworkCreateRequest): Promise<NetworkInfo> {
     const { name } = req;
     if (typeof name !== 'string' || !namePattern.test(name)) {
-      throw invalid(`network name "${name}" is not valid: use letters, digits, '_', '.', '-' (start with a letter or digit, at most 63 characters)`);
+      throw invalid(
+        `network name "${name}" is not valid: use letters, digits, '_', '.', '-' (start with a letter or digit, at most 63 characters)`,
+      );
     }
     const driver = req.driver ?? 'overlay';
-    if (driver !== 'overlay') throw invalid(`network driver "${driver}" is not supported; Weft provides "overlay"`);
+    if (driver !== 'overlay')
+      throw invalid(`network driver "${driver}" is not supported; Weft provides "overlay"`);
     const options = validateOptions(req.options ?? {});
     const labels = validateLabels(req.labels ?? {});
     const subnetRequests = req.subnets ?? [];
     if (!Array.isArray(subnetRequests)) throw invalid('subnets must be a list');
 
-    return this.write(`create network "${name}"`, async () => {
+    return this.write(`create network "${name}"`, async (deadline) => {
       for (let attempt = 0; attempt < maxWriteAttempts; attempt++) {
+        deadline.throwIfAborted();
         const [epoch, nameEntry, networkEntries, vniEntries] = await Promise.all([
           this.store.get(this.keys.networkEpoch()),
           this.store.get(this.keys.networkName(name)),
@@ -296,12 +325,22 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
           this.store.list(`${this.keys.prefix}vni/`),
         ]);
         if (nameEntry) {
-          throw new OverlayError('conflict', `network "${name}" already exists (id ${decodeText(nameEntry)}); pick another name`);
+          throw new OverlayError(
+            'conflict',
+            `network "${name}" already exists (id ${decodeText(nameEntry)}); pick another name`,
+          );
         }
-        const networks = networkEntries.map((e) => decodeJson<NetworkRecord>(e)).filter((n): n is NetworkRecord => !!n);
-        const existing = networks.flatMap((n) => n.ipam.config.map((c) => ({ networkName: n.name, subnet: c.subnet })));
+        const networks = networkEntries
+          .map((e) => decodeJson<NetworkRecord>(e))
+          .filter((n): n is NetworkRecord => !!n);
+        const existing = networks.flatMap((n) =>
+          n.ipam.config.map((c) => ({ networkName: n.name, subnet: c.subnet })),
+        );
         const config = planSubnets(subnetRequests, existing, this.pools);
-        const usedVnis = new Set([...networks.map((n) => n.vni), ...vniEntries.map((e) => Number(e.key.slice(e.key.lastIndexOf('/') + 1)))]);
+        const usedVnis = new Set([
+          ...networks.map((n) => n.vni),
+          ...vniEntries.map((e) => Number(e.key.slice(e.key.lastIndexOf('/') + 1))),
+        ]);
         const vni = this.freeVni(usedVnis);
         const record: NetworkRecord = {
           id: randomId(),
@@ -314,8 +353,14 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
           created: new Date(this.clock.now()).toISOString(),
         };
         const epochValue = epoch ? Number(decodeText(epoch)) + 1 : 1;
+        deadline.throwIfAborted();
         const r = await this.store.txn([
-          { verb: 'cas', key: this.keys.networkEpoch(), value: encodeText(String(epochValue)), index: epoch?.modifyIndex ?? 0 },
+          {
+            verb: 'cas',
+            key: this.keys.networkEpoch(),
+            value: encodeText(String(epochValue)),
+            index: epoch?.modifyIndex ?? 0,
+          },
           { verb: 'cas', key: this.keys.networkName(name), value: encodeText(record.id), index: 0 },
           { verb: 'cas', key: this.keys.vni(vni), value: encodeText(record.id), index: 0 },
           { verb: 'cas', key: this.keys.network(record.id), value: encodeJson(record), index: 0 },
@@ -326,13 +371,18 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
         }
         // Another network was created or removed meanwhile: re-read, re-check, re-plan.
       }
-      throw new OverlayError('unavailable', `could not create network "${name}": networks kept changing for ${maxWriteAttempts} attempts; retry`);
+      throw new OverlayError(
+        'unavailable',
+        `could not create network "${name}": networks kept changing for ${maxWriteAttempts} attempts; retry`,
+      );
     });
   }
 
   /** From the local view. */
   listNetworks(): NetworkInfo[] {
-    return [...this.view.networks.values()].map((n) => networkInfo(n.record)).sort((a, b) => cmp(a.name, b.name));
+    return [...this.view.networks.values()]
+      .map((n) => networkInfo(n.record))
+      .sort((a, b) => cmp(a.name, b.name));
   }
 
   /** By ID, name or unique ID prefix, from the local view. */
@@ -343,8 +393,9 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
 
   /** Refused (in-use) while endpoints are attached, naming them. */
   async removeNetwork(ref: string): Promise<void> {
-    await this.write(`remove network "${ref}"`, async () => {
+    await this.write(`remove network "${ref}"`, async (deadline) => {
       for (let attempt = 0; attempt < maxWriteAttempts; attempt++) {
+        deadline.throwIfAborted();
         const net = await this.freshNetwork(ref);
         const key = this.keys.network(net.record.id);
         await this.refuseIfInUse(net.record);
@@ -368,8 +419,10 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
           this.store.get(this.keys.vni(net.record.vni)),
         ]);
         const ops: TxnOp[] = [{ verb: 'delete-cas', key, index: marked.modifyIndex }];
-        if (nameEntry && decodeText(nameEntry) === net.record.id) ops.push({ verb: 'delete-cas', key: nameEntry.key, index: nameEntry.modifyIndex });
-        if (vniEntry && decodeText(vniEntry) === net.record.id) ops.push({ verb: 'delete-cas', key: vniEntry.key, index: vniEntry.modifyIndex });
+        if (nameEntry && decodeText(nameEntry) === net.record.id)
+          ops.push({ verb: 'delete-cas', key: nameEntry.key, index: nameEntry.modifyIndex });
+        if (vniEntry && decodeText(vniEntry) === net.record.id)
+          ops.push({ verb: 'delete-cas', key: vniEntry.key, index: vniEntry.modifyIndex });
         ops.push({ verb: 'delete-tree', key: this.keys.ipamPrefix(net.record.id) });
         ops.push({ verb: 'delete-tree', key: this.keys.endpointNamesPrefix(net.record.id) });
         const r = await this.store.txn(ops);
@@ -392,98 +445,146 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
   async attach(req: AttachRequest): Promise<EndpointInfo> {
     const aliases = req.aliases ?? [];
     if (typeof req.name !== 'string' || !namePattern.test(req.name)) {
-      throw invalid(`endpoint name "${req.name}" is not valid: use letters, digits, '_', '.', '-' (at most 63 characters)`);
+      throw invalid(
+        `endpoint name "${req.name}" is not valid: use letters, digits, '_', '.', '-' (at most 63 characters)`,
+      );
     }
-    for (const a of aliases) if (typeof a !== 'string' || !namePattern.test(a)) throw invalid(`alias "${a}" is not a valid name`);
-    if ((req.sandbox === undefined) !== (req.ifName === undefined)) throw invalid('sandbox and ifName must be given together');
-    if (req.ip !== undefined && parseIp(req.ip) === undefined) throw invalid(`requested IP "${req.ip}" is not a valid IPv4 address`);
+    for (const a of aliases)
+      if (typeof a !== 'string' || !namePattern.test(a)) throw invalid(`alias "${a}" is not a valid name`);
+    if ((req.sandbox === undefined) !== (req.ifName === undefined))
+      throw invalid('sandbox and ifName must be given together');
+    if (req.ip !== undefined && parseIp(req.ip) === undefined)
+      throw invalid(`requested IP "${req.ip}" is not a valid IPv4 address`);
 
-    const { record, index, network } = await this.write(`attach "${req.name}" to network "${req.network}"`, async () => {
-      const skip = new Set<string>();
-      for (let attempt = 0; attempt < maxWriteAttempts; attempt++) {
-        const session = this.sessionId;
-        if (!session) throw new OverlayError('unavailable', `host "${this.hostname}" is not registered in the store; start the overlay manager first`);
-        const net = await this.freshNetwork(req.network);
-        const n = net.record;
-        if (n.removing) throw new OverlayError('conflict', `network "${n.name}" is being removed; attach to another network`);
-        const space = new NetworkAddressSpace(n.name, n.ipam.config);
-        const [nameEntry, ipamEntries] = await Promise.all([
-          this.store.get(this.keys.endpointName(n.id, req.name)),
-          this.store.list(this.keys.ipamPrefix(n.id)),
-        ]);
-        if (nameEntry) {
-          throw new OverlayError('conflict', `endpoint name "${req.name}" is already in use in network "${n.name}" (endpoint ${decodeText(nameEntry)})`);
-        }
-        const taken = new Set(ipamEntries.map((e) => parseIp(e.key.slice(e.key.lastIndexOf('/') + 1)) as number));
-        let ip: number;
-        if (req.ip !== undefined) {
-          ip = space.checkRequested(req.ip);
-          if (taken.has(ip)) throw new OverlayError('conflict', `IP ${req.ip} is already in use in network "${n.name}"`);
-        } else {
-          for (const s of [...skip, ...this.inFlightIps]) {
-            const [netId, text] = splitOnce(s);
-            if (netId === n.id) taken.add(parseIp(text) as number);
-          }
-          const free = space.freeAddresses(taken, 32);
-          if (free.length === 0) {
-            if (this.inFlightIps.size > 0 && attempt < maxWriteAttempts - 1) {
-              await sleep(5); // other local attaches may fail and give theirs back
-              continue;
-            }
-            throw space.exhaustedError();
-          }
-          // Lowest free first (Docker-like); after a collision with another host, spread out.
-          ip = attempt === 0 ? free[0] : free[Math.floor(Math.random() * free.length)];
-        }
-        const ipText = formatIp(ip);
-        const inFlight = `${n.id}/${ipText}`;
-        this.inFlightIps.add(inFlight);
-        try {
-          const rec: EndpointRecord = {
-            id: randomId(),
-            networkId: n.id,
-            name: req.name,
-            aliases: [...aliases],
-            ip: ipText,
-            mac: macForIp(ip),
-            host: this.hostname,
-            hostSession: session,
-            ...(req.container !== undefined ? { container: req.container } : {}),
-            ...(req.sandbox !== undefined ? { sandbox: req.sandbox, ifName: req.ifName } : {}),
-            created: new Date(this.clock.now()).toISOString(),
-          };
-          const r = await this.store.txn([
-            { verb: 'check-index', key: net.key, index: net.modifyIndex },
-            { verb: 'check-session', key: this.keys.host(this.hostname), session },
-            { verb: 'cas', key: this.keys.endpointName(n.id, req.name), value: encodeText(rec.id), index: 0 },
-            { verb: 'cas', key: this.keys.ipam(n.id, ipText), value: encodeText(rec.id), index: 0 },
-            { verb: 'cas', key: this.keys.endpoint(n.id, rec.id), value: encodeJson(rec), index: 0 },
+    const { record, index, network } = await this.write(
+      `attach "${req.name}" to network "${req.network}"`,
+      async (deadline) => {
+        const skip = new Set<string>();
+        for (let attempt = 0; attempt < maxWriteAttempts; attempt++) {
+          deadline.throwIfAborted();
+          const session = this.sessionId;
+          if (!session)
+            throw new OverlayError(
+              'unavailable',
+              `host "${this.hostname}" is not registered in the store; start the overlay manager first`,
+            );
+          const net = await this.freshNetwork(req.network);
+          const n = net.record;
+          if (n.removing)
+            throw new OverlayError(
+              'conflict',
+              `network "${n.name}" is being removed; attach to another network`,
+            );
+          const space = new NetworkAddressSpace(n.name, n.ipam.config);
+          const [nameEntry, ipamEntries] = await Promise.all([
+            this.store.get(this.keys.endpointName(n.id, req.name)),
+            this.store.list(this.keys.ipamPrefix(n.id)),
           ]);
-          if (r.ok) return { record: rec, index: r.index, network: n };
-          const failed = new Set(r.errors.map((e) => e.opIndex));
-          if (failed.has(1)) {
-            throw new OverlayError('unavailable', `host "${this.hostname}" lost its store session (it was unreachable for longer than ${this.sessionTtlMs} ms); it re-registers, retry the attach`);
+          if (nameEntry) {
+            throw new OverlayError(
+              'conflict',
+              `endpoint name "${req.name}" is already in use in network "${n.name}" (endpoint ${decodeText(nameEntry)})`,
+            );
           }
-          if (failed.has(3)) {
-            if (req.ip !== undefined) throw new OverlayError('conflict', `IP ${req.ip} is already in use in network "${n.name}"`);
-            skip.add(inFlight);
+          const taken = new Set(
+            ipamEntries.map((e) => parseIp(e.key.slice(e.key.lastIndexOf('/') + 1)) as number),
+          );
+          let ip: number;
+          if (req.ip !== undefined) {
+            ip = space.checkRequested(req.ip);
+            if (taken.has(ip))
+              throw new OverlayError('conflict', `IP ${req.ip} is already in use in network "${n.name}"`);
+          } else {
+            for (const s of [...skip, ...this.inFlightIps]) {
+              const [netId, text] = splitOnce(s);
+              if (netId === n.id) taken.add(parseIp(text) as number);
+            }
+            const free = space.freeAddresses(taken, 32);
+            if (free.length === 0) {
+              if (this.inFlightIps.size > 0 && attempt < maxWriteAttempts - 1) {
+                await sleep(5); // other local attaches may fail and give theirs back
+                continue;
+              }
+              throw space.exhaustedError();
+            }
+            // Lowest free first (Docker-like); after a collision with another host, spread out.
+            ip = attempt === 0 ? free[0] : free[Math.floor(Math.random() * free.length)];
           }
-        } finally {
-          this.inFlightIps.delete(inFlight);
+          const ipText = formatIp(ip);
+          const inFlight = `${n.id}/${ipText}`;
+          this.inFlightIps.add(inFlight);
+          try {
+            const rec: EndpointRecord = {
+              id: randomId(),
+              networkId: n.id,
+              name: req.name,
+              aliases: [...aliases],
+              ip: ipText,
+              mac: macForIp(ip),
+              host: this.hostname,
+              hostSession: session,
+              ...(req.container !== undefined ? { container: req.container } : {}),
+              ...(req.sandbox !== undefined ? { sandbox: req.sandbox, ifName: req.ifName } : {}),
+              created: new Date(this.clock.now()).toISOString(),
+            };
+            deadline.throwIfAborted();
+            const r = await this.store.txn([
+              { verb: 'check-index', key: net.key, index: net.modifyIndex },
+              { verb: 'check-session', key: this.keys.host(this.hostname), session },
+              {
+                verb: 'cas',
+                key: this.keys.endpointName(n.id, req.name),
+                value: encodeText(rec.id),
+                index: 0,
+              },
+              { verb: 'cas', key: this.keys.ipam(n.id, ipText), value: encodeText(rec.id), index: 0 },
+              { verb: 'cas', key: this.keys.endpoint(n.id, rec.id), value: encodeJson(rec), index: 0 },
+            ]);
+            if (r.ok && deadline.aborted) {
+              // Committed after the caller was told it failed: undo, or the address would leak.
+              await this.deleteEndpoint(rec);
+              deadline.throwIfAborted();
+            }
+            if (r.ok) return { record: rec, index: r.index, network: n };
+            const failed = new Set(r.errors.map((e) => e.opIndex));
+            if (failed.has(1)) {
+              throw new OverlayError(
+                'unavailable',
+                `host "${this.hostname}" lost its store session (it was unreachable for longer than ${this.sessionTtlMs} ms); it re-registers, retry the attach`,
+              );
+            }
+            if (failed.has(3)) {
+              if (req.ip !== undefined)
+                throw new OverlayError('conflict', `IP ${req.ip} is already in use in network "${n.name}"`);
+              skip.add(inFlight);
+            }
+          } finally {
+            this.inFlightIps.delete(inFlight);
+          }
         }
-      }
-      throw new OverlayError('unavailable', `could not attach "${req.name}" to network "${req.network}": too much contention (${maxWriteAttempts} attempts); retry`);
-    });
+        throw new OverlayError(
+          'unavailable',
+          `could not attach "${req.name}" to network "${req.network}": too much contention (${maxWriteAttempts} attempts); retry`,
+        );
+      },
+    );
 
     const sync = await this.waitForSync(index, this.writeTimeoutMs);
     if (record.sandbox !== undefined && this.dpSync) {
-      const failure = sync?.failures.get(`endpoint:${record.id}`) ?? sync?.failures.get(`network:${record.networkId}`);
+      const failure =
+        sync?.failures.get(`endpoint:${record.id}`) ?? sync?.failures.get(`network:${record.networkId}`);
       if (failure || !sync) {
         await this.deleteEndpoint(record).catch(() => undefined);
-        const why = failure ? failure.message : `the local view did not catch up within ${this.writeTimeoutMs} ms`;
-        throw new OverlayError('unavailable', `data plane could not attach "${record.name}" to network "${network.name}": ${why}; the endpoint was removed again`, {
-          cause: failure,
-        });
+        const why = failure
+          ? failure.message
+          : `the local view did not catch up within ${this.writeTimeoutMs} ms`;
+        throw new OverlayError(
+          'unavailable',
+          `data plane could not attach "${record.name}" to network "${network.name}": ${why}; the endpoint was removed again`,
+          {
+            cause: failure,
+          },
+        );
       }
     }
     return this.endpointInfo(record, network);
@@ -503,7 +604,10 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
 
   /** From the local view; all networks when `networkRef` is omitted. */
   listEndpoints(networkRef?: string): EndpointInfo[] {
-    const nets = networkRef === undefined ? [...this.view.networks.values()].map((n) => n.record) : [this.view.findNetwork(networkRef)];
+    const nets =
+      networkRef === undefined
+        ? [...this.view.networks.values()].map((n) => n.record)
+        : [this.view.findNetwork(networkRef)];
     return nets.flatMap((n) => this.view.endpointsOf(n.id).map((e) => this.endpointInfo(e, n)));
   }
 
@@ -518,7 +622,14 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
       if (ep.host === this.hostname || !view.isLive(ep)) continue;
       if (networkId !== undefined && ep.networkId !== networkId) continue;
       const host = view.hosts.get(ep.host);
-      if (host) out.push({ networkId: ep.networkId, endpointId: ep.id, ip: ep.ip, mac: ep.mac, vtep: host.record.vtep });
+      if (host)
+        out.push({
+          networkId: ep.networkId,
+          endpointId: ep.id,
+          ip: ep.ip,
+          mac: ep.mac,
+          vtep: host.record.vtep,
+        });
     }
     return out.sort((a, b) => cmp(a.networkId + a.ip, b.networkId + b.ip));
   }
@@ -526,7 +637,8 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
   /** The name table the DNS server answers from; always the latest local view. */
   dnsTable(): DnsTable {
     const v = this.view;
-    if (this.dnsTableCache?.index !== v.index || !this.dnsTableCache) this.dnsTableCache = { index: v.index, table: new DnsTable(v) };
+    if (this.dnsTableCache?.index !== v.index || !this.dnsTableCache)
+      this.dnsTableCache = { index: v.index, table: new DnsTable(v) };
     return this.dnsTableCache.table;
   }
 
@@ -539,12 +651,21 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
 
   private endpointInfo(e: EndpointRecord, n: NetworkRecord): EndpointInfo {
     const sub = new NetworkAddressSpace(n.name, n.ipam.config).subnetOf(parseIp(e.ip) ?? 0);
-    return { ...e, aliases: [...e.aliases], networkName: n.name, prefixLength: sub?.prefixLength ?? 32, gateway: sub?.gateway ?? '' };
+    return {
+      ...e,
+      aliases: [...e.aliases],
+      networkName: n.name,
+      prefixLength: sub?.prefixLength ?? 32,
+      gateway: sub?.gateway ?? '',
+    };
   }
 
   private freeVni(used: Set<number>): number {
     for (let vni = this.vniRange.first; vni <= this.vniRange.last; vni++) if (!used.has(vni)) return vni;
-    throw new OverlayError('exhausted', `no free VNI left in ${this.vniRange.first}-${this.vniRange.last}; remove unused networks`);
+    throw new OverlayError(
+      'exhausted',
+      `no free VNI left in ${this.vniRange.first}-${this.vniRange.last}; remove unused networks`,
+    );
   }
 
   private async freshNetwork(ref: string): Promise<Stored<NetworkRecord>> {
@@ -566,7 +687,10 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
     eps.sort((x, y) => cmp(x.name, y.name));
     const shown = eps.slice(0, 10).map((e) => `${e.name} (host ${e.host}, ${e.ip})`);
     const more = eps.length > shown.length ? ` and ${eps.length - shown.length} more` : '';
-    throw new OverlayError('in-use', `network "${n.name}" has active endpoints: ${shown.join(', ')}${more}; detach them first`);
+    throw new OverlayError(
+      'in-use',
+      `network "${n.name}" has active endpoints: ${shown.join(', ')}${more}; detach them first`,
+    );
   }
 
   /** One transaction: endpoint, its address and its name, each only if unchanged. Undefined if already gone. */
@@ -579,8 +703,10 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
       ]);
       if (!epEntry) return undefined;
       const ops: TxnOp[] = [{ verb: 'delete-cas', key: epEntry.key, index: epEntry.modifyIndex }];
-      if (ipEntry && decodeText(ipEntry) === ep.id) ops.push({ verb: 'delete-cas', key: ipEntry.key, index: ipEntry.modifyIndex });
-      if (nameEntry && decodeText(nameEntry) === ep.id) ops.push({ verb: 'delete-cas', key: nameEntry.key, index: nameEntry.modifyIndex });
+      if (ipEntry && decodeText(ipEntry) === ep.id)
+        ops.push({ verb: 'delete-cas', key: ipEntry.key, index: ipEntry.modifyIndex });
+      if (nameEntry && decodeText(nameEntry) === ep.id)
+        ops.push({ verb: 'delete-cas', key: nameEntry.key, index: nameEntry.modifyIndex });
       const r = await this.store.txn(ops);
       if (r.ok) return r.index;
     }
@@ -589,22 +715,26 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
 
   /**
    * Runs a store operation under the write deadline. Store failures and
-   * timeouts become OverlayError('unavailable'). A write that times out may
-   * still commit later (as with any replicated store); retrying is safe
-   * because every write is guarded by create-only keys or index checks.
+   * timeouts become OverlayError('unavailable'). Past the deadline `fn` must
+   * not start new writes (it gets an aborted signal); a write already sent
+   * may still commit later (as with any replicated store), which is why
+   * attach undoes an endpoint that commits after its caller was told no.
    */
-  private async write<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  private async write<T>(what: string, fn: (deadline: AbortSignal) => Promise<T>): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new AbortController();
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new OverlayError('unavailable', `could not ${what}: the store did not answer within ${this.writeTimeoutMs} ms (no quorum or leader?); check \`weft status\` and retry`),
+      timer = setTimeout(() => {
+        expired.abort();
+        reject(
+          new OverlayError(
+            'unavailable',
+            `could not ${what}: the store did not answer within ${this.writeTimeoutMs} ms (no quorum or leader?); check \`weft status\` and retry`,
           ),
-        this.writeTimeoutMs,
-      );
+        );
+      }, this.writeTimeoutMs);
     });
-    const op = fn();
+    const op = fn(expired.signal);
     op.catch(() => undefined); // a late failure after the deadline must not go unhandled
     try {
       return await Promise.race([op, deadline]);
@@ -619,19 +749,27 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
 
   private scheduleRenewal(): void {
     if (!this.running) return;
-    this.renewTimer = this.clock.setTimeout(() => void this.renew(), Math.max(1, Math.floor(this.sessionTtlMs / 3)));
+    this.renewTimer = this.clock.setTimeout(
+      () => void this.renew(),
+      Math.max(1, Math.floor(this.sessionTtlMs / 3)),
+    );
   }
 
   private async renew(): Promise<void> {
     const session = this.sessionId;
     try {
-      if (session && (await this.withTimeout(this.store.renewSession(session), this.sessionTtlMs / 3))) return;
+      if (session && (await this.withTimeout(this.store.renewSession(session), this.sessionTtlMs / 3)))
+        return;
       if (!this.running) return;
       if (session) this.emit('session-lost', { session });
       this.sessionId = undefined;
       await this.registerHost();
     } catch (e) {
-      this.warn(new Error(`renewing the store session of host "${this.hostname}" failed: ${errorText(e)}; retrying`, { cause: e }));
+      this.warn(
+        new Error(`renewing the store session of host "${this.hostname}" failed: ${errorText(e)}; retrying`, {
+          cause: e,
+        }),
+      );
     } finally {
       this.scheduleRenewal();
     }
@@ -666,7 +804,12 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
         if (!signal.aborted) throw new Error('watch ended');
       } catch (e) {
         if (signal.aborted) break;
-        this.warn(new Error(`watching the store failed: ${errorText(e)}; re-watching in ${backoffMs} ms (local state is kept)`, { cause: e }));
+        this.warn(
+          new Error(
+            `watching the store failed: ${errorText(e)}; re-watching in ${backoffMs} ms (local state is kept)`,
+            { cause: e },
+          ),
+        );
         await sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, maxBackoffMs);
       }
@@ -686,9 +829,12 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
   }
 
   private emitChanges(prev: ClusterView, next: ClusterView): void {
-    for (const [name, h] of prev.hosts) if (next.hosts.get(name)?.record.session !== h.record.session) this.emit('host-down', { ...h.record });
-    for (const [name, h] of next.hosts) if (prev.hosts.get(name)?.record.session !== h.record.session) this.emit('host-up', { ...h.record });
-    for (const [id, n] of next.networks) if (!prev.networks.has(id)) this.emit('network-created', networkInfo(n.record));
+    for (const [name, h] of prev.hosts)
+      if (next.hosts.get(name)?.record.session !== h.record.session) this.emit('host-down', { ...h.record });
+    for (const [name, h] of next.hosts)
+      if (prev.hosts.get(name)?.record.session !== h.record.session) this.emit('host-up', { ...h.record });
+    for (const [id, n] of next.networks)
+      if (!prev.networks.has(id)) this.emit('network-created', networkInfo(n.record));
     for (const [id, e] of next.endpoints) {
       const n = next.networks.get(e.record.networkId);
       if (!prev.endpoints.has(id) && n) this.emit('endpoint-added', this.endpointInfo(e.record, n.record));
@@ -697,7 +843,8 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
       const n = prev.networks.get(e.record.networkId);
       if (!next.endpoints.has(id) && n) this.emit('endpoint-removed', this.endpointInfo(e.record, n.record));
     }
-    for (const [id, n] of prev.networks) if (!next.networks.has(id)) this.emit('network-removed', networkInfo(n.record));
+    for (const [id, n] of prev.networks)
+      if (!next.networks.has(id)) this.emit('network-removed', networkInfo(n.record));
   }
 
   /** What this host's data plane should hold: its own endpoints, their networks, and the live remote endpoints on those networks. */
@@ -705,7 +852,13 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
     const endpoints: LocalEndpoint[] = [];
     const joined = new Map<string, NetworkSpec>();
     for (const { record: ep } of view.endpoints.values()) {
-      if (ep.host !== this.hostname || ep.hostSession !== this.sessionId || ep.sandbox === undefined || ep.ifName === undefined) continue;
+      if (
+        ep.host !== this.hostname ||
+        ep.hostSession !== this.sessionId ||
+        ep.sandbox === undefined ||
+        ep.ifName === undefined
+      )
+        continue;
       const n = view.networks.get(ep.networkId)?.record;
       if (!n) continue;
       const info = this.endpointInfo(ep, n);
@@ -748,7 +901,8 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
     void dpSync.sync(this.desired(view), { full }).then((result) => {
       for (const p of result.peersRemoved) this.emit('peer-removed', p);
       for (const p of result.peersAdded) this.emit('peer-added', p);
-      for (const [what, err] of result.failures) this.warn(new Error(`data plane: ${what}: ${err.message}; will retry`, { cause: err }));
+      for (const [what, err] of result.failures)
+        this.warn(new Error(`data plane: ${what}: ${err.message}; will retry`, { cause: err }));
       if (result.failures.size > 0) this.scheduleDataplaneRetry();
       done(result);
     });
@@ -805,7 +959,11 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
           const ops: TxnOp[] = [];
           for (const host of new Set(batch.map((o) => o.record.host))) {
             const h = view.hosts.get(host);
-            ops.push(h ? { verb: 'check-index', key: h.key, index: h.modifyIndex } : { verb: 'check-not-exists', key: this.keys.host(host) });
+            ops.push(
+              h
+                ? { verb: 'check-index', key: h.key, index: h.modifyIndex }
+                : { verb: 'check-not-exists', key: this.keys.host(host) },
+            );
           }
           for (const o of batch) {
             const ep = o.record;
@@ -816,12 +974,21 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
             if (nm?.value === ep.id) ops.push({ verb: 'delete-cas', key: nm.key, index: nm.modifyIndex });
           }
           const r = await this.write(`reclaim endpoints of dead hosts`, () => this.store.txn(ops));
-          if (r.ok) this.emit('reclaimed', batch.map((o) => o.record));
+          if (r.ok)
+            this.emit(
+              'reclaimed',
+              batch.map((o) => o.record),
+            );
           // On failure another host was faster or the host came back: the next listing decides again.
         }
       } while (this.reclaimAgain && this.running);
     } catch (e) {
-      this.warn(new Error(`reclaiming endpoints of dead hosts failed: ${errorText(e)}; will retry on the next change`, { cause: e }));
+      this.warn(
+        new Error(
+          `reclaiming endpoints of dead hosts failed: ${errorText(e)}; will retry on the next change`,
+          { cause: e },
+        ),
+      );
     } finally {
       this.reclaimRunning = false;
     }
@@ -834,7 +1001,8 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
 
 function validateOptions(o: Partial<NetworkOptions> & Record<string, unknown>): NetworkOptions {
   for (const k of Object.keys(o)) {
-    if (!['mtu', 'internal', 'attachable'].includes(k)) throw invalid(`unknown network option "${k}" (known: mtu, internal, attachable)`);
+    if (!['mtu', 'internal', 'attachable'].includes(k))
+      throw invalid(`unknown network option "${k}" (known: mtu, internal, attachable)`);
   }
   if (o.mtu !== undefined && !(Number.isInteger(o.mtu) && o.mtu >= 68 && o.mtu <= 65535)) {
     throw invalid(`mtu ${String(o.mtu)} must be an integer between 68 and 65535`);
@@ -842,13 +1010,18 @@ function validateOptions(o: Partial<NetworkOptions> & Record<string, unknown>): 
   for (const k of ['internal', 'attachable'] as const) {
     if (o[k] !== undefined && typeof o[k] !== 'boolean') throw invalid(`option ${k} must be true or false`);
   }
-  return { ...(o.mtu !== undefined ? { mtu: o.mtu } : {}), internal: o.internal ?? false, attachable: o.attachable ?? false };
+  return {
+    ...(o.mtu !== undefined ? { mtu: o.mtu } : {}),
+    internal: o.internal ?? false,
+    attachable: o.attachable ?? false,
+  };
 }
 
 function validateLabels(labels: Record<string, string>): Record<string, string> {
   if (labels === null || typeof labels !== 'object') throw invalid('labels must be an object of strings');
   for (const [k, v] of Object.entries(labels)) {
-    if (!k || typeof v !== 'string') throw invalid(`label "${k}" must have a non-empty key and a string value`);
+    if (!k || typeof v !== 'string')
+      throw invalid(`label "${k}" must have a non-empty key and a string value`);
   }
   return { ...labels };
 }

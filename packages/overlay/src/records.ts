@@ -80,7 +80,8 @@ export class Keys {
   ipam = (networkId: string, ip: string) => `${this.prefix}ipam/${networkId}/${ip}`;
   ipamPrefix = (networkId: string) => `${this.prefix}ipam/${networkId}/`;
   endpoint = (networkId: string, id: string) => `${this.prefix}endpoints/${networkId}/${id}`;
-  endpointsPrefix = (networkId?: string) => `${this.prefix}endpoints/${networkId === undefined ? '' : `${networkId}/`}`;
+  endpointsPrefix = (networkId?: string) =>
+    `${this.prefix}endpoints/${networkId === undefined ? '' : `${networkId}/`}`;
   endpointName = (networkId: string, name: string) => `${this.prefix}endpoint-names/${networkId}/${name}`;
   endpointNamesPrefix = (networkId: string) => `${this.prefix}endpoint-names/${networkId}/`;
 }

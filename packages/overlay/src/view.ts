@@ -5,12 +5,12 @@
 import { OverlayError } from './errors.js';
 import type { KvEntry } from './kvstore.js';
 import {
+  decodeJson,
+  decodeText,
   type EndpointRecord,
   type HostRecord,
   type Keys,
   type NetworkRecord,
-  decodeJson,
-  decodeText,
 } from './records.js';
 
 export interface Stored<T> {
@@ -51,7 +51,11 @@ export class ClusterView {
    */
   static build(keys: Keys, index: number, entries: KvEntry[], previous?: ClusterView): ClusterView {
     const v = new ClusterView(index);
-    const prevRecord = <T>(map: Map<string, Stored<T>> | undefined, id: string, e: KvEntry): T | undefined => {
+    const prevRecord = <T>(
+      map: Map<string, Stored<T>> | undefined,
+      id: string,
+      e: KvEntry,
+    ): T | undefined => {
       const p = map?.get(id);
       return p && p.modifyIndex === e.modifyIndex && p.key === e.key ? p.record : undefined;
     };
@@ -65,7 +69,8 @@ export class ClusterView {
       switch (kind) {
         case 'hosts': {
           const rec = prevRecord(previous?.hosts, tail, e) ?? decodeJson<HostRecord>(e);
-          if (rec && typeof rec.name === 'string') v.hosts.set(tail, { record: rec, key: e.key, modifyIndex: e.modifyIndex });
+          if (rec && typeof rec.name === 'string')
+            v.hosts.set(tail, { record: rec, key: e.key, modifyIndex: e.modifyIndex });
           else v.malformedKeys.push(e.key);
           break;
         }
@@ -115,7 +120,10 @@ export class ClusterView {
 
   /** Docker's lookup order: full ID, then exact name, then unique ID prefix. */
   findNetwork(ref: string): NetworkRecord {
-    return resolveNetwork([...this.networks.values()].map((s) => s.record), ref);
+    return resolveNetwork(
+      [...this.networks.values()].map((s) => s.record),
+      ref,
+    );
   }
 }
 
@@ -128,20 +136,31 @@ export function resolveNetwork(networks: NetworkRecord[], ref: string): NetworkR
     const matches = networks.filter((n) => n.id.startsWith(ref));
     if (matches.length === 1) return matches[0];
     if (matches.length > 1) {
-      throw new OverlayError('invalid', `network "${ref}" is ambiguous (${matches.length} networks have IDs starting with it); use more of the ID`);
+      throw new OverlayError(
+        'invalid',
+        `network "${ref}" is ambiguous (${matches.length} networks have IDs starting with it); use more of the ID`,
+      );
     }
   }
   throw new OverlayError('not-found', `network "${ref}" not found (by ID, name or ID prefix)`);
 }
 
 /** Endpoint by ID, name, or unique ID prefix, within one network. */
-export function resolveEndpoint(endpoints: EndpointRecord[], ref: string, networkName: string): EndpointRecord {
+export function resolveEndpoint(
+  endpoints: EndpointRecord[],
+  ref: string,
+  networkName: string,
+): EndpointRecord {
   const exact = endpoints.find((e) => e.id === ref) ?? endpoints.find((e) => e.name === ref);
   if (exact) return exact;
   if (/^[0-9a-f]+$/.test(ref)) {
     const matches = endpoints.filter((e) => e.id.startsWith(ref));
     if (matches.length === 1) return matches[0];
-    if (matches.length > 1) throw new OverlayError('invalid', `endpoint "${ref}" is ambiguous in network "${networkName}"; use more of the ID`);
+    if (matches.length > 1)
+      throw new OverlayError(
+        'invalid',
+        `endpoint "${ref}" is ambiguous in network "${networkName}"; use more of the ID`,
+      );
   }
   throw new OverlayError('not-found', `endpoint "${ref}" not found in network "${networkName}"`);
 }

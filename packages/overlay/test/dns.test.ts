@@ -4,13 +4,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
-import { type Server, createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { promisify } from 'node:util';
 import dnsPacket from 'dns-packet';
 import { DnsServer, readResolvConf } from '../src/dns-server.js';
 import type { EndpointInfo } from '../src/manager.js';
 import { MemoryKvStore } from '../src/testing/memory-kvstore.js';
-import { type TestHost, startHost, waitFor } from './helpers.js';
+import { startHost, type TestHost, waitFor } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -20,8 +20,27 @@ interface DigResult {
   flags: string;
 }
 
-async function dig(server: { address: string; port: number }, from: string, name: string, type = 'A', extra: string[] = []): Promise<DigResult> {
-  const args = ['-b', from, `@${server.address}`, '-p', String(server.port), ...(type === 'PTR' ? ['-x', name] : [name, type]), '+tries=1', '+time=3', '+noall', '+comments', '+answer', ...extra];
+async function dig(
+  server: { address: string; port: number },
+  from: string,
+  name: string,
+  type = 'A',
+  extra: string[] = [],
+): Promise<DigResult> {
+  const args = [
+    '-b',
+    from,
+    `@${server.address}`,
+    '-p',
+    String(server.port),
+    ...(type === 'PTR' ? ['-x', name] : [name, type]),
+    '+tries=1',
+    '+time=3',
+    '+noall',
+    '+comments',
+    '+answer',
+    ...extra,
+  ];
   const { stdout } = await run('dig', args, { timeout: 10_000 });
   const status = /status: (\w+)/.exec(stdout)?.[1] ?? `no status in: ${stdout}`;
   const flags = /;; flags: ([^;]*);/.exec(stdout)?.[1] ?? '';
@@ -134,20 +153,38 @@ describe('embedded DNS (dig against the server on loopback)', function () {
   });
 
   it('aliases and name.network', async () => {
-    assert.deepEqual((await dig(addr, mongo.ip, 'www')).answers.map((a) => a.data), [web.ip]);
-    assert.deepEqual((await dig(addr, mongo.ip, 'FRONT')).answers.map((a) => a.data), [web.ip]);
+    assert.deepEqual(
+      (await dig(addr, mongo.ip, 'www')).answers.map((a) => a.data),
+      [web.ip],
+    );
+    assert.deepEqual(
+      (await dig(addr, mongo.ip, 'FRONT')).answers.map((a) => a.data),
+      [web.ip],
+    );
     const fq = await dig(addr, mongo.ip, 'web.appnet');
     assert.equal(fq.status, 'NOERROR');
     assert.deepEqual(fq.answers, [{ name: 'web.appnet.', type: 'A', data: web.ip }]);
-    assert.deepEqual((await dig(addr, mongo.ip, 'www.appnet.')).answers.map((a) => a.data), [web.ip]);
+    assert.deepEqual(
+      (await dig(addr, mongo.ip, 'www.appnet.')).answers.map((a) => a.data),
+      [web.ip],
+    );
   });
 
   it('a container sees every network it is attached to, and only those', async () => {
     // api is on appnet and backnet: from either of its addresses it resolves both
-    assert.deepEqual((await dig(addr, apiOnBack.ip, 'mongo')).answers.map((a) => a.data), [mongo.ip]);
-    assert.deepEqual((await dig(addr, apiOnApp.ip, 'lonely.backnet')).answers.map((a) => a.data), [lonely.ip]);
+    assert.deepEqual(
+      (await dig(addr, apiOnBack.ip, 'mongo')).answers.map((a) => a.data),
+      [mongo.ip],
+    );
+    assert.deepEqual(
+      (await dig(addr, apiOnApp.ip, 'lonely.backnet')).answers.map((a) => a.data),
+      [lonely.ip],
+    );
     // the asker's own network comes first for a name on both
-    assert.deepEqual((await dig(addr, apiOnBack.ip, 'api')).answers.map((a) => a.data), [apiOnBack.ip]);
+    assert.deepEqual(
+      (await dig(addr, apiOnBack.ip, 'api')).answers.map((a) => a.data),
+      [apiOnBack.ip],
+    );
     // web shares nothing with lonely: its name is not ours, so it is forwarded (and the upstream says NXDOMAIN)
     const seen = upstream.seen.length;
     const hidden = await dig(addr, web.ip, 'lonely');
@@ -166,7 +203,10 @@ describe('embedded DNS (dig against the server on loopback)', function () {
   it('PTR: an address on a shared network maps to name.network', async () => {
     const r = await dig(addr, web.ip, mongo.ip, 'PTR');
     assert.equal(r.status, 'NOERROR');
-    assert.deepEqual(r.answers.map((a) => [a.type, a.data]), [['PTR', 'mongo.appnet.']]);
+    assert.deepEqual(
+      r.answers.map((a) => [a.type, a.data]),
+      [['PTR', 'mongo.appnet.']],
+    );
     const free = await dig(addr, web.ip, '127.77.1.250', 'PTR');
     assert.equal(free.status, 'NXDOMAIN');
   });
@@ -181,9 +221,15 @@ describe('embedded DNS (dig against the server on loopback)', function () {
     const viaUdp = await dig(addr, web.ip, 'example.test');
     assert.deepEqual(viaUdp.answers, [{ name: 'example.test.', type: 'A', data: '192.0.2.55' }]);
     const viaTcp = await dig(addr, web.ip, 'example.test', 'A', ['+tcp']);
-    assert.deepEqual(viaTcp.answers.map((a) => a.data), ['192.0.2.55']);
+    assert.deepEqual(
+      viaTcp.answers.map((a) => a.data),
+      ['192.0.2.55'],
+    );
     const local = await dig(addr, web.ip, 'www', 'A', ['+tcp']);
-    assert.deepEqual(local.answers.map((a) => a.data), [web.ip]);
+    assert.deepEqual(
+      local.answers.map((a) => a.data),
+      [web.ip],
+    );
     // 127.0.0.1 is no container: container names are not served to it
     const seen = upstream.seen.length;
     assert.equal((await dig(addr, '127.0.0.1', 'web')).status, 'NXDOMAIN');
@@ -193,7 +239,10 @@ describe('embedded DNS (dig against the server on loopback)', function () {
   it('a removed endpoint stops resolving', async () => {
     const [a] = hosts.map((h) => h.manager);
     const tmp = await a.attach({ network: 'appnet', name: 'tmp' });
-    assert.deepEqual((await dig(addr, web.ip, 'tmp')).answers.map((x) => x.data), [tmp.ip]);
+    assert.deepEqual(
+      (await dig(addr, web.ip, 'tmp')).answers.map((x) => x.data),
+      [tmp.ip],
+    );
     await a.detach('appnet', 'tmp');
     assert.equal((await dig(addr, web.ip, 'tmp.appnet')).status, 'NXDOMAIN');
   });
@@ -211,7 +260,11 @@ describe('embedded DNS (dig against the server on loopback)', function () {
     const where = await lost.start();
     try {
       assert.equal((await dig(where, web.ip, 'example.test')).status, 'SERVFAIL');
-      assert.deepEqual((await dig(where, web.ip, 'web')).answers.map((a) => a.data), [web.ip], 'local names still answered');
+      assert.deepEqual(
+        (await dig(where, web.ip, 'web')).answers.map((a) => a.data),
+        [web.ip],
+        'local names still answered',
+      );
     } finally {
       await lost.stop();
       silent.close();
@@ -225,9 +278,17 @@ describe('embedded DNS (dig against the server on loopback)', function () {
     const dir = mkdtempSync(join(tmpdir(), 'weft-dns-'));
     try {
       const path = join(dir, 'resolv.conf');
-      writeFileSync(path, '# comment\nnameserver 192.0.2.53\nnameserver fe80::1\nsearch example\nnameserver 198.51.100.53\n');
+      writeFileSync(
+        path,
+        '# comment\nnameserver 192.0.2.53\nnameserver fe80::1\nsearch example\nnameserver 198.51.100.53\n',
+      );
       assert.deepEqual(readResolvConf(path), ['192.0.2.53', '198.51.100.53']);
-      const s = new DnsServer({ resolver: () => hosts[0].manager.dnsTable(), resolvConfPath: path, address: '127.0.0.1', port: 0 });
+      const s = new DnsServer({
+        resolver: () => hosts[0].manager.dnsTable(),
+        resolvConfPath: path,
+        address: '127.0.0.1',
+        port: 0,
+      });
       assert.deepEqual(s.upstreams, [
         { address: '192.0.2.53', port: 53 },
         { address: '198.51.100.53', port: 53 },
@@ -235,6 +296,9 @@ describe('embedded DNS (dig against the server on loopback)', function () {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-    assert.throws(() => new DnsServer({ resolver: () => hosts[0].manager.dnsTable(), upstreams: ['dns.example:53'] }), /DNS upstream "dns.example:53" is not valid/);
+    assert.throws(
+      () => new DnsServer({ resolver: () => hosts[0].manager.dnsTable(), upstreams: ['dns.example:53'] }),
+      /DNS upstream "dns.example:53" is not valid/,
+    );
   });
 });

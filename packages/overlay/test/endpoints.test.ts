@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { OverlayError } from '../src/errors.js';
 import type { OverlayManager } from '../src/manager.js';
 import { MemoryKvStore } from '../src/testing/memory-kvstore.js';
-import { type TestHost, contents, startHost } from './helpers.js';
+import { contents, startHost, type TestHost } from './helpers.js';
 
 describe('endpoints and IPAM', () => {
   let store: MemoryKvStore;
@@ -11,7 +11,11 @@ describe('endpoints and IPAM', () => {
 
   beforeEach(async () => {
     store = new MemoryKvStore();
-    hosts = [await startHost(store, 'host-a'), await startHost(store, 'host-b'), await startHost(store, 'host-c')];
+    hosts = [
+      await startHost(store, 'host-a'),
+      await startHost(store, 'host-b'),
+      await startHost(store, 'host-c'),
+    ];
     a = hosts[0].manager;
   });
   afterEach(async () => {
@@ -43,7 +47,14 @@ describe('endpoints and IPAM', () => {
   it('skips gateway and aux addresses, honours ip-range, and releases on detach', async () => {
     await a.createNetwork({
       name: 'r',
-      subnets: [{ subnet: '198.18.2.0/24', gateway: '198.18.2.129', ipRange: '198.18.2.128/29', auxAddresses: { x: '198.18.2.130' } }],
+      subnets: [
+        {
+          subnet: '198.18.2.0/24',
+          gateway: '198.18.2.129',
+          ipRange: '198.18.2.128/29',
+          auxAddresses: { x: '198.18.2.130' },
+        },
+      ],
     });
     const ips = [];
     for (let i = 0; i < 5; i++) ips.push((await a.attach({ network: 'r', name: `c${i}` })).ip);
@@ -65,11 +76,14 @@ describe('endpoints and IPAM', () => {
       ['198.18.3', 'invalid', /not a valid IPv4 address/],
     ];
     for (const [ip, code, message] of cases) {
-      await assert.rejects(a.attach({ network: 'f', name: `x${ip.replaceAll('.', '-')}`, ip }), (e: OverlayError) => {
-        assert.equal(e.code, code, e.message);
-        assert.match(e.message, message);
-        return true;
-      });
+      await assert.rejects(
+        a.attach({ network: 'f', name: `x${ip.replaceAll('.', '-')}`, ip }),
+        (e: OverlayError) => {
+          assert.equal(e.code, code, e.message);
+          assert.match(e.message, message);
+          return true;
+        },
+      );
     }
     assert.deepEqual(contents(store), before);
   });
@@ -85,8 +99,14 @@ describe('endpoints and IPAM', () => {
       assert.match(e.message, /endpoint name "db" is already in use in network "one"/);
       return true;
     });
-    await assert.rejects(a.attach({ network: 'one', name: 'bad name' }), (e: OverlayError) => e.code === 'invalid');
-    await assert.rejects(a.detach('one', 'ghost'), (e: OverlayError) => e.code === 'not-found' && /"ghost" not found in network "one"/.test(e.message));
+    await assert.rejects(
+      a.attach({ network: 'one', name: 'bad name' }),
+      (e: OverlayError) => e.code === 'invalid',
+    );
+    await assert.rejects(
+      a.detach('one', 'ghost'),
+      (e: OverlayError) => e.code === 'not-found' && /"ghost" not found in network "one"/.test(e.message),
+    );
     assert.deepEqual(contents(store), before);
   });
 
@@ -113,7 +133,8 @@ describe('endpoints and IPAM', () => {
     const netId = eps[0].networkId;
     const ipamKeys = Object.keys(keys).filter((k) => k.startsWith(`weft/v1/ipam/${netId}/`));
     assert.equal(ipamKeys.length, 150);
-    for (const ep of eps) assert.equal(keys[`weft/v1/ipam/${netId}/${ep.ip}`], ep.id, `${ep.name} owns ${ep.ip}`);
+    for (const ep of eps)
+      assert.equal(keys[`weft/v1/ipam/${netId}/${ep.ip}`], ep.id, `${ep.name} owns ${ep.ip}`);
     assert.ok(!eps.some((e) => e.ip === '198.18.8.0' || e.ip === '198.18.8.1' || e.ip === '198.18.8.255'));
   });
 });

@@ -4,7 +4,7 @@ import type { OverlayError } from '../src/errors.js';
 import type { KvStore, WatchEvent } from '../src/kvstore.js';
 import type { EndpointRecord } from '../src/records.js';
 import { MemoryKvStore } from '../src/testing/memory-kvstore.js';
-import { type TestHost, contents, startHost, waitFor } from './helpers.js';
+import { contents, startHost, type TestHost, waitFor } from './helpers.js';
 
 /** Delegates to a MemoryKvStore; its watches can be cut, like a lost connection to the agent's store. */
 class BreakableWatchStore implements KvStore {
@@ -27,7 +27,10 @@ class BreakableWatchStore implements KvStore {
   restoreWatches(): void {
     this.down = false;
   }
-  async *watch(prefix: string, opts: { index?: number; signal?: AbortSignal } = {}): AsyncIterable<WatchEvent> {
+  async *watch(
+    prefix: string,
+    opts: { index?: number; signal?: AbortSignal } = {},
+  ): AsyncIterable<WatchEvent> {
     if (this.down) throw new Error('watch: connection refused');
     const cut = this.cut.signal;
     const signal = opts.signal ? AbortSignal.any([opts.signal, cut]) : cut;
@@ -79,20 +82,43 @@ describe('hosts, liveness and the peer table', () => {
     // the restarted data plane is rebuilt from a full listing
     const first = restarted.dataplane.calls[0];
     assert.equal(first.op, 'reconcile');
-    if (first.op === 'reconcile') assert.deepEqual(first.state.endpoints.map((e) => e.endpointId), [ep.id]);
+    if (first.op === 'reconcile')
+      assert.deepEqual(
+        first.state.endpoints.map((e) => e.endpointId),
+        [ep.id],
+      );
   });
 
   it('the data plane gets networks, local endpoints and remote peers in order, and drops peers on detach', async () => {
     store = new MemoryKvStore();
-    const [a, b] = [await startHost(store, 'host-a', { vtep: '198.51.100.1' }), await startHost(store, 'host-b')];
+    const [a, b] = [
+      await startHost(store, 'host-a', { vtep: '198.51.100.1' }),
+      await startHost(store, 'host-b'),
+    ];
     hosts.push(a, b);
-    const net = await a.manager.createNetwork({ name: 'n', subnets: [{ subnet: '198.18.1.0/24' }], options: { mtu: 1450 } });
+    const net = await a.manager.createNetwork({
+      name: 'n',
+      subnets: [{ subnet: '198.18.1.0/24' }],
+      options: { mtu: 1450 },
+    });
     await b.manager.attach({ network: 'n', ...sandboxed('db') });
-    assert.deepEqual([...b.dataplane.networks.values()].map((n) => [n.id, n.vni, n.mtu, n.subnets]), [[net.id, net.vni, 1450, [{ subnet: '198.18.1.0/24', gateway: '198.18.1.1' }]]]);
+    assert.deepEqual(
+      [...b.dataplane.networks.values()].map((n) => [n.id, n.vni, n.mtu, n.subnets]),
+      [[net.id, net.vni, 1450, [{ subnet: '198.18.1.0/24', gateway: '198.18.1.1' }]]],
+    );
     const web = await a.manager.attach({ network: 'n', ...sandboxed('web') });
     await waitFor(() => b.dataplane.peers.has(web.id), 'host-b learns web');
-    assert.deepEqual(b.dataplane.peers.get(web.id), { networkId: net.id, endpointId: web.id, ip: web.ip, mac: web.mac, vtep: '198.51.100.1' });
-    assert.deepEqual(b.manager.peers(net.id).map((p) => p.ip), [web.ip]);
+    assert.deepEqual(b.dataplane.peers.get(web.id), {
+      networkId: net.id,
+      endpointId: web.id,
+      ip: web.ip,
+      mac: web.mac,
+      vtep: '198.51.100.1',
+    });
+    assert.deepEqual(
+      b.manager.peers(net.id).map((p) => p.ip),
+      [web.ip],
+    );
     // an endpoint without a sandbox is still a peer (its host plumbs it some other way)
     const bare = await a.manager.attach({ network: 'n', name: 'bare' });
     await waitFor(() => b.dataplane.peers.has(bare.id), 'host-b learns bare');
@@ -101,10 +127,16 @@ describe('hosts, liveness and the peer table', () => {
     const ops = b.dataplane.calls.map((c) => c.op);
     assert.ok(ops.indexOf('ensureNetwork') < ops.indexOf('attach'));
     assert.ok(ops.indexOf('attach') < ops.indexOf('addPeer'));
-    assert.ok(!a.dataplane.peers.has(web.id) && !a.dataplane.endpoints.has(web.id), 'host-a detached web locally');
+    assert.ok(
+      !a.dataplane.peers.has(web.id) && !a.dataplane.endpoints.has(web.id),
+      'host-a detached web locally',
+    );
     // the last local endpoint leaving removes the network from this host's data plane
     await b.manager.detach('n', 'db');
-    await waitFor(() => b.dataplane.networks.size === 0 && b.dataplane.peers.size === 0, 'host-b left the network');
+    await waitFor(
+      () => b.dataplane.networks.size === 0 && b.dataplane.peers.size === 0,
+      'host-b left the network',
+    );
   });
 
   it('after a lost watch the data plane is reconciled from a full listing, including changes made meanwhile', async () => {
@@ -135,14 +167,21 @@ describe('hosts, liveness and the peer table', () => {
     const clock = new ManualClock();
     store = new MemoryKvStore({ clock });
     const opts = { clock, sessionTtlMs: 10_000 };
-    const [a, b, c] = [await startHost(store, 'host-a', opts), await startHost(store, 'host-b', opts), await startHost(store, 'host-c', opts)];
+    const [a, b, c] = [
+      await startHost(store, 'host-a', opts),
+      await startHost(store, 'host-b', opts),
+      await startHost(store, 'host-c', opts),
+    ];
     hosts.push(b, c);
     const net = await a.manager.createNetwork({ name: 'n', subnets: [{ subnet: '198.18.1.0/24' }] });
     await b.manager.attach({ network: 'n', ...sandboxed('b1') });
     await c.manager.attach({ network: 'n', ...sandboxed('c1') });
     const doomed = [];
     for (let i = 0; i < 20; i++) doomed.push(await a.manager.attach({ network: 'n', ...sandboxed(`a${i}`) }));
-    await waitFor(() => b.dataplane.peerIps(net.id).length === 21 && c.dataplane.peerIps(net.id).length === 21, 'peers learned');
+    await waitFor(
+      () => b.dataplane.peerIps(net.id).length === 21 && c.dataplane.peerIps(net.id).length === 21,
+      'peers learned',
+    );
     const reclaimed: EndpointRecord[] = [];
     const downs: string[] = [];
     for (const h of [b, c]) {
@@ -151,18 +190,33 @@ describe('hosts, liveness and the peer table', () => {
     }
     await a.manager.stop(); // dies without leaving: nobody renews its session
     await clock.advance(5_000);
-    assert.ok(store.snapshot().some((e) => e.key === 'weft/v1/hosts/host-a'), 'host-a is still alive within its TTL');
+    assert.ok(
+      store.snapshot().some((e) => e.key === 'weft/v1/hosts/host-a'),
+      'host-a is still alive within its TTL',
+    );
     assert.equal(b.dataplane.peerIps(net.id).length, 21);
     await clock.advance(5_001);
-    await waitFor(() => !Object.keys(contents(store)).some((k) => k.endsWith('/hosts/host-a')), 'host-a record expired', 1_000);
-    await waitFor(() => b.dataplane.peerIps(net.id).length === 1 && c.dataplane.peerIps(net.id).length === 1, 'peers of host-a dropped', 1_000);
+    await waitFor(
+      () => !Object.keys(contents(store)).some((k) => k.endsWith('/hosts/host-a')),
+      'host-a record expired',
+      1_000,
+    );
+    await waitFor(
+      () => b.dataplane.peerIps(net.id).length === 1 && c.dataplane.peerIps(net.id).length === 1,
+      'peers of host-a dropped',
+      1_000,
+    );
     await waitFor(() => b.manager.listEndpoints('n').length === 2, 'endpoints reclaimed', 2_000);
     const keys = Object.keys(contents(store));
     for (const ep of doomed) {
       assert.ok(!keys.includes(`weft/v1/ipam/${net.id}/${ep.ip}`), `address ${ep.ip} released`);
       assert.ok(!keys.includes(`weft/v1/endpoint-names/${net.id}/${ep.name}`), `name ${ep.name} released`);
     }
-    assert.deepEqual(reclaimed.map((e) => e.id).sort(), doomed.map((e) => e.id).sort(), 'each endpoint reclaimed exactly once across hosts');
+    assert.deepEqual(
+      reclaimed.map((e) => e.id).sort(),
+      doomed.map((e) => e.id).sort(),
+      'each endpoint reclaimed exactly once across hosts',
+    );
     assert.deepEqual(downs.sort(), ['host-a', 'host-a']);
     // the addresses can be given again
     assert.equal((await b.manager.attach({ network: 'n', name: 'new' })).ip, doomed[0].ip);
@@ -200,7 +254,10 @@ describe('hosts, liveness and the peer table', () => {
     await clock.advance(4_000); // next renewal notices
     await waitFor(() => a.manager.session !== undefined && a.manager.session !== old, 're-registered');
     assert.deepEqual(lost, [old]);
-    await waitFor(() => a.manager.listEndpoints('n').length === 0 && a.dataplane.endpoints.size === 0, 'stale endpoint reclaimed and detached');
+    await waitFor(
+      () => a.manager.listEndpoints('n').length === 0 && a.dataplane.endpoints.size === 0,
+      'stale endpoint reclaimed and detached',
+    );
     assert.equal((await a.manager.attach({ network: 'n', ...sandboxed('x') })).ip, '198.18.1.2');
   });
 
@@ -215,15 +272,24 @@ describe('hosts, liveness and the peer table', () => {
     const started = Date.now();
     await assert.rejects(a.manager.attach({ network: 'n', name: 'late' }), (e: OverlayError) => {
       assert.equal(e.code, 'unavailable');
-      assert.match(e.message, /could not attach "late" to network "n": the store did not answer within 300 ms/);
+      assert.match(
+        e.message,
+        /could not attach "late" to network "n": the store did not answer within 300 ms/,
+      );
       return true;
     });
     assert.ok(Date.now() - started < 2_000);
     assert.equal(a.manager.inspectNetwork('n').endpoints.length, 1);
     assert.deepEqual(a.manager.dnsTable().lookupName(web.ip, 'web'), { found: [web.ip] });
     store.heal();
+    // the attach that was refused must not appear once the store answers again
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(!Object.values(contents(store)).some((v) => v.includes('"late"')), 'late endpoint undone');
     store.partition('reject');
-    await assert.rejects(a.manager.createNetwork({ name: 'm' }), (e: OverlayError) => e.code === 'unavailable' && /no quorum/.test(e.message));
+    await assert.rejects(
+      a.manager.createNetwork({ name: 'm' }),
+      (e: OverlayError) => e.code === 'unavailable' && /no quorum/.test(e.message),
+    );
     store.heal();
     await a.manager.attach({ network: 'n', name: 'after' });
   });
@@ -236,7 +302,10 @@ describe('hosts, liveness and the peer table', () => {
     a.dataplane.failWhen = (c) => (c.op === 'attach' ? new Error('veth creation failed: EEXIST') : undefined);
     a.manager.on('warning', () => undefined);
     await assert.rejects(a.manager.attach({ network: 'n', ...sandboxed('web') }), (e: OverlayError) => {
-      assert.match(e.message, /data plane could not attach "web" to network "n": veth creation failed: EEXIST; the endpoint was removed again/);
+      assert.match(
+        e.message,
+        /data plane could not attach "web" to network "n": veth creation failed: EEXIST; the endpoint was removed again/,
+      );
       return true;
     });
     await waitFor(() => a.manager.listEndpoints('n').length === 0, 'rolled back');

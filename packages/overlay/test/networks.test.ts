@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { OverlayError } from '../src/errors.js';
 import type { OverlayManager } from '../src/manager.js';
 import { MemoryKvStore } from '../src/testing/memory-kvstore.js';
-import { type TestHost, contents, startHost, waitFor } from './helpers.js';
+import { contents, startHost, type TestHost, waitFor } from './helpers.js';
 
 describe('networks', () => {
   let store: MemoryKvStore;
@@ -23,13 +23,27 @@ describe('networks', () => {
   it('creates a network with every option, visible on every host under the same 64-hex ID', async () => {
     const net = await a.createNetwork({
       name: 'appnet',
-      subnets: [{ subnet: '198.18.10.0/24', gateway: '198.18.10.254', ipRange: '198.18.10.128/25', auxAddresses: { router: '198.18.10.130' } }],
+      subnets: [
+        {
+          subnet: '198.18.10.0/24',
+          gateway: '198.18.10.254',
+          ipRange: '198.18.10.128/25',
+          auxAddresses: { router: '198.18.10.130' },
+        },
+      ],
       options: { mtu: 1400, internal: true, attachable: true },
       labels: { team: 'db' },
     });
     assert.match(net.id, /^[0-9a-f]{64}$/);
     assert.equal(net.driver, 'overlay');
-    assert.deepEqual(net.ipam.config, [{ subnet: '198.18.10.0/24', gateway: '198.18.10.254', ipRange: '198.18.10.128/25', auxAddresses: { router: '198.18.10.130' } }]);
+    assert.deepEqual(net.ipam.config, [
+      {
+        subnet: '198.18.10.0/24',
+        gateway: '198.18.10.254',
+        ipRange: '198.18.10.128/25',
+        auxAddresses: { router: '198.18.10.130' },
+      },
+    ]);
     assert.deepEqual(net.options, { mtu: 1400, internal: true, attachable: true });
     assert.deepEqual(net.labels, { team: 'db' });
     assert.ok(net.vni >= 4096);
@@ -62,23 +76,65 @@ describe('networks', () => {
     for (const n of nets) byFirst.set(n.id[0], (byFirst.get(n.id[0]) ?? 0) + 1);
     const shared = [...byFirst].find(([, count]) => count > 1);
     assert.ok(shared);
-    assert.throws(() => a.inspectNetwork(shared[0]), (e: OverlayError) => e.code === 'invalid' && /ambiguous/.test(e.message));
-    assert.throws(() => a.inspectNetwork('nope'), (e: OverlayError) => e.code === 'not-found' && /"nope" not found/.test(e.message));
+    assert.throws(
+      () => a.inspectNetwork(shared[0]),
+      (e: OverlayError) => e.code === 'invalid' && /ambiguous/.test(e.message),
+    );
+    assert.throws(
+      () => a.inspectNetwork('nope'),
+      (e: OverlayError) => e.code === 'not-found' && /"nope" not found/.test(e.message),
+    );
   });
 
   it('refuses bad input with an error naming the problem, and changes nothing in the store', async () => {
     await a.createNetwork({ name: 'taken', subnets: [{ subnet: '198.18.20.0/24' }] });
     const cases: [Parameters<OverlayManager['createNetwork']>[0], string, RegExp][] = [
-      [{ name: 'x1', subnets: [{ subnet: '198.18.300.0/24' }] }, 'invalid', /"198\.18\.300\.0\/24" is not a valid IPv4 CIDR/],
+      [
+        { name: 'x1', subnets: [{ subnet: '198.18.300.0/24' }] },
+        'invalid',
+        /"198\.18\.300\.0\/24" is not a valid IPv4 CIDR/,
+      ],
       [{ name: 'x2', subnets: [{ subnet: '198.18.30.0' }] }, 'invalid', /not a valid IPv4 CIDR/],
-      [{ name: 'x3', subnets: [{ subnet: '198.18.30.5/24' }] }, 'invalid', /host bits set; did you mean 198\.18\.30\.0\/24/],
-      [{ name: 'x4', subnets: [{ subnet: '198.18.20.128/25' }] }, 'conflict', /overlaps subnet 198\.18\.20\.0\/24 of network "taken"/],
-      [{ name: 'x5', subnets: [{ subnet: '198.18.31.0/24', gateway: '198.18.32.1' }] }, 'invalid', /gateway 198\.18\.32\.1 is not a usable address of subnet 198\.18\.31\.0\/24/],
-      [{ name: 'x6', subnets: [{ subnet: '198.18.31.0/24', gateway: '198.18.31.255' }] }, 'invalid', /gateway 198\.18\.31\.255 is not a usable/],
-      [{ name: 'x7', subnets: [{ subnet: '198.18.31.0/24', ipRange: '198.18.32.0/25' }] }, 'invalid', /ip-range 198\.18\.32\.0\/25 is not inside subnet/],
-      [{ name: 'x8', subnets: [{ subnet: '198.18.31.0/24', auxAddresses: { r: '198.18.31.1' } }] }, 'invalid', /aux-address r=198\.18\.31\.1 is already the gateway/],
-      [{ name: 'x9', subnets: [{ subnet: '198.18.31.0/24' }, { subnet: '198.18.31.0/25' }] }, 'conflict', /overlaps subnet 198\.18\.31\.0\/24 of this request/],
-      [{ name: 'taken', subnets: [{ subnet: '198.18.40.0/24' }] }, 'conflict', /network "taken" already exists \(id [0-9a-f]{64}\)/],
+      [
+        { name: 'x3', subnets: [{ subnet: '198.18.30.5/24' }] },
+        'invalid',
+        /host bits set; did you mean 198\.18\.30\.0\/24/,
+      ],
+      [
+        { name: 'x4', subnets: [{ subnet: '198.18.20.128/25' }] },
+        'conflict',
+        /overlaps subnet 198\.18\.20\.0\/24 of network "taken"/,
+      ],
+      [
+        { name: 'x5', subnets: [{ subnet: '198.18.31.0/24', gateway: '198.18.32.1' }] },
+        'invalid',
+        /gateway 198\.18\.32\.1 is not a usable address of subnet 198\.18\.31\.0\/24/,
+      ],
+      [
+        { name: 'x6', subnets: [{ subnet: '198.18.31.0/24', gateway: '198.18.31.255' }] },
+        'invalid',
+        /gateway 198\.18\.31\.255 is not a usable/,
+      ],
+      [
+        { name: 'x7', subnets: [{ subnet: '198.18.31.0/24', ipRange: '198.18.32.0/25' }] },
+        'invalid',
+        /ip-range 198\.18\.32\.0\/25 is not inside subnet/,
+      ],
+      [
+        { name: 'x8', subnets: [{ subnet: '198.18.31.0/24', auxAddresses: { r: '198.18.31.1' } }] },
+        'invalid',
+        /aux-address r=198\.18\.31\.1 is already the gateway/,
+      ],
+      [
+        { name: 'x9', subnets: [{ subnet: '198.18.31.0/24' }, { subnet: '198.18.31.0/25' }] },
+        'conflict',
+        /overlaps subnet 198\.18\.31\.0\/24 of this request/,
+      ],
+      [
+        { name: 'taken', subnets: [{ subnet: '198.18.40.0/24' }] },
+        'conflict',
+        /network "taken" already exists \(id [0-9a-f]{64}\)/,
+      ],
       [{ name: 'bad/name' }, 'invalid', /network name "bad\/name" is not valid/],
       [{ name: 'x10', driver: 'bridge' }, 'invalid', /driver "bridge" is not supported/],
       [{ name: 'x11', options: { mtu: 20 } }, 'invalid', /mtu 20 must be an integer/],
@@ -94,13 +150,23 @@ describe('networks', () => {
         return true;
       });
     }
-    await assert.rejects(a.removeNetwork('unknown-net'), (e: OverlayError) => e.code === 'not-found' && /"unknown-net" not found/.test(e.message));
-    await assert.rejects(a.attach({ network: 'unknown-net', name: 'c' }), (e: OverlayError) => e.code === 'not-found');
+    await assert.rejects(
+      a.removeNetwork('unknown-net'),
+      (e: OverlayError) => e.code === 'not-found' && /"unknown-net" not found/.test(e.message),
+    );
+    await assert.rejects(
+      a.attach({ network: 'unknown-net', name: 'c' }),
+      (e: OverlayError) => e.code === 'not-found',
+    );
     assert.deepEqual(contents(store), before);
   });
 
   it('N managers creating the same name at the same instant: exactly one wins, the others get a conflict', async () => {
-    const more = [await startHost(store, 'host-c'), await startHost(store, 'host-d'), await startHost(store, 'host-e')];
+    const more = [
+      await startHost(store, 'host-c'),
+      await startHost(store, 'host-d'),
+      await startHost(store, 'host-e'),
+    ];
     hosts.push(...more);
     const managers = hosts.map((h) => h.manager);
     const results = await Promise.allSettled(managers.map((m) => m.createNetwork({ name: 'my-net' })));
@@ -117,7 +183,9 @@ describe('networks', () => {
   });
 
   it('concurrent creates of different networks never overlap and never share a VNI', async () => {
-    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).createNetwork({ name: `c${i}` })));
+    const results = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).createNetwork({ name: `c${i}` })),
+    );
     const subnets = results.map((n) => n.ipam.config[0].subnet);
     assert.equal(new Set(subnets).size, 6);
     assert.equal(new Set(results.map((n) => n.vni)).size, 6);
@@ -130,7 +198,10 @@ describe('networks', () => {
     const before = contents(store);
     await assert.rejects(b.removeNetwork('rm-me'), (e: OverlayError) => {
       assert.equal(e.code, 'in-use');
-      assert.match(e.message, /network "rm-me" has active endpoints: .*db \(host host-b, 198\.18\.50\.\d+\).*web \(host host-a/);
+      assert.match(
+        e.message,
+        /network "rm-me" has active endpoints: .*db \(host host-b, 198\.18\.50\.\d+\).*web \(host host-a/,
+      );
       return true;
     });
     assert.deepEqual(contents(store), before);
@@ -138,7 +209,10 @@ describe('networks', () => {
     await b.detach(net.id, 'db');
     await b.removeNetwork(net.id.slice(0, 10));
     assert.deepEqual(
-      store.snapshot().map((e) => e.key).filter((k) => k.includes(net.id) || k.includes('rm-me') || k.endsWith(`vni/${net.vni}`)),
+      store
+        .snapshot()
+        .map((e) => e.key)
+        .filter((k) => k.includes(net.id) || k.includes('rm-me') || k.endsWith(`vni/${net.vni}`)),
       [],
     );
     await waitFor(() => a.listNetworks().length === 0, 'removal visible on host-a');

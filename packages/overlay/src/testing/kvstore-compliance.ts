@@ -37,7 +37,7 @@ export function kvStoreComplianceSuite(
   factory: () => Promise<KvStoreHarness>,
   options: KvStoreComplianceOptions = {},
 ): void {
-  describe(`KvStore compliance: ${name}`, function () {
+  describe(`KvStore compliance: ${name}`, () => {
     let h: KvStoreHarness;
     let kv: KvStore;
     /** Unique per test, so a store shared between tests (a real cluster) cannot interfere. */
@@ -260,7 +260,11 @@ export function kvStoreComplianceSuite(
       });
 
       it('rejects more than 64 operations and writes nothing', async () => {
-        const ops = Array.from({ length: 65 }, (_, i) => ({ verb: 'set' as const, key: `${p}many/${i}`, value: enc('x') }));
+        const ops = Array.from({ length: 65 }, (_, i) => ({
+          verb: 'set' as const,
+          key: `${p}many/${i}`,
+          value: enc('x'),
+        }));
         await assert.rejects(kv.txn(ops));
         assert.deepEqual(await kv.list(`${p}many/`), []);
         const r = await kv.txn(ops.slice(0, 64));

@@ -4,7 +4,7 @@
 // store that lost quorum (writes hang or fail), which the overlay must survive.
 
 import { randomUUID } from 'node:crypto';
-import { type Clock, type TimerHandle, systemClock } from '../clock.js';
+import { type Clock, systemClock, type TimerHandle } from '../clock.js';
 import {
   type DeleteOptions,
   type KvEntry,
@@ -164,7 +164,10 @@ export class MemoryKvStore implements KvStore {
     this.invalidateSession(id);
   }
 
-  async *watch(prefix: string, opts: { index?: number; signal?: AbortSignal } = {}): AsyncIterable<WatchEvent> {
+  async *watch(
+    prefix: string,
+    opts: { index?: number; signal?: AbortSignal } = {},
+  ): AsyncIterable<WatchEvent> {
     const signal = opts.signal;
     let lastIndex = opts.index;
     while (!signal?.aborted) {
@@ -197,7 +200,8 @@ export class MemoryKvStore implements KvStore {
 
   private async gate(isWrite: boolean): Promise<void> {
     if (!isWrite || this.unavailable === null) return;
-    if (this.unavailable === 'reject') throw new KvUnavailableError('memory store: no quorum (simulated partition)');
+    if (this.unavailable === 'reject')
+      throw new KvUnavailableError('memory store: no quorum (simulated partition)');
     await new Promise<void>((resolve) => this.healWaiters.push(resolve));
   }
 
@@ -209,7 +213,8 @@ export class MemoryKvStore implements KvStore {
 
   private prefixIndex(prefix: string): number {
     let max = 0;
-    for (const e of this.state.entries.values()) if (e.key.startsWith(prefix) && e.modifyIndex > max) max = e.modifyIndex;
+    for (const e of this.state.entries.values())
+      if (e.key.startsWith(prefix) && e.modifyIndex > max) max = e.modifyIndex;
     for (const [k, idx] of this.state.tombstones) if (k.startsWith(prefix) && idx > max) max = idx;
     return max;
   }
@@ -250,7 +255,13 @@ export class MemoryKvStore implements KvStore {
     let wrote = false;
     const results: KvEntry[] = [];
     const errors: TxnError[] = [];
-    const write = (key: string, value: Uint8Array, flags: bigint | undefined, session: string | undefined, lockInc: boolean) => {
+    const write = (
+      key: string,
+      value: Uint8Array,
+      flags: bigint | undefined,
+      session: string | undefined,
+      lockInc: boolean,
+    ) => {
       const prev = staged.entries.get(key);
       const entry: KvEntry = {
         key,
@@ -281,7 +292,9 @@ export class MemoryKvStore implements KvStore {
           break;
         case 'cas':
           if (op.index === 0 ? cur !== undefined : cur?.modifyIndex !== op.index) {
-            fail(`failed to set key "${op.key}": index ${op.index} is stale (current ${cur?.modifyIndex ?? 'none'})`);
+            fail(
+              `failed to set key "${op.key}": index ${op.index} is stale (current ${cur?.modifyIndex ?? 'none'})`,
+            );
           } else write(op.key, op.value, op.flags, cur?.session, false);
           break;
         case 'lock': {
@@ -289,13 +302,17 @@ export class MemoryKvStore implements KvStore {
             fail(`failed to lock key "${op.key}": invalid session "${op.session}"`);
           } else if (cur?.session !== undefined && cur.session !== op.session) {
             fail(`failed to lock key "${op.key}": already held by session "${cur.session}"`);
-          } else if ((staged.lockDelayUntilMs.get(op.key) ?? 0) > this.clock.now() && cur?.session !== op.session) {
+          } else if (
+            (staged.lockDelayUntilMs.get(op.key) ?? 0) > this.clock.now() &&
+            cur?.session !== op.session
+          ) {
             fail(`failed to lock key "${op.key}": lock delay in effect`);
           } else write(op.key, op.value, op.flags, op.session, cur?.session !== op.session);
           break;
         }
         case 'unlock':
-          if (cur?.session !== op.session) fail(`failed to unlock key "${op.key}": not held by session "${op.session}"`);
+          if (cur?.session !== op.session)
+            fail(`failed to unlock key "${op.key}": not held by session "${op.session}"`);
           else write(op.key, op.value, op.flags, undefined, false);
           break;
         case 'get':
@@ -303,15 +320,19 @@ export class MemoryKvStore implements KvStore {
           else results.push(copyEntry(cur));
           break;
         case 'get-tree':
-          for (const e of [...staged.entries.values()].filter((x) => x.key.startsWith(op.key)).sort((a, b) => cmp(a.key, b.key))) {
+          for (const e of [...staged.entries.values()]
+            .filter((x) => x.key.startsWith(op.key))
+            .sort((a, b) => cmp(a.key, b.key))) {
             results.push(copyEntry(e));
           }
           break;
         case 'check-index':
-          if (cur?.modifyIndex !== op.index) fail(`key "${op.key}" index ${cur?.modifyIndex ?? 'none'} is not ${op.index}`);
+          if (cur?.modifyIndex !== op.index)
+            fail(`key "${op.key}" index ${cur?.modifyIndex ?? 'none'} is not ${op.index}`);
           break;
         case 'check-session':
-          if (!cur || cur.session !== op.session) fail(`key "${op.key}" is not held by session "${op.session}"`);
+          if (!cur || cur.session !== op.session)
+            fail(`key "${op.key}" is not held by session "${op.session}"`);
           break;
         case 'check-not-exists':
           if (cur) fail(`key "${op.key}" exists`);
@@ -324,7 +345,9 @@ export class MemoryKvStore implements KvStore {
           break;
         case 'delete-cas':
           if (!cur || cur.modifyIndex !== op.index) {
-            fail(`failed to delete key "${op.key}": index ${op.index} is stale (current ${cur?.modifyIndex ?? 'none'})`);
+            fail(
+              `failed to delete key "${op.key}": index ${op.index} is stale (current ${cur?.modifyIndex ?? 'none'})`,
+            );
           } else remove(op.key);
           break;
         default: {

@@ -45,7 +45,8 @@ export class RecordingDataplane implements Dataplane {
   }
   async attach(ep: LocalEndpoint): Promise<void> {
     this.record({ op: 'attach', ep });
-    if (!this.networks.has(ep.networkId)) throw new Error(`attach ${ep.endpointId}: network ${ep.networkId} was not ensured first`);
+    if (!this.networks.has(ep.networkId))
+      throw new Error(`attach ${ep.endpointId}: network ${ep.networkId} was not ensured first`);
     this.endpoints.set(ep.endpointId, structuredClone(ep));
   }
   async detach(ep: Pick<LocalEndpoint, 'networkId' | 'endpointId' | 'sandbox' | 'ifName'>): Promise<void> {
@@ -54,14 +55,19 @@ export class RecordingDataplane implements Dataplane {
   }
   async addPeer(peer: RemotePeer): Promise<void> {
     this.record({ op: 'addPeer', peer });
-    if (!this.networks.has(peer.networkId)) throw new Error(`addPeer ${peer.ip}: network ${peer.networkId} was not ensured first`);
+    if (!this.networks.has(peer.networkId))
+      throw new Error(`addPeer ${peer.ip}: network ${peer.networkId} was not ensured first`);
     this.peers.set(peer.endpointId, structuredClone(peer));
   }
   async removePeer(peer: RemotePeer): Promise<void> {
     this.record({ op: 'removePeer', peer });
     this.peers.delete(peer.endpointId);
   }
-  async reconcile(state: { networks: NetworkSpec[]; endpoints: LocalEndpoint[]; peers: RemotePeer[] }): Promise<void> {
+  async reconcile(state: {
+    networks: NetworkSpec[];
+    endpoints: LocalEndpoint[];
+    peers: RemotePeer[];
+  }): Promise<void> {
     this.record({ op: 'reconcile', state });
     this.networks.clear();
     this.endpoints.clear();
@@ -72,7 +78,8 @@ export class RecordingDataplane implements Dataplane {
   }
   async counters(): Promise<DataplaneCounters> {
     const out: DataplaneCounters = {};
-    for (const id of this.networks.keys()) out[id] = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: {} };
+    for (const id of this.networks.keys())
+      out[id] = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: {} };
     return out;
   }
 
