@@ -1,0 +1,244 @@
+// Data-plane throughput and latency, container -> container across two
+// namespace hosts joined by a veth underlay (MTU 1500), for each variant:
+//   underlay     no overlay: containers routed over the underlay (the ceiling)
+//   kernel       Linux VXLAN devices (KernelDataplane)
+//   userspace    the native addon engine with TSO/GSO/GRO (UserspaceDataplane)
+//   userspace-nooffload   the same engine, one packet per frame (optional)
+// Every variant has its own pair of hosts, all built up front; each round
+// measures every variant in turn (rotating the order), so background load on
+// this shared machine hits all variants alike. iperf3 -t <seconds> with 1 and
+// 4 streams, and ping RTT. Prints one JSON line per variant: medians over
+// rounds, and the ratio to kernel VXLAN of the same run.
+//
+// Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace]
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { KernelDataplane } from '@weft/agent/dataplane/kernel';
+import { macForIp } from '@weft/agent/dataplane/names';
+import { UserspaceDataplane } from '@weft/agent/dataplane/userspace';
+import { NetnsShell, runCommand } from '@weft/agent/netlink/ip';
+import type { Dataplane, LocalEndpoint, NetworkSpec } from '@weft/overlay';
+
+type Variant = 'underlay' | 'kernel' | 'userspace' | 'userspace-nooffload';
+
+interface Args {
+  seconds: number;
+  rounds: number;
+  variants: Variant[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const get = (name: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const seconds = Number(get('seconds') ?? 5);
+  const rounds = Number(get('rounds') ?? 3);
+  const variants = (get('variants') ?? 'underlay,kernel,userspace').split(',') as Variant[];
+  const known: Variant[] = ['underlay', 'kernel', 'userspace', 'userspace-nooffload'];
+  for (const v of variants) if (!known.includes(v)) throw new Error(`unknown variant "${v}"; known: ${known.join(', ')}`);
+  if (!variants.includes('kernel')) throw new Error('the kernel variant is the baseline: include it in --variants');
+  if (!(seconds >= 1 && seconds <= 30)) throw new Error('--seconds must be 1..30');
+  if (!(rounds >= 1 && rounds <= 10)) throw new Error('--rounds must be 1..10');
+  return { seconds, rounds, variants };
+}
+
+interface Pair {
+  variant: Variant;
+  hosts: [string, string];
+  containers: [string, string];
+  /** Address of the server container (containers[1]). */
+  serverIp: string;
+  dataplanes: Dataplane[];
+}
+
+const prefix = `wb${process.pid % 1000}${randomBytes(2).toString('hex')}`;
+const namespaces: string[] = [];
+
+async function addNetns(name: string): Promise<NetnsShell> {
+  await runCommand(['ip', 'netns', 'add', name]);
+  namespaces.push(name);
+  const sh = new NetnsShell(name);
+  await sh.ip(['link', 'set', 'lo', 'up']);
+  return sh;
+}
+
+async function buildPair(variant: Variant, index: number): Promise<Pair> {
+  const hosts: [string, string] = [`${prefix}-${index}a`, `${prefix}-${index}b`];
+  const containers: [string, string] = [`${prefix}-${index}ca`, `${prefix}-${index}cb`];
+  const vteps = ['192.0.2.1', '192.0.2.2'];
+  const [ha, hb] = [await addNetns(hosts[0]), await addNetns(hosts[1])];
+  await Promise.all(containers.map(addNetns));
+  // The underlay: one veth between the hosts, default offloads (as a NIC).
+  await ha.ip(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', hosts[1]]);
+  await ha.ipBatch([`address add ${vteps[0]}/24 dev eth0`, 'link set eth0 up']);
+  await hb.ipBatch([`address add ${vteps[1]}/24 dev eth0`, 'link set eth0 up']);
+  const pair: Pair = { variant, hosts, containers, serverIp: '', dataplanes: [] };
+
+  if (variant === 'underlay') {
+    // Containers routed through their hosts: 198.18.1.0/24 behind a, 198.18.2.0/24 behind b.
+    for (const [i, sh] of [ha, hb].entries()) {
+      const net = `198.18.${i + 1}`;
+      await sh.ip(['link', 'add', 'c0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', containers[i]!]);
+      await sh.ipBatch([`address add ${net}.1/24 dev c0`, 'link set c0 up', `route add 198.18.${2 - i}.0/24 via ${vteps[1 - i]}`]);
+      await sh.exec(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+      await new NetnsShell(containers[i]).ipBatch([
+        `address add ${net}.2/24 dev eth0`,
+        'link set eth0 up',
+        `route add default via ${net}.1`,
+      ]);
+    }
+    pair.serverIp = '198.18.2.2';
+    return pair;
+  }
+
+  const network: NetworkSpec = {
+    id: randomBytes(32).toString('hex'),
+    name: 'bench',
+    vni: 4242,
+    subnets: [{ subnet: '198.18.0.0/24', gateway: '198.18.0.1' }],
+    internal: true,
+  };
+  const endpoints: LocalEndpoint[] = containers.map((sandbox, i) => {
+    const ip = `198.18.0.${2 + i}`;
+    return { networkId: network.id, endpointId: `ep${i}`, sandbox, ifName: 'eth0', ip, prefixLength: 24, mac: macForIp(ip), gateway: '198.18.0.1' };
+  });
+  for (const [i, host] of hosts.entries()) {
+    const options = { vtep: vteps[i]!, hostNetns: host, gatewaySubnet: null };
+    const dp: Dataplane =
+      variant === 'kernel'
+        ? new KernelDataplane(options)
+        : new UserspaceDataplane({ ...options, offloads: variant === 'userspace' });
+    pair.dataplanes.push(dp);
+    await dp.start();
+    await dp.ensureNetwork(network);
+    await dp.attach(endpoints[i]!);
+  }
+  for (const [i, dp] of pair.dataplanes.entries()) {
+    const remote = endpoints[1 - i]!;
+    await dp.addPeer({ networkId: network.id, endpointId: remote.endpointId, ip: remote.ip, mac: remote.mac, vtep: vteps[1 - i]! });
+  }
+  pair.serverIp = endpoints[1]!.ip;
+  return pair;
+}
+
+function netnsExec(netns: string, argv: string[]): ChildProcess {
+  return spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function collect(child: ChildProcess, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (b: Buffer) => (stdout += b));
+    child.stderr!.on('data', (b: Buffer) => (stderr += b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Gbit/s received by an iperf3 server in containers[1] from a client in containers[0]. */
+async function iperf(pair: Pair, streams: number, seconds: number): Promise<number> {
+  const server = netnsExec(pair.containers[1], ['iperf3', '-s', '-1', '-p', '5201', '--forceflush']);
+  const serverDone = collect(server, (seconds + 20) * 1000);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      server.stdout!.on('data', (b: Buffer) => {
+        out += b;
+        if (out.includes('listening')) resolve();
+      });
+      server.on('close', () => reject(new Error(`iperf3 server in ${pair.containers[1]} exited early`)));
+    });
+    const client = await collect(
+      netnsExec(pair.containers[0], ['iperf3', '-c', pair.serverIp, '-p', '5201', '-t', String(seconds), '-P', String(streams), '-J']),
+      (seconds + 20) * 1000,
+    );
+    const report = JSON.parse(client.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
+    if (report.end?.sum_received === undefined) throw new Error(`iperf3 failed (${pair.variant}): ${report.error ?? client.stderr}`);
+    return report.end.sum_received.bits_per_second / 1e9;
+  } finally {
+    server.kill('SIGKILL');
+    await serverDone;
+  }
+}
+
+/** Mean RTT in ms over 50 pings 20 ms apart. */
+async function pingRtt(pair: Pair): Promise<number> {
+  const r = await collect(netnsExec(pair.containers[0], ['ping', '-n', '-q', '-c', '50', '-i', '0.02', pair.serverIp]), 20_000);
+  const m = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
+  if (m === null) throw new Error(`ping failed (${pair.variant}): ${r.stdout}${r.stderr}`);
+  return Number(m[1]);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+
+async function cleanup(pairs: Pair[]): Promise<void> {
+  for (const p of pairs) for (const dp of p.dataplanes) await dp.stop().catch(() => {});
+  for (const ns of namespaces.splice(0).reverse()) await runCommand(['ip', 'netns', 'delete', ns]).catch(() => {});
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error('the data-plane bench needs root (network namespaces)');
+  const pairs: Pair[] = [];
+  const onSignal = () => {
+    void cleanup(pairs).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    for (const [i, v] of args.variants.entries()) pairs.push(await buildPair(v, i));
+    const results = new Map<Variant, { gbps1: number[]; gbps4: number[]; rttMs: number[] }>();
+    for (const p of pairs) {
+      results.set(p.variant, { gbps1: [], gbps4: [], rttMs: [] });
+      await pingRtt(p); // warm-up: ARP, caches
+    }
+    for (let round = 0; round < args.rounds; round++) {
+      const order = pairs.map((_, i) => pairs[(i + round) % pairs.length]!);
+      for (const p of order) {
+        const r = results.get(p.variant)!;
+        r.gbps1.push(await iperf(p, 1, args.seconds));
+        r.gbps4.push(await iperf(p, 4, args.seconds));
+        r.rttMs.push(await pingRtt(p));
+      }
+    }
+    const kernel = results.get('kernel')!;
+    const k1 = median(kernel.gbps1);
+    const k4 = median(kernel.gbps4);
+    const kRtt = median(kernel.rttMs);
+    for (const p of pairs) {
+      const r = results.get(p.variant)!;
+      const line = {
+        bench: 'dataplane',
+        variant: p.variant,
+        seconds: args.seconds,
+        rounds: args.rounds,
+        gbps1Stream: round3(median(r.gbps1)),
+        gbps4Streams: round3(median(r.gbps4)),
+        rttMs: round3(median(r.rttMs)),
+        ratioToKernel1Stream: round3(median(r.gbps1) / k1),
+        ratioToKernel4Streams: round3(median(r.gbps4) / k4),
+        rttDeltaToKernelMs: round3(median(r.rttMs) - kRtt),
+        samples: { gbps1Stream: r.gbps1.map(round3), gbps4Streams: r.gbps4.map(round3), rttMs: r.rttMs.map(round3) },
+      };
+      console.log(JSON.stringify(line));
+    }
+  } finally {
+    await cleanup(pairs);
+  }
+}
+
+main().catch((e) => {
+  console.error(`bench:dataplane failed: ${(e as Error).message}`);
+  process.exit(1);
+});
