@@ -276,6 +276,13 @@ export function decodeMessage(frame: Uint8Array): Message {
 
 // ---------------------------------------------------------------- control frames
 
+/** A member as one node tells another in a hello (peer id required: that is how members are found). */
+export interface HelloMember {
+  nodeId: string;
+  peerId: string;
+  multiaddrs: string[];
+}
+
 export interface Hello {
   /** Cluster name: nodes of different clusters refuse each other. */
   cluster: string;
@@ -283,17 +290,38 @@ export interface Hello {
   /** The sender's libp2p peer id (must equal the authenticated connection's). */
   peerId: string;
   multiaddrs: string[];
+  /** The sender's address book. */
+  members: HelloMember[];
+}
+
+/** Bounds on what one hello may carry (an address book is small; anything larger is garbage). */
+const MAX_HELLO_MEMBERS = 1024;
+const MAX_MULTIADDRS = 64;
+const MAX_MULTIADDR_LENGTH = 1024;
+
+function multiaddrList(value: unknown, field: string): string[] {
+  if (!Array.isArray(value)) fail(field, 'must be a list');
+  if (value.length > MAX_MULTIADDRS) fail(field, `has ${value.length} addresses (at most ${MAX_MULTIADDRS})`);
+  return value.map((a, i) => stringField(a, `${field}[${i}]`, MAX_MULTIADDR_LENGTH));
 }
 
 function readHello(raw: Decoded, field: string): Hello {
-  if (!Array.isArray(raw.multiaddrs)) fail(`${field}.multiaddrs`, 'must be a list');
+  if (!Array.isArray(raw.members)) fail(`${field}.members`, 'must be a list');
+  if (raw.members.length > MAX_HELLO_MEMBERS)
+    fail(`${field}.members`, `has more than ${MAX_HELLO_MEMBERS} entries`);
   return {
     cluster: stringField(raw.cluster, `${field}.cluster`, MAX_NODE_ID_LENGTH),
     nodeId: nodeId(raw.nodeId, `${field}.nodeId`),
     peerId: nodeId(raw.peerId, `${field}.peerId`),
-    multiaddrs: (raw.multiaddrs as unknown[]).map((a, i) =>
-      stringField(a, `${field}.multiaddrs[${i}]`, 1024),
-    ),
+    multiaddrs: multiaddrList(raw.multiaddrs, `${field}.multiaddrs`),
+    members: (raw.members as unknown[]).map((m, i) => {
+      const member = messageField(m, `${field}.members[${i}]`);
+      return {
+        nodeId: nodeId(member.nodeId, `${field}.members[${i}].nodeId`),
+        peerId: nodeId(member.peerId, `${field}.members[${i}].peerId`),
+        multiaddrs: multiaddrList(member.multiaddrs, `${field}.members[${i}].multiaddrs`),
+      };
+    }),
   };
 }
 
@@ -380,12 +408,17 @@ export function decodeRpcRequest(frame: Uint8Array): RpcRequest {
   return { protocol, payload: bytesField(raw.payload, 'rpcRequest.payload') };
 }
 
-export type RpcResponse = { ok: true; payload: Uint8Array } | { ok: false; error: string };
+export type RpcFailureCode = 'no-handler' | 'remote-error';
+export type RpcResponse =
+  | { ok: true; payload: Uint8Array }
+  | { ok: false; error: string; code: RpcFailureCode };
 
 export function encodeRpcResponse(response: RpcResponse): Uint8Array {
   return seal(
     'RpcResponse',
-    response.ok ? { ok: true, payload: response.payload } : { ok: false, error: response.error },
+    response.ok
+      ? { ok: true, payload: response.payload }
+      : { ok: false, error: response.error, code: response.code },
   );
 }
 
@@ -393,7 +426,10 @@ export function decodeRpcResponse(frame: Uint8Array): RpcResponse {
   const raw = unseal('RpcResponse', frame);
   if (boolField(raw.ok, 'rpcResponse.ok'))
     return { ok: true, payload: bytesField(raw.payload, 'rpcResponse.payload') };
-  return { ok: false, error: stringField(raw.error, 'rpcResponse.error', 4096) };
+  const code = stringField(raw.code, 'rpcResponse.code', 64);
+  if (code !== 'no-handler' && code !== 'remote-error')
+    fail('rpcResponse.code', `has unknown value "${code}"`);
+  return { ok: false, error: stringField(raw.error, 'rpcResponse.error', 4096), code };
 }
 
 /** CRC-32 used by envelopes and snapshot data (zlib's, so any language can check it). */

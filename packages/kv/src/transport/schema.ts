@@ -93,6 +93,15 @@ message Hello {
   string node_id = 2;
   string peer_id = 3;
   repeated string multiaddrs = 4;
+  // The sender's address book, so a node that knows one peer learns every
+  // member's peer id (and can then find it through the DHT).
+  repeated Member members = 5;
+}
+
+message Member {
+  string node_id = 1;
+  string peer_id = 2;
+  repeated string multiaddrs = 3;
 }
 
 message HelloReply {
@@ -127,5 +136,7 @@ message RpcResponse {
   bool ok = 1;
   string error = 2;
   bytes payload = 3;
+  // On failure: "no-handler" (nobody serves the protocol) or "remote-error" (the handler threw).
+  string code = 4;
 }
 `;

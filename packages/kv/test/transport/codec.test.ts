@@ -235,6 +235,7 @@ describe('transport codec', () => {
       nodeId: 'n1',
       peerId: '12D3KooW...',
       multiaddrs: ['/ip4/127.0.0.1/tcp/7001'],
+      members: [{ nodeId: 'n2', peerId: '12D3KooWother', multiaddrs: [] }],
     };
     assert.deepStrictEqual(decodeHello(encodeHello(hello)), hello);
     assert.deepStrictEqual(decodeHelloReply(encodeHelloReply({ ok: true, hello })), { ok: true, hello });
@@ -243,6 +244,10 @@ describe('transport codec', () => {
       error: 'nope',
     });
     assert.throws(() => encodeHello({ ...hello, nodeId: '' }), /hello\.nodeId must name a node/);
+    assert.throws(
+      () => encodeHello({ ...hello, members: [{ nodeId: 'n3', peerId: '', multiaddrs: [] }] }),
+      /hello\.members\[0\]\.peerId must name a node/,
+    );
 
     const header = {
       message: { ...fullMessage(), snapshot: { ...fullMessage().snapshot!, data: new Uint8Array(0) } },
@@ -266,10 +271,14 @@ describe('transport codec', () => {
       ok: true,
       payload: new Uint8Array([3]),
     });
-    assert.deepStrictEqual(decodeRpcResponse(encodeRpcResponse({ ok: false, error: 'not leader' })), {
-      ok: false,
-      error: 'not leader',
-    });
+    assert.deepStrictEqual(
+      decodeRpcResponse(encodeRpcResponse({ ok: false, error: 'not leader', code: 'remote-error' })),
+      {
+        ok: false,
+        error: 'not leader',
+        code: 'remote-error',
+      },
+    );
     // A frame of one kind is not accepted as another.
     assert.throws(() => decodeMessage(encodeHello(hello)), WireFormatError);
   });

@@ -1,0 +1,358 @@
+// Real libp2p nodes on 127.0.0.1 with random ports, each with its own data dir.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as lp from 'it-length-prefixed';
+import { EntryType, emptyConfState, emptyMessage, type Message, MessageType } from '../../src/raft/types.js';
+import { encodeMessage } from '../../src/transport/codec.js';
+import { generateClusterKey, IDENTITY_KEY_FILE } from '../../src/transport/identity.js';
+import { Libp2pTransport, type Libp2pTransportOptions, PROTOCOLS } from '../../src/transport/libp2p.js';
+import {
+  type SnapshotStatus,
+  silentLog,
+  TransportError,
+  type TransportLog,
+} from '../../src/transport/transport.js';
+
+/** Polls `check` every 50 ms until it returns true; fails with `what` after timeoutMs. */
+async function eventually(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function heartbeat(from: string, to: string, commit: number): Message {
+  return {
+    ...emptyMessage(MessageType.Heartbeat, from, to, 3),
+    commit,
+    context: new Uint8Array([commit & 0xff]),
+  };
+}
+
+/** WEFT_DEBUG=1 prints every node's transport log to stderr. */
+function testLog(nodeId: string): TransportLog {
+  if (!process.env.WEFT_DEBUG) return silentLog;
+  const print = (level: string) => (fields: object, message: string) =>
+    process.stderr.write(`[${nodeId}] ${level} ${message} ${JSON.stringify(fields)}\n`);
+  return { debug: print('debug'), info: print('info'), warn: print('warn'), error: print('error') };
+}
+
+/** A log that keeps errors so tests can check what an operator would read. */
+function capturingLog(): TransportLog & { errors: string[] } {
+  const errors: string[] = [];
+  return { ...silentLog, errors, error: (_fields, message) => errors.push(message) };
+}
+
+function tcpPort(transport: Libp2pTransport): number {
+  const address = transport.multiaddrs.find((a) => a.startsWith('/ip4/127.0.0.1/tcp/'));
+  assert.ok(address, `no loopback address in ${transport.multiaddrs.join(', ')}`);
+  return Number(address.split('/')[4]);
+}
+
+describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
+  this.timeout(30_000);
+  const started: Libp2pTransport[] = [];
+  const dirs: string[] = [];
+
+  async function dataDir(): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'weft-transport-'));
+    dirs.push(dir);
+    return dir;
+  }
+
+  async function node(
+    nodeId: string,
+    options: Partial<Libp2pTransportOptions> = {},
+    beforeStart?: (transport: Libp2pTransport) => void,
+  ): Promise<{ transport: Libp2pTransport; received: Message[] }> {
+    const transport = new Libp2pTransport({
+      nodeId,
+      dataDir: options.dataDir ?? (await dataDir()),
+      listen: ['127.0.0.1:0'],
+      log: testLog(nodeId),
+      dialTimeoutMs: 3000,
+      bootstrapRetryMs: 100,
+      ...options,
+    });
+    const received: Message[] = [];
+    transport.onMessage((m) => received.push(m));
+    started.push(transport);
+    beforeStart?.(transport);
+    await transport.start();
+    return { transport, received };
+  }
+
+  /** Resends like Raft does until the receiver has it (messages to an unreachable peer are dropped). */
+  async function sendUntilReceived(
+    from: Libp2pTransport,
+    message: Message,
+    received: Message[],
+    timeoutMs = 15_000,
+  ): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!received.some((m) => m.commit === message.commit && m.from === message.from)) {
+      if (Date.now() > deadline) throw new Error(`message ${message.from}→${message.to} never arrived`);
+      from.send([message]);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+
+  afterEach(async () => {
+    await Promise.allSettled(started.splice(0).map((t) => t.stop()));
+    await Promise.allSettled(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it('learns NodeIds from host:port peers and delivers messages both ways', async () => {
+    const a = await node('a');
+    const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
+    const b = await node('b', { peers });
+    const c = await node('c', { peers });
+    await eventually('a learns b and c by hello', () => a.transport.members().length === 2);
+    assert.deepStrictEqual(
+      a.transport
+        .members()
+        .map((m) => [m.nodeId, m.peerId])
+        .sort(),
+      [
+        ['b', b.transport.peerId],
+        ['c', c.transport.peerId],
+      ],
+    );
+    // c never dialed b; it learned b's peer id from a's address book.
+    await eventually('c learns b from a', () => c.transport.members().some((m) => m.nodeId === 'b'));
+
+    a.transport.send([heartbeat('a', 'b', 1), heartbeat('a', 'c', 2)]);
+    b.transport.send([heartbeat('b', 'a', 3)]);
+    c.transport.send([heartbeat('c', 'b', 4)]);
+    await eventually(
+      'all four messages arrive',
+      () => a.received.length + b.received.length + c.received.length === 4,
+    );
+    assert.deepStrictEqual(b.received.map((m) => [m.from, m.commit]).sort(), [
+      ['a', 1],
+      ['c', 4],
+    ]);
+    assert.deepStrictEqual(a.received[0], heartbeat('b', 'a', 3));
+    assert.deepStrictEqual(c.received[0], heartbeat('a', 'c', 2));
+
+    // Many messages keep their order on the long-lived stream.
+    const batch = Array.from({ length: 500 }, (_, i) => ({
+      ...emptyMessage(MessageType.App, 'a', 'b', 3),
+      index: i,
+      entries: [{ term: 3, index: i + 1, type: EntryType.Normal, data: new Uint8Array(100).fill(i & 0xff) }],
+    }));
+    a.transport.send(batch);
+    await eventually('500 appends arrive', () => b.received.length === 502);
+    assert.deepStrictEqual(
+      b.received.slice(2).map((m) => m.index),
+      batch.map((m) => m.index),
+    );
+  });
+
+  it('keeps the peer id across restarts (identity key file, mode 0600)', async () => {
+    const dir = await dataDir();
+    const first = await node('a', { dataDir: dir });
+    const peerId = first.transport.peerId;
+    await first.transport.stop();
+    await first.transport.stop(); // idempotent
+    const mode = (await stat(join(dir, IDENTITY_KEY_FILE))).mode & 0o777;
+    assert.equal(mode, 0o600);
+    const second = await node('a', { dataDir: dir });
+    assert.equal(second.transport.peerId, peerId);
+  });
+
+  it('streams a large snapshot in chunks with back-pressure and reports the outcome', async () => {
+    const a = await node('a');
+    const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
+    await eventually('hello', () => a.transport.members().length === 1);
+    const statuses: Array<[string, SnapshotStatus]> = [];
+    a.transport.onSnapshotStatus((id, status) => statuses.push([id, status]));
+
+    const bytes = 24 * 1024 * 1024;
+    const data = new Uint8Array(bytes);
+    for (let i = 0; i < bytes; i += 4096) data[i] = (i / 4096) & 0xff;
+    const snapshot: Message = {
+      ...emptyMessage(MessageType.Snap, 'a', 'b', 7),
+      snapshot: {
+        metadata: { index: 900, term: 7, confState: { ...emptyConfState(), voters: ['a', 'b'] } },
+        data,
+      },
+    };
+    a.transport.send([snapshot]);
+    // Raft traffic keeps flowing on its own stream meanwhile.
+    a.transport.send([heartbeat('a', 'b', 11)]);
+    await eventually('snapshot status', () => statuses.length === 1, 20_000);
+    assert.deepStrictEqual(statuses, [['b', 'finished']]);
+    const got = b.received.find((m) => m.type === MessageType.Snap);
+    assert.ok(got?.snapshot);
+    assert.deepStrictEqual(got.snapshot.metadata, snapshot.snapshot!.metadata);
+    assert.equal(
+      Buffer.compare(Buffer.from(got.snapshot.data), Buffer.from(data)),
+      0,
+      'snapshot data differs',
+    );
+    assert.ok(b.received.some((m) => m.commit === 11));
+
+    assert.equal(a.transport.stats.snapshotChunksSent, bytes / (256 * 1024));
+    assert.ok(a.transport.stats.snapshotDrainWaits > 0, 'sender never waited for the receiver');
+    // Back-pressure: at most about two chunks ever sat in the sender's buffer, not the whole snapshot.
+    assert.ok(
+      a.transport.stats.snapshotMaxBufferedBytes <= 2 * 256 * 1024 + 64,
+      `sender buffered ${a.transport.stats.snapshotMaxBufferedBytes} bytes`,
+    );
+    assert.equal(b.transport.stats.snapshotsReceived, 1);
+  });
+
+  it('reports a snapshot to an unreachable node as failed', async () => {
+    const a = await node('a');
+    const statuses: Array<[string, SnapshotStatus]> = [];
+    a.transport.onSnapshotStatus((id, status) => statuses.push([id, status]));
+    a.transport.setMember({ nodeId: 'gone', multiaddrs: ['127.0.0.1:1'] });
+    a.transport.send([
+      {
+        ...emptyMessage(MessageType.Snap, 'a', 'gone', 1),
+        snapshot: { metadata: { index: 1, term: 1, confState: emptyConfState() }, data: new Uint8Array(10) },
+      },
+    ]);
+    await eventually('snapshot failure reported', () => statuses.length === 1);
+    assert.deepStrictEqual(statuses, [['gone', 'failed']]);
+  });
+
+  it('answers requests, and reports missing handlers and handler errors', async () => {
+    const a = await node('a');
+    const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
+    await eventually('hello', () => b.transport.members().length === 1);
+    a.transport.handle(
+      'kv/forward',
+      (payload, from) => new Uint8Array([...payload, ...new TextEncoder().encode(from)]),
+    );
+    a.transport.handle('kv/fails', () => {
+      throw new Error('not the leader; try node c');
+    });
+    assert.deepStrictEqual(
+      await b.transport.request('a', 'kv/forward', new Uint8Array([1, 2])),
+      new Uint8Array([1, 2, 98]),
+    );
+    await assert.rejects(b.transport.request('a', 'kv/none', new Uint8Array()), { code: 'no-handler' });
+    await assert.rejects(b.transport.request('a', 'kv/fails', new Uint8Array()), (err: unknown) => {
+      return err instanceof TransportError && err.code === 'remote-error' && /try node c/.test(err.message);
+    });
+    await assert.rejects(b.transport.request('nobody', 'kv/forward', new Uint8Array()), {
+      code: 'unknown-member',
+    });
+    // a → b works over the connection b dialed (b's hello told a who it is).
+    b.transport.handle('ping', () => new Uint8Array([42]));
+    assert.deepStrictEqual(await a.transport.request('b', 'ping', new Uint8Array()), new Uint8Array([42]));
+  });
+
+  it('refuses a peer that claims a NodeId held by another peer id, with a clear log', async () => {
+    const log = capturingLog();
+    const a = await node('a', { log });
+    const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
+    const b = await node('b', { peers });
+    await eventually('b known', () => a.transport.members().length === 1);
+    const impostorLog = capturingLog();
+    const impostor = await node('b', { peers, log: impostorLog });
+    await eventually('refusal logged', () => log.errors.length > 0);
+    assert.match(log.errors[0], new RegExp(`node id "b" belongs to peer ${b.transport.peerId}`));
+    assert.match(log.errors[0], new RegExp(`peer ${impostor.transport.peerId}`));
+    await eventually('impostor logs the refusal', () => impostorLog.errors.length > 0);
+    assert.match(impostorLog.errors[0], /refused our hello/);
+    assert.deepStrictEqual(
+      a.transport.members().map((m) => m.peerId),
+      [b.transport.peerId],
+    );
+    assert.equal(a.transport.stats.hellosRejected, 1);
+  });
+
+  it('with a cluster key, nodes without it (or with another) cannot connect', async () => {
+    const key = generateClusterKey();
+    const a = await node('a', { clusterKey: key });
+    const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
+    const b = await node('b', { clusterKey: key, peers });
+    const other = await node('x', { clusterKey: generateClusterKey(), peers });
+    const none = await node('y', { peers });
+    await eventually('b (same key) joins', () => a.transport.members().some((m) => m.nodeId === 'b'));
+    b.transport.send([heartbeat('b', 'a', 5)]);
+    await eventually('b reaches a', () => a.received.length === 1);
+
+    for (const outsider of [other.transport, none.transport]) {
+      outsider.setMember({ nodeId: 'a', multiaddrs: peers });
+      await assert.rejects(outsider.request('a', 'anything', new Uint8Array(), { timeoutMs: 5000 }), {
+        code: 'unreachable',
+      });
+    }
+    assert.deepStrictEqual(
+      a.transport.members().map((m) => m.nodeId),
+      ['b'],
+    );
+    assert.equal(a.transport.stats.hellosRejected, 0, 'outsiders must fail before any Weft protocol');
+    assert.equal(a.transport.libp2p.getConnections().length, 1, 'only b holds a connection to a');
+  });
+
+  it('finds a member by peer id through the DHT from one bootstrap peer', async () => {
+    const a = await node('a');
+    const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
+    const b = await node('b', { peers });
+    await eventually('b said hello to a', () => a.transport.members().length === 1);
+    // c knows b only by peer id (as a KvNode would from the Raft membership), never an address:
+    // its own entry wins over what a's hello tells, so only the DHT can say where b is.
+    const c = await node('c', { peers }, (t) =>
+      t.setMember({ nodeId: 'b', peerId: b.transport.peerId, multiaddrs: [] }),
+    );
+    await sendUntilReceived(c.transport, heartbeat('c', 'b', 9), b.received);
+  });
+
+  it('finds a member again after it restarts on a new port', async () => {
+    const a = await node('a');
+    const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
+    const b = await node('b', { peers });
+    const cDir = await dataDir();
+    const c1 = await node('c', { peers, dataDir: cDir });
+    await eventually('a knows b and c', () => a.transport.members().length === 2);
+    // c dials b (it learned b from a's address book); c's hello gives b c's current address.
+    await sendUntilReceived(c1.transport, heartbeat('c', 'b', 1), b.received);
+    assert.ok(b.transport.members().find((m) => m.nodeId === 'c')?.multiaddrs.length);
+    const oldPort = tcpPort(c1.transport);
+    const cPeerId = c1.transport.peerId;
+    await c1.transport.stop();
+
+    const c2 = await node('c', { peers, dataDir: cDir });
+    assert.equal(c2.transport.peerId, cPeerId);
+    assert.notEqual(tcpPort(c2.transport), oldPort);
+    // b still has c's old address; it must find c's new one by peer id.
+    await sendUntilReceived(b.transport, heartbeat('b', 'c', 2), c2.received);
+    assert.ok(b.transport.stats.peerLookups >= 1, 'b asked the DHT for c');
+    assert.ok(
+      b.transport
+        .members()
+        .find((m) => m.nodeId === 'c')
+        ?.multiaddrs.some((m) => m.includes(`/tcp/${tcpPort(c2.transport)}`)) ||
+        b.transport.libp2p
+          .getConnections()
+          .some((conn) => conn.remoteAddr.toString().includes(`/tcp/${tcpPort(c2.transport)}`)),
+      'b reaches c at its new port',
+    );
+  });
+
+  it('drops malformed and forged frames from a peer without harm', async () => {
+    const a = await node('a');
+    const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
+    await eventually('hello', () => a.transport.members().length === 1);
+    // Write raw frames on b's connection, bypassing b's encoder.
+    const stream = await b.transport.libp2p.dialProtocol(a.transport.libp2p.peerId, PROTOCOLS.raft);
+    stream.send(lp.encode.single(new Uint8Array([1, 2, 3, 4, 5])));
+    stream.send(lp.encode.single(encodeMessage(heartbeat('c', 'a', 1)))); // b pretending to be c
+    stream.send(lp.encode.single(encodeMessage(heartbeat('b', 'a', 2))));
+    await eventually('the valid frame arrives', () => a.received.length === 1);
+    assert.equal(a.received[0].commit, 2);
+    assert.equal(a.transport.stats.malformedFrames, 2);
+    // An oversized length prefix ends that stream but not the node.
+    stream.send(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x7f]));
+    b.transport.send([heartbeat('b', 'a', 3)]);
+    await eventually('a still receives', () => a.received.length === 2);
+  });
+});
