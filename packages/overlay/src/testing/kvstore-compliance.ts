@@ -142,6 +142,22 @@ export function kvStoreComplianceSuite(
         assert.equal(dec((await kv.get(`${p}race`))!.value), String(winner));
       });
 
+      it('read-modify-write with cas loses no update under concurrency', async () => {
+        await kv.put(`${p}counter`, enc('0'));
+        const writers = 8;
+        await Promise.all(
+          Array.from({ length: writers }, async () => {
+            for (let attempt = 0; attempt < 200; attempt++) {
+              const cur = (await kv.get(`${p}counter`))!;
+              const next = String(Number(dec(cur.value)) + 1);
+              if (await kv.put(`${p}counter`, enc(next), { cas: cur.modifyIndex })) return;
+            }
+            assert.fail('cas retries did not converge');
+          }),
+        );
+        assert.equal(dec((await kv.get(`${p}counter`))!.value), String(writers));
+      });
+
       it('delete, delete with cas, recursive delete', async () => {
         await kv.put(`${p}d/1`, enc('x'));
         await kv.put(`${p}d/2`, enc('x'));
@@ -421,6 +437,24 @@ export function kvStoreComplianceSuite(
           let fifth = await next(it, 'after session destroy');
           while (keys(fifth.entries).includes(`${p}w/held`)) fifth = await next(it, 'after session destroy');
           assert.deepEqual(keys(fifth.entries), [`${p}w/2`]);
+        } finally {
+          ac.abort();
+        }
+      });
+
+      it('a burst of writes may be coalesced, but the last state always arrives', async () => {
+        const ac = new AbortController();
+        const it = kv.watch(`${p}burst/`, { signal: ac.signal })[Symbol.asyncIterator]();
+        try {
+          await next(it, 'initial listing');
+          for (let i = 1; i <= 30; i++) await kv.put(`${p}burst/k`, enc(String(i)));
+          let last = await next(it, 'burst');
+          let lastIndex = last.index;
+          while (dec(last.entries[0]?.value ?? enc('')) !== '30') {
+            last = await next(it, 'rest of the burst');
+            assert.ok(last.index > lastIndex, 'indexes only move forward');
+            lastIndex = last.index;
+          }
         } finally {
           ac.abort();
         }
