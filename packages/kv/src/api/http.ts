@@ -297,6 +297,17 @@ export class ConsulHttpServer {
       op.session = req.query.get('release') ?? '';
       op.verb = 'unlock';
     }
+    if ((op.verb === 'lock' || op.verb === 'unlock') && op.session === '') {
+      throw new HttpError(400, 'missing session');
+    }
+    if (op.verb === 'lock') {
+      // Checked before proposing so a typo costs no log entry; the state machine re-checks at apply.
+      // Not 'stale': a follower may not yet have applied a session the client just created.
+      const view = await this.backend.read('default');
+      if (view.state.session(op.session).value === null) {
+        throw new HttpError(400, `invalid session ${JSON.stringify(op.session)}`);
+      }
+    }
     op.value = await readBody(req.raw, MAX_VALUE_BYTES, (length) =>
       length === undefined
         ? `Request body too large, max size: ${MAX_VALUE_BYTES} bytes. See ${KV_MAX_VALUE_SIZE_URL}.`
