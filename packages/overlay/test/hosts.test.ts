@@ -89,6 +89,24 @@ describe('hosts, liveness and the peer table', () => {
       );
   });
 
+  it('two hosts claiming one hostname at the same instant: exactly one is registered', async () => {
+    store = new MemoryKvStore();
+    const results = await Promise.allSettled([
+      startHost(store, 'same', { peerId: 'peer-1' }),
+      startHost(store, 'same', { peerId: 'peer-2' }),
+    ]);
+    const ok = results.filter((r): r is PromiseFulfilledResult<TestHost> => r.status === 'fulfilled');
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    hosts.push(...ok.map((r) => r.value));
+    assert.equal(ok.length, 1);
+    assert.equal(refused.length, 1);
+    assert.equal(refused[0].reason.code, 'conflict');
+    assert.deepEqual(
+      ok[0].value.manager.hosts().map((h) => [h.name, h.peerId]),
+      [['same', ok[0].value.manager.peerId]],
+    );
+  });
+
   it('the data plane gets networks, local endpoints and remote peers in order, and drops peers on detach', async () => {
     store = new MemoryKvStore();
     const [a, b] = [

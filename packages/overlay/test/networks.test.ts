@@ -191,6 +191,34 @@ describe('networks', () => {
     assert.equal(new Set(results.map((n) => n.vni)).size, 6);
   });
 
+  it('attach racing remove: never both succeed, and no endpoint outlives its network', async () => {
+    for (let round = 0; round < 15; round++) {
+      const net = await a.createNetwork({
+        name: `race${round}`,
+        subnets: [{ subnet: `198.18.${100 + round}.0/24` }],
+      });
+      // shift one side by a few event-loop turns, so every interleaving gets its chance
+      const ticks = async (n: number) => {
+        for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+      };
+      const [attached, removed] = await Promise.allSettled([
+        ticks(round % 5).then(() => b.attach({ network: net.id, name: 'c' })),
+        ticks(Math.floor(round / 5) * 2).then(() => a.removeNetwork(net.id)),
+      ]);
+      assert.ok(
+        !(attached.status === 'fulfilled' && removed.status === 'fulfilled'),
+        `round ${round}: both succeeded`,
+      );
+      if (removed.status === 'rejected') assert.equal(removed.reason.code, 'in-use');
+      if (attached.status === 'rejected') assert.match(attached.reason.code, /^(not-found|conflict)$/);
+      const keys = Object.keys(contents(store));
+      const networkGone = !keys.includes(`weft/v1/networks/${net.id}`);
+      const leftovers = keys.filter((k) => k.includes(`/${net.id}/`));
+      if (networkGone) assert.deepEqual(leftovers, [], `round ${round}: keys left for a removed network`);
+      else await b.detach(net.id, 'c').then(() => a.removeNetwork(net.id));
+    }
+  });
+
   it('remove: refused while endpoints are attached (naming them), then removes every key of the network', async () => {
     const net = await a.createNetwork({ name: 'rm-me', subnets: [{ subnet: '198.18.50.0/24' }] });
     await a.attach({ network: 'rm-me', name: 'web' });
