@@ -5,6 +5,7 @@
 import { encodeCommand } from '../fsm/codec.js';
 import { SessionReaper } from '../fsm/session-reaper.js';
 import { KvStateMachine } from '../fsm/state-machine.js';
+import { TombstoneReaper } from '../fsm/tombstone-reaper.js';
 import type { Command, Watch, WatchTarget } from '../fsm/types.js';
 import type { AppliedCommand, Consistency, KvBackend, ReadView } from './backend.js';
 
@@ -16,6 +17,8 @@ export interface LocalBackendOptions {
   nowMs?: () => number;
   /** Session TTL grace multiplier for the built-in reaper (default 2, Consul's). */
   ttlGraceMultiplier?: number;
+  /** How long deletions keep their tombstone (default 15 min, Consul's tombstone_ttl). */
+  tombstoneTtlMs?: number;
 }
 
 export class LocalBackend implements KvBackend {
@@ -24,6 +27,7 @@ export class LocalBackend implements KvBackend {
   private readonly address: string;
   private readonly clock: () => number;
   private readonly reaper: SessionReaper;
+  private readonly tombstoneReaper: TombstoneReaper;
   private reaperTimer: NodeJS.Timeout | undefined;
   /**
    * Last index handed out. Starts at 1 as if Raft's leader had committed its
@@ -38,6 +42,7 @@ export class LocalBackend implements KvBackend {
     this.address = opts.address ?? '127.0.0.1:8300';
     this.clock = opts.nowMs ?? Date.now;
     this.reaper = new SessionReaper({ nowMs: this.clock, ttlGraceMultiplier: opts.ttlGraceMultiplier });
+    this.tombstoneReaper = new TombstoneReaper({ nowMs: this.clock, tombstoneTtlMs: opts.tombstoneTtlMs });
   }
 
   nowMs(): number {
@@ -67,10 +72,13 @@ export class LocalBackend implements KvBackend {
     return [this.address];
   }
 
-  /** Destroy sessions whose TTL ran out (what the leader's reaper loop does); returns their ids. */
+  /**
+   * One round of what a leader does periodically: destroy sessions whose TTL
+   * ran out and reap old tombstones. Returns the destroyed session ids.
+   */
   async reapExpiredSessions(): Promise<string[]> {
     const ids: string[] = [];
-    for (const cmd of this.reaper.expired(this.fsm)) {
+    for (const cmd of [...this.reaper.expired(this.fsm), ...this.tombstoneReaper.due(this.fsm)]) {
       await this.apply(cmd);
       if (cmd.type === 'session-destroy') ids.push(cmd.id);
     }

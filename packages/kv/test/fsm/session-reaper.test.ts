@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { SessionReaper } from '../../src/fsm/index.js';
+import { SessionReaper, TombstoneReaper } from '../../src/fsm/index.js';
 import { Harness } from './helpers.js';
 
 describe('fsm: SessionReaper (leader-side TTL expiry)', () => {
@@ -47,5 +47,33 @@ describe('fsm: SessionReaper (leader-side TTL expiry)', () => {
 
   it('refuses a grace multiplier below 1', () => {
     assert.throws(() => new SessionReaper({ nowMs: () => 0, ttlGraceMultiplier: 0.5 }), /ttlGraceMultiplier/);
+  });
+});
+
+describe('fsm: TombstoneReaper (leader-side tombstone GC)', () => {
+  it('reaps tombstones only once the deletion is older than the TTL', () => {
+    const h = new Harness();
+    let now = 0;
+    const reaper = new TombstoneReaper({ nowMs: () => now, tombstoneTtlMs: 1000 });
+    h.set('a', '1'); // 1
+    h.kv('delete', 'a'); // 2
+    assert.deepEqual(reaper.due(h.fsm), []); // sees kvIndex 2 at t=0
+    now = 500;
+    h.set('b', '1'); // 3
+    h.kv('delete', 'b'); // 4
+    assert.deepEqual(reaper.due(h.fsm), []); // sees kvIndex 4 at t=500
+    now = 999;
+    assert.deepEqual(reaper.due(h.fsm), []);
+    now = 1000;
+    const first = reaper.due(h.fsm);
+    assert.deepEqual(first, [{ type: 'tombstone-reap', upToIndex: 2 }]);
+    for (const c of first) h.run(c);
+    assert.equal(h.fsm.tombstoneCount(), 1, 'the later deletion is kept');
+    assert.equal(h.fsm.list('b').index, 4, 'its prefix index is still exact');
+    now = 1500;
+    for (const c of reaper.due(h.fsm)) h.run(c);
+    assert.equal(h.fsm.tombstoneCount(), 0);
+    now = 10_000;
+    assert.deepEqual(reaper.due(h.fsm), [], 'nothing left to reap');
   });
 });
