@@ -139,6 +139,11 @@ export function validateNetwork(net: NetworkSpec): void {
   }
 }
 
+/** The gateway bridge's own address (first host of the subnet): containers' default gateway, a home for host services such as DNS. */
+export function gatewayBridgeAddress(gatewaySubnet: string): string {
+  return intToIpv4(parseCidr(gatewaySubnet).network + 1);
+}
+
 export class Plumbing {
   readonly host: NetnsShell;
   private underlayMtuCache: number | undefined;
@@ -160,7 +165,7 @@ export class Plumbing {
       const broadcast = (network | (0xffffffff >>> prefixLength)) >>> 0;
       // .1 is the bridge (the containers' default gateway); containers get .2 upward.
       this.gateway = {
-        bridgeIp: intToIpv4(network + 1),
+        bridgeIp: gatewayBridgeAddress(options.gatewaySubnet),
         prefixLength,
         first: network + 2,
         last: broadcast - 1,
@@ -200,12 +205,14 @@ export class Plumbing {
     if ((await this.host.link(gatewayBridgeName)) === undefined) {
       await this.host.ip(['link', 'add', gatewayBridgeName, 'type', 'bridge']);
     }
-    await this.host.ip([
-      'address',
-      'replace',
-      `${this.gateway.bridgeIp}/${this.gateway.prefixLength}`,
-      'dev',
-      gatewayBridgeName,
+    const cidr = `${this.gateway.bridgeIp}/${this.gateway.prefixLength}`;
+    // An address from an earlier gatewaySubnet would keep routing the old subnet here.
+    const [current] = await this.host.ipJson<IpAddr>(['addr', 'show', 'dev', gatewayBridgeName]);
+    await this.host.ipBatch([
+      ...(current?.addr_info ?? [])
+        .filter((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` !== cidr)
+        .map((a) => `address delete ${a.local}/${a.prefixlen} dev ${gatewayBridgeName}`),
+      `address replace ${cidr} dev ${gatewayBridgeName}`,
     ]);
     await this.bringUp(gatewayBridgeName, []);
     await this.applyNatTable();
@@ -375,7 +382,7 @@ export class Plumbing {
     for (const l of await this.weftLinks()) {
       if (weftDeviceKind(l.ifname) !== 'gateway-veth') continue;
       const f = parseAlias(l.ifalias, 'weft-gw');
-      if (f?.sandbox === undefined || f.ip === undefined) continue;
+      if (f?.sandbox === undefined || f.ip === undefined || !/^\d+\.\d+\.\d+\.\d+$/.test(f.ip)) continue;
       out.push({ ifName: l.ifname, sandbox: f.sandbox, ip: f.ip });
     }
     return out;
@@ -453,7 +460,13 @@ export class Plumbing {
     const existing = (await this.gatewayVeths()).find((g) => g.ifName === veth);
     const containerSide = await this.sandboxLink(sandbox, sandboxGatewayIfName);
     let ip = existing?.ip;
-    if (existing === undefined || existing.sandbox !== sandboxName || containerSide === undefined) {
+    const inSubnet = existing !== undefined && this.inGatewaySubnet(existing.ip);
+    if (
+      existing === undefined ||
+      existing.sandbox !== sandboxName ||
+      containerSide === undefined ||
+      !inSubnet
+    ) {
       if ((await this.host.link(veth)) !== undefined) await this.host.ip(['link', 'delete', 'dev', veth]);
       if ((await this.sandboxLink(sandbox, sandboxGatewayIfName)) !== undefined) {
         await sandbox.ip(['link', 'delete', 'dev', sandboxGatewayIfName]); // stale end of an old pair
@@ -489,6 +502,12 @@ export class Plumbing {
       undefined,
       [`route replace default via ${gw.bridgeIp} dev ${sandboxGatewayIfName}`],
     );
+  }
+
+  /** Whether an address recorded on a gateway veth belongs to the configured subnet (it changes with the config). */
+  private inGatewaySubnet(ip: string): boolean {
+    const n = ipv4ToInt(ip);
+    return n >= this.gateway!.first && n <= this.gateway!.last;
   }
 
   /** Lowest free address of the gateway subnet, by the addresses recorded on gateway veths. */

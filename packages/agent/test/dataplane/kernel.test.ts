@@ -7,7 +7,7 @@ import {
   newNetwork,
   peerOf,
 } from '../../src/dataplane/testing/compliance.js';
-import { canManageNetns, createTopology, type Topology } from '../../src/dataplane/testing/topology.js';
+import { canManageNetns, createTopology, ping, type Topology } from '../../src/dataplane/testing/topology.js';
 import { type BridgeFdb, type IpAddr, type IpLink, type IpNeigh, NetnsShell } from '../../src/netlink/ip.js';
 
 const gatewaySubnet = '198.19.254.0/24';
@@ -197,6 +197,37 @@ describe('KernelDataplane specifics', function () {
       'default',
     ]);
     assert.equal(route?.gateway, '198.19.254.1');
+  });
+
+  it('moves containers to a new gateway subnet when restarted with one', async () => {
+    const h = topo.hosts[0]!;
+    const dp = await plane(0);
+    const net = newNetwork('s', '198.18.25.0/24');
+    await dp.ensureNetwork(net);
+    const ep = newEndpoint(net, await topo.addSandbox('sub'), '198.18.25.2');
+    await dp.attach(ep);
+
+    const moved = new KernelDataplane({ vtep: h.vtep, hostNetns: h.netns, gatewaySubnet: '198.19.253.0/24' });
+    planes.push(moved);
+    await moved.start();
+    await moved.reconcile({ networks: [net], endpoints: [ep], peers: [] });
+    const [gw] = await new NetnsShell(ep.sandbox).ipJson<IpAddr>(['addr', 'show', 'dev', 'weftgw0']);
+    assert.deepEqual(
+      gw?.addr_info.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+      ['198.19.253.2/24'],
+    );
+    const [bridge] = await new NetnsShell(h.netns).ipJson<IpAddr>(['addr', 'show', 'dev', 'weft_gwbridge']);
+    assert.deepEqual(
+      bridge?.addr_info.filter((a) => a.family === 'inet').map((a) => a.local),
+      ['198.19.253.1'],
+    );
+    const nft = await new NetnsShell(h.netns).exec(['nft', 'list', 'table', 'ip', 'weft']);
+    assert.match(nft, /198\.19\.253\.0\/24/);
+    assert.doesNotMatch(nft, /198\.19\.254/);
+    assert.ok(
+      (await ping(ep.sandbox, topo.outsideIp)).ok,
+      'container reaches outside through the new gateway',
+    );
   });
 
   it('refuses to take over an interface it did not make, and names a VTEP it cannot find', async () => {
