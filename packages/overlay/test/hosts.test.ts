@@ -279,6 +279,32 @@ describe('hosts, liveness and the peer table', () => {
     assert.equal((await a.manager.attach({ network: 'n', ...sandboxed('x') })).ip, '198.18.1.2');
   });
 
+  it('leaving the cluster reclaims at once; malformed records are reported and ignored', async () => {
+    store = new MemoryKvStore();
+    const a = await startHost(store, 'host-a');
+    const b = await startHost(store, 'host-b');
+    hosts.push(b);
+    const warnings: string[] = [];
+    b.manager.on('warning', (e) => warnings.push(e.message));
+    await a.manager.createNetwork({ name: 'n', subnets: [{ subnet: '198.18.1.0/24' }] });
+    await a.manager.attach({ network: 'n', name: 'x' });
+    await store.put('weft/v1/networks/garbage', new TextEncoder().encode('{not json'));
+    await waitFor(
+      () => warnings.some((w) => /malformed records.*weft\/v1\/networks\/garbage/.test(w)),
+      'warning about garbage',
+    );
+    assert.deepEqual(
+      b.manager.listNetworks().map((n) => n.name),
+      ['n'],
+    );
+    await a.manager.stop({ leave: true });
+    await waitFor(() => b.manager.listEndpoints('n').length === 0, 'reclaimed right after leave', 1_000);
+    assert.deepEqual(
+      b.manager.hosts().map((h) => h.name),
+      ['host-b'],
+    );
+  });
+
   it('a store without quorum: writes fail within the bound with a clear error; local reads and DNS keep working', async function () {
     this.timeout(10_000);
     store = new MemoryKvStore();
