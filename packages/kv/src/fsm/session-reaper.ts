@@ -1,15 +1,20 @@
 // Leader-side TTL expiry for sessions. The state machine has no clock, so
 // expiry is decided on the leader and replicated as ordinary destroy commands.
 //
-// Deadline choice: a session expires when the leader has seen no create or
-// renew for ttl × ttlGraceMultiplier, measured on the leader's own clock from
-// the moment this reaper first observed the latest renewal (FSM renewIndex).
-// Consul does the same (leader-local timers reset on renew, ttl ×
-// SessionTTLMultiplier = 2, all timers restarted on a new leader): the promise
-// is "never before ttl", with up to 2×ttl of grace for renewals in flight.
-// Using the leader's own clock, not the proposer's stamp, keeps clock skew
-// between hosts out of expiry; a new leader (reset()) gives every session a
-// full grace period again, like Consul's initializeSessionTimers.
+// Deadline: lastRenewal + ttl × ttlGraceMultiplier (default 2, as Consul's
+// SessionTTLMultiplier: the promise is "never before ttl", with up to 2×ttl of
+// grace for renewals in flight).
+//
+// lastRenewal comes from two clocks. The create/renew command carries its
+// proposer's stamp S (exact when clocks agree); the reaper also notes O, its
+// own time when it first saw that renewal (never early, but late by up to one
+// scan). It uses
+//     lastRenewal = max(min(O, S), O − ttl × (multiplier − 1))
+// so a proposer whose clock runs ahead cannot postpone expiry past O, and one
+// whose clock runs behind cannot make a session expire less than ttl after the
+// leader saw it renewed. With agreeing clocks this is exactly S + 2×ttl.
+// A new leader (reset()) re-observes every session, like Consul's
+// initializeSessionTimers.
 import type { KvStateReader } from './state-machine.js';
 import type { Command } from './types.js';
 
@@ -42,8 +47,8 @@ export class SessionReaper {
 
   /**
    * Scan the sessions and return destroy commands for those whose TTL ran
-   * out. Call periodically on the leader (every second or so: the scan
-   * interval adds to the expiry latency); propose what it returns.
+   * out. Call periodically on the leader (every second or so); propose what
+   * it returns.
    */
   expired(state: KvStateReader): Command[] {
     const now = this.nowMs();
@@ -52,14 +57,17 @@ export class SessionReaper {
     for (const s of state.sessions().value) {
       if (s.ttlMs === 0) continue;
       live.add(s.id);
-      const seen = this.observed.get(s.id);
+      let seen = this.observed.get(s.id);
       if (!seen || seen.renewIndex !== s.renewIndex) {
-        this.observed.set(s.id, { renewIndex: s.renewIndex, seenAtMs: now });
-        continue;
+        seen = { renewIndex: s.renewIndex, seenAtMs: now };
+        this.observed.set(s.id, seen);
       }
-      if (now - seen.seenAtMs >= s.ttlMs * this.graceMultiplier) {
-        out.push({ type: 'session-destroy', id: s.id, nowMs: now });
-      }
+      const graceMs = s.ttlMs * this.graceMultiplier;
+      const lastRenewalMs = Math.max(
+        Math.min(seen.seenAtMs, s.renewedAtMs),
+        seen.seenAtMs - s.ttlMs * (this.graceMultiplier - 1),
+      );
+      if (now - lastRenewalMs >= graceMs) out.push({ type: 'session-destroy', id: s.id, nowMs: now });
     }
     for (const id of Array.from(this.observed.keys())) if (!live.has(id)) this.observed.delete(id);
     return out;

@@ -199,16 +199,18 @@ export class KvStateMachine implements KvStateReader {
       case 'txn':
         return this.execTxn(m, cmd.ops, idx, cmd.nowMs);
       case 'session-create':
-        return this.createSession(m, cmd.session, idx);
+        return this.createSession(m, cmd.session, idx, cmd.nowMs);
       case 'session-destroy':
         return { type: 'session-destroy', existed: this.destroySession(m, cmd.id, idx, cmd.nowMs) };
       case 'session-renew': {
         const s = this.sessionTable.get(cmd.id);
         if (!s) return { type: 'session-renew', session: null };
-        const before = s.renewIndex;
+        const before = { renewIndex: s.renewIndex, renewedAtMs: s.renewedAtMs };
         s.renewIndex = idx;
+        s.renewedAtMs = cmd.nowMs;
         m.undo.push(() => {
-          s.renewIndex = before;
+          s.renewIndex = before.renewIndex;
+          s.renewedAtMs = before.renewedAtMs;
         });
         return { type: 'session-renew', session: { ...s } };
       }
@@ -359,7 +361,7 @@ export class KvStateMachine implements KvStateReader {
     m.touchedKeys.push(key);
   }
 
-  private createSession(m: Mutation, spec: SessionSpec, idx: number): ApplyResult {
+  private createSession(m: Mutation, spec: SessionSpec, idx: number, nowMs: number): ApplyResult {
     if (this.sessionTable.has(spec.id)) {
       return { type: 'rejected', error: `session ${q(spec.id)} already exists; propose a fresh id` };
     }
@@ -369,6 +371,7 @@ export class KvStateMachine implements KvStateReader {
       createIndex: idx,
       modifyIndex: idx,
       renewIndex: idx,
+      renewedAtMs: nowMs,
     };
     this.sessionTable.set(spec.id, record);
     m.undo.push(() => this.sessionTable.delete(spec.id));
@@ -563,6 +566,7 @@ export class KvStateMachine implements KvStateReader {
         s.createIndex,
         s.modifyIndex,
         s.renewIndex,
+        s.renewedAtMs,
       ]),
       tombstones: Array.from(this.tombstones.entries()),
       lockDelays: Array.from(this.lockDelays).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
@@ -656,6 +660,7 @@ function parseSnapshot(data: Uint8Array) {
       createIndex: uint(r[8], `sessions[${i}] createIndex`),
       modifyIndex: uint(r[9], `sessions[${i}] modifyIndex`),
       renewIndex: uint(r[10], `sessions[${i}] renewIndex`),
+      renewedAtMs: uint(r[11], `sessions[${i}] renewedAtMs`),
     });
   });
   for (const e of entries.entries()) {

@@ -43,6 +43,8 @@ export interface SessionRecord {
   modifyIndex: number;
   /** Raft index of the last create or renew: lets the leader's reaper notice renewals. */
   renewIndex: number;
+  /** Proposer's clock stamp (ms) on the last create or renew; the reaper bounds it by its own clock. */
+  renewedAtMs: number;
 }
 
 /** Every KV verb of Consul's /v1/txn (api.KVOp). */

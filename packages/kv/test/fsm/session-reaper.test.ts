@@ -3,23 +3,25 @@ import { SessionReaper, TombstoneReaper } from '../../src/fsm/index.js';
 import { Harness } from './helpers.js';
 
 describe('fsm: SessionReaper (leader-side TTL expiry)', () => {
-  it('expires a session ttl × grace after the last renewal it saw, and never before ttl', () => {
+  it('with agreeing clocks: expires exactly ttl × grace after the last create/renew stamp', () => {
     const h = new Harness();
     let now = 0;
+    h.nowMs = 0;
     const reaper = new SessionReaper({ nowMs: () => now, ttlGraceMultiplier: 2 });
     h.createSession('ttl', { ttlMs: 10_000, ttl: '10s' });
     h.createSession('forever'); // no TTL: never reaped
-    assert.deepEqual(reaper.expired(h.fsm), []); // first sight at t=0
+    now = 5_000; // first scan sees the session late; the stamp (0) still counts
+    assert.deepEqual(reaper.expired(h.fsm), []);
     now = 19_999;
     assert.deepEqual(reaper.expired(h.fsm), []);
     h.run({ type: 'session-renew', id: 'ttl', nowMs: now });
     now = 25_000;
-    assert.deepEqual(reaper.expired(h.fsm), [], 'the renewal at 19.999 s restarts the clock (seen at 25 s)');
-    now = 44_999;
+    assert.deepEqual(reaper.expired(h.fsm), [], 'renewed at 19.999 s');
+    now = 39_998;
     assert.deepEqual(reaper.expired(h.fsm), []);
-    now = 45_000;
+    now = 39_999;
     const cmds = reaper.expired(h.fsm);
-    assert.deepEqual(cmds, [{ type: 'session-destroy', id: 'ttl', nowMs: 45_000 }]);
+    assert.deepEqual(cmds, [{ type: 'session-destroy', id: 'ttl', nowMs: 39_999 }]);
     // Proposing what the reaper returns invalidates the session like any destroy.
     for (const c of cmds) h.run(c);
     assert.deepEqual(
@@ -30,18 +32,44 @@ describe('fsm: SessionReaper (leader-side TTL expiry)', () => {
     assert.deepEqual(reaper.expired(h.fsm), []);
   });
 
-  it('a new leader (reset) grants every session a full grace period again', () => {
+  it('a proposer clock far behind cannot expire a session sooner than ttl after the leader saw it', () => {
+    const h = new Harness();
+    let now = 1_000_000;
+    h.nowMs = 0; // proposer is 1000 s behind
+    const reaper = new SessionReaper({ nowMs: () => now, ttlGraceMultiplier: 2 });
+    h.createSession('s', { ttlMs: 10_000, ttl: '10s' });
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now += 9_999;
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now += 1;
+    assert.equal(reaper.expired(h.fsm).length, 1);
+  });
+
+  it('a proposer clock far ahead cannot postpone expiry past what the leader saw', () => {
     const h = new Harness();
     let now = 0;
-    const reaper = new SessionReaper({ nowMs: () => now, ttlGraceMultiplier: 1 });
+    h.nowMs = 1_000_000; // proposer is 1000 s ahead
+    const reaper = new SessionReaper({ nowMs: () => now, ttlGraceMultiplier: 2 });
+    h.createSession('s', { ttlMs: 10_000, ttl: '10s' });
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now = 19_999;
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now = 20_000;
+    assert.equal(reaper.expired(h.fsm).length, 1);
+  });
+
+  it('a new leader (reset) re-observes sessions and never expires one sooner than ttl', () => {
+    const h = new Harness();
+    let now = 0;
+    h.nowMs = 0;
+    const reaper = new SessionReaper({ nowMs: () => now, ttlGraceMultiplier: 2 });
     h.createSession('s', { ttlMs: 1_000, ttl: '1s' });
-    reaper.expired(h.fsm);
-    now = 999;
+    now = 1_500;
     reaper.reset();
+    assert.deepEqual(reaper.expired(h.fsm), [], 'stamp is 1.5 s old, but this leader just saw it');
+    now = 2_499;
     assert.deepEqual(reaper.expired(h.fsm), []);
-    now = 1_998;
-    assert.deepEqual(reaper.expired(h.fsm), []);
-    now = 1_999;
+    now = 2_500; // seen at 1.5 s + ttl
     assert.equal(reaper.expired(h.fsm).length, 1);
   });
 
