@@ -1,7 +1,7 @@
 // What every Transport implementation shares: the callback slots, outgoing
 // message checks, and request deadlines.
 import { type Message, MessageType, type NodeId } from '../raft/types.js';
-import { validateMessage } from './codec.js';
+import { encodeMessage, validateMessage } from './codec.js';
 import {
   DEFAULT_REQUEST_TIMEOUT_MS,
   type MemberAddress,
@@ -55,23 +55,31 @@ export abstract class TransportBase {
    * bugs in the caller: local-only types, a wrong `from`, unencodable fields.
    */
   protected acceptOutgoing(message: Message): boolean {
-    try {
-      validateMessage(message);
-    } catch (err) {
-      this.log.error(
-        { err: String(err), to: message.to, type: MessageType[message.type] },
-        'dropping invalid outgoing Raft message',
-      );
-      return false;
-    }
+    return this.checkOutgoing(message, () => validateMessage(message)) !== undefined;
+  }
+
+  /** Like acceptOutgoing, and returns the encoded frame (validation is part of encoding). */
+  protected encodeOutgoing(message: Message): Uint8Array | undefined {
+    return this.checkOutgoing(message, () => encodeMessage(message));
+  }
+
+  private checkOutgoing<T>(message: Message, check: () => T): T | undefined {
     if (message.from !== this.nodeId) {
       this.log.error(
         { from: message.from, nodeId: this.nodeId },
         'dropping outgoing Raft message with a foreign from',
       );
-      return false;
+      return undefined;
     }
-    return true;
+    try {
+      return check();
+    } catch (err) {
+      this.log.error(
+        { err: String(err), to: message.to, type: MessageType[message.type] },
+        'dropping invalid outgoing Raft message',
+      );
+      return undefined;
+    }
   }
 
   /** Hands a received message to the node; a throwing handler is logged, never fatal to the transport. */

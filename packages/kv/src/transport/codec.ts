@@ -62,7 +62,8 @@ type Decoded = Record<string, unknown>;
 // ---------------------------------------------------------------- envelope
 
 function seal(kind: FrameKind, value: Decoded): Uint8Array {
-  const payload = types[kind].encode(types[kind].fromObject(value)).finish();
+  // Plain objects encode directly (fromObject would only re-copy what validation already checked).
+  const payload = types[kind].encode(value).finish();
   const envelope = types.Envelope.create({ version: WIRE_VERSION, payload, crc32: crc32(payload) });
   return types.Envelope.encode(envelope).finish();
 }

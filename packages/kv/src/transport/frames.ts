@@ -4,7 +4,7 @@
 // granting window) while its consumer is behind.
 import type { Stream } from '@libp2p/interface';
 import * as lp from 'it-length-prefixed';
-import type { Uint8ArrayList } from 'uint8arraylist';
+import { Uint8ArrayList } from 'uint8arraylist';
 
 /** Bytes a reader buffers before pausing the stream. */
 const READ_HIGH_WATER_BYTES = 1024 * 1024;
@@ -59,19 +59,30 @@ export function waitForBuffered(
 }
 
 /**
- * Sends one length-prefixed frame, then waits while more than
- * maxBufferedBytes are queued behind it. Returns true if it had to wait.
+ * Sends length-prefixed frames in one muxer write, then waits while more than
+ * maxBufferedBytes are queued behind them. Returns true if it had to wait.
  */
-export async function writeFrame(
+export async function writeFrames(
+  stream: Stream,
+  frames: readonly Uint8Array[],
+  signal?: AbortSignal,
+  maxBufferedBytes = WRITE_HIGH_WATER_BYTES,
+): Promise<boolean> {
+  const data = new Uint8ArrayList();
+  for (const frame of frames) data.append(lp.encode.single(frame));
+  stream.send(data);
+  if (stream.writeBufferLength <= maxBufferedBytes) return false;
+  await waitForBuffered(stream, maxBufferedBytes, signal);
+  return true;
+}
+
+export function writeFrame(
   stream: Stream,
   frame: Uint8Array,
   signal?: AbortSignal,
   maxBufferedBytes = WRITE_HIGH_WATER_BYTES,
 ): Promise<boolean> {
-  stream.send(lp.encode.single(frame));
-  if (stream.writeBufferLength <= maxBufferedBytes) return false;
-  await waitForBuffered(stream, maxBufferedBytes, signal);
-  return true;
+  return writeFrames(stream, [frame], signal, maxBufferedBytes);
 }
 
 async function* chunks(stream: Stream): AsyncGenerator<Uint8Array | Uint8ArrayList> {

@@ -42,14 +42,13 @@ import {
   decodeSnapshotHeader,
   encodeHello,
   encodeHelloReply,
-  encodeMessage,
   encodeRpcRequest,
   encodeRpcResponse,
   encodeSnapshotAck,
   encodeSnapshotHeader,
   type Hello,
 } from './codec.js';
-import { readFrames, readOneFrame, waitForBuffered, writeFrame } from './frames.js';
+import { readFrames, readOneFrame, waitForBuffered, writeFrame, writeFrames } from './frames.js';
 import { loadOrCreatePrivateKey, parseClusterKey, toMultiaddrString } from './identity.js';
 import {
   DEFAULT_MAX_QUEUED_MESSAGES_PER_PEER,
@@ -119,9 +118,11 @@ export interface Libp2pTransportStats {
 const MAX_HELLO_BYTES = 1024 * 1024;
 const MAX_ACK_BYTES = 64 * 1024;
 const MAX_BACKOFF_MS = 2000;
+const MAX_BATCH_BYTES = 1024 * 1024;
 
 interface PeerLink {
-  queue: Message[];
+  /** Encoded Raft messages waiting for the stream. */
+  queue: Uint8Array[];
   stream?: Stream;
   pumping: boolean;
   /** After a failed connection, messages are dropped (and reported) until then. */
@@ -583,9 +584,8 @@ export class Libp2pTransport extends TransportBase implements Transport {
   send(messages: readonly Message[]): void {
     if (!this.node) return;
     for (const message of messages) {
-      if (!this.acceptOutgoing(message)) continue;
       if (message.type === MessageType.Snap) {
-        void this.sendSnapshot(message);
+        if (this.acceptOutgoing(message)) void this.sendSnapshot(message);
         continue;
       }
       const link = this.link(message.to);
@@ -594,7 +594,9 @@ export class Libp2pTransport extends TransportBase implements Transport {
         this.reportUnreachable(message.to);
         continue;
       }
-      link.queue.push(message);
+      const frame = this.encodeOutgoing(message);
+      if (!frame) continue;
+      link.queue.push(frame);
       if (!link.pumping) void this.pump(message.to, link);
     }
   }
@@ -617,9 +619,16 @@ export class Libp2pTransport extends TransportBase implements Transport {
         if (stream?.status !== 'open' || stream.writeStatus !== 'writable') {
           stream = await this.openRaftStream(nodeId, link);
         }
-        const message = link.queue.shift()!;
-        await writeFrame(stream, encodeMessage(message), this.stopController.signal);
-        this.stats.messagesSent++;
+        // Everything queued so far goes out in one write (one yamux frame, one syscall), up to a bound.
+        let batchBytes = 0;
+        let batchLength = 0;
+        while (batchLength < link.queue.length && batchBytes < MAX_BATCH_BYTES) {
+          batchBytes += link.queue[batchLength].byteLength;
+          batchLength++;
+        }
+        const batch = link.queue.splice(0, batchLength);
+        await writeFrames(stream, batch, this.stopController.signal);
+        this.stats.messagesSent += batch.length;
       }
       link.backoffMs = 0;
     } catch (err) {

@@ -4,7 +4,7 @@
 // node's handler never runs inside its peer's send().
 import { type Message, MessageType, type NodeId } from '../raft/types.js';
 import { TransportBase, withDeadline } from './base.js';
-import { decodeMessage, encodeMessage } from './codec.js';
+import { decodeMessage } from './codec.js';
 import {
   DEFAULT_MAX_QUEUED_MESSAGES_PER_PEER,
   type MemberAddress,
@@ -89,9 +89,9 @@ export class MemoryNetwork {
     return this.dropRate > 0 && this.random() < this.dropRate;
   }
 
-  /** What the receiver gets for a sent message: a decoded copy (encode) or the same object. */
-  carry(message: Message): Message {
-    return this.encode ? decodeMessage(encodeMessage(message)) : message;
+  /** Whether messages pass through the codec on their way. */
+  get encodes(): boolean {
+    return this.encode;
   }
 }
 
@@ -135,7 +135,15 @@ export class MemoryTransport extends TransportBase implements Transport {
   send(messages: readonly Message[]): void {
     if (!this.running) return;
     for (const message of messages) {
-      if (!this.acceptOutgoing(message)) continue;
+      // Carried as a decoded copy of the frame (encode) so later mutation by the sender cannot leak through.
+      let carried: Message = message;
+      if (this.network.encodes) {
+        const frame = this.encodeOutgoing(message);
+        if (!frame) continue;
+        carried = decodeMessage(frame);
+      } else if (!this.acceptOutgoing(message)) {
+        continue;
+      }
       let queue = this.queues.get(message.to);
       if (!queue) {
         queue = [];
@@ -145,8 +153,7 @@ export class MemoryTransport extends TransportBase implements Transport {
         this.failed(message);
         continue;
       }
-      // Snapshots are carried whole here; encode now so later mutation by the sender cannot leak through.
-      queue.push(this.network.carry(message));
+      queue.push(carried);
     }
     if (!this.flushScheduled && this.queues.size > 0) {
       this.flushScheduled = true;

@@ -206,6 +206,41 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     assert.equal(b.transport.stats.snapshotsReceived, 1);
   });
 
+  it('bounds each peer queue: overflow is dropped and reported, the rest arrives in order', async () => {
+    const a = await node('a', { maxQueuedMessagesPerPeer: 10 });
+    const b = await node('b');
+    a.transport.setMember({ nodeId: 'b', multiaddrs: [`127.0.0.1:${tcpPort(b.transport)}`] });
+    const unreachable: string[] = [];
+    a.transport.onUnreachable((id) => unreachable.push(id));
+    // One synchronous batch: the connection is still being dialed, so only 10 fit in the queue.
+    a.transport.send(Array.from({ length: 100 }, (_, i) => heartbeat('a', 'b', i + 1)));
+    assert.equal(unreachable.length, 90);
+    assert.equal(a.transport.stats.messagesDropped, 90);
+    await eventually('the queued 10 arrive', () => b.received.length === 10);
+    assert.deepStrictEqual(
+      b.received.map((m) => m.commit),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    );
+  });
+
+  it('reports unreachable members without blocking, and reaches them once they are up', async () => {
+    const a = await node('a');
+    const unreachable: string[] = [];
+    a.transport.onUnreachable((id) => unreachable.push(id));
+    const bDir = await dataDir();
+    // Learn b's identity and port, then take it down.
+    const first = await node('b', { dataDir: bDir, listen: ['127.0.0.1:0'] });
+    const port = tcpPort(first.transport);
+    const bPeerId = first.transport.peerId;
+    await first.transport.stop();
+    a.transport.setMember({ nodeId: 'b', peerId: bPeerId, multiaddrs: [`127.0.0.1:${port}`] });
+    a.transport.send([heartbeat('a', 'b', 1)]);
+    await eventually('b reported unreachable', () => unreachable.includes('b'));
+
+    const b = await node('b', { dataDir: bDir, listen: [`127.0.0.1:${port}`] });
+    await sendUntilReceived(a.transport, heartbeat('a', 'b', 2), b.received);
+  });
+
   it('reports a snapshot to an unreachable node as failed', async () => {
     const a = await node('a');
     const statuses: Array<[string, SnapshotStatus]> = [];
