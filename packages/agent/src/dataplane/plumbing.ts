@@ -33,7 +33,7 @@ import {
   sandboxGatewayIfName,
   weftDeviceKind,
 } from './names.js';
-import { assertSandboxName } from './sandbox.js';
+import { assertNetnsName, assertSandboxName } from './sandbox.js';
 
 /** VXLAN over IPv4 adds 50 bytes: outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8. */
 export const vxlanOverheadBytes = 50;
@@ -152,7 +152,7 @@ export class Plumbing {
 
   constructor(readonly options: PlumbingOptions) {
     parseIpv4(options.vtep);
-    if (options.hostNetns !== undefined) assertSandboxName(options.hostNetns);
+    if (options.hostNetns !== undefined) assertNetnsName(options.hostNetns, 'hostNetns');
     this.host = new NetnsShell(options.hostNetns);
     this.underlayMtuCache = options.underlayMtu;
     if (options.gatewaySubnet === null) {

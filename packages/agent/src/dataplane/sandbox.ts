@@ -6,12 +6,17 @@ import { CommandError, listNetns, NetnsShell, runCommand } from '../netlink/ip.j
 
 const sandboxNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
-export function assertSandboxName(name: string): void {
+/** Checks an `ip netns` name; `what` names it in the error (e.g. "hostNetns"). */
+export function assertNetnsName(name: string, what = 'sandbox (netns) name'): void {
   if (!sandboxNamePattern.test(name)) {
     throw new Error(
-      `invalid sandbox (netns) name "${name}": use 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit`,
+      `invalid ${what} "${name}": use 1-64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit`,
     );
   }
+}
+
+export function assertSandboxName(name: string): void {
+  assertNetnsName(name);
 }
 
 export async function sandboxExists(name: string): Promise<boolean> {

@@ -244,6 +244,11 @@ describe('KernelDataplane specifics', function () {
     assert.equal(eth0?.linkinfo?.info_kind, 'veth', 'the foreign interface is untouched');
     assert.equal(eth0?.address === newEndpoint(net, sandbox, '198.18.24.2').mac, false);
 
+    await assert.rejects(
+      dp.attach(newEndpoint(net, `${topo.prefix}-missing`, '198.18.24.3')),
+      /sandbox netns "wt.*-missing" does not exist/,
+    );
+
     const wrong = new KernelDataplane({
       vtep: '192.0.2.250',
       hostNetns: topo.hosts[1]!.netns,
