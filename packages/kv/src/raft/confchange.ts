@@ -63,7 +63,9 @@ export function applyConfChangeTo(
   newProgress: NewProgress,
 ): ConfigAndProgress {
   const cfg = cloneMembership(current.config);
-  const prs = new Map(current.progress); // Progress objects are shared, entries are not
+  // Progress objects are shared with the current config; any that change are
+  // replaced by copies, so a dry run (leader validating a proposal) changes nothing.
+  const prs = new Map(current.progress);
   if (isLeaveJoint(cc)) {
     if (!isJoint(cfg)) return { config: cfg, progress: prs }; // nothing to leave: a no-op, as etcd does
     leaveJoint(cfg, prs);
@@ -101,7 +103,7 @@ function leaveJoint(cfg: MembershipConfig, prs: Map<NodeId, Progress>): void {
     cfg.learners.add(id);
     const pr = prs.get(id);
     invariant(pr, `learnerNext ${id} has no progress`);
-    pr.isLearner = true;
+    prs.set(id, pr.withLearner(true));
   }
   cfg.learnersNext.clear();
   for (const id of cfg.outgoing) {
@@ -123,8 +125,7 @@ function applyChanges(
     switch (ch.type) {
       case ConfChangeType.AddVoter: {
         const pr = prs.get(ch.nodeId);
-        if (pr) pr.isLearner = false;
-        else prs.set(ch.nodeId, newProgress(lastIndex + 1, false));
+        prs.set(ch.nodeId, pr ? pr.withLearner(false) : newProgress(lastIndex + 1, false));
         cfg.learners.delete(ch.nodeId);
         cfg.learnersNext.delete(ch.nodeId);
         cfg.incoming.add(ch.nodeId);
@@ -141,8 +142,7 @@ function applyChanges(
           cfg.learnersNext.add(ch.nodeId);
           if (!pr) prs.set(ch.nodeId, newProgress(lastIndex + 1, false));
         } else {
-          if (pr) pr.isLearner = true;
-          else prs.set(ch.nodeId, newProgress(lastIndex + 1, true));
+          prs.set(ch.nodeId, pr ? pr.withLearner(true) : newProgress(lastIndex + 1, true));
           cfg.learners.add(ch.nodeId);
         }
         break;

@@ -63,6 +63,12 @@ export class Inflights {
     }
   }
 
+  /** Frees the oldest slot: a heartbeat answered but appends did not, so one was probably lost. */
+  freeFirstOne(): void {
+    if (this.lastIndexes.length === 0) return;
+    this.freeLE(this.lastIndexes[0]!);
+  }
+
   full(): boolean {
     return (
       this.lastIndexes.length >= this.maxMessages || (this.maxBytes > 0 && this.totalBytes >= this.maxBytes)
@@ -71,6 +77,14 @@ export class Inflights {
 
   count(): number {
     return this.lastIndexes.length;
+  }
+
+  clone(): Inflights {
+    const c = new Inflights(this.maxMessages, this.maxBytes);
+    c.lastIndexes.push(...this.lastIndexes);
+    c.sizesBytes.push(...this.sizesBytes);
+    c.totalBytes = this.totalBytes;
+    return c;
   }
 
   reset(): void {
@@ -99,6 +113,18 @@ export class Progress {
     this.next = next;
     this.isLearner = isLearner;
     this.inflights = new Inflights(maxInflightMsgs, maxInflightBytes);
+  }
+
+  /** A copy with `isLearner` set (configurations are computed without mutating the current one). */
+  withLearner(isLearner: boolean): Progress {
+    const c = new Progress(this.next, isLearner, this.inflights.maxMessages, this.inflights.maxBytes);
+    c.match = this.match;
+    c.state = this.state;
+    c.pendingSnapshot = this.pendingSnapshot;
+    c.recentActive = this.recentActive;
+    c.msgAppFlowPaused = this.msgAppFlowPaused;
+    (c as { inflights: Inflights }).inflights = this.inflights.clone();
+    return c;
   }
 
   private resetState(state: ProgressState): void {

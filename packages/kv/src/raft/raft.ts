@@ -80,7 +80,10 @@ export interface RaftConfig {
   electionTimeoutTicks?: number;
   /** A leader sends heartbeats every this many ticks; must be < electionTimeoutTicks. */
   heartbeatTicks?: number;
-  /** Index the application has already applied (restart with a state machine newer than the snapshot). */
+  /**
+   * Index the application's state machine has applied (when it persists its
+   * state beyond the last snapshot). 0 = the storage snapshot's index.
+   */
   appliedIndex?: number;
   /** Most entry bytes in one append message (at least one entry is always sent). */
   maxSizePerMsgBytes?: number;
@@ -269,7 +272,14 @@ export class Raft {
     this.tracker.config = restored.config;
     this.tracker.progress = restored.progress;
     if (hardState.term !== 0 || hardState.vote !== NONE || hardState.commit !== 0) this.loadState(hardState);
-    if (this.cfg.appliedIndex > 0) this.log.appliedTo(Math.min(this.cfg.appliedIndex, this.log.committed));
+    // Unless told otherwise, the application's state is the storage snapshot's.
+    const applied =
+      this.cfg.appliedIndex > 0 ? this.cfg.appliedIndex : this.cfg.storage.snapshot().metadata.index;
+    invariant(
+      applied <= this.log.committed,
+      () => `applied index ${applied} is beyond the stored commit index ${this.log.committed}`,
+    );
+    if (applied > this.log.applied) this.log.appliedTo(applied);
     this.becomeFollower(this.term, NONE);
   }
 
@@ -703,8 +713,15 @@ export class Raft {
     return m.from === this.id || m.from === NONE;
   }
 
+  /**
+   * Set while stepping a request made through the RawNode API (propose,
+   * readIndex, ...): only those throw RequestDroppedError when dropped. A
+   * forwarded request that comes back to its origin is dropped silently.
+   */
+  localRequest = false;
+
   private drop(m: Message, reason: string): void {
-    if (this.isLocal(m))
+    if (this.localRequest)
       throw new RequestDroppedError(
         MessageType[m.type] === 'Prop' ? 'proposal' : MessageType[m.type]!,
         reason,
@@ -852,6 +869,9 @@ export class Raft {
       case MessageType.HeartbeatResp: {
         pr.recentActive = true;
         pr.msgAppFlowPaused = false;
+        // The follower is reachable but the window is still full: an append was
+        // probably lost. Free one slot so replication cannot stall forever.
+        if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirstOne();
         if (pr.match < this.log.lastIndex() || pr.state === ProgressState.Probe) this.sendAppend(m.from);
         if (m.context.byteLength === 0) return;
         const acks = this.readOnly.ack(m.from, m.context);
@@ -1099,12 +1119,11 @@ export class Raft {
     if (md.index <= this.log.committed) return false;
     invariant(this.role === Role.Follower, `snapshot installed as ${Role[this.role]}`);
     const cs = md.confState;
-    const member = [cs.voters, cs.learners, cs.votersOutgoing].some((ids) => ids.includes(this.id));
-    if (!member) {
-      // Could happen if a stale snapshot from before we were added arrives. Ignore it.
-      this.trace(`ignored snapshot ${md.term}/${md.index}: not a member of its configuration`);
-      return false;
-    }
+    // The snapshot's configuration may predate our addition (the leader sends
+    // the newest snapshot it has, which can be older than the conf change
+    // that added us). Installing it is still safe: without being a voter in
+    // our own configuration we cannot campaign, and the entries after the
+    // snapshot carry the change that adds us.
     if (this.log.matchTerm(md.index, md.term)) {
       // We have the entries already; just learn that they are committed.
       this.log.commitTo(md.index);

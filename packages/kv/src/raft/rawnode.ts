@@ -114,7 +114,7 @@ export class RawNode {
   private proposeEntry(type: EntryType, data: Uint8Array): void {
     const m = emptyMessage(MessageType.Prop, this.raft.id, this.raft.id, 0);
     m.entries = [{ term: 0, index: 0, type, data }];
-    this.raft.step(m);
+    this.stepLocal(m);
   }
 
   /**
@@ -127,12 +127,21 @@ export class RawNode {
     if (ctx.byteLength === 0) throw new RaftUsageError('readIndex needs a non-empty, unique request context');
     const m = emptyMessage(MessageType.ReadIndex, this.raft.id, this.raft.id, 0);
     m.context = ctx;
-    this.raft.step(m);
+    this.stepLocal(m);
+  }
+
+  private stepLocal(m: Message): void {
+    this.raft.localRequest = true;
+    try {
+      this.raft.step(m);
+    } finally {
+      this.raft.localRequest = false;
+    }
   }
 
   /** Asks the leader to hand leadership to `transferee` (a voter). Best effort; check status().leader. */
   transferLeadership(transferee: NodeId): void {
-    this.raft.step(emptyMessage(MessageType.TransferLeader, transferee, this.raft.id, 0));
+    this.stepLocal(emptyMessage(MessageType.TransferLeader, transferee, this.raft.id, 0));
   }
 
   /**
@@ -147,8 +156,16 @@ export class RawNode {
       );
     }
     if (m.to !== this.raft.id) throw new RaftUsageError(`message for ${m.to} delivered to ${this.raft.id}`);
-    if (m.from === this.raft.id)
-      throw new RaftUsageError(`message from ${m.from} looks like it came from this node itself`);
+    const forwarded =
+      m.type === MessageType.Prop ||
+      m.type === MessageType.ReadIndex ||
+      m.type === MessageType.TransferLeader;
+    // A forwarded request may come back to the node that made it (its leader changed meanwhile).
+    if (m.from === this.raft.id && !forwarded) {
+      throw new RaftUsageError(
+        `${MessageType[m.type]} from ${m.from} looks like it came from this node itself`,
+      );
+    }
     this.raft.step(m);
   }
 

@@ -12,6 +12,7 @@ import {
   type Entry,
   EntryType,
   type Message,
+  MessageType,
   type NodeId,
   type ReadState,
   Role,
@@ -36,6 +37,8 @@ export class Harness {
   /** Directed links that drop messages: "from->to". */
   readonly cut = new Set<string>();
   readonly trace: string[] = [];
+  /** Leave heartbeats out of the trace (they repeat every tick). */
+  hideHeartbeats = false;
   private seed = 1;
 
   constructor(
@@ -63,11 +66,12 @@ export class Harness {
       random: new SeededRandom(this.seed++),
       logger: (line) => this.trace.push(line),
     });
+    const snapData = new TextDecoder().decode(storage.snapshot().data);
     const n: HarnessNode = {
       id,
       raw,
       storage,
-      applied: [],
+      applied: snapData === '' ? [] : (JSON.parse(snapData) as string[]),
       readStates: [],
       confState: storage.initialState().confState,
     };
@@ -89,6 +93,8 @@ export class Harness {
       if (rd.snapshot) {
         n.storage.applySnapshot(rd.snapshot);
         n.confState = rd.snapshot.metadata.confState;
+        const data = new TextDecoder().decode(rd.snapshot.data);
+        n.applied = data === '' ? [] : (JSON.parse(data) as string[]);
         n.applied.push(`<snapshot ${rd.snapshot.metadata.index}>`);
       }
       n.storage.append(rd.entries);
@@ -119,13 +125,18 @@ export class Harness {
     this.queue = this.queue.filter((m) => filter && !filter(m));
     let n = 0;
     for (const m of now) {
-      if (this.cut.has(`${m.from}->${m.to}`)) {
-        this.trace.push(`dropped ${describeMessage(m)}`);
+      if (this.cut.has(`${m.from}->${m.to}`) || !this.nodes.has(m.to)) {
+        if (!(this.hideHeartbeats && m.type === MessageType.Heartbeat))
+          this.trace.push(`dropped ${describeMessage(m)}`);
         continue;
       }
       const dest = this.nodes.get(m.to);
       if (!dest) continue;
-      this.trace.push(describeMessage(m));
+      if (
+        !(this.hideHeartbeats && (m.type === MessageType.Heartbeat || m.type === MessageType.HeartbeatResp))
+      ) {
+        this.trace.push(describeMessage(m));
+      }
       dest.raw.step(m);
       n++;
     }
@@ -140,6 +151,34 @@ export class Harness {
       this.deliver();
     }
     throw new Error(`cluster did not stabilize within ${maxRounds} rounds`);
+  }
+
+  /** Storage of crashed nodes (their "disk"), by id. */
+  readonly crashed = new Map<NodeId, MemoryStorage>();
+
+  /** Stops a node; whatever it did not persist (process()) is lost. Messages to it are dropped. */
+  crash(id: NodeId): void {
+    const n = this.node(id);
+    this.crashed.set(id, n.storage);
+    this.nodes.delete(id);
+    // What it had queued for sending dies with it.
+    this.queue = this.queue.filter((m) => m.from !== id);
+  }
+
+  restart(id: NodeId): HarnessNode {
+    const storage = this.crashed.get(id);
+    if (!storage) throw new Error(`${id} is not crashed`);
+    this.crashed.delete(id);
+    return this.start(id, storage);
+  }
+
+  /** Snapshots node `id` at its applied index and compacts its log up to there. */
+  compact(id: NodeId): number {
+    const n = this.node(id);
+    const index = n.raw.status().applied;
+    n.storage.createSnapshot(index, n.confState, new TextEncoder().encode(JSON.stringify(n.applied)));
+    n.storage.compact(index);
+    return index;
   }
 
   tick(id: NodeId, ticks = 1): void {
