@@ -293,7 +293,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
     const signal = this.stopController.signal;
     while (!signal.aborted) {
       try {
-        const hello = await this.connectAddress(address, undefined, this.dialSignal());
+        const { hello } = await this.connectAddress(address, undefined, this.dialSignal());
         this.log.info({ address, nodeId: hello.nodeId, peerId: hello.peerId }, 'bootstrap peer answered');
         return;
       } catch (err) {
@@ -312,6 +312,11 @@ export class Libp2pTransport extends TransportBase implements Transport {
 
   // ------------------------------------------------------------ address book
 
+  /**
+   * Adds or updates a member. A peer id, if given, replaces the known one; if
+   * omitted, a peer id learned by handshake is kept (addresses are only hints).
+   * Non-empty multiaddrs replace the known hints.
+   */
   setMember(member: MemberAddress): void {
     if (member.nodeId === this.nodeId) return; // our own entry (from a shared member list) is not a peer
     if (member.peerId !== undefined) {
@@ -323,12 +328,14 @@ export class Libp2pTransport extends TransportBase implements Transport {
         );
       }
     }
+    const previous = this.book.get(member.nodeId);
+    const multiaddrs = member.multiaddrs.map(toMultiaddrString);
     const copy: MemberAddress = {
       nodeId: member.nodeId,
-      multiaddrs: member.multiaddrs.map(toMultiaddrString),
+      multiaddrs: multiaddrs.length > 0 ? multiaddrs : [...(previous?.multiaddrs ?? [])],
     };
-    if (member.peerId !== undefined) copy.peerId = member.peerId;
-    const previous = this.book.get(member.nodeId);
+    const peerId = member.peerId ?? previous?.peerId;
+    if (peerId !== undefined) copy.peerId = peerId;
     if (previous?.peerId !== undefined && previous.peerId !== copy.peerId) {
       this.nodeByPeer.delete(previous.peerId);
       this.resetLink(member.nodeId);
@@ -508,7 +515,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
     address: string,
     expectedNodeId: NodeId | undefined,
     signal: AbortSignal,
-  ): Promise<Hello> {
+  ): Promise<{ connection: Connection; hello: Hello }> {
     const node = this.requireNode();
     const connection = await node.dial(multiaddr(address), { signal });
     const hello = await this.ensureHello(connection, signal);
@@ -518,7 +525,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
         `address ${address} is node "${hello.nodeId}", not "${expectedNodeId}"`,
       );
     }
-    return hello;
+    return { connection, hello };
   }
 
   /** An open, hello'd connection to member `nodeId`, found by peer id (DHT if its addresses are stale). */
@@ -535,9 +542,8 @@ export class Libp2pTransport extends TransportBase implements Transport {
       let lastError: unknown;
       for (const address of member.multiaddrs) {
         try {
-          await this.connectAddress(address, nodeId, signal);
-          // The hello recorded the peer id; continue as for any known peer.
-          return this.connect(nodeId, signal);
+          // The hello records the peer id, so later connections go by peer id (and the DHT).
+          return (await this.connectAddress(address, nodeId, signal)).connection;
         } catch (err) {
           lastError = err;
         }

@@ -121,8 +121,16 @@ export class MemoryTransport extends TransportBase implements Transport {
     this.queues.clear(); // queued messages are lost, as with a crashed process
   }
 
+  /** Same rules as Libp2pTransport: an omitted peerId keeps the known one, empty multiaddrs keep the known hints. */
   setMember(member: MemberAddress): void {
-    this.book.set(member.nodeId, { ...member, multiaddrs: [...member.multiaddrs] });
+    const previous = this.book.get(member.nodeId);
+    const copy: MemberAddress = {
+      nodeId: member.nodeId,
+      multiaddrs: member.multiaddrs.length > 0 ? [...member.multiaddrs] : [...(previous?.multiaddrs ?? [])],
+    };
+    const peerId = member.peerId ?? previous?.peerId;
+    if (peerId !== undefined) copy.peerId = peerId;
+    this.book.set(member.nodeId, copy);
   }
   removeMember(nodeId: NodeId): void {
     this.book.delete(nodeId);

@@ -78,7 +78,11 @@ export interface Transport extends Startable {
   /** A member's identity or addresses were learned or changed (hello handshake, identify). */
   onMemberUpdate(handler: MemberHandler): void;
 
-  /** Adds or replaces a member in the address book (at any time). */
+  /**
+   * Adds or updates a member in the address book (at any time). Libp2p: a
+   * given peerId replaces the known one, an omitted one keeps the peer id
+   * learned by handshake; non-empty multiaddrs replace the address hints.
+   */
   setMember(member: MemberAddress): void;
   removeMember(nodeId: NodeId): void;
   /** The address book as currently known (including what handshakes learned). */

@@ -152,6 +152,37 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     );
   });
 
+  it('works with address-only members set before and after the handshake (KvNode style)', async () => {
+    // Reserve ports by starting once; NodeIds are the canonical raft addresses like KvNode's.
+    const aDir = await dataDir();
+    const bDir = await dataDir();
+    const probeA = await node('probe-a', { dataDir: aDir });
+    const probeB = await node('probe-b', { dataDir: bDir });
+    const aAddress = `127.0.0.1:${tcpPort(probeA.transport)}`;
+    const bAddress = `127.0.0.1:${tcpPort(probeB.transport)}`;
+    await probeA.transport.stop();
+    await probeB.transport.stop();
+
+    const a = await node(aAddress, { dataDir: aDir, listen: [aAddress], peers: [bAddress] }, (t) =>
+      t.setMember({ nodeId: bAddress, multiaddrs: [bAddress] }),
+    );
+    const b = await node(bAddress, { dataDir: bDir, listen: [bAddress], peers: [aAddress] });
+    await eventually('a learns b’s peer id', () => a.transport.members()[0]?.peerId === b.transport.peerId);
+    // Setting the member again without a peer id (as KvNode does on every config change) keeps the learned one.
+    a.transport.setMember({ nodeId: bAddress, multiaddrs: [bAddress] });
+    assert.equal(a.transport.members()[0].peerId, b.transport.peerId);
+    b.transport.setMember({ nodeId: aAddress, multiaddrs: [aAddress] });
+    a.transport.send([heartbeat(aAddress, bAddress, 1)]);
+    b.transport.send([heartbeat(bAddress, aAddress, 2)]);
+    await eventually('both directions', () => a.received.length === 1 && b.received.length === 1);
+    assert.equal(
+      await b.transport
+        .request(aAddress, 'missing', new Uint8Array())
+        .catch((err: TransportError) => err.code),
+      'no-handler',
+    );
+  });
+
   it('keeps the peer id across restarts (identity key file, mode 0600)', async () => {
     const dir = await dataDir();
     const first = await node('a', { dataDir: dir });
