@@ -9,7 +9,7 @@
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
 import { type BridgeFdb, CommandError, type IpLink, type IpNeigh } from '../netlink/ip.js';
 import { assertNetworkId, parseIpv4, vxlanName } from './names.js';
-import { Plumbing, type PlumbingOptions, validateNetwork } from './plumbing.js';
+import { Plumbing, type PlumbingOptions, throwIfFailed, validateNetwork } from './plumbing.js';
 import { SerialQueue } from './serial.js';
 
 export const vxlanPort = 4789;
@@ -132,11 +132,24 @@ export class KernelDataplane implements Dataplane {
       await this.plumbing.ensureHost();
       const keep = Plumbing.expectedDevices(state.networks, state.endpoints, (id) => [vxlanName(id)]);
       await this.plumbing.removeStaleDevices(keep);
-      for (const net of state.networks) await this.doEnsureNetwork(net);
-      const known = new Set(state.networks.map((n) => n.id));
-      for (const ep of state.endpoints) if (known.has(ep.networkId)) await this.plumbing.attach(ep);
-      await this.plumbing.pruneGatewayVeths();
+      const failures: Error[] = [];
+      const ready: NetworkSpec[] = [];
       for (const net of state.networks) {
+        try {
+          await this.doEnsureNetwork(net);
+          ready.push(net);
+        } catch (e) {
+          failures.push(
+            new Error(`network ${net.name} (${net.id.slice(0, 12)}): ${(e as Error).message}`, { cause: e }),
+          );
+        }
+      }
+      const readyIds = new Set(ready.map((n) => n.id));
+      failures.push(
+        ...(await this.plumbing.attachEach(state.endpoints.filter((ep) => readyIds.has(ep.networkId)))),
+      );
+      await this.plumbing.pruneGatewayVeths();
+      for (const net of ready) {
         const current = await this.readPeerTable(net.id);
         await this.writePeerTable(
           net.id,
@@ -144,6 +157,7 @@ export class KernelDataplane implements Dataplane {
           tableOf(state.peers.filter((p) => p.networkId === net.id)),
         );
       }
+      throwIfFailed(failures);
     });
   }
 

@@ -445,6 +445,27 @@ export class Plumbing {
     if (!net.internal && this.gateway !== null) await this.ensureGatewayVeth(ep.sandbox);
   }
 
+  /**
+   * Attaches each endpoint, going on past failures: one container whose
+   * namespace is gone must not leave the others unwired. Returns the
+   * failures; the caller finishes its work, then calls throwIfFailed.
+   */
+  async attachEach(endpoints: LocalEndpoint[]): Promise<Error[]> {
+    const failures: Error[] = [];
+    for (const ep of endpoints) {
+      try {
+        await this.attach(ep);
+      } catch (e) {
+        failures.push(
+          new Error(`endpoint ${ep.endpointId} (sandbox ${ep.sandbox}): ${(e as Error).message}`, {
+            cause: e,
+          }),
+        );
+      }
+    }
+    return failures;
+  }
+
   /** Removes the endpoint's veth (and the sandbox's gateway veth if no longer needed). Idempotent. */
   async detach(ep: Pick<LocalEndpoint, 'networkId' | 'endpointId' | 'sandbox' | 'ifName'>): Promise<void> {
     assertNetworkId(ep.networkId);
@@ -608,4 +629,14 @@ export class Plumbing {
       ? "the agent's network namespace"
       : `netns ${this.options.hostNetns}`;
   }
+}
+
+/** Throws one error listing every failure of a reconcile that otherwise went through. */
+export function throwIfFailed(failures: Error[], what = 'reconcile'): void {
+  if (failures.length === 0) return;
+  throw new AggregateError(
+    failures,
+    `${what} finished with ${failures.length} failure(s); everything else was applied: ` +
+      failures.map((f) => f.message).join('; '),
+  );
 }

@@ -169,6 +169,25 @@ describe('KernelDataplane specifics', function () {
     });
   });
 
+  it('reconcile wires everything it can and then names what it could not', async () => {
+    const dp = await plane(0);
+    const net = newNetwork('partial', '198.18.26.0/24');
+    const gone = newEndpoint(net, `${topo.prefix}-vanished`, '198.18.26.2');
+    const alive = newEndpoint(net, await topo.addSandbox('alive'), '198.18.26.3');
+    const peer = peerOf(newEndpoint(net, 'x', '198.18.26.9'), '192.0.2.12');
+    await assert.rejects(
+      dp.reconcile({ networks: [net], endpoints: [gone, alive], peers: [peer] }),
+      (e: Error) =>
+        e instanceof AggregateError && /1 failure.*sandbox .*-vanished.*does not exist/.test(e.message),
+    );
+    const [eth0] = await new NetnsShell(alive.sandbox).ipJson<IpAddr>(['addr', 'show', 'dev', 'eth0']);
+    assert.ok(
+      eth0?.addr_info.some((a) => a.local === alive.ip),
+      'the endpoint after the failing one is attached',
+    );
+    assert.deepEqual((await entries(net.id)).neigh, [`${peer.ip}>${peer.mac}`], 'peers are programmed');
+  });
+
   it('gives each sandbox its own gateway address and reuses freed ones', async () => {
     const dp = await plane(0);
     const net = newNetwork('g', '198.18.23.0/24');
