@@ -427,12 +427,15 @@ export class KvStateMachine implements KvStateReader {
   }
 
   list(prefix: string): Indexed<DirEntry[]> {
-    const value = Array.from(this.entries.prefix(prefix), ([, e]) => e);
+    const value: DirEntry[] = [];
+    this.entries.forEachPrefix(prefix, (_, e) => {
+      value.push(e);
+    });
     return { index: this.prefixIndex(prefix, value), value };
   }
 
   keys(prefix: string, separator: string): Indexed<string[]> {
-    const entries = Array.from(this.entries.prefix(prefix), ([, e]) => e);
+    const entries = this.list(prefix).value;
     const keys: string[] = [];
     let previous: string | undefined;
     for (const e of entries) {
@@ -450,7 +453,9 @@ export class KvStateMachine implements KvStateReader {
     if (prefix === '') index = this.kvTableIndex;
     else {
       for (const e of entries) index = Math.max(index, e.modifyIndex);
-      for (const [, deletedAt] of this.tombstones.prefix(prefix)) index = Math.max(index, deletedAt);
+      this.tombstones.forEachPrefix(prefix, (_, deletedAt) => {
+        index = Math.max(index, deletedAt);
+      });
     }
     if (index === 0) index = this.kvTableIndex;
     return Math.max(1, index);
