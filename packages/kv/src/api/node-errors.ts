@@ -1,0 +1,34 @@
+// Errors a KvNode caller can act on. Each message says what happened and
+// what to do; `code` lets HTTP layers map them (503 for unavailable).
+
+/**
+ * A write or linearizable read could not complete in time: no leader is
+ * known, or the leader cannot reach a quorum. A timed-out write may still be
+ * applied later (it may already be in the log); retry with check-and-set when
+ * that matters.
+ */
+export class KvNodeUnavailableError extends Error {
+  readonly code = 'unavailable';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'KvNodeUnavailableError';
+  }
+}
+
+/** The node was closed while the call was pending, or before it was made. */
+export class KvNodeClosedError extends Error {
+  readonly code = 'closed';
+  constructor(what: string) {
+    super(`${what}: the KV node is closed`);
+    this.name = 'KvNodeClosedError';
+  }
+}
+
+/** A membership request was refused (unknown member, removing the last voter, ...). */
+export class KvMembershipError extends Error {
+  readonly code = 'membership';
+  constructor(message: string) {
+    super(message);
+    this.name = 'KvMembershipError';
+  }
+}

@@ -1,0 +1,1126 @@
+// KvNode: one member of a Weft KV cluster, the embedding API.
+//
+// It owns the layers and runs the one loop that ties them together, in the
+// order the Raft core requires (raft/types.ts, Ready):
+//   ready() → storage.save (one synced batch) → transport.send(messages)
+//           → apply snapshot / committed entries to the FSM → advance()
+// Proposals made while a save is in flight land in the next Ready, so they
+// share its fsync (group commit). Callers' promises are settled when the
+// entry they proposed is applied locally (node-proposals.ts).
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { encodeCommand } from '../fsm/codec.js';
+import { SessionReaper } from '../fsm/session-reaper.js';
+import { type Indexed, KvStateMachine, type KvStateReader } from '../fsm/state-machine.js';
+import type {
+  ApplyResult,
+  Command,
+  DirEntry,
+  KvOp,
+  SessionBehavior,
+  SessionRecord,
+  TxnOpError,
+  TxnResultEntry,
+  Watch,
+  WatchTarget,
+} from '../fsm/types.js';
+import { decodeConfChange } from '../raft/confchange.js';
+import { RequestDroppedError } from '../raft/errors.js';
+import { SeededRandom } from '../raft/rand.js';
+import { RawNode } from '../raft/rawnode.js';
+import {
+  type ConfChange,
+  ConfChangeTransition,
+  ConfChangeType,
+  type ConfState,
+  type Entry,
+  EntryType,
+  type Message,
+  type NodeId,
+  type Ready,
+  Role,
+  type Snapshot,
+} from '../raft/types.js';
+import { LevelRaftStorage } from '../storage/level-storage.js';
+import { silentLog, type Transport, type TransportLog } from '../transport/transport.js';
+import type { AppliedCommand, Consistency, KvBackend, ReadView } from './backend.js';
+import { ConsulHttpServer } from './http.js';
+import { formatHostPort, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './node-address.js';
+import { KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './node-errors.js';
+import { decodeEnvelope, encodeEnvelope, PendingTable, ProposalIds } from './node-proposals.js';
+
+export const DEFAULT_TICK_MS = 100;
+export const DEFAULT_ELECTION_TICKS = 10;
+export const DEFAULT_HEARTBEAT_TICKS = 1;
+export const DEFAULT_PROPOSAL_TIMEOUT_MS = 5_000;
+export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+export const DEFAULT_CLUSTER_NAME = 'weft';
+/** How often the leader scans sessions for expired TTLs and learners for promotion. */
+const LEADER_DUTY_INTERVAL_MS = 500;
+/** A learner within this many entries of the leader's commit index is promoted. */
+const PROMOTE_MAX_LAG_ENTRIES = 16;
+/** A ReadIndex request not answered within this long is issued again. */
+const READ_INDEX_RETRY_MS = 500;
+
+const JOIN_PROTOCOL = 'weft-kv/join/1';
+const INFO_PROTOCOL = 'weft-kv/info/1';
+const rpcPackr = new Packr({ useRecords: false, mapsAsObjects: true });
+
+export interface KvNodeLog extends TransportLog {}
+
+export interface KvNodeOptions {
+  /** Directory of this node's state (created if missing). The LevelDB store lives in DIR/raft. */
+  dataDir: string;
+  /** Human name of this node (--id), kept in the data directory: a directory of another node is refused. */
+  id: string;
+  /** Raft listen address HOST:PORT. Its canonical form is this member's Raft id. */
+  listen: string;
+  /** Raft addresses of the other initial members (ignored once the data directory holds state). */
+  peers?: string[];
+  /** Raft address of a running member to join through (new data directory only): added as a learner, promoted once caught up. */
+  join?: string;
+  /** Cluster name; nodes of different clusters refuse each other and each other's data. Default "weft". */
+  cluster?: string;
+  /** Pre-shared key of a private network (libp2p pnet swarm key file contents, or 64 hex digits). */
+  clusterKey?: Uint8Array | string;
+  /** Serve the Consul HTTP API on HOST:PORT (port 0 = any free port). Bind loopback unless you mean to expose it. */
+  http?: string | HostPort;
+  /**
+   * Builds the transport for this node's Raft id. Default: libp2p on `listen`.
+   * Tests pass MemoryNetwork transports.
+   */
+  transport?: (raftId: NodeId) => Transport | Promise<Transport>;
+  tickMs?: number;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+  /** A write or linearizable read not done within this long fails with KvNodeUnavailableError. */
+  proposalTimeoutMs?: number;
+  /** Take a snapshot and compact the log after this many applied entries. */
+  snapshotEveryEntries?: number;
+  /** Session TTL grace multiplier (Consul: 2). */
+  sessionTtlGraceMultiplier?: number;
+  log?: KvNodeLog;
+}
+
+export interface ReadOptions {
+  /** Linearizable read (ReadIndex round with a quorum). The default mode does the same. */
+  consistent?: boolean;
+  /** Serve from this node's state without contacting the leader (possibly stale). */
+  stale?: boolean;
+}
+
+export interface PutOptions {
+  /** Check-and-set: 0 = create only; otherwise the key's ModifyIndex must equal this. */
+  cas?: number;
+  flags?: bigint;
+  /** Acquire the key's lock for this session. */
+  acquire?: string;
+  /** Release the key's lock held by this session. */
+  release?: string;
+}
+
+export interface DeleteOptions {
+  cas?: number;
+  recurse?: boolean;
+}
+
+export type TxnResult =
+  | { ok: true; index: number; results: TxnResultEntry[] }
+  | { ok: false; index: number; errors: TxnOpError[] };
+
+export interface CreateSessionOptions {
+  name?: string;
+  /** Node name recorded in the session (default: this node's name). */
+  node?: string;
+  /** 0 = no TTL. */
+  ttlMs?: number;
+  behavior?: SessionBehavior;
+  lockDelayMs?: number;
+}
+
+export interface WatchEvent {
+  /** Index at which the listing is valid (X-Consul-Index). */
+  index: number;
+  entries: DirEntry[];
+}
+
+export type MemberRole = 'voter' | 'learner';
+
+export interface MemberInfo {
+  /** Raft id = canonical raft address. */
+  id: NodeId;
+  address: string;
+  /** Human name (--id) when known. */
+  name: string;
+  role: MemberRole;
+  leader: boolean;
+}
+
+export interface KvNodeStatus {
+  name: string;
+  raftId: NodeId;
+  cluster: string;
+  leader: NodeId;
+  role: 'leader' | 'follower' | 'candidate' | 'pre-candidate';
+  term: number;
+  commitIndex: number;
+  appliedIndex: number;
+  snapshotIndex: number;
+  firstIndex: number;
+  lastIndex: number;
+  voters: NodeId[];
+  learners: NodeId[];
+}
+
+/** Context carried by the conf changes this node proposes. */
+interface ConfChangeContext {
+  proposalId?: string;
+  name?: string;
+}
+
+interface ReadWaiter {
+  resolve(): void;
+  reject(err: Error): void;
+  deadline: number;
+}
+
+const ROLE_NAMES: Record<Role, KvNodeStatus['role']> = {
+  [Role.Follower]: 'follower',
+  [Role.PreCandidate]: 'pre-candidate',
+  [Role.Candidate]: 'candidate',
+  [Role.Leader]: 'leader',
+};
+
+export class KvNode implements KvBackend {
+  readonly name: string;
+  readonly raftId: NodeId;
+  readonly cluster: string;
+  private readonly log: KvNodeLog;
+  private readonly fsm = new KvStateMachine();
+  private readonly reaper: SessionReaper;
+  private readonly ids = new ProposalIds();
+  private readonly proposals = new PendingTable<{ index: number; result: ApplyResult }>();
+  private readonly confChanges = new PendingTable<number>();
+  private readonly tickMs: number;
+  private readonly proposalTimeoutMs: number;
+  private readonly snapshotEveryEntries: number;
+
+  private appliedIndex = 0;
+  private confState: ConfState;
+  private leaderId: NodeId = '';
+  /** When this node last heard from the leader (X-Consul-LastContact). */
+  private lastLeaderContactMs = 0;
+  private role: Role = Role.Follower;
+  private readonly names = new Map<NodeId, string>();
+
+  /** Proposals refused by the core (no leader yet): retried each tick until their deadline. */
+  private retryQueue: Array<{ id: string; attempt: () => void; table: PendingTable<unknown> }> = [];
+  private pendingReads: ReadWaiter[] = [];
+  private readonly inflightReads = new Map<string, { waiters: ReadWaiter[]; sentAtMs: number }>();
+  private readonly appliedWaiters: Array<{ index: number; resolve: () => void }> = [];
+  private readonly leaderWaiters = new Set<() => void>();
+
+  private wakeLoop: (() => void) | undefined;
+  private loopDone: Promise<void> = Promise.resolve();
+  private tickTimer: NodeJS.Timeout | undefined;
+  private dutyTimer: NodeJS.Timeout | undefined;
+  private closing = false;
+  private closed = false;
+  private fatal: Error | undefined;
+  private readonly closeSignal: Promise<void>;
+  private httpServer: ConsulHttpServer | undefined;
+  private readonly fatalHandlers: Array<(err: Error) => void> = [];
+  private signalClosed!: () => void;
+
+  private constructor(
+    options: Required<Pick<KvNodeOptions, 'id'>> & KvNodeOptions,
+    raftId: NodeId,
+    cluster: string,
+    private readonly storage: LevelRaftStorage,
+    private readonly raft: RawNode,
+    private readonly transport: Transport,
+  ) {
+    this.name = options.id;
+    this.raftId = raftId;
+    this.cluster = cluster;
+    this.log = options.log ?? silentLog;
+    this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
+    this.proposalTimeoutMs = options.proposalTimeoutMs ?? DEFAULT_PROPOSAL_TIMEOUT_MS;
+    this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    this.reaper = new SessionReaper({
+      nowMs: () => Date.now(),
+      ...(options.sessionTtlGraceMultiplier ? { ttlGraceMultiplier: options.sessionTtlGraceMultiplier } : {}),
+    });
+    this.confState = storage.initialState().confState;
+    this.names.set(raftId, this.name);
+    this.closeSignal = new Promise((resolve) => {
+      this.signalClosed = resolve;
+    });
+  }
+
+  /**
+   * Opens (or creates) the node's data directory, starts the transport and
+   * the Raft loop. A new directory bootstraps the cluster from `listen` +
+   * `peers` (every initial member computes the same configuration), or joins
+   * through `join`; an existing one resumes from its own state.
+   */
+  static async open(options: KvNodeOptions): Promise<KvNode> {
+    const raftId = raftIdOf(options.listen);
+    const cluster = options.cluster ?? DEFAULT_CLUSTER_NAME;
+    const peers = (options.peers ?? []).map(raftIdOf).filter((p) => p !== raftId);
+    const storage = await LevelRaftStorage.open({
+      dir: join(options.dataDir, 'raft'),
+      nodeId: options.id,
+      clusterId: cluster,
+    });
+    let transport: Transport | undefined;
+    try {
+      const fresh = storage.lastIndex() === 0 && storage.snapshot().metadata.index === 0;
+      if (fresh && !options.join) {
+        await storage.bootstrap([raftId, ...peers]);
+      }
+      transport = options.transport
+        ? await options.transport(raftId)
+        : await createLibp2pTransport(options, raftId, cluster, options.log ?? silentLog);
+      const raft = new RawNode({
+        id: raftId,
+        storage,
+        random: new SeededRandom(randomBytes(4).readUInt32LE(0)),
+        electionTimeoutTicks: options.electionTicks ?? DEFAULT_ELECTION_TICKS,
+        heartbeatTicks: options.heartbeatTicks ?? DEFAULT_HEARTBEAT_TICKS,
+        // The FSM is restored from the stored snapshot, so the core must not re-deliver what it covers.
+        appliedIndex: storage.snapshot().metadata.index,
+        preVote: true,
+        checkQuorum: true,
+      });
+      const node = new KvNode(options, raftId, cluster, storage, raft, transport);
+      try {
+        await node.start(peers, fresh ? options.join : undefined);
+        if (options.http !== undefined) {
+          const { host, port } =
+            typeof options.http === 'string'
+              ? parseHostPort(options.http, { allowAnyPort: true })
+              : options.http;
+          node.httpServer = new ConsulHttpServer(node, { host, port });
+          await node.httpServer.listen();
+        }
+      } catch (err) {
+        await node.close().catch(() => {});
+        throw err;
+      }
+      return node;
+    } catch (err) {
+      await transport?.stop().catch(() => {});
+      await storage.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  private async start(peers: NodeId[], joinThrough: string | undefined): Promise<void> {
+    // Restore the FSM from the stored snapshot; the core re-delivers the committed entries after it.
+    const snap = this.storage.snapshot();
+    this.installSnapshotState(snap);
+    for (const peer of peers) this.transport.setMember({ nodeId: peer, multiaddrs: [multiaddrOf(peer)] });
+    this.syncTransportMembers();
+    this.transport.onMessage((m) => this.onMessage(m));
+    this.transport.onUnreachable((id) => {
+      this.raft.reportUnreachable(id);
+      this.kick();
+    });
+    this.transport.onSnapshotStatus((id, status) => {
+      this.raft.reportSnapshot(id, status === 'finished');
+      this.kick();
+    });
+    this.transport.handle(JOIN_PROTOCOL, (payload) => this.serveJoin(payload));
+    this.transport.handle(INFO_PROTOCOL, () =>
+      rpcPackr.pack({ name: this.name, raftId: this.raftId, cluster: this.cluster }),
+    );
+    await this.transport.start();
+    this.loopDone = this.runLoop();
+    this.tickTimer = setInterval(() => this.onTick(), this.tickMs);
+    this.dutyTimer = setInterval(() => this.leaderDuties(), LEADER_DUTY_INTERVAL_MS);
+    if (joinThrough) await this.joinCluster(raftIdOf(joinThrough));
+  }
+
+  // ------------------------------------------------------------------ loop
+
+  private kick(): void {
+    const wake = this.wakeLoop;
+    this.wakeLoop = undefined;
+    wake?.();
+  }
+
+  private async runLoop(): Promise<void> {
+    try {
+      while (!this.closing) {
+        if (!this.raft.hasReady()) {
+          await new Promise<void>((resolve) => {
+            this.wakeLoop = resolve;
+          });
+          continue;
+        }
+        await this.handleReady(this.raft.ready());
+      }
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    if (rd.softState) this.onSoftState(rd.softState.leader, rd.softState.role);
+    // 1. Durable before anything that depends on it leaves this node.
+    if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
+      await this.storage.save(
+        {
+          ...(rd.hardState ? { hardState: rd.hardState } : {}),
+          ...(rd.snapshot ? { snapshot: rd.snapshot } : {}),
+          entries: rd.entries,
+        },
+        { sync: rd.mustSync },
+      );
+    }
+    // 2. Send.
+    if (rd.messages.length > 0) this.transport.send(rd.messages);
+    // 3. Apply.
+    if (rd.snapshot) {
+      this.installSnapshotState(rd.snapshot);
+      this.log.info(
+        { index: rd.snapshot.metadata.index, bytes: rd.snapshot.data.length },
+        'installed snapshot from the leader',
+      );
+    }
+    for (const entry of rd.committedEntries) this.applyEntry(entry);
+    for (const rs of rd.readStates) this.onReadState(rs.index, rs.requestCtx);
+    this.resolveAppliedWaiters();
+    // 4. Advance.
+    this.raft.advance();
+    await this.maybeSnapshot();
+  }
+
+  private onSoftState(leader: NodeId, role: Role): void {
+    const becameLeader = role === Role.Leader && this.role !== Role.Leader;
+    if (leader !== this.leaderId) this.log.info({ leader, role: ROLE_NAMES[role] }, 'raft leader changed');
+    this.leaderId = leader;
+    this.role = role;
+    if (becameLeader) this.reaper.reset();
+    if (leader) {
+      for (const wake of this.leaderWaiters) wake();
+      this.leaderWaiters.clear();
+      this.issueReadIndex();
+    }
+  }
+
+  private installSnapshotState(snap: Snapshot): void {
+    if (snap.metadata.index === 0) return;
+    // The bootstrap snapshot carries no data: the empty state.
+    this.fsm.restore(snap.data.length > 0 ? snap.data : new KvStateMachine().snapshot());
+    this.appliedIndex = snap.metadata.index;
+    this.confState = structuredClone(snap.metadata.confState);
+    this.syncTransportMembers();
+  }
+
+  private applyEntry(entry: Entry): void {
+    // Entries the restored snapshot already covers (a crash between snapshot and compaction).
+    if (entry.index <= this.appliedIndex) return;
+    if (entry.type === EntryType.ConfChange) {
+      const cc = decodeConfChange(entry.data);
+      this.confState = this.raft.applyConfChange(cc);
+      const context = decodeConfContext(cc.context);
+      for (const change of cc.changes) {
+        if (context.name && change.type !== ConfChangeType.RemoveNode)
+          this.names.set(change.nodeId, context.name);
+      }
+      this.syncTransportMembers();
+      this.log.info(
+        {
+          node: this.name,
+          index: entry.index,
+          voters: this.confState.voters,
+          learners: this.confState.learners,
+        },
+        'membership changed',
+      );
+      if (context.proposalId) this.confChanges.resolve(context.proposalId, entry.index);
+    } else if (entry.data.length > 0) {
+      // Empty normal entries are the leaders' no-ops.
+      const envelope = decodeEnvelope(entry.data);
+      const result = this.fsm.apply(entry.index, envelope?.payload ?? entry.data);
+      if (envelope) this.proposals.resolve(envelope.proposalId, { index: entry.index, result });
+    }
+    this.appliedIndex = entry.index;
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    const snapIndex = this.storage.snapshot().metadata.index;
+    if (this.appliedIndex - snapIndex < this.snapshotEveryEntries) return;
+    const data = this.fsm.snapshot();
+    await this.storage.createSnapshot(this.appliedIndex, this.confState, data);
+    // Compact to the snapshot itself: a restart then restores exactly the snapshot and replays what follows.
+    await this.storage.compact(this.appliedIndex);
+    this.log.info({ index: this.appliedIndex, bytes: data.length }, 'snapshot taken, log compacted');
+  }
+
+  private onMessage(m: Message): void {
+    if (this.closing) return;
+    if (m.from === this.leaderId) this.lastLeaderContactMs = Date.now();
+    try {
+      this.raft.step(m);
+    } catch (err) {
+      this.log.warn({ from: m.from, type: m.type, err: (err as Error).message }, 'raft message refused');
+    }
+    this.kick();
+  }
+
+  private onTick(): void {
+    if (this.closing) return;
+    this.raft.tick();
+    const retries = this.retryQueue;
+    this.retryQueue = [];
+    for (const r of retries) if (r.table.has(r.id)) this.submit(r.id, r.table, r.attempt);
+    const now = Date.now();
+    for (const [ctx, req] of this.inflightReads) {
+      if (now - req.sentAtMs > READ_INDEX_RETRY_MS) {
+        this.inflightReads.delete(ctx);
+        this.pendingReads.push(...req.waiters);
+      }
+    }
+    this.expireReads(now);
+    this.issueReadIndex();
+    this.kick();
+  }
+
+  private fail(err: Error): void {
+    if (this.fatal || this.closing) return;
+    this.fatal = err;
+    this.log.error({ err: err.message, stack: err.stack }, 'KV node stopped after a fatal error');
+    const failure = new KvNodeUnavailableError(`KV node ${this.name} stopped: ${err.message}`, {
+      cause: err,
+    });
+    this.proposals.rejectAll(failure);
+    this.confChanges.rejectAll(failure);
+    for (const r of this.pendingReads) r.reject(failure);
+    this.pendingReads = [];
+    for (const handler of this.fatalHandlers) handler(err);
+    void this.close();
+  }
+
+  /**
+   * Called once if the node stops on its own (a storage write failed, an
+   * invariant broke): it must not go on with state it cannot trust.
+   */
+  onFatal(handler: (err: Error) => void): void {
+    this.fatalHandlers.push(handler);
+  }
+
+  /** "host:port" of the Consul HTTP API, when serving one. */
+  httpAddress(): string | undefined {
+    if (!this.httpServer) return undefined;
+    const a = this.httpServer.address();
+    return formatHostPort({ host: a.address, port: a.port });
+  }
+
+  // -------------------------------------------------------- proposals, reads
+
+  private assertOpen(what: string): void {
+    if (this.fatal)
+      throw new KvNodeUnavailableError(`${what}: KV node ${this.name} stopped: ${this.fatal.message}`);
+    if (this.closing) throw new KvNodeClosedError(what);
+  }
+
+  private unavailable(what: string, timeoutMs: number): Error {
+    const leader = this.leaderId ? `the leader is ${this.leaderId}` : 'no leader is known';
+    return new KvNodeUnavailableError(
+      `${what} not completed within ${timeoutMs} ms: ${leader}; a quorum of the ${this.confState.voters.length} voters (${this.confState.voters.join(', ')}) must be reachable. A timed-out write may still be applied later.`,
+    );
+  }
+
+  /** Runs `attempt` (a core call); a refusal for lack of a leader is retried each tick until the waiter's deadline. */
+  private submit(id: string, table: PendingTable<unknown>, attempt: () => void): void {
+    try {
+      attempt();
+      this.kick();
+    } catch (err) {
+      if (err instanceof RequestDroppedError) this.retryQueue.push({ id, attempt, table });
+      else table.reject(id, err as Error);
+    }
+  }
+
+  /** Replicates one FSM command; resolves with the index it was applied at and the FSM's result. */
+  async propose(command: Command): Promise<{ index: number; result: ApplyResult }> {
+    this.assertOpen('write');
+    const id = this.ids.next();
+    const data = encodeEnvelope({ proposalId: id, payload: encodeCommand(command) });
+    const done = this.proposals.wait(id, this.proposalTimeoutMs, () =>
+      this.unavailable('write', this.proposalTimeoutMs),
+    );
+    this.submit(id, this.proposals as PendingTable<unknown>, () => this.raft.propose(data));
+    return done;
+  }
+
+  /**
+   * Resolves once this node's state is at least as new as every write
+   * acknowledged anywhere before the call (ReadIndex). Concurrent reads share
+   * one ReadIndex round.
+   */
+  readBarrier(consistency: Consistency = 'default'): Promise<void> {
+    this.assertOpen('read');
+    if (consistency === 'stale') return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.pendingReads.push({ resolve, reject, deadline: Date.now() + this.proposalTimeoutMs });
+      this.issueReadIndex();
+    });
+  }
+
+  private issueReadIndex(): void {
+    if (this.pendingReads.length === 0 || this.closing) return;
+    if (!this.leaderId) return; // the core would drop it; retried on the next tick or leader change
+    const ctx = randomBytes(8);
+    const waiters = this.pendingReads;
+    this.pendingReads = [];
+    try {
+      this.raft.readIndex(ctx);
+      this.inflightReads.set(ctx.toString('hex'), { waiters, sentAtMs: Date.now() });
+      this.kick();
+    } catch (err) {
+      if (!(err instanceof RequestDroppedError))
+        this.log.warn({ err: (err as Error).message }, 'read index refused');
+      this.pendingReads.push(...waiters);
+    }
+  }
+
+  private onReadState(index: number, ctx: Uint8Array): void {
+    const key = Buffer.from(ctx).toString('hex');
+    const req = this.inflightReads.get(key);
+    if (!req) return;
+    this.inflightReads.delete(key);
+    const release = () => {
+      for (const w of req.waiters) w.resolve();
+    };
+    if (this.appliedIndex >= index) release();
+    else this.appliedWaiters.push({ index, resolve: release });
+  }
+
+  private resolveAppliedWaiters(): void {
+    for (let i = this.appliedWaiters.length - 1; i >= 0; i--) {
+      const w = this.appliedWaiters[i]!;
+      if (w.index <= this.appliedIndex) {
+        this.appliedWaiters.splice(i, 1);
+        w.resolve();
+      }
+    }
+  }
+
+  private expireReads(now: number): void {
+    const keep = (w: ReadWaiter): boolean => {
+      if (w.deadline > now) return true;
+      w.reject(this.unavailable('linearizable read', this.proposalTimeoutMs));
+      return false;
+    };
+    this.pendingReads = this.pendingReads.filter(keep);
+    for (const req of this.inflightReads.values()) req.waiters = req.waiters.filter(keep);
+  }
+
+  // ------------------------------------------------------- KvBackend (HTTP)
+
+  get nodeName(): string {
+    return this.name;
+  }
+
+  nowMs(): number {
+    return Date.now();
+  }
+
+  apply(command: Command): Promise<AppliedCommand> {
+    return this.propose(command);
+  }
+
+  async read(consistency: Consistency): Promise<ReadView> {
+    await this.readBarrier(consistency);
+    const isLeader = this.role === Role.Leader;
+    return {
+      state: this.fsm,
+      knownLeader: this.leaderId !== '',
+      lastContactMs: isLeader || this.lastLeaderContactMs === 0 ? 0 : Date.now() - this.lastLeaderContactMs,
+    };
+  }
+
+  watch(target: WatchTarget): Watch {
+    return this.fsm.watch(target);
+  }
+
+  /** Raft address of the current leader, '' when none is known. */
+  async leader(): Promise<string> {
+    return this.leaderId;
+  }
+
+  /** Raft addresses of the voters. */
+  async peers(): Promise<string[]> {
+    return [...this.confState.voters];
+  }
+
+  // ------------------------------------------------------------- KV API
+
+  /** The applied state (for blocking queries and the HTTP layer). Read after readBarrier(). */
+  get state(): KvStateReader {
+    return this.fsm;
+  }
+
+  async get(key: string, options: ReadOptions = {}): Promise<DirEntry | null> {
+    await this.readBarrier(consistencyOf(options));
+    return this.fsm.get(key).value;
+  }
+
+  async getIndexed(key: string, options: ReadOptions = {}): Promise<Indexed<DirEntry | null>> {
+    await this.readBarrier(consistencyOf(options));
+    return this.fsm.get(key);
+  }
+
+  async list(prefix: string, options: ReadOptions = {}): Promise<DirEntry[]> {
+    await this.readBarrier(consistencyOf(options));
+    return this.fsm.list(prefix).value;
+  }
+
+  async put(key: string, value: Uint8Array, options: PutOptions = {}): Promise<boolean> {
+    let op: KvOp;
+    const base = { key, value, flags: options.flags ?? 0n, index: 0, session: '' };
+    if (options.acquire) op = { ...base, verb: 'lock', session: options.acquire };
+    else if (options.release) op = { ...base, verb: 'unlock', session: options.release };
+    else if (options.cas !== undefined) op = { ...base, verb: 'cas', index: options.cas };
+    else op = { ...base, verb: 'set' };
+    return this.kvCommand(op);
+  }
+
+  /** Check-and-set: writes only if the key's ModifyIndex is `index` (0 = only if absent). */
+  cas(key: string, value: Uint8Array, index: number): Promise<boolean> {
+    return this.put(key, value, { cas: index });
+  }
+
+  async delete(key: string, options: DeleteOptions = {}): Promise<boolean> {
+    const base = { key, value: new Uint8Array(0), flags: 0n, index: 0, session: '' };
+    let op: KvOp;
+    if (options.recurse) op = { ...base, verb: 'delete-tree' };
+    else if (options.cas !== undefined) op = { ...base, verb: 'delete-cas', index: options.cas };
+    else op = { ...base, verb: 'delete' };
+    return this.kvCommand(op);
+  }
+
+  private async kvCommand(op: KvOp): Promise<boolean> {
+    const { result } = await this.propose({ type: 'kv', op, nowMs: Date.now() });
+    if (result.type === 'kv') return result.ok;
+    throw new Error(
+      result.type === 'rejected' ? result.error : `unexpected result ${result.type} for a kv command`,
+    );
+  }
+
+  /** All-or-nothing transaction of up to 64 operations (Consul /v1/txn verbs). Read-only ones skip Raft. */
+  async txn(
+    ops: Array<Partial<KvOp> & Pick<KvOp, 'verb' | 'key'>>,
+    options: ReadOptions = {},
+  ): Promise<TxnResult> {
+    const full: KvOp[] = ops.map((o) => ({
+      verb: o.verb,
+      key: o.key,
+      value: o.value ?? new Uint8Array(0),
+      flags: o.flags ?? 0n,
+      index: o.index ?? 0,
+      session: o.session ?? '',
+    }));
+    const writes = full.some(
+      (o) => !['get', 'get-tree', 'check-index', 'check-session', 'check-not-exists'].includes(o.verb),
+    );
+    if (!writes) {
+      await this.readBarrier(consistencyOf(options));
+      const r = this.fsm.readTxn(full);
+      return r.ok
+        ? { ok: true, index: this.fsm.kvIndex, results: r.results }
+        : { ok: false, index: this.fsm.kvIndex, errors: r.errors };
+    }
+    const { index, result } = await this.propose({ type: 'txn', ops: full, nowMs: Date.now() });
+    if (result.type === 'rejected') throw new Error(result.error);
+    if (result.type !== 'txn') throw new Error(`unexpected result ${result.type} for a transaction`);
+    return result.ok
+      ? { ok: true, index, results: result.results }
+      : { ok: false, index, errors: result.errors };
+  }
+
+  /**
+   * Blocking-query watch of a prefix: yields the listing now (or once the
+   * prefix's index passes `index`), then every time it moves. Served from this
+   * node's applied state, so it keeps going across leader changes. Ends when
+   * `signal` aborts or the node closes.
+   */
+  async *watchPrefix(
+    prefix: string,
+    options: { index?: number; signal?: AbortSignal } = {},
+  ): AsyncIterable<WatchEvent> {
+    // -1: nothing yielded yet, so the current listing goes out at once.
+    let last = options.index ?? -1;
+    const signal = options.signal;
+    while (!this.closing && !signal?.aborted) {
+      // Register before reading, so a change between the read and the wait is not missed.
+      const w = this.fsm.watch({ kind: 'prefix', prefix });
+      const listing = this.fsm.list(prefix);
+      if (listing.index !== last) {
+        w.cancel();
+        last = listing.index;
+        yield { index: listing.index, entries: listing.value };
+        continue;
+      }
+      let onAbort: (() => void) | undefined;
+      await Promise.race([
+        w.changed,
+        this.closeSignal,
+        new Promise<void>((resolve) => {
+          onAbort = resolve;
+          signal?.addEventListener('abort', onAbort, { once: true });
+        }),
+      ]);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+      w.cancel();
+    }
+  }
+
+  async createSession(options: CreateSessionOptions = {}): Promise<string> {
+    const id = randomUuid();
+    const ttlMs = options.ttlMs ?? 0;
+    const { result } = await this.propose({
+      type: 'session-create',
+      session: {
+        id,
+        name: options.name ?? '',
+        node: options.node ?? this.name,
+        lockDelayMs: options.lockDelayMs ?? 15_000,
+        behavior: options.behavior ?? 'release',
+        ttlMs,
+        ttl: ttlMs > 0 ? `${ttlMs / 1000}s` : '',
+        nodeChecks: null,
+      },
+      nowMs: Date.now(),
+    });
+    if (result.type === 'rejected') throw new Error(result.error);
+    if (result.type !== 'session-create')
+      throw new Error(`unexpected result ${result.type} for session create`);
+    return result.id;
+  }
+
+  /** Renews a session's TTL; null when it no longer exists (expired or destroyed). */
+  async renewSession(id: string): Promise<SessionRecord | null> {
+    const { result } = await this.propose({ type: 'session-renew', id, nowMs: Date.now() });
+    if (result.type === 'rejected') throw new Error(result.error);
+    if (result.type !== 'session-renew')
+      throw new Error(`unexpected result ${result.type} for session renew`);
+    return result.session;
+  }
+
+  /** Destroys a session (its locks are released or its keys deleted, per its behavior). False when it did not exist. */
+  async destroySession(id: string): Promise<boolean> {
+    const { result } = await this.propose({ type: 'session-destroy', id, nowMs: Date.now() });
+    if (result.type === 'rejected') throw new Error(result.error);
+    if (result.type !== 'session-destroy')
+      throw new Error(`unexpected result ${result.type} for session destroy`);
+    return result.existed;
+  }
+
+  async sessions(options: ReadOptions = {}): Promise<SessionRecord[]> {
+    await this.readBarrier(consistencyOf(options));
+    return this.fsm.sessions().value;
+  }
+
+  async session(id: string, options: ReadOptions = {}): Promise<SessionRecord | null> {
+    await this.readBarrier(consistencyOf(options));
+    return this.fsm.session(id).value;
+  }
+
+  // ------------------------------------------------------------ membership
+
+  members(): MemberInfo[] {
+    const out: MemberInfo[] = [];
+    const add = (id: NodeId, role: MemberRole) =>
+      out.push({ id, address: id, name: this.names.get(id) ?? '', role, leader: id === this.leaderId });
+    for (const id of this.confState.voters) add(id, 'voter');
+    for (const id of this.confState.learners) add(id, 'learner');
+    return out;
+  }
+
+  /** members() with names of other members asked over the transport where unknown. */
+  async membersWithNames(timeoutMs = 1_000): Promise<MemberInfo[]> {
+    const unknown = this.members().filter((m) => !m.name);
+    await Promise.all(
+      unknown.map(async (m) => {
+        try {
+          const reply = rpcPackr.unpack(
+            await this.transport.request(m.id, INFO_PROTOCOL, new Uint8Array(0), { timeoutMs }),
+          ) as {
+            name?: unknown;
+          };
+          if (typeof reply.name === 'string') this.names.set(m.id, reply.name);
+        } catch {
+          // Down members keep an empty name.
+        }
+      }),
+    );
+    return this.members();
+  }
+
+  /**
+   * Adds the member listening on `address` as a learner; the leader promotes it
+   * to voter once it has caught up. Resolves when the addition is applied here.
+   */
+  async addMember(address: string, options: { name?: string } = {}): Promise<MemberInfo> {
+    const id = raftIdOf(address);
+    if (this.confState.voters.includes(id) || this.confState.learners.includes(id)) {
+      return this.members().find((m) => m.id === id)!;
+    }
+    await this.confChange('add member', [{ type: ConfChangeType.AddLearner, nodeId: id }], options.name);
+    return (
+      this.members().find((m) => m.id === id) ?? {
+        id,
+        address: id,
+        name: options.name ?? '',
+        role: 'learner',
+        leader: false,
+      }
+    );
+  }
+
+  /** Makes a learner a voter. */
+  async promote(id: NodeId): Promise<void> {
+    if (this.confState.voters.includes(id)) return;
+    if (!this.confState.learners.includes(id))
+      throw new KvMembershipError(
+        `cannot promote ${id}: it is not a learner of this cluster (members: ${this.memberList()})`,
+      );
+    await this.confChange('promote member', [{ type: ConfChangeType.AddVoter, nodeId: id }]);
+  }
+
+  async removeMember(id: NodeId): Promise<void> {
+    const known = this.confState.voters.includes(id) || this.confState.learners.includes(id);
+    if (!known)
+      throw new KvMembershipError(
+        `cannot remove ${id}: not a member of this cluster (members: ${this.memberList()})`,
+      );
+    if (this.confState.voters.length === 1 && this.confState.voters[0] === id) {
+      throw new KvMembershipError(
+        `cannot remove ${id}: it is the last voter; the cluster would have no quorum`,
+      );
+    }
+    await this.confChange('remove member', [{ type: ConfChangeType.RemoveNode, nodeId: id }]);
+  }
+
+  /** Asks the leader to hand leadership to `id` (a voter); resolves when `id` leads, rejects after the proposal timeout. */
+  async transferLeadership(id: NodeId): Promise<void> {
+    this.assertOpen('leadership transfer');
+    if (!this.confState.voters.includes(id))
+      throw new KvMembershipError(
+        `cannot transfer leadership to ${id}: not a voter (voters: ${this.confState.voters.join(', ')})`,
+      );
+    const deadline = Date.now() + this.proposalTimeoutMs;
+    while (this.leaderId !== id) {
+      if (Date.now() > deadline)
+        throw this.unavailable(`leadership transfer to ${id}`, this.proposalTimeoutMs);
+      try {
+        this.raft.transferLeadership(id);
+        this.kick();
+      } catch (err) {
+        if (!(err instanceof RequestDroppedError)) throw err;
+      }
+      await new Promise((r) => setTimeout(r, this.tickMs * 2));
+    }
+  }
+
+  private memberList(): string {
+    return [...this.confState.voters, ...this.confState.learners.map((l) => `${l} (learner)`)].join(', ');
+  }
+
+  private async confChange(what: string, changes: ConfChange['changes'], name?: string): Promise<void> {
+    this.assertOpen(what);
+    const proposalId = this.ids.next();
+    const cc: ConfChange = {
+      transition: ConfChangeTransition.Auto,
+      changes,
+      context: rpcPackr.pack({ proposalId, ...(name ? { name } : {}) }),
+    };
+    const done = this.confChanges.wait(proposalId, this.proposalTimeoutMs, () =>
+      this.unavailable(what, this.proposalTimeoutMs),
+    );
+    this.submit(proposalId, this.confChanges as PendingTable<unknown>, () => this.raft.proposeConfChange(cc));
+    await done;
+  }
+
+  private syncTransportMembers(): void {
+    const ids = new Set([
+      ...this.confState.voters,
+      ...this.confState.learners,
+      ...this.confState.votersOutgoing,
+      ...this.confState.learnersNext,
+    ]);
+    ids.delete(this.raftId);
+    const known = new Set(this.transport.members().map((m) => m.nodeId));
+    for (const id of ids)
+      if (!known.has(id)) this.transport.setMember({ nodeId: id, multiaddrs: [multiaddrOf(id)] });
+  }
+
+  /** Leader only: expire sessions whose TTL ran out, promote learners that caught up. */
+  private leaderDuties(): void {
+    if (this.closing || this.role !== Role.Leader) return;
+    for (const command of this.reaper.expired(this.fsm)) {
+      this.propose(command).catch((err) =>
+        this.log.warn({ err: (err as Error).message }, 'session expiry not committed'),
+      );
+    }
+    const learners = this.confState.learners;
+    if (learners.length === 0) return;
+    const status = this.raft.status();
+    for (const id of learners) {
+      const match = status.progress?.[id]?.match ?? 0;
+      if (match + PROMOTE_MAX_LAG_ENTRIES >= status.commit) {
+        this.promote(id).catch((err) =>
+          this.log.info({ learner: id, err: (err as Error).message }, 'learner promotion retried later'),
+        );
+        break; // one membership change at a time
+      }
+    }
+  }
+
+  private async serveJoin(payload: Uint8Array): Promise<Uint8Array> {
+    const req = rpcPackr.unpack(payload) as { raftId?: unknown; name?: unknown; cluster?: unknown };
+    if (typeof req.raftId !== 'string' || typeof req.cluster !== 'string')
+      throw new Error('malformed join request');
+    if (req.cluster !== this.cluster) {
+      throw new Error(`this member belongs to cluster "${this.cluster}", not "${req.cluster}"`);
+    }
+    await this.addMember(req.raftId, typeof req.name === 'string' ? { name: req.name } : {});
+    return rpcPackr.pack({ ok: true, leader: this.leaderId });
+  }
+
+  private async joinCluster(through: NodeId): Promise<void> {
+    this.transport.setMember({ nodeId: through, multiaddrs: [multiaddrOf(through)] });
+    const deadline = Date.now() + Math.max(this.proposalTimeoutMs * 3, 15_000);
+    let lastError: Error | undefined;
+    while (Date.now() < deadline && !this.closing) {
+      try {
+        await this.transport.request(
+          through,
+          JOIN_PROTOCOL,
+          rpcPackr.pack({ raftId: this.raftId, name: this.name, cluster: this.cluster }),
+          { timeoutMs: this.proposalTimeoutMs + 1_000 },
+        );
+        this.log.info({ through }, 'joined the cluster as a learner');
+        return;
+      } catch (err) {
+        lastError = err as Error;
+        if (/belongs to cluster/.test(lastError.message)) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    throw new KvMembershipError(
+      `could not join the cluster through ${through}: ${lastError?.message ?? 'timed out'}`,
+    );
+  }
+
+  /** Resolves once a leader is known (or rejects after the proposal timeout). */
+  async waitForLeader(timeoutMs = this.proposalTimeoutMs): Promise<NodeId> {
+    if (this.leaderId) return this.leaderId;
+    this.assertOpen('wait for leader');
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.leaderWaiters.delete(done);
+        reject(this.unavailable('leader election', timeoutMs));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.leaderWaiters.add(done);
+    });
+    return this.leaderId;
+  }
+
+  status(): KvNodeStatus {
+    const s = this.raft.status();
+    return {
+      name: this.name,
+      raftId: this.raftId,
+      cluster: this.cluster,
+      leader: this.leaderId,
+      role: ROLE_NAMES[this.role],
+      term: s.term,
+      commitIndex: s.commit,
+      appliedIndex: this.appliedIndex,
+      snapshotIndex: this.storage.snapshot().metadata.index,
+      firstIndex: this.storage.firstIndex(),
+      lastIndex: this.storage.lastIndex(),
+      voters: [...this.confState.voters],
+      learners: [...this.confState.learners],
+    };
+  }
+
+  /** Stops timers, the loop and the transport, then closes storage. Pending calls fail with KvNodeClosedError. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.closing = true;
+    clearInterval(this.tickTimer);
+    clearInterval(this.dutyTimer);
+    this.signalClosed();
+    await this.httpServer?.close().catch(() => {});
+    this.kick();
+    await this.loopDone;
+    const closedError = new KvNodeClosedError('pending call');
+    this.proposals.rejectAll(closedError);
+    this.confChanges.rejectAll(closedError);
+    for (const r of this.pendingReads) r.reject(closedError);
+    for (const req of this.inflightReads.values()) for (const r of req.waiters) r.reject(closedError);
+    this.pendingReads = [];
+    this.inflightReads.clear();
+    await this.transport.stop().catch(() => {});
+    await this.storage.close();
+  }
+}
+
+function consistencyOf(options: ReadOptions): Consistency {
+  if (options.stale) return 'stale';
+  if (options.consistent) return 'consistent';
+  return 'default';
+}
+
+function decodeConfContext(context: Uint8Array): ConfChangeContext {
+  if (context.length === 0) return {};
+  try {
+    const raw = rpcPackr.unpack(context) as ConfChangeContext;
+    return {
+      ...(typeof raw?.proposalId === 'string' ? { proposalId: raw.proposalId } : {}),
+      ...(typeof raw?.name === 'string' ? { name: raw.name } : {}),
+    };
+  } catch {
+    return {};
+  }
+}
+
+function randomUuid(): string {
+  return globalThis.crypto.randomUUID();
+}
+
+/** The production transport: libp2p on the raft listen address, identity key kept in the data directory. */
+async function createLibp2pTransport(
+  options: KvNodeOptions,
+  raftId: NodeId,
+  cluster: string,
+  log: KvNodeLog,
+): Promise<Transport> {
+  // Loaded on demand so embedders using their own transport never load libp2p.
+  const { Libp2pTransport } = await import('../transport/libp2p.js');
+  const bootstrap = [...(options.peers ?? []), ...(options.join ? [options.join] : [])]
+    .map(raftIdOf)
+    .filter((p) => p !== raftId);
+  return new Libp2pTransport({
+    nodeId: raftId,
+    dataDir: options.dataDir,
+    listen: [raftId],
+    peers: bootstrap,
+    clusterName: cluster,
+    ...(options.clusterKey !== undefined ? { clusterKey: options.clusterKey } : {}),
+    log,
+  });
+}

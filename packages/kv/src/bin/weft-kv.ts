@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+// weft-kv: a standalone member of a Weft KV cluster with Consul's HTTP KV API.
+//
+//   weft-kv serve --id n1 --data-dir /var/lib/weft-kv --listen 127.0.0.1:7001 \
+//     --http 127.0.0.1:8501 --peers 127.0.0.1:7002,127.0.0.1:7003
+//
+// The same command restarts a node from its data directory. A new node joins
+// a running cluster with --join ADDR instead of --peers.
+import { readFile } from 'node:fs/promises';
+import { Command, InvalidArgumentError } from 'commander';
+import { pino } from 'pino';
+import {
+  DEFAULT_CLUSTER_NAME,
+  DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+  DEFAULT_TICK_MS,
+  KvNode,
+} from '../api/node.js';
+import { parseHostPort, raftIdOf } from '../api/node-address.js';
+
+function address(value: string): string {
+  try {
+    return raftIdOf(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+function addressList(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map(address);
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidArgumentError(`expected a positive integer, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+interface ServeOptions {
+  id: string;
+  dataDir: string;
+  listen: string;
+  http?: string;
+  peers: string[];
+  join?: string;
+  cluster: string;
+  clusterKey?: string;
+  tickMs: number;
+  snapshotEntries: number;
+  logLevel: string;
+}
+
+async function serve(opts: ServeOptions): Promise<void> {
+  const log = pino({ level: opts.logLevel, base: { node: opts.id } }, pino.destination(2));
+  let clusterKey: Uint8Array | undefined;
+  if (opts.clusterKey) {
+    try {
+      clusterKey = await readFile(opts.clusterKey);
+    } catch (err) {
+      throw new Error(`cannot read --cluster-key ${opts.clusterKey}: ${(err as Error).message}`);
+    }
+  }
+  if (opts.join && opts.peers.length > 0) {
+    log.warn('--peers is ignored with --join: a joining node learns the members from the cluster');
+  }
+  const http = opts.http ? parseHostPort(opts.http) : undefined;
+  const node = await KvNode.open({
+    dataDir: opts.dataDir,
+    id: opts.id,
+    listen: opts.listen,
+    peers: opts.join ? [] : opts.peers,
+    ...(opts.join ? { join: opts.join } : {}),
+    cluster: opts.cluster,
+    ...(clusterKey ? { clusterKey } : {}),
+    ...(http ? { http } : {}),
+    tickMs: opts.tickMs,
+    snapshotEveryEntries: opts.snapshotEntries,
+    log,
+  });
+  const httpAddress = node.httpAddress();
+  // One machine-readable line on stdout: scripts and tests wait for it.
+  process.stdout.write(
+    `${JSON.stringify({ event: 'ready', name: node.name, raftId: node.raftId, cluster: node.cluster, http: httpAddress ?? null })}\n`,
+  );
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    node
+      .close()
+      .then(() => process.exit(0))
+      .catch((err) => {
+        log.error({ err: (err as Error).message }, 'shutdown failed');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  node.onFatal((err) => {
+    log.error({ err: err.message }, 'fatal error: exiting');
+    process.exit(1);
+  });
+}
+
+const program = new Command('weft-kv')
+  .description('Raft-replicated key-value store with a Consul-compatible HTTP API')
+  .showHelpAfterError();
+
+program
+  .command('serve')
+  .description('run a cluster member (creates, joins or restarts from --data-dir)')
+  .requiredOption('--id <name>', 'name of this node (recorded in the data directory)')
+  .requiredOption('--data-dir <dir>', 'directory of this node state')
+  .requiredOption(
+    '--listen <host:port>',
+    'Raft listen address; also this member identity in the cluster',
+    address,
+  )
+  .option(
+    '--http <host:port>',
+    'serve the Consul HTTP API here (use a loopback address unless you mean to expose it)',
+  )
+  .option('--peers <list>', 'comma-separated Raft addresses of the other initial members', addressList, [])
+  .option(
+    '--join <host:port>',
+    'join a running cluster through this member (new data directory only)',
+    address,
+  )
+  .option('--cluster <name>', 'cluster name: members of other clusters are refused', DEFAULT_CLUSTER_NAME)
+  .option(
+    '--cluster-key <file>',
+    'pre-shared key file (libp2p private network): peers without it cannot connect',
+  )
+  .option('--tick-ms <ms>', 'Raft tick interval (election timeout = 10 ticks)', positiveInt, DEFAULT_TICK_MS)
+  .option(
+    '--snapshot-entries <n>',
+    'snapshot and compact the log every N applied entries',
+    positiveInt,
+    DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+  )
+  .option('--log-level <level>', 'pino log level (stderr)', 'info')
+  .action(async (opts: ServeOptions) => {
+    try {
+      await serve(opts);
+    } catch (err) {
+      process.stderr.write(`weft-kv: ${(err as Error).message}\n`);
+      process.exit(1);
+    }
+  });
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,291 @@
+// KvNode clusters in one process: real LevelDB directories, the in-memory
+// transport (the layer under test is the run loop, not the network). The
+// multi-process tests over libp2p live in cluster-process.test.ts.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
+import { KvNodeUnavailableError } from '../../src/api/node-errors.js';
+import { MemoryNetwork, type MemoryTransport } from '../../src/transport/memory.js';
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);
+
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** WEFT_TEST_LOG=1 prints the nodes' logs (debugging). */
+const testLog = process.env.WEFT_TEST_LOG
+  ? {
+      debug() {},
+      info: (f: object, m: string) => console.error('INFO', m, JSON.stringify(f)),
+      warn: (f: object, m: string) => console.error('WARN', m, JSON.stringify(f)),
+      error: (f: object, m: string) => console.error('ERROR', m, JSON.stringify(f)),
+    }
+  : undefined;
+
+class MemoryCluster {
+  readonly network = new MemoryNetwork();
+  private readonly transports = new Map<string, MemoryTransport>();
+  readonly nodes = new Map<string, KvNode>();
+  constructor(
+    readonly root: string,
+    readonly addresses: string[],
+    private readonly extra: Partial<KvNodeOptions> = {},
+  ) {}
+
+  options(address: string, overrides: Partial<KvNodeOptions> = {}): KvNodeOptions {
+    return {
+      dataDir: join(this.root, address.replace(/[:.]/g, '_')),
+      id: `n${address.split(':')[1]}`,
+      listen: address,
+      peers: this.addresses.filter((a) => a !== address),
+      tickMs: 20,
+      proposalTimeoutMs: 2_000,
+      ...(testLog ? { log: testLog } : {}),
+      transport: (raftId) => {
+        let t = this.transports.get(raftId);
+        if (!t) {
+          t = this.network.transport(raftId);
+          this.transports.set(raftId, t);
+        }
+        return t;
+      },
+      ...this.extra,
+      ...overrides,
+    };
+  }
+
+  async start(address: string, overrides: Partial<KvNodeOptions> = {}): Promise<KvNode> {
+    const node = await KvNode.open(this.options(address, overrides));
+    this.nodes.set(address, node);
+    return node;
+  }
+
+  async stop(address: string): Promise<void> {
+    const node = this.nodes.get(address);
+    this.nodes.delete(address);
+    await node?.close();
+  }
+
+  async leader(): Promise<KvNode> {
+    return until('a leader', () => {
+      for (const n of this.nodes.values()) if (n.status().role === 'leader') return n;
+      return undefined;
+    });
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.nodes.values()].map((n) => n.close()));
+    this.nodes.clear();
+  }
+}
+
+describe('KvNode (in-process cluster, LevelDB on disk)', function () {
+  this.timeout(30_000);
+  let root: string;
+  let cluster: MemoryCluster;
+  const addrs = ['127.0.0.1:17001', '127.0.0.1:17002', '127.0.0.1:17003'];
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'weft-kvnode-'));
+  });
+  afterEach(async () => {
+    await cluster?.closeAll();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('forms a 3-node cluster, replicates writes from any node, serves linearizable reads everywhere', async () => {
+    cluster = new MemoryCluster(root, addrs);
+    const [a, b, c] = await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    const follower = [a!, b!, c!].find((n) => n !== leader)!;
+    assert.equal(await leader.put('k/leader', enc('1')), true);
+    assert.equal(await follower.put('k/follower', enc('2')), true, 'a follower forwards its proposal');
+    for (const n of [a!, b!, c!]) {
+      assert.equal(dec((await n.get('k/leader'))?.value), '1', `${n.name} reads the leader's write`);
+      assert.equal(dec((await n.get('k/follower'))?.value), '2', `${n.name} reads the follower's write`);
+    }
+    const entry = (await follower.get('k/follower'))!;
+    assert.equal(
+      await follower.cas('k/follower', enc('3'), entry.modifyIndex + 1000),
+      false,
+      'cas with a wrong index fails',
+    );
+    assert.equal(await follower.cas('k/follower', enc('3'), entry.modifyIndex), true);
+    assert.deepEqual(
+      (await leader.list('k/')).map((e) => [e.key, dec(e.value)]),
+      [
+        ['k/follower', '3'],
+        ['k/leader', '1'],
+      ],
+    );
+    const txn = await b!.txn([
+      { verb: 'set', key: 't/1', value: enc('x') },
+      { verb: 'check-not-exists', key: 't/2' },
+    ]);
+    assert.equal(txn.ok, true);
+    assert.equal(await c!.delete('k/', { recurse: true }), true);
+    assert.deepEqual(await a!.list('k/'), []);
+    assert.deepEqual(
+      a!.members().map((m) => [m.id, m.role]),
+      addrs.map((x) => [x, 'voter']),
+    );
+  });
+
+  it('shares fsyncs among concurrent proposals (group commit)', async () => {
+    cluster = new MemoryCluster(root, [addrs[0]!]);
+    const node = await cluster.start(addrs[0]!, { peers: [] });
+    await cluster.leader();
+    const before = (node as unknown as { storage: { stats: { syncedBatches: number } } }).storage.stats
+      .syncedBatches;
+    const writes = 200;
+    await Promise.all(Array.from({ length: writes }, (_, i) => node.put(`g/${i}`, enc(String(i)))));
+    const syncs =
+      (node as unknown as { storage: { stats: { syncedBatches: number } } }).storage.stats.syncedBatches -
+      before;
+    assert.equal((await node.list('g/')).length, writes);
+    assert.ok(syncs < writes / 4, `${writes} concurrent writes took ${syncs} synced batches`);
+  });
+
+  it('fails a write with a clear error within the proposal timeout when there is no quorum', async () => {
+    cluster = new MemoryCluster(root, addrs);
+    await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    const others = addrs.filter((x) => cluster.nodes.get(x) !== leader);
+    for (const x of others) await cluster.stop(x);
+    const started = Date.now();
+    await assert.rejects(leader.put('q', enc('1')), (err: Error) => {
+      assert.ok(err instanceof KvNodeUnavailableError, String(err));
+      assert.match(err.message, /not completed within 2000 ms/);
+      assert.match(err.message, /quorum of the 3 voters/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 4_000, 'bounded by the proposal timeout');
+    await assert.rejects(leader.get('q'), KvNodeUnavailableError, 'a linearizable read fails the same way');
+    assert.equal((await leader.get('q', { stale: true })) === null || true, true);
+  });
+
+  it('survives the loss of the leader; a restarted node catches up from its data directory', async () => {
+    cluster = new MemoryCluster(root, addrs);
+    await Promise.all(addrs.map((x) => cluster.start(x)));
+    const first = await cluster.leader();
+    const acked: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      await first.put(`w/${i}`, enc(String(i)));
+      acked.push(`w/${i}`);
+    }
+    const firstAddr = first.raftId;
+    await cluster.stop(firstAddr);
+    const second = await cluster.leader();
+    assert.notEqual(second.raftId, firstAddr);
+    for (let i = 20; i < 40; i++) {
+      await second.put(`w/${i}`, enc(String(i)));
+      acked.push(`w/${i}`);
+    }
+    const restarted = await cluster.start(firstAddr);
+    await until(
+      'restarted node to catch up',
+      async () => (await restarted.list('w/', { stale: true })).length === 40 || undefined,
+    );
+    for (const node of cluster.nodes.values()) {
+      const keys = (await node.list('w/')).map((e) => e.key);
+      assert.deepEqual(keys.sort(), [...acked].sort(), `${node.name} has every acknowledged write`);
+    }
+  });
+
+  it('a follower restarted after compaction catches up by snapshot', async () => {
+    cluster = new MemoryCluster(root, addrs, { snapshotEveryEntries: 25 });
+    await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    const lagging = addrs.find((x) => x !== leader.raftId)!;
+    await cluster.stop(lagging);
+    for (let i = 0; i < 80; i++) await leader.put(`s/${i}`, enc(String(i)));
+    const ls = leader.status();
+    assert.ok(ls.firstIndex > 25, `leader compacted its log (first index ${ls.firstIndex})`);
+    const node = await cluster.start(lagging);
+    await until(
+      'lagging follower to catch up',
+      async () => (await node.list('s/', { stale: true })).length === 80 || undefined,
+    );
+    const st = node.status();
+    assert.ok(
+      st.snapshotIndex > 1,
+      `caught up by installing a snapshot (snapshot index ${st.snapshotIndex})`,
+    );
+    assert.equal(dec((await node.get('s/79', { stale: true }))?.value), '79');
+    // And it survives a restart of its own after installing the snapshot.
+    await cluster.stop(lagging);
+    const again = await cluster.start(lagging);
+    assert.equal((await again.list('s/', { stale: true })).length, 80);
+  });
+
+  it('joins a new node as a learner and promotes it once caught up', async () => {
+    cluster = new MemoryCluster(root, addrs);
+    await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    for (let i = 0; i < 10; i++) await leader.put(`j/${i}`, enc(String(i)));
+    const newcomer = '127.0.0.1:17004';
+    const node = await cluster.start(newcomer, { peers: [], join: addrs[0]!, id: 'n4' });
+    await until('the new node to be promoted', () =>
+      leader.members().find((m) => m.id === newcomer && m.role === 'voter'),
+    );
+    assert.equal((await node.list('j/')).length, 10);
+    assert.equal(leader.status().voters.length, 4);
+    await leader.put('j/after', enc('x'));
+    assert.equal(dec((await node.get('j/after'))?.value), 'x');
+    const members = await leader.membersWithNames();
+    assert.equal(members.find((m) => m.id === newcomer)?.name, 'n4');
+  });
+
+  it('watches a prefix and wakes on changes; expires TTL sessions on the leader', async () => {
+    cluster = new MemoryCluster(root, addrs);
+    const nodes = await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    const follower = nodes.find((n) => n !== leader)!;
+    const abort = new AbortController();
+    const seen: string[][] = [];
+    const watching = (async () => {
+      for await (const ev of follower.watchPrefix('w/', { signal: abort.signal })) {
+        seen.push(ev.entries.map((e) => e.key));
+        if (seen.length === 3) abort.abort();
+      }
+    })();
+    await until('first listing', () => seen.length >= 1 || undefined);
+    await leader.put('w/a', enc('1'));
+    await leader.put('w/b', enc('2'));
+    await watching;
+    assert.deepEqual(seen, [[], ['w/a'], ['w/a', 'w/b']]);
+
+    const session = await follower.createSession({ ttlMs: 300, behavior: 'delete' });
+    assert.equal(await follower.put('lock/x', enc('held'), { acquire: session }), true);
+    await until(
+      'session to expire',
+      async () => ((await leader.session(session)) === null ? true : undefined),
+      5_000,
+    );
+    assert.equal(await follower.get('lock/x'), null, 'behavior delete removed the locked key');
+  });
+
+  it('refuses a data directory of another node', async () => {
+    cluster = new MemoryCluster(root, [addrs[0]!]);
+    await cluster.start(addrs[0]!, { peers: [] });
+    await cluster.stop(addrs[0]!);
+    await assert.rejects(
+      cluster.start(addrs[0]!, { peers: [], id: 'someone-else' }),
+      /belongs to node "n17001", not "someone-else"/,
+    );
+  });
+});

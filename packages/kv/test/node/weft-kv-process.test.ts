@@ -1,0 +1,164 @@
+// `weft-kv serve` as a user runs it: real processes, real LevelDB data
+// directories, libp2p on loopback, checked through the Consul HTTP API.
+import assert from 'node:assert/strict';
+import { ProcessCluster, type ProcessNode, until } from './process-cluster.js';
+
+type Cluster = ProcessCluster;
+
+describe('weft-kv serve (real processes on loopback)', function () {
+  // Bounded: each wait below has its own limit; process start-up dominates.
+  this.timeout(180_000);
+  let cluster: Cluster | undefined;
+
+  afterEach(async () => {
+    await cluster?.cleanup();
+    cluster = undefined;
+  });
+
+  async function startAll(c: Cluster): Promise<void> {
+    await Promise.all(c.nodes.map((n) => c.start(n)));
+  }
+
+  async function everyNodeHas(
+    c: Cluster,
+    nodes: ProcessNode[],
+    prefix: string,
+    expected: string[],
+  ): Promise<void> {
+    const want = [...expected].sort();
+    for (const node of nodes) {
+      await until(
+        `${node.name} to hold all ${want.length} acknowledged keys under ${prefix}`,
+        async () => {
+          const keys = (await c.keys(node, prefix, 'stale')).sort();
+          return want.every((k) => keys.includes(k)) ? true : undefined;
+        },
+        30_000,
+      );
+    }
+  }
+
+  it('forms a 3-node cluster once a quorum is up and replicates writes', async () => {
+    cluster = await ProcessCluster.create(3);
+    const [n1, n2, n3] = cluster.nodes as [ProcessNode, ProcessNode, ProcessNode];
+    // Two of three (a quorum) are enough to form the cluster and accept writes.
+    await Promise.all([cluster.start(n1), cluster.start(n2)]);
+    await cluster.agreedLeader();
+    assert.equal(await cluster.put(n2, 'app/config', 'v1'), true);
+    assert.equal(await cluster.get(n1, 'app/config'), 'v1');
+    await cluster.start(n3);
+    await until('n3 to catch up', async () =>
+      (await cluster!.get(n3, 'app/config', 'stale')) === 'v1' ? true : undefined,
+    );
+    assert.equal(await cluster.put(n3, 'app/other', 'v2'), true, 'a follower accepts writes (forwarded)');
+    for (const n of [n1, n2, n3])
+      assert.equal(await cluster.get(n, 'app/other'), 'v2', `${n.name} reads it linearizably`);
+    assert.deepEqual((await cluster.peers(n1)).sort(), [n1.raft, n2.raft, n3.raft].sort());
+  });
+
+  it('keeps every acknowledged write across kill -9 of the leader and restarts', async () => {
+    cluster = await ProcessCluster.create(3);
+    const c = cluster;
+    await startAll(c);
+    const leader = await c.agreedLeader();
+    const acked: string[] = [];
+    let stop = false;
+    let failures = 0;
+    // One writer per node, as clients spread over the cluster would be.
+    const writers = c.nodes.map(async (node, w) => {
+      for (let i = 0; !stop && i < 10_000; i++) {
+        if (!node.child) {
+          await new Promise((r) => setTimeout(r, 50));
+          continue;
+        }
+        const key = `w/${w}-${i}`;
+        try {
+          if (await c.put(node, key, String(i))) acked.push(key);
+        } catch {
+          failures++; // not acknowledged: may or may not be there
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    });
+    await until('some writes before the kill', () => (acked.length >= 20 ? true : undefined));
+    await c.kill(leader);
+    const atKill = acked.length;
+    await until(
+      'writes to resume after the leader died',
+      () => (acked.length >= atKill + 20 ? true : undefined),
+      30_000,
+    );
+    stop = true;
+    await Promise.all(writers);
+    // Restart the old leader from its data directory with the same command.
+    await c.start(leader);
+    await c.agreedLeader();
+    await everyNodeHas(c, c.nodes, 'w/', acked);
+    // And the cluster as a whole survives a full restart.
+    for (const n of c.nodes) await c.kill(n);
+    await startAll(c);
+    await c.agreedLeader();
+    await everyNodeHas(c, c.nodes, 'w/', acked);
+    assert.ok(
+      acked.length >= 40,
+      `acknowledged ${acked.length} writes (${failures} failed during the failover)`,
+    );
+  });
+
+  it('catches up a follower restarted after compaction by snapshot', async () => {
+    cluster = await ProcessCluster.create(3, ['--snapshot-entries', '20']);
+    const c = cluster;
+    await startAll(c);
+    const leader = await c.agreedLeader();
+    const follower = c.nodes.find((n) => n !== leader)!;
+    await c.kill(follower);
+    const keys: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      assert.equal(await c.put(leader, `s/${i}`, String(i)), true);
+      keys.push(`s/${i}`);
+    }
+    await c.start(follower);
+    await everyNodeHas(c, [follower], 's/', keys);
+    assert.match(
+      follower.stderr,
+      /installed snapshot from the leader/,
+      'the follower caught up through a snapshot',
+    );
+    assert.equal(await c.get(follower, 's/59'), '59');
+  });
+
+  it('joins a node as a learner and promotes it to voter once caught up', async () => {
+    cluster = await ProcessCluster.create(3);
+    const c = cluster;
+    await startAll(c);
+    const leader = await c.agreedLeader();
+    for (let i = 0; i < 10; i++) await c.put(leader, `j/${i}`, String(i));
+    const joiner = await c.addNode('n4', ['--join', c.nodes[0]!.raft]);
+    await c.start(joiner);
+    await until(
+      'n4 to become a voter',
+      async () => ((await c.peers(leader)).includes(joiner.raft) ? true : undefined),
+      30_000,
+    );
+    assert.equal(await c.get(joiner, 'j/9'), '9');
+    assert.equal(await c.put(joiner, 'j/from-n4', 'x'), true);
+    assert.equal(await c.get(leader, 'j/from-n4'), 'x');
+    // Restarting the joined node uses its data directory; --join is not needed again.
+    await c.kill(joiner);
+    joiner.args = joiner.args.filter((a, i, all) => a !== '--join' && all[i - 1] !== '--join');
+    await c.start(joiner);
+    await until('n4 to serve after restart', async () =>
+      (await c.get(joiner, 'j/from-n4', 'stale')) === 'x' ? true : undefined,
+    );
+  });
+
+  it('refuses a data directory that belongs to another node', async () => {
+    cluster = await ProcessCluster.create(1);
+    const c = cluster;
+    const [n1] = c.nodes as [ProcessNode];
+    await c.start(n1);
+    await c.kill(n1);
+    const impostor = { ...n1, args: n1.args.map((a) => (a === 'n1' ? 'n9' : a)) };
+    await assert.rejects(c.start(impostor), /belongs to node "n1", not "n9"/);
+  });
+});
