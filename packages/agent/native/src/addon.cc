@@ -43,6 +43,8 @@ Napi::Object countersToJs(Napi::Env env, const weft::CountersSnapshot& s) {
   o.Set("rxBytes", double(s.rxBytes));
   o.Set("arpReplies", double(s.arpReplies));
   o.Set("flooded", double(s.flooded));
+  o.Set("txSuperFrames", double(s.txSuperFrames));
+  o.Set("rxCoalescedFrames", double(s.rxCoalescedFrames));
   Napi::Object drops = Napi::Object::New(env);
   for (int i = 0; i < weft::kDropCount; i++) drops.Set(weft::kDropReasonNames[i], double(s.drops[i]));
   o.Set("drops", drops);
@@ -79,6 +81,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     }
     if (o.Has("netnsPath") && o.Get("netnsPath").IsString()) opts.netnsPath = o.Get("netnsPath").As<Napi::String>();
     if (o.Has("offloads") && o.Get("offloads").IsBoolean()) opts.offloads = o.Get("offloads").As<Napi::Boolean>();
+    if (o.Has("threadPriority") && o.Get("threadPriority").IsString()) {
+      std::string p = o.Get("threadPriority").As<Napi::String>();
+      if (p == "realtime")
+        opts.priority = weft::ThreadPriority::kRealtime;
+      else if (p == "nice")
+        opts.priority = weft::ThreadPriority::kNice;
+      else if (p == "normal")
+        opts.priority = weft::ThreadPriority::kNormal;
+      else
+        throw Napi::TypeError::New(env, "options.threadPriority must be \"realtime\", \"nice\" or \"normal\"");
+    }
     try {
       engine_ = std::make_unique<Engine>(opts);
     } catch (const std::exception& e) {

@@ -37,12 +37,15 @@ extern const char* const kDropReasonNames[kDropCount];
 
 struct Counters {
   std::atomic<uint64_t> txPackets{0}, txBytes{0}, rxPackets{0}, rxBytes{0}, arpReplies{0}, flooded{0};
+  // Offload activity: TSO super-frames segmented on the way out, and TAP
+  // writes that carried several coalesced segments on the way in.
+  std::atomic<uint64_t> txSuperFrames{0}, rxCoalescedFrames{0};
   std::array<std::atomic<uint64_t>, kDropCount> drops{};
   void drop(DropReason r, uint64_t n = 1) { drops[r].fetch_add(n, std::memory_order_relaxed); }
 };
 
 struct CountersSnapshot {
-  uint64_t txPackets, txBytes, rxPackets, rxBytes, arpReplies, flooded;
+  uint64_t txPackets, txBytes, rxPackets, rxBytes, arpReplies, flooded, txSuperFrames, rxCoalescedFrames;
   std::array<uint64_t, kDropCount> drops;
 };
 
@@ -59,22 +62,27 @@ struct Network {
   int tapFd = -1;
   int stopFd = -1;
   std::thread txThread;
+  std::mutex tapReadMutex;  // whoever reads the TAP sends what it read before unlocking
   std::shared_ptr<const PeerTable> peers;  // accessed with std::atomic_load/store
   Counters counters;
   ~Network();
 };
+
+enum class ThreadPriority { kNormal, kNice, kRealtime };
 
 struct EngineOptions {
   std::string netnsPath;  // empty = the calling process's namespace
   in_addr_t vtep = 0;     // network order
   uint16_t port = 4789;
   bool offloads = true;   // TAP TSO/checksum offload, UDP GSO/GRO, coalescing
+  ThreadPriority priority = ThreadPriority::kRealtime;
 };
 
 using NetworkMap = std::unordered_map<uint32_t, std::shared_ptr<Network>>;
 
 class TxBatch;
 class Coalescer;
+struct TapScratch;
 
 class Engine {
  public:
@@ -106,6 +114,7 @@ class Engine {
   friend class Coalescer;
   void rxLoop();
   void txLoop(Network* net);
+  bool drainTap(Network* net, TapScratch& scratch);  // true when the TAP had no more frames
   void handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch);
   void handleDatagram(const NetworkMap& nets, const uint8_t* p, size_t bytes, Coalescer& coalescer);
   std::shared_ptr<const NetworkMap> networks() const;

@@ -15,6 +15,13 @@ export interface NativeEngineOptions {
   netnsPath?: string;
   /** TAP TSO/checksum offload, UDP GSO/GRO and receive coalescing; default true. */
   offloads?: boolean;
+  /**
+   * Scheduling of the packet threads; default "realtime": SCHED_FIFO 1 (the
+   * closest a thread gets to the softirq context the kernel's VXLAN runs in),
+   * falling back to nice -10 without the privilege. "nice" = nice -10 only,
+   * "normal" = inherit.
+   */
+  threadPriority?: 'realtime' | 'nice' | 'normal';
 }
 
 export interface NativePeer {
@@ -31,6 +38,10 @@ export interface NativeCounters {
   rxBytes: number;
   arpReplies: number;
   flooded: number;
+  /** TSO super-frames read from the TAP and segmented (offloads on). */
+  txSuperFrames: number;
+  /** TAP writes carrying several coalesced TCP segments (offloads on). */
+  rxCoalescedFrames: number;
   drops: Record<string, number>;
 }
 

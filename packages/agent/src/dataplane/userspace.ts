@@ -26,6 +26,8 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
    * kernels without UDP_GRO or for comparison).
    */
   offloads?: boolean;
+  /** Scheduling of the engine's packet threads (see NativeEngineOptions); default "realtime". */
+  threadPriority?: 'realtime' | 'nice' | 'normal';
 }
 
 const macPattern = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -206,6 +208,7 @@ export class UserspaceDataplane implements Dataplane {
       port: this.port,
       netnsPath: netns === undefined ? undefined : `/run/netns/${netns}`,
       offloads: this.options.offloads ?? true,
+      threadPriority: this.options.threadPriority ?? 'realtime',
     });
     enginesByHost.set(this.hostKey(), { owner: this, engine: this.engine });
   }

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { NetnsShell } from '../../src/netlink/ip.js';
+import { tapName } from '../../src/dataplane/names.js';
 import { loadNativeAddon } from '../../src/dataplane/native.js';
 import { ping, runIn, tcpRoundTrip } from '../../src/dataplane/testing/topology.js';
-import { tapName } from '../../src/dataplane/names.js';
 import type { UserspaceDataplane } from '../../src/dataplane/userspace.js';
+import { NetnsShell } from '../../src/netlink/ip.js';
 import { type Cluster, createCluster, skipUnlessNetns, tcpBulkTransfer } from './userspace-fixture.js';
 
 describe('userspace data plane (native addon)', function () {
@@ -22,7 +22,12 @@ describe('userspace data plane (native addon)', function () {
 
       it('containers ping each other across hosts in both directions', async () => {
         const [a, b, c] = cluster!.containers;
-        for (const [from, to] of [[a, b], [b, a], [a, c], [c, b]] as const) {
+        for (const [from, to] of [
+          [a, b],
+          [b, a],
+          [a, c],
+          [c, b],
+        ] as const) {
           const r = await ping(from!.netns, to!.ip, { count: 1, waitSeconds: 2 });
           assert.ok(r.ok, `ping ${from!.ip} -> ${to!.ip} failed: ${r.stdout}${r.stderr}`);
         }
@@ -34,9 +39,23 @@ describe('userspace data plane (native addon)', function () {
         assert.equal(r1.reply, 'hello');
         assert.equal(r1.seenFrom, a!.ip);
         // 8 MB each way: TSO super-frames out, GRO/coalesced frames in.
-        for (const [server, client, port] of [[a, b, 7002], [b, a, 7003]] as const) {
+        for (const [server, client, port] of [
+          [a, b, 7002],
+          [b, a, 7003],
+        ] as const) {
           const r = await tcpBulkTransfer(server!.netns, client!.netns, server!.ip, port, 8 << 20);
           assert.ok(r.ok, `bulk TCP ${client!.ip} -> ${server!.ip}: ${r.detail}`);
+        }
+        // Both hosts sent and received bulk data: with offloads that went
+        // through TSO segmentation and receive coalescing, without through
+        // the one-packet-per-frame path.
+        for (const dp of cluster!.dataplanes.slice(0, 2)) {
+          const c = Object.values((dp as UserspaceDataplane).engineCounters()!.networks)[0]!;
+          if (kind === 'userspace') {
+            assert.ok(c.txSuperFrames > 0 && c.rxCoalescedFrames > 0, `offload path unused: ${JSON.stringify(c)}`);
+          } else {
+            assert.equal(c.txSuperFrames + c.rxCoalescedFrames, 0, `offload path used with offloads off`);
+          }
         }
       });
 
@@ -70,14 +89,22 @@ describe('userspace data plane (native addon)', function () {
     const before = addon.liveThreads();
     const cluster = await createCluster(['userspace', 'userspace']);
     try {
-      assert.equal(addon.liveThreads(), before + 4, 'one receive thread per host and one send thread per network');
+      assert.equal(
+        addon.liveThreads(),
+        before + 4,
+        'one receive thread per host and one send thread per network',
+      );
       const host = new NetnsShell(cluster.topology.hosts[0]!.netns);
       assert.ok((await host.link(tapName(cluster.network.id))) !== undefined);
       for (const dp of cluster.dataplanes) await dp.stop();
       assert.equal(addon.liveThreads(), before);
       for (const h of cluster.topology.hosts) {
         const names = (await new NetnsShell(h.netns).links()).map((l) => l.ifname);
-        assert.deepEqual(names.filter((n) => n !== 'lo' && n !== 'eth0'), [], `left behind in ${h.netns}`);
+        assert.deepEqual(
+          names.filter((n) => n !== 'lo' && n !== 'eth0'),
+          [],
+          `left behind in ${h.netns}`,
+        );
         const sockets = await runIn(h.netns, ['ss', '-Hlun', 'sport = :4789']);
         assert.equal(sockets.stdout.trim(), '', 'the VXLAN socket is still open');
       }
