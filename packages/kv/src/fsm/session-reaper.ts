@@ -19,6 +19,8 @@ import type { KvStateReader } from './state-machine.js';
 import type { Command } from './types.js';
 
 export const DEFAULT_TTL_GRACE_MULTIPLIER = 2;
+/** How long to wait for a proposed destroy to apply before proposing it again. */
+const DESTROY_RETRY_MS = 5_000;
 
 export interface SessionReaperOptions {
   /** Leader's wall clock in ms (injected so tests control time). */
@@ -30,8 +32,11 @@ export interface SessionReaperOptions {
 export class SessionReaper {
   private readonly nowMs: () => number;
   private readonly graceMultiplier: number;
-  /** session id → renewIndex last seen and the leader time it was first seen. */
-  private readonly observed = new Map<string, { renewIndex: number; seenAtMs: number }>();
+  /** session id → renewIndex last seen, the leader time it was first seen, when we last asked to destroy it. */
+  private readonly observed = new Map<
+    string,
+    { renewIndex: number; seenAtMs: number; destroyProposedAtMs?: number }
+  >();
 
   constructor(opts: SessionReaperOptions) {
     this.nowMs = opts.nowMs;
@@ -67,7 +72,12 @@ export class SessionReaper {
         Math.min(seen.seenAtMs, s.renewedAtMs),
         seen.seenAtMs - s.ttlMs * (this.graceMultiplier - 1),
       );
-      if (now - lastRenewalMs >= graceMs) out.push({ type: 'session-destroy', id: s.id, nowMs: now });
+      if (now - lastRenewalMs < graceMs) continue;
+      // A destroy takes a commit round to apply: ask again only if it has not landed after a while.
+      if (seen.destroyProposedAtMs !== undefined && now - seen.destroyProposedAtMs < DESTROY_RETRY_MS)
+        continue;
+      seen.destroyProposedAtMs = now;
+      out.push({ type: 'session-destroy', id: s.id, nowMs: now });
     }
     for (const id of Array.from(this.observed.keys())) if (!live.has(id)) this.observed.delete(id);
     return out;

@@ -73,6 +73,23 @@ describe('fsm: SessionReaper (leader-side TTL expiry)', () => {
     assert.equal(reaper.expired(h.fsm).length, 1);
   });
 
+  it('asks for each expired session once, and again only if the destroy has not applied after 5 s', () => {
+    const h = new Harness();
+    let now = 0;
+    h.nowMs = 0;
+    const reaper = new SessionReaper({ nowMs: () => now, ttlGraceMultiplier: 1 });
+    h.createSession('s', { ttlMs: 1_000, ttl: '1s' });
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now = 1_000;
+    assert.equal(reaper.expired(h.fsm).length, 1);
+    now = 1_001;
+    assert.deepEqual(reaper.expired(h.fsm), [], 'destroy still in flight');
+    now = 5_999;
+    assert.deepEqual(reaper.expired(h.fsm), []);
+    now = 6_000;
+    assert.equal(reaper.expired(h.fsm).length, 1, 'the first destroy was lost: ask again');
+  });
+
   it('refuses a grace multiplier below 1', () => {
     assert.throws(() => new SessionReaper({ nowMs: () => 0, ttlGraceMultiplier: 0.5 }), /ttlGraceMultiplier/);
   });
