@@ -1,5 +1,6 @@
 // The Consul HTTP API over a real socket, asserting the exact bytes Consul would send.
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { startServer, type TestServer } from './helpers.js';
 
 describe('http: /v1/kv', () => {
@@ -116,6 +117,36 @@ describe('http: /v1/kv', () => {
     const r = await blocked;
     assert.equal(r.status, 404);
     assert.equal(r.headers['x-consul-index'], '3');
+  });
+
+  it('a client that hangs up stops its blocking query (no waiter left behind)', async () => {
+    await s.call('PUT', '/v1/kv/gone', '1');
+    const req = request({
+      host: '127.0.0.1',
+      port: s.port,
+      path: '/v1/kv/gone?index=2&wait=10m',
+      agent: false,
+    });
+    req.on('error', () => {});
+    req.end();
+    for (let i = 0; i < 100 && s.backend.fsm.waiterCount === 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    assert.equal(s.backend.fsm.waiterCount, 1);
+    req.destroy();
+    for (let i = 0; i < 100 && s.backend.fsm.waiterCount > 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    assert.equal(s.backend.fsm.waiterCount, 0);
+  });
+
+  it('close() answers blocked queries instead of hanging', async () => {
+    await s.call('PUT', '/v1/kv/c', '1');
+    const blocked = s.call('GET', '/v1/kv/c?index=2&wait=10m');
+    for (let i = 0; i < 100 && s.backend.fsm.waiterCount === 0; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    await s.server.close();
+    const r = await blocked;
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-consul-index'], '2');
   });
 
   it('?stale and ?consistent are accepted, and say so in X-Consul-Effective-Consistency', async () => {
