@@ -119,6 +119,7 @@ const MAX_HELLO_BYTES = 1024 * 1024;
 const MAX_ACK_BYTES = 64 * 1024;
 const MAX_BACKOFF_MS = 2000;
 const MAX_BATCH_BYTES = 1024 * 1024;
+const MAX_CONCURRENT_RPC_STREAMS = 256;
 
 interface PeerLink {
   /** Encoded Raft messages waiting for the stream. */
@@ -163,6 +164,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
   /** Remote hello per connection id: set when we dialed (our hello's reply) or they did (their hello). */
   private readonly helloByConnection = new Map<string, Promise<Hello>>();
   private readonly links = new Map<NodeId, PeerLink>();
+  private readonly rpcSlots = new Map<NodeId, { active: number; waiters: Array<() => void> }>();
   private readonly clusterName: string;
   private readonly psk: Uint8Array | undefined;
   private readonly bootstrapAddresses: string[];
@@ -261,7 +263,11 @@ export class Libp2pTransport extends TransportBase implements Transport {
     await node.handle(PROTOCOLS.hello, (stream, connection) => this.onHelloStream(stream, connection));
     await node.handle(PROTOCOLS.raft, (stream, connection) => this.onRaftStream(stream, connection));
     await node.handle(PROTOCOLS.snapshot, (stream, connection) => this.onSnapshotStream(stream, connection));
-    await node.handle(PROTOCOLS.rpc, (stream, connection) => this.onRpcStream(stream, connection));
+    // A node forwards many proposals and reads to the leader at once: one stream each (libp2p's default is 32).
+    await node.handle(PROTOCOLS.rpc, (stream, connection) => this.onRpcStream(stream, connection), {
+      maxInboundStreams: MAX_CONCURRENT_RPC_STREAMS,
+      maxOutboundStreams: MAX_CONCURRENT_RPC_STREAMS,
+    });
     node.addEventListener('connection:close', (event) => this.helloByConnection.delete(event.detail.id));
     await node.start();
     this.stopController = new AbortController();
@@ -834,7 +840,13 @@ export class Libp2pTransport extends TransportBase implements Transport {
           },
         );
       }
-      const stream = await connection.newStream(PROTOCOLS.rpc, { signal });
+      // Beyond the per-connection stream limit, requests wait for a slot instead of failing.
+      const release = await this.rpcSlot(to, signal);
+      const stream = await connection.newStream(PROTOCOLS.rpc, { signal }).catch((err) => {
+        release();
+        throw err;
+      });
+      stream.addEventListener('close', release, { once: true });
       const onAbort = () => stream.abort(new Error('request abandoned'));
       signal.addEventListener('abort', onAbort, { once: true });
       try {
@@ -850,6 +862,40 @@ export class Libp2pTransport extends TransportBase implements Transport {
         signal.removeEventListener('abort', onAbort);
       }
     });
+  }
+
+  /** Waits for one of the MAX_CONCURRENT_RPC_STREAMS request slots towards `to`; returns its release function. */
+  private async rpcSlot(to: NodeId, signal: AbortSignal): Promise<() => void> {
+    let slots = this.rpcSlots.get(to);
+    if (!slots) {
+      slots = { active: 0, waiters: [] };
+      this.rpcSlots.set(to, slots);
+    }
+    const peerSlots = slots;
+    while (peerSlots.active >= MAX_CONCURRENT_RPC_STREAMS) {
+      signal.throwIfAborted();
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        const onAbort = () => {
+          peerSlots.waiters.splice(peerSlots.waiters.indexOf(wake), 1);
+          resolve();
+        };
+        peerSlots.waiters.push(wake);
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    signal.throwIfAborted();
+    peerSlots.active++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      peerSlots.active--;
+      peerSlots.waiters.shift()?.();
+    };
   }
 
   private async onRpcStream(stream: Stream, connection: Connection): Promise<void> {

@@ -302,6 +302,13 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
       await b.transport.request('a', 'kv/forward', new Uint8Array([1, 2])),
       new Uint8Array([1, 2, 98]),
     );
+    // Many at once, as a follower forwarding a burst of proposals does.
+    const replies = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        b.transport.request('a', 'kv/forward', new Uint8Array([i & 0xff])),
+      ),
+    );
+    replies.forEach((reply, i) => assert.deepStrictEqual(reply, new Uint8Array([i & 0xff, 98])));
     await assert.rejects(b.transport.request('a', 'kv/none', new Uint8Array()), { code: 'no-handler' });
     await assert.rejects(b.transport.request('a', 'kv/fails', new Uint8Array()), (err: unknown) => {
       return err instanceof TransportError && err.code === 'remote-error' && /try node c/.test(err.message);
