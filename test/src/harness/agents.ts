@@ -4,7 +4,17 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ExecResult, Lab, LabHost } from './lab.js';
+import { type ExecResult, exec, type Lab, type LabHost } from './lab.js';
+
+/**
+ * Enters only the host's network namespace. `ip netns exec` would also give
+ * the process a mount namespace of its own, and container namespaces the
+ * agent then makes (bind mounts under /run/netns) would be invisible to the
+ * CLI on the same host: a real host has one mount namespace, so do the same.
+ */
+export function enterHost(netns: string): string[] {
+  return ['nsenter', `--net=/run/netns/${netns}`, '--'];
+}
 
 function findRepoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -29,6 +39,8 @@ export interface AgentOptions {
   logFile: string;
   dataplane?: 'kernel' | 'userspace';
   extraArgs?: string[];
+  /** Host liveness TTL; short in tests so dead hosts vanish quickly. */
+  hostTtlMs?: number;
 }
 
 export class AgentHandle {
@@ -52,31 +64,28 @@ export class AgentHandle {
   start(): void {
     if (this.running) return;
     const log = openSync(this.opts.logFile, 'a');
+    const flags: [string, string][] = [
+      ['--name', this.host.name],
+      ['--advertise', this.host.ip],
+      ['--peers', this.opts.peers.join(',')],
+      ['--data-dir', this.opts.dataDir],
+      ['--dataplane', this.opts.dataplane ?? 'kernel'],
+      ['--api', '127.0.0.1:8500'],
+      ['--gateway-subnet', testGatewaySubnet],
+      // Names outside the overlay go to the lab's outside namespace, never to a real resolver.
+      ['--dns-upstream', '198.51.100.1'],
+      ['--host-ttl', String(this.opts.hostTtlMs ?? 4_000)],
+    ];
     const args = [
-      'netns',
-      'exec',
-      this.host.netns,
+      ...enterHost(this.host.netns).slice(1),
       process.execPath,
       weftBin,
       'agent',
-      '--name',
-      this.host.name,
-      '--advertise',
-      this.host.ip,
-      '--peers',
-      this.opts.peers.join(','),
-      '--data-dir',
-      this.opts.dataDir,
-      '--dataplane',
-      this.opts.dataplane ?? 'kernel',
-      '--api',
-      '127.0.0.1:8500',
-      '--gateway-subnet',
-      testGatewaySubnet,
+      ...flags.flat(),
       ...(this.opts.extraArgs ?? []),
     ];
-    // `ip netns exec` execs node in place, so the pid is the agent's own: signals reach it directly.
-    const child = spawn('ip', args, { stdio: ['ignore', log, log] });
+    // nsenter execs node in place, so the pid is the agent's own: signals reach it directly.
+    const child = spawn('nsenter', args, { stdio: ['ignore', log, log] });
     closeSync(log);
     this.child = child;
     this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
@@ -98,7 +107,7 @@ export class AgentHandle {
 
   /** Runs the CLI on this host. */
   weft(args: string[], timeoutMs = 30_000): Promise<ExecResult> {
-    return this.lab.exec(this.host.netns, [process.execPath, weftBin, ...args], { timeoutMs });
+    return exec([...enterHost(this.host.netns), process.execPath, weftBin, ...args], { timeoutMs });
   }
 
   /** Runs the CLI and fails with its stderr if it exits non-zero. */

@@ -25,6 +25,10 @@ export interface AgentConfig {
   gatewaySubnet: string | null;
   /** Prefix of container namespace names; namespace names are global on a machine. */
   sandboxPrefix: string;
+  /** Host liveness: a host is declared dead this long after its last session renewal. */
+  hostTtlMs: number;
+  /** Resolvers for names outside the overlay; default the host's resolv.conf. */
+  dnsUpstreams?: string[];
 }
 
 export const defaultRaftPort = 8300;
@@ -85,8 +89,22 @@ export function parseAgentConfig(raw: Record<string, unknown>): AgentConfig {
       `--sandbox-prefix "${sandboxPrefix}" may use letters, digits, '_', '.', '-' (at most 32)`,
     );
   }
+  const hostTtlMs = Number(str('hostTtl') ?? 10_000);
+  if (!Number.isInteger(hostTtlMs) || hostTtlMs < 1_000 || hostTtlMs > 600_000) {
+    throw new Error(`--host-ttl must be milliseconds from 1000 to 600000, got "${str('hostTtl')}"`);
+  }
+  const upstreamText = str('dnsUpstream');
+  const dnsUpstreams =
+    upstreamText === undefined
+      ? undefined
+      : upstreamText
+          .split(',')
+          .map((u) => u.trim())
+          .filter((u) => u !== '');
   return {
     name,
+    hostTtlMs,
+    dnsUpstreams,
     raftPort,
     gatewaySubnet,
     sandboxPrefix,

@@ -1,9 +1,144 @@
-// `weft agent`: builds the agent from its flags and runs it until a signal.
+// `weft agent`: builds the real components from the flags, runs them until
+// a signal, and leaves the cluster gracefully on SIGTERM / SIGINT.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConsulHttpServer } from '@weft/kv/api/http';
+import { KvNode } from '@weft/kv/api/node';
+import { DnsServer, OverlayManager } from '@weft/overlay';
+import { KernelDataplane } from '../dataplane/kernel.js';
+import { intToIpv4, parseCidr } from '../dataplane/names.js';
+import { UserspaceDataplane } from '../dataplane/userspace.js';
+import { KvNodeStore } from '../kv-adapter/kvnode-store.js';
 import { createLogger } from '../log/logger.js';
-import { parseAgentConfig } from './config.js';
+import { AgentMetrics } from '../metrics/metrics.js';
+import { Agent } from './agent.js';
+import { type AgentConfig, parseAgentConfig } from './config.js';
+import { ContainerRuntime } from './containers.js';
+import { DnsIdentityBook } from './dns-identity.js';
+import { KvNodeComponent } from './kv-component.js';
+import type { Startable } from './startable.js';
+
+/** A stable identity for this agent's data directory: a restart with it takes its host name back. */
+async function agentId(dataDir: string): Promise<string> {
+  const path = join(dataDir, 'agent-id');
+  try {
+    const id = (await readFile(path, 'utf8')).trim();
+    if (!/^[0-9a-f]{32}$/.test(id))
+      throw new Error(`${path} is damaged (expected 32 hex digits); remove it to get a new identity`);
+    return id;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const id = randomBytes(16).toString('hex');
+    await writeFile(path, `${id}\n`);
+    return id;
+  }
+}
+
+/** The bridge's own address: the first one in the gateway subnet (the plumbing's convention). */
+function gatewayBridgeIp(subnet: string): string {
+  return intToIpv4(parseCidr(subnet).network + 1);
+}
+
+export async function buildAgent(
+  config: AgentConfig,
+  logger = createLogger({ level: config.logLevel, name: config.name }),
+): Promise<Agent> {
+  await mkdir(config.dataDir, { recursive: true });
+  const metrics = new AgentMetrics();
+  const peerId = await agentId(config.dataDir);
+  const clusterKey = config.clusterKeyFile
+    ? new Uint8Array(await readFile(config.clusterKeyFile))
+    : undefined;
+  const withPort = (a: string) => (a.includes(':') ? a : `${a}:${config.raftPort}`);
+  const kvLogger = logger.child({ component: 'kv' });
+  const kv = new KvNodeComponent(
+    {
+      dataDir: join(config.dataDir, 'kv'),
+      id: config.name,
+      listen: withPort(config.advertise),
+      peers: config.peers.map(withPort),
+      clusterKey,
+      log: {
+        debug: (f, m) => kvLogger.debug(f, m),
+        info: (f, m) => kvLogger.info(f, m),
+        warn: (f, m) => kvLogger.warn(f, m),
+        error: (f, m) => kvLogger.error(f, m),
+      },
+    },
+    (o) => KvNode.open(o),
+    kvLogger,
+  );
+  const store = new KvNodeStore(kv, metrics);
+  const plumbing = { vtep: config.advertise, gatewaySubnet: config.gatewaySubnet };
+  const dataplane: KernelDataplane | UserspaceDataplane =
+    config.dataplane === 'kernel' ? new KernelDataplane(plumbing) : new UserspaceDataplane(plumbing);
+  const overlay = new OverlayManager({
+    store,
+    dataplane,
+    hostname: config.name,
+    advertise: config.advertise,
+    peerId,
+    sessionTtlMs: config.hostTtlMs,
+  });
+  const localEndpoints = () => overlay.listEndpoints().filter((e) => e.host === config.name);
+  const dnsIdentity = new DnsIdentityBook(() => dataplane.plumbing.gatewayVeths(), localEndpoints);
+  const dnsIp = config.gatewaySubnet ? gatewayBridgeIp(config.gatewaySubnet) : undefined;
+  const containers = new ContainerRuntime({
+    dataDir: config.dataDir,
+    sandboxPrefix: config.sandboxPrefix,
+    // Single-label names (web, mongo) and name.network are answered by the agent's DNS server.
+    resolvConf: () => (dnsIp ? `nameserver ${dnsIp}\noptions ndots:0\n` : ''),
+    logger: logger.child({ component: 'containers' }),
+  });
+  let dns: Startable | undefined;
+  if (dnsIp) {
+    const server = new DnsServer({
+      resolver: () => dnsIdentity.wrap(overlay.dnsTable()),
+      address: dnsIp,
+      port: 53,
+      ...(config.dnsUpstreams ? { upstreams: config.dnsUpstreams } : {}),
+    });
+    dns = {
+      start: async () => {
+        await server.start();
+      },
+      stop: () => server.stop(),
+    };
+  }
+  // The Consul API needs the open node, which exists only once the agent has started.
+  let consul: ConsulHttpServer | undefined;
+  const consulComponent: Startable = {
+    start: async () => {},
+    stop: async () => {
+      await consul?.close();
+      consul = undefined;
+    },
+  };
+  return new Agent({
+    name: config.name,
+    advertise: config.advertise,
+    dataplaneKind: config.dataplane,
+    apiListen: config.api,
+    raftPort: config.raftPort,
+    logger,
+    metrics,
+    kv,
+    dataplane,
+    overlay,
+    containers,
+    dns,
+    dnsIdentity,
+    kvHandler: (req, res) => {
+      consul ??= new ConsulHttpServer(kv.node, { sessionTtlMinMs: 1_000 });
+      consul.handler(req, res);
+    },
+    extra: [consulComponent],
+  });
+}
 
 export async function runAgentProcess(raw: Record<string, unknown>): Promise<number> {
-  let config: ReturnType<typeof parseAgentConfig>;
+  let config: AgentConfig;
   try {
     config = parseAgentConfig(raw);
   } catch (err) {
@@ -11,6 +146,30 @@ export async function runAgentProcess(raw: Record<string, unknown>): Promise<num
     return 2;
   }
   const logger = createLogger({ level: config.logLevel, name: config.name });
-  logger.error('this build has no KV node / overlay manager yet; the agent cannot start');
-  return 1;
+  let agent: Agent;
+  try {
+    agent = await buildAgent(config, logger);
+    await agent.start();
+  } catch (err) {
+    logger.error({ err }, 'agent failed to start');
+    process.stderr.write(`Error: ${(err as Error).message}\n`);
+    return 1;
+  }
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'leaving the cluster');
+      agent.leave().then(
+        () => resolve(0),
+        (err) => {
+          logger.error({ err }, 'leave failed');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
 }

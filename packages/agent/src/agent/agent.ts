@@ -1,0 +1,500 @@
+// One host's agent: the KV replica, the data plane, the overlay manager, the
+// local containers, the embedded DNS server and the HTTP API, started in
+// that order and stopped in reverse. It is also the API's backend: network
+// calls go to the overlay manager, container calls combine a sandbox
+// (ContainerRuntime) with overlay endpoints plumbed by the data plane.
+import type {
+  Dataplane,
+  EndpointInfo as OverlayEndpoint,
+  NetworkInfo as OverlayNetwork,
+} from '@weft/overlay';
+import { isOverlayError, type OverlayManager } from '@weft/overlay';
+import { ApiServer, type RequestHandler } from '../api/server.js';
+import {
+  type AgentBackend,
+  ApiError,
+  badRequest,
+  type ContainerAttachRequest,
+  type ContainerEndpoint,
+  type ContainerInfo,
+  type ContainerRunRequest,
+  conflict,
+  type EndpointInfo,
+  type MemberInfo,
+  type NetworkCreateRequest,
+  type NetworkInfo,
+  notFound,
+  type StatusInfo,
+} from '../api/types.js';
+import type { Logger } from '../log/logger.js';
+import type { AgentMetrics } from '../metrics/metrics.js';
+import type { ContainerRecord, ContainerRuntime } from './containers.js';
+import type { DnsIdentityBook } from './dns-identity.js';
+import type { KvNodeComponent } from './kv-component.js';
+import { Composition, errorMessage, type Startable } from './startable.js';
+
+export interface AgentParts {
+  name: string;
+  advertise: string;
+  dataplaneKind: string;
+  /** host:port of the HTTP API. */
+  apiListen: string;
+  /** Raft port, to match KV members to hosts by address. */
+  raftPort?: number;
+  logger: Logger;
+  metrics: AgentMetrics;
+  /** The local KV replica; absent when the store is something else (unit tests). */
+  kv?: KvNodeComponent;
+  dataplane: Dataplane;
+  overlay: OverlayManager;
+  containers: ContainerRuntime;
+  dns?: Startable;
+  /** Consul-compatible KV handler mounted under /v1/. */
+  kvHandler?: RequestHandler;
+  /** Maps DNS askers' gateway addresses to their overlay addresses; refreshed on every attach change. */
+  dnsIdentity?: DnsIdentityBook;
+  /** How long start waits for the store (a quorum of peers) before giving up. */
+  storeWaitMs?: number;
+  /** Stopped when the agent stops (e.g. the Consul handler's blocked queries). */
+  extra?: Startable[];
+}
+
+/** Maps overlay errors to HTTP statuses (see @weft/overlay errors.ts). */
+function toApiError(err: unknown): unknown {
+  if (err instanceof ApiError) return err;
+  if (isOverlayError(err)) {
+    const status = {
+      invalid: 400,
+      'not-found': 404,
+      conflict: 409,
+      'in-use': 409,
+      exhausted: 409,
+      unavailable: 503,
+    }[err.code];
+    return new ApiError(status, err.message, { cause: err });
+  }
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'unavailable' || code === 'closed' || (err as Error)?.name === 'KvUnavailableError') {
+    return new ApiError(
+      503,
+      `the store is unavailable: ${errorMessage(err)}; retry once a leader is elected`,
+      { cause: err },
+    );
+  }
+  return err;
+}
+
+async function mapped<T>(run: () => T | Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    throw toApiError(err);
+  }
+}
+
+/**
+ * Starts a component whose start needs the store, retrying while the store
+ * is unavailable: the first agents of a cluster wait for their peers to come
+ * up (a quorum) before they can register, as Consul servers do.
+ */
+class RetryingStart implements Startable {
+  private stopped = false;
+
+  constructor(
+    private readonly name: string,
+    private readonly inner: Startable,
+    private readonly logger: Logger,
+    private readonly maxWaitMs: number,
+  ) {}
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    const deadline = Date.now() + this.maxWaitMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.inner.start();
+        return;
+      } catch (err) {
+        const retryable = (toApiError(err) as { status?: number }).status === 503;
+        if (!retryable || this.stopped || Date.now() > deadline) throw err;
+        this.logger.info(
+          { component: this.name, attempt, err: errorMessage(err) },
+          'waiting for the store (a quorum of peers)',
+        );
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopped = true;
+    return this.inner.stop();
+  }
+}
+
+export class Agent implements AgentBackend, Startable {
+  readonly api: ApiServer;
+  private readonly composition: Composition;
+  private readonly logger: Logger;
+
+  constructor(private readonly parts: AgentParts) {
+    this.logger = parts.logger;
+    this.api = new ApiServer({
+      listen: parts.apiListen,
+      backend: this,
+      kvHandler: parts.kvHandler,
+      metrics: parts.metrics,
+      logger: parts.logger.child({ component: 'api' }),
+    });
+    const overlay = parts.overlay;
+    const components = [
+      ...(parts.kv ? [{ name: 'kv', component: parts.kv as Startable }] : []),
+      { name: 'dataplane', component: parts.dataplane },
+      {
+        name: 'overlay',
+        component: new RetryingStart('overlay', overlay, parts.logger, parts.storeWaitMs ?? 300_000),
+      },
+      { name: 'containers', component: parts.containers },
+      { name: 'dns-identity', component: { start: () => this.refreshDnsIdentity(), stop: async () => {} } },
+      ...(parts.dns ? [{ name: 'dns', component: parts.dns }] : []),
+      ...(parts.extra ?? []).map((component, i) => ({ name: `extra${i}`, component })),
+      { name: 'api', component: this.api },
+    ];
+    this.composition = new Composition(components, (event, name) =>
+      this.logger.debug({ component: name }, event),
+    );
+    overlay.on('warning', (err) => this.logger.warn({ err: err.message }, 'overlay'));
+    overlay.on('host-down', (h) => this.logger.info({ host: h.name }, 'host down'));
+    overlay.on('host-up', (h) => this.logger.info({ host: h.name }, 'host up'));
+    overlay.on('session-lost', () => this.logger.warn('this host lost its store session; re-registering'));
+    parts.metrics.setSources({
+      raft: () => {
+        if (!parts.kv?.isOpen) return undefined;
+        const s = parts.kv.node.status();
+        return {
+          term: s.term,
+          commitIndex: s.commitIndex,
+          appliedIndex: s.appliedIndex,
+          isLeader: s.role === 'leader',
+        };
+      },
+      peers: () => overlay.hosts().length,
+      endpoints: () => {
+        const all = overlay.listEndpoints();
+        const local = all.filter((e) => e.host === parts.name).length;
+        return { local, remote: all.length - local };
+      },
+      dataplane: () => parts.dataplane.counters(),
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.composition.start();
+    this.logger.info({ name: this.parts.name, api: this.api.address }, 'agent started');
+  }
+
+  /** Stops without leaving: containers and the host's session survive for a restart to pick up. */
+  stop(): Promise<void> {
+    return this.composition.stop();
+  }
+
+  /**
+   * Graceful leave (SIGTERM): removes this host's containers and endpoints,
+   * hands over Raft leadership, destroys the host's session so every other
+   * host drops it at once, removes the data plane's devices, then stops.
+   */
+  async leave(): Promise<void> {
+    for (const c of this.parts.containers.list()) {
+      await this.removeContainer(c.name).catch((err) =>
+        this.logger.warn(
+          { container: c.name, err: errorMessage(err) },
+          'could not remove container while leaving',
+        ),
+      );
+    }
+    await this.parts.kv?.transferLeadership();
+    await this.parts.overlay
+      .stop({ leave: true })
+      .catch((err) => this.logger.warn({ err: errorMessage(err) }, 'leave failed'));
+    await this.composition.stop();
+    this.logger.info('left the cluster');
+  }
+
+  // ------------------------------------------------------------ networks
+
+  createNetwork(req: NetworkCreateRequest): Promise<NetworkInfo> {
+    return mapped(async () => {
+      const mtu = req.options?.mtu ?? req.options?.['com.docker.network.driver.mtu'];
+      if (mtu !== undefined && !/^\d+$/.test(mtu))
+        throw badRequest(`option mtu=${mtu} is not a number of bytes`);
+      const internal = req.internal ?? req.options?.internal === 'true';
+      const hasSubnet =
+        req.subnet !== undefined ||
+        req.gateway !== undefined ||
+        req.ipRange !== undefined ||
+        req.auxAddresses !== undefined;
+      if (!req.subnet && hasSubnet) throw badRequest('--gateway, --ip-range and --aux-address need --subnet');
+      const net = await this.parts.overlay.createNetwork({
+        name: req.name,
+        driver: req.driver,
+        subnets: hasSubnet
+          ? [
+              {
+                subnet: req.subnet,
+                gateway: req.gateway,
+                ipRange: req.ipRange,
+                auxAddresses: req.auxAddresses,
+              },
+            ]
+          : [],
+        options: { internal, ...(mtu !== undefined ? { mtu: Number(mtu) } : {}) },
+        labels: req.labels,
+      });
+      return networkInfo(net, req.options);
+    });
+  }
+
+  listNetworks(): Promise<NetworkInfo[]> {
+    return mapped(() => this.parts.overlay.listNetworks().map((n) => networkInfo(n)));
+  }
+
+  inspectNetwork(nameOrId: string): Promise<NetworkInfo> {
+    return mapped(() => {
+      const d = this.parts.overlay.inspectNetwork(nameOrId);
+      return { ...networkInfo(d), endpoints: d.endpoints.map(endpointInfo) };
+    });
+  }
+
+  removeNetwork(nameOrId: string): Promise<void> {
+    return mapped(() => this.parts.overlay.removeNetwork(nameOrId));
+  }
+
+  // ------------------------------------------------------------ containers
+
+  runContainer(req: ContainerRunRequest): Promise<ContainerInfo> {
+    return mapped(async () => {
+      if (this.parts.containers.get(req.name))
+        throw conflict(
+          `container "${req.name}" already exists on this host; remove it with weft rm ${req.name}`,
+        );
+      // Fail on a missing network before making a namespace.
+      this.parts.overlay.inspectNetwork(req.network);
+      const record = await this.parts.containers.create(req.name, req.command ?? []);
+      try {
+        await this.attachEndpoint(record, req);
+        await this.refreshDnsIdentity();
+        if (req.detach) await this.parts.containers.startCommand(req.name);
+      } catch (err) {
+        await this.removeContainer(req.name).catch(() => {});
+        throw err;
+      }
+      return this.containerInfo(this.mustGetContainer(req.name));
+    });
+  }
+
+  listContainers(opts: { all?: boolean } = {}): Promise<ContainerInfo[]> {
+    return mapped(async () => {
+      const all = await Promise.all(this.parts.containers.list().map((r) => this.containerInfo(r)));
+      return opts.all ? all : all.filter((c) => c.state !== 'exited');
+    });
+  }
+
+  inspectContainer(name: string): Promise<ContainerInfo> {
+    return mapped(() => this.containerInfo(this.mustGetContainer(name)));
+  }
+
+  attachContainer(name: string, req: ContainerAttachRequest): Promise<ContainerInfo> {
+    return mapped(async () => {
+      const record = this.mustGetContainer(name);
+      await this.attachEndpoint(record, req);
+      await this.refreshDnsIdentity();
+      return this.containerInfo(record);
+    });
+  }
+
+  detachContainer(name: string, network: string): Promise<ContainerInfo> {
+    return mapped(async () => {
+      const record = this.mustGetContainer(name);
+      const net = this.parts.overlay.inspectNetwork(network);
+      const ep = this.endpointsOf(record).find((e) => e.networkId === net.id);
+      if (!ep) throw notFound(`container "${name}" is not attached to network "${network}"`);
+      await this.parts.overlay.detach(net.id, ep.id);
+      await this.refreshDnsIdentity();
+      return this.containerInfo(record);
+    });
+  }
+
+  removeContainer(name: string): Promise<void> {
+    return mapped(async () => {
+      const record = this.mustGetContainer(name);
+      for (const ep of this.endpointsOf(record)) await this.parts.overlay.detach(ep.networkId, ep.id);
+      await this.parts.containers.remove(name);
+      await this.refreshDnsIdentity();
+    });
+  }
+
+  // ------------------------------------------------------------ cluster
+
+  members(): Promise<MemberInfo[]> {
+    return mapped(() => {
+      const hosts = this.parts.overlay.hosts();
+      const kvMembers = this.parts.kv?.isOpen ? this.parts.kv.node.members() : [];
+      const byAddress = new Map(kvMembers.map((m) => [m.address.replace(/:\d+$/, ''), m]));
+      const out: MemberInfo[] = hosts.map((h) => {
+        const m = byAddress.get(h.advertise);
+        byAddress.delete(h.advertise);
+        return {
+          name: h.name,
+          advertise: h.advertise,
+          role: m ? m.role : 'client',
+          alive: true,
+          leader: m?.leader ?? false,
+        };
+      });
+      // Raft members with no live host record: their agent is down.
+      for (const [address, m] of byAddress) {
+        out.push({
+          name: m.name || address,
+          advertise: address,
+          role: m.role,
+          alive: false,
+          leader: m.leader,
+        });
+      }
+      return out.sort((a, b) => a.name.localeCompare(b.name));
+    });
+  }
+
+  status(): Promise<StatusInfo> {
+    return mapped(() => {
+      const kv = this.parts.kv?.isOpen ? this.parts.kv.node.status() : undefined;
+      const members = this.parts.kv?.isOpen ? this.parts.kv.node.members() : [];
+      const leader = members.find((m) => m.leader);
+      const role = !kv
+        ? 'client'
+        : kv.voters.includes(kv.raftId)
+          ? 'voter'
+          : kv.learners.includes(kv.raftId)
+            ? 'learner'
+            : 'unknown';
+      return {
+        name: this.parts.name,
+        advertise: this.parts.advertise,
+        role,
+        leader: leader ? leader.name || leader.address : (kv?.leader ?? ''),
+        term: kv?.term ?? 0,
+        commitIndex: kv?.commitIndex ?? 0,
+        appliedIndex: kv?.appliedIndex ?? 0,
+        dataplane: this.parts.dataplaneKind,
+        networks: this.parts.overlay.listNetworks().length,
+        containers: this.parts.containers.list().length,
+        members: this.parts.overlay.hosts().length,
+      };
+    });
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private async refreshDnsIdentity(): Promise<void> {
+    await this.parts.dnsIdentity
+      ?.refresh()
+      .catch((err) =>
+        this.logger.warn({ err: errorMessage(err) }, 'could not read gateway addresses for DNS'),
+      );
+  }
+
+  private mustGetContainer(name: string): ContainerRecord {
+    const r = this.parts.containers.get(name);
+    if (!r) throw notFound(`container "${name}" not found on host ${this.parts.name}`);
+    return r;
+  }
+
+  private endpointsOf(record: ContainerRecord): OverlayEndpoint[] {
+    return this.parts.overlay
+      .listEndpoints()
+      .filter((e) => e.host === this.parts.name && e.container === record.name)
+      .sort((a, b) => (a.ifName ?? '').localeCompare(b.ifName ?? '', undefined, { numeric: true }));
+  }
+
+  private async attachEndpoint(
+    record: ContainerRecord,
+    req: ContainerAttachRequest,
+  ): Promise<OverlayEndpoint> {
+    const existing = this.endpointsOf(record);
+    const net = this.parts.overlay.inspectNetwork(req.network);
+    if (existing.some((e) => e.networkId === net.id))
+      throw conflict(`container "${record.name}" is already attached to network "${net.name}"`);
+    const used = new Set(existing.map((e) => e.ifName));
+    let n = 0;
+    while (used.has(`eth${n}`)) n++;
+    return this.parts.overlay.attach({
+      network: net.id,
+      name: record.name,
+      aliases: req.aliases,
+      ip: req.ip,
+      container: record.name,
+      sandbox: record.sandbox,
+      ifName: `eth${n}`,
+    });
+  }
+
+  private async containerInfo(record: ContainerRecord): Promise<ContainerInfo> {
+    const { state, exitCode } = await this.parts.containers.state(record);
+    const endpoints: ContainerEndpoint[] = this.endpointsOf(record).map((e) => ({
+      network: e.networkName,
+      networkId: e.networkId,
+      endpointId: e.id,
+      ifName: e.ifName ?? '',
+      ip: e.ip,
+      prefixLength: e.prefixLength,
+      mac: e.mac,
+      gateway: e.gateway,
+      aliases: e.aliases,
+    }));
+    return {
+      name: record.name,
+      sandbox: record.sandbox,
+      host: this.parts.name,
+      created: record.created,
+      state,
+      command: record.command,
+      ...(record.pid !== undefined ? { pid: record.pid } : {}),
+      ...(exitCode !== undefined ? { exitCode } : {}),
+      endpoints,
+    };
+  }
+}
+
+function networkInfo(n: OverlayNetwork, extraOptions: Record<string, string> = {}): NetworkInfo {
+  const first = n.ipam.config[0];
+  const options: Record<string, string> = { ...extraOptions };
+  if (n.options.mtu !== undefined) options.mtu = String(n.options.mtu);
+  return {
+    id: n.id,
+    name: n.name,
+    driver: n.driver,
+    vni: n.vni,
+    subnet: first?.subnet ?? '',
+    gateway: first?.gateway ?? '',
+    ...(first?.ipRange ? { ipRange: first.ipRange } : {}),
+    auxAddresses: first?.auxAddresses ?? {},
+    options,
+    labels: n.labels,
+    internal: n.options.internal,
+    created: n.created,
+  };
+}
+
+function endpointInfo(e: OverlayEndpoint): EndpointInfo {
+  return {
+    id: e.id,
+    networkId: e.networkId,
+    network: e.networkName,
+    container: e.container ?? e.name,
+    host: e.host,
+    ip: e.ip,
+    prefixLength: e.prefixLength,
+    mac: e.mac,
+    aliases: e.aliases,
+  };
+}

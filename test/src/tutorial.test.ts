@@ -1,0 +1,195 @@
+// The tutorial from the README, run for real: three hosts (network
+// namespaces on 192.0.2.0/24), one `weft agent` each started with the others
+// as peers, no external store; an overlay network made on host1 is usable
+// everywhere, containers find each other by name, and reach the outside
+// through the per-host gateway bridge with NAT.
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eventually } from './harness/agents.js';
+import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
+import { outsideIp } from './harness/lab.js';
+
+describe('tutorial: three hosts, one overlay network (e2e, namespaces)', function () {
+  this.timeout(180_000);
+  let cluster: Cluster;
+  let pageDir: string;
+  let outsideServer: ChildProcess | undefined;
+
+  before(async function () {
+    const why = preflight();
+    if (why) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    pageDir = await mkdtemp(join(tmpdir(), 'weft-page-'));
+    await writeFile(join(pageDir, 'index.html'), 'hello from web on host1\n');
+    await writeFile(join(pageDir, 'outside.html'), 'hello from outside\n');
+    cluster = await startCluster(runPrefix('t'), { hosts: 3 });
+  });
+
+  after(async () => {
+    outsideServer?.kill('SIGKILL');
+    await cluster?.destroy();
+    if (pageDir) await rm(pageDir, { recursive: true, force: true });
+  });
+
+  const host = (i: number) => cluster.agents[i - 1]!;
+
+  it('all three agents are members of one cluster with a leader', async () => {
+    const members = JSON.parse(await host(2).mustWeft(['--format', 'json', 'members'])) as {
+      name: string;
+      alive: boolean;
+      leader: boolean;
+    }[];
+    assert.deepEqual(members.map((m) => m.name).sort(), cluster.lab.hosts.map((h) => h.name).sort());
+    assert.ok(members.every((m) => m.alive));
+    assert.equal(members.filter((m) => m.leader).length, 1);
+  });
+
+  it('a network created on host1 is listed on host2 with the same ID', async () => {
+    const id = (
+      await host(1).mustWeft(['network', 'create', '-d', 'overlay', '--subnet', '198.18.9.0/24', 'my-net'])
+    ).trim();
+    assert.match(id, /^[0-9a-f]{64}$/);
+    const row = await eventually('my-net on host2', async () => {
+      const ls = await host(2).mustWeft(['network', 'ls']);
+      return ls.split('\n').find((l) => /\bmy-net\b/.test(l));
+    });
+    assert.ok(row.startsWith(id.slice(0, 12)), `host2 shows ${row}, host1 created ${id}`);
+    const inspected = JSON.parse(await host(3).mustWeft(['network', 'inspect', 'my-net']));
+    assert.equal(inspected[0].id, id);
+    assert.equal(inspected[0].subnet, '198.18.9.0/24');
+    const dup = await host(2).weft(['network', 'create', '--subnet', '198.18.10.0/24', 'my-net']);
+    assert.equal(dup.code, 1);
+    assert.match(dup.stderr, /^Error: .*my-net.*already exists/);
+  });
+
+  it('from host2, `weft run --rm --net my-net -- wget -O- http://web` prints the page served on host1', async () => {
+    await host(1).mustWeft([
+      'run',
+      '-d',
+      '--net',
+      'my-net',
+      '--name',
+      'web',
+      '--',
+      'busybox',
+      'httpd',
+      '-f',
+      '-p',
+      '80',
+      '-h',
+      pageDir,
+    ]);
+    const ps = JSON.parse(await host(1).mustWeft(['--format', 'json', 'ps'])) as {
+      name: string;
+      state: string;
+      endpoints: { ip: string }[];
+    }[];
+    const web = ps.find((c) => c.name === 'web');
+    assert.equal(web?.state, 'running');
+    assert.match(web?.endpoints[0]?.ip ?? '', /^198\.18\.9\.\d+$/);
+    const page = await eventually(
+      'the page over the overlay',
+      async () => {
+        const r = await host(2).weft([
+          'run',
+          '--rm',
+          '--net',
+          'my-net',
+          '--name',
+          'client',
+          '--',
+          'busybox',
+          'wget',
+          '-q',
+          '-O-',
+          'http://web',
+        ]);
+        return r.code === 0 ? r.stdout : undefined;
+      },
+      30_000,
+      500,
+    );
+    assert.equal(page, 'hello from web on host1\n');
+    const left = JSON.parse(await host(2).mustWeft(['--format', 'json', 'ps', '--all'])) as unknown[];
+    assert.equal(left.length, 0, '--rm removed the client container');
+  });
+
+  it('names resolve across hosts as mongo and mongo.my-net', async () => {
+    await host(3).mustWeft(['run', '-d', '--net', 'my-net', '--name', 'mongo', '--', 'sleep', '600']);
+    const mongo = JSON.parse(await host(3).mustWeft(['--format', 'json', 'ps'])).find(
+      (c: { name: string }) => c.name === 'mongo',
+    ) as { endpoints: { ip: string }[] };
+    const mongoIp = mongo.endpoints[0]!.ip;
+    for (const name of ['mongo', 'mongo.my-net']) {
+      const out = await eventually(
+        `${name} resolving on host2`,
+        async () => {
+          const r = await host(2).weft([
+            'run',
+            '--rm',
+            '--net',
+            'my-net',
+            '--name',
+            'resolver',
+            '--',
+            'busybox',
+            'ping',
+            '-c',
+            '1',
+            '-W',
+            '2',
+            name,
+          ]);
+          return r.code === 0 ? r.stdout : undefined;
+        },
+        30_000,
+        500,
+      );
+      assert.match(
+        out,
+        new RegExp(`PING ${name.replace('.', '\\.')} \\(${mongoIp.replace(/\./g, '\\.')}\\)`),
+      );
+      assert.match(out, /1 packets received/);
+    }
+  });
+
+  it('a container reaches an address outside the overlay through the gateway bridge with NAT', async () => {
+    outsideServer = cluster.lab.spawnIn(cluster.lab.outsideNetns, [
+      'busybox',
+      'httpd',
+      '-f',
+      '-p',
+      '80',
+      '-h',
+      pageDir,
+    ]);
+    const page = await eventually(
+      'the outside page',
+      async () => {
+        const r = await host(2).weft([
+          'run',
+          '--rm',
+          '--net',
+          'my-net',
+          '--name',
+          'natprobe',
+          '--',
+          'busybox',
+          'wget',
+          '-q',
+          '-O-',
+          `http://${outsideIp}/outside.html`,
+        ]);
+        return r.code === 0 ? r.stdout : undefined;
+      },
+      20_000,
+      500,
+    );
+    assert.equal(page, 'hello from outside\n');
+  });
+});
