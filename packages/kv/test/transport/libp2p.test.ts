@@ -308,7 +308,10 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
         b.transport.request('a', 'kv/forward', new Uint8Array([i & 0xff])),
       ),
     );
-    replies.forEach((reply, i) => assert.deepStrictEqual(reply, new Uint8Array([i & 0xff, 98])));
+    assert.deepStrictEqual(
+      replies,
+      replies.map((_, i) => new Uint8Array([i & 0xff, 98])),
+    );
     await assert.rejects(b.transport.request('a', 'kv/none', new Uint8Array()), { code: 'no-handler' });
     await assert.rejects(b.transport.request('a', 'kv/fails', new Uint8Array()), (err: unknown) => {
       return err instanceof TransportError && err.code === 'remote-error' && /try node c/.test(err.message);
