@@ -351,30 +351,45 @@ export class ConsulHttpServer {
         preErrors.push({ opIndex, what: 'Must provide key' });
       }
     });
-    if (preErrors.length > 0) return this.txnResponse(req, { type: 'txn', ok: false, errors: preErrors });
+    const readOnly = ops.every((op) => !WRITE_VERBS.has(op.verb as KvVerb));
+    if (preErrors.length > 0) {
+      // Consul's Txn.Read returns its pre-check errors before filling QueryMeta: zero values.
+      const meta = readOnly ? txnQueryMeta(0, false) : {};
+      return this.txnResponse(req, { type: 'txn', ok: false, errors: preErrors }, meta);
+    }
     const kvOps = ops as KvOp[];
-    if (kvOps.every((op) => !WRITE_VERBS.has(op.verb))) {
+    if (readOnly) {
       // Read-only transactions skip Raft and honour ?stale / ?consistent, like Consul's Txn.Read.
       const opts = this.queryOptions(req);
       const view = await this.backend.read(opts.consistency);
       req.res.setHeader('X-Consul-KnownLeader', String(view.knownLeader));
       req.res.setHeader('X-Consul-LastContact', String(Math.round(view.lastContactMs)));
-      return this.txnResponse(req, view.state.readTxn(kvOps));
+      // Consul answers a read-only transaction with structs.TxnReadResponse, whose embedded
+      // QueryMeta (no JSON tags) adds these members after Results and Errors.
+      return this.txnResponse(
+        req,
+        view.state.readTxn(kvOps),
+        txnQueryMeta(view.lastContactMs, view.knownLeader),
+      );
     }
     const result = await this.propose({ type: 'txn', ops: kvOps, nowMs: this.backend.nowMs() });
     if (result.type !== 'txn') throw new Error(`txn command answered ${result.type}`);
     return this.txnResponse(req, result);
   }
 
-  private txnResponse(req: Request, result: Extract<ApplyResult, { type: 'txn' }>): void {
+  private txnResponse(
+    req: Request,
+    result: Extract<ApplyResult, { type: 'txn' }>,
+    queryMeta: { [key: string]: GoJson } = {},
+  ): void {
     if (!result.ok) {
       const errors = result.errors.map((e) => ({ OpIndex: e.opIndex, What: e.what }));
-      this.json(req, 409, { Results: null, Errors: errors });
+      this.json(req, 409, { Results: null, Errors: errors, ...queryMeta });
       return;
     }
     // Consul leaves Results null when no op produced a row (deletes only).
     const rows = result.results.map((e) => ({ KV: dirEntryJson(e) }));
-    this.json(req, 200, { Results: rows.length > 0 ? rows : null, Errors: null });
+    this.json(req, 200, { Results: rows.length > 0 ? rows : null, Errors: null, ...queryMeta });
   }
 
   // ------------------------------------------------------------ /v1/session
@@ -632,6 +647,7 @@ export class ConsulHttpServer {
       'X-Consul-Effective-Consistency',
       opts.consistency === 'default' ? 'leader' : opts.consistency,
     );
+    res.setHeader('X-Consul-Query-Backend', 'blocking-query');
   }
 }
 
@@ -834,6 +850,19 @@ function lockDelayMs(v: JsonValue, failed: (why: string) => never): number {
   if (!Number.isFinite(ns) || ns < 0)
     return failed(`LockDelay ${JSON.stringify(v instanceof JsonNumber ? v.text : v)} is not a valid delay`);
   return Math.round(ns / 1e6);
+}
+
+/** The QueryMeta members Consul's read-only transaction responses carry (LastContact in ns). */
+function txnQueryMeta(lastContactMs: number, knownLeader: boolean): { [key: string]: GoJson } {
+  return {
+    Index: 0,
+    LastContact: Math.round(lastContactMs) * 1_000_000,
+    KnownLeader: knownLeader,
+    ConsistencyLevel: '',
+    NotModified: false,
+    Backend: 0,
+    ResultsFilteredByACLs: false,
+  };
 }
 
 /** Consul's DirEntry JSON: LockIndex, Key, Flags, Value (base64, null when empty), Session (omitempty), CreateIndex, ModifyIndex. */

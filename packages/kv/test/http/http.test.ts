@@ -223,7 +223,11 @@ describe('http: /v1/txn', () => {
     const r = await s.call('PUT', '/v1/txn?stale', JSON.stringify([{ KV: { Verb: 'get-tree', Key: 'r/' } }]));
     assert.equal(r.status, 200);
     assert.equal(r.headers['x-consul-knownleader'], 'true');
-    assert.equal(JSON.parse(r.text).Results[0].KV.Value, b64('one'));
+    assert.equal(
+      r.text,
+      `{"Results":[{"KV":{"LockIndex":0,"Key":"r/1","Flags":0,"Value":"${b64('one')}","CreateIndex":2,"ModifyIndex":2}}],` +
+        '"Errors":null,"Index":0,"LastContact":0,"KnownLeader":true,"ConsistencyLevel":"","NotModified":false,"Backend":0,"ResultsFilteredByACLs":false}',
+    );
     assert.equal(s.backend.fsm.appliedIndex, before);
   });
 
@@ -239,6 +243,14 @@ describe('http: /v1/txn', () => {
       '{"Results":null,"Errors":[{"OpIndex":0,"What":"unknown KV verb \\"frobnicate\\""},{"OpIndex":1,"What":"Must provide key"}]}',
     );
     assert.equal(s.backend.fsm.appliedIndex, 0, 'nothing was proposed');
+    // Only reads (an unknown verb is not a write): Consul's Txn.Read adds zero QueryMeta.
+    const ro = await s.call('PUT', '/v1/txn', JSON.stringify([{ KV: { Verb: 'explode', Key: 'a' } }]));
+    assert.equal(ro.status, 409);
+    assert.equal(
+      ro.text,
+      '{"Results":null,"Errors":[{"OpIndex":0,"What":"unknown KV verb \\"explode\\""}],"Index":0,"LastContact":0,' +
+        '"KnownLeader":false,"ConsistencyLevel":"","NotModified":false,"Backend":0,"ResultsFilteredByACLs":false}',
+    );
   });
 });
 
