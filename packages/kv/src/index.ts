@@ -1,1 +1,26 @@
+// Embedding API: one member of a replicated KV cluster.
+export {
+  type CreateSessionOptions,
+  DEFAULT_CLUSTER_NAME,
+  DEFAULT_ELECTION_TICKS,
+  DEFAULT_HEARTBEAT_TICKS,
+  DEFAULT_PROPOSAL_TIMEOUT_MS,
+  DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+  DEFAULT_TICK_MS,
+  type DeleteOptions,
+  KvNode,
+  type KvNodeLog,
+  type KvNodeOptions,
+  type KvNodeStatus,
+  type MemberInfo,
+  type MemberRole,
+  type PutOptions,
+  type ReadOptions,
+  type TxnResult,
+  type WatchEvent,
+} from './api/node.js';
+export { AddressError, multiaddrOf, parseHostPort, raftIdOf } from './api/node-address.js';
+export { KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './api/node-errors.js';
 export * from './raft/types.js';
+// Durable Raft storage (LevelDB).
+export * from './storage/index.js';

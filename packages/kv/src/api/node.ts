@@ -13,6 +13,7 @@ import { Packr } from 'msgpackr';
 import { encodeCommand } from '../fsm/codec.js';
 import { SessionReaper } from '../fsm/session-reaper.js';
 import { type Indexed, KvStateMachine, type KvStateReader } from '../fsm/state-machine.js';
+import { TombstoneReaper } from '../fsm/tombstone-reaper.js';
 import type {
   ApplyResult,
   Command,
@@ -100,6 +101,8 @@ export interface KvNodeOptions {
   snapshotEveryEntries?: number;
   /** Session TTL grace multiplier (Consul: 2). */
   sessionTtlGraceMultiplier?: number;
+  /** How long deletions keep their tombstone before the leader reaps them (Consul's tombstone_ttl, 15 min). */
+  tombstoneTtlMs?: number;
   log?: KvNodeLog;
 }
 
@@ -199,6 +202,7 @@ export class KvNode implements KvBackend {
   private readonly log: KvNodeLog;
   private readonly fsm = new KvStateMachine();
   private readonly reaper: SessionReaper;
+  private readonly tombstoneReaper: TombstoneReaper;
   private readonly ids = new ProposalIds();
   private readonly proposals = new PendingTable<{ index: number; result: ApplyResult }>();
   private readonly confChanges = new PendingTable<number>();
@@ -251,6 +255,10 @@ export class KvNode implements KvBackend {
     this.reaper = new SessionReaper({
       nowMs: () => Date.now(),
       ...(options.sessionTtlGraceMultiplier ? { ttlGraceMultiplier: options.sessionTtlGraceMultiplier } : {}),
+    });
+    this.tombstoneReaper = new TombstoneReaper({
+      nowMs: () => Date.now(),
+      ...(options.tombstoneTtlMs !== undefined ? { tombstoneTtlMs: options.tombstoneTtlMs } : {}),
     });
     this.confState = storage.initialState().confState;
     this.names.set(raftId, this.name);
@@ -403,7 +411,10 @@ export class KvNode implements KvBackend {
     if (leader !== this.leaderId) this.log.info({ leader, role: ROLE_NAMES[role] }, 'raft leader changed');
     this.leaderId = leader;
     this.role = role;
-    if (becameLeader) this.reaper.reset();
+    if (becameLeader) {
+      this.reaper.reset();
+      this.tombstoneReaper.reset();
+    }
     if (leader) {
       for (const wake of this.leaderWaiters) wake();
       this.leaderWaiters.clear();
@@ -961,12 +972,15 @@ export class KvNode implements KvBackend {
       if (!known.has(id)) this.transport.setMember({ nodeId: id, multiaddrs: [multiaddrOf(id)] });
   }
 
-  /** Leader only: expire sessions whose TTL ran out, promote learners that caught up. */
+  /** Leader only: expire sessions whose TTL ran out, reap old tombstones, promote learners that caught up. */
   private leaderDuties(): void {
     if (this.closing || this.role !== Role.Leader) return;
-    for (const command of this.reaper.expired(this.fsm)) {
+    for (const command of [...this.reaper.expired(this.fsm), ...this.tombstoneReaper.due(this.fsm)]) {
       this.propose(command).catch((err) =>
-        this.log.warn({ err: (err as Error).message }, 'session expiry not committed'),
+        this.log.warn(
+          { command: command.type, err: (err as Error).message },
+          'leader maintenance command not committed',
+        ),
       );
     }
     const learners = this.confState.learners;
