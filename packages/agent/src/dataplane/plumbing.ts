@@ -139,6 +139,31 @@ export function validateNetwork(net: NetworkSpec): void {
   }
 }
 
+/** Weft's devices in the host namespace as one listing shows them. */
+interface HostView {
+  names: Set<string>;
+  bridges: Map<string, BridgeInfo>;
+  endpointVeths: (EndpointVethInfo & { alias: string })[];
+  gatewayVeths: GatewayVethInfo[];
+}
+
+/** `ip -batch` lines for exactly one IPv4 address on a container interface, its MTU, up. */
+function containerInterfaceLines(
+  current: IpAddr | undefined,
+  ifName: string,
+  cidr: string,
+  mtu: number | undefined,
+): string[] {
+  const stale = (current?.addr_info ?? [])
+    .filter((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` !== cidr)
+    .map((a) => `address delete ${a.local}/${a.prefixlen} dev ${ifName}`);
+  return [
+    ...stale,
+    `address replace ${cidr} dev ${ifName}`,
+    `link set dev ${ifName}${mtu === undefined ? '' : ` mtu ${mtu}`} up`,
+  ];
+}
+
 /** The gateway bridge's own address (first host of the subnet): containers' default gateway, a home for host services such as DNS. */
 export function gatewayBridgeAddress(gatewaySubnet: string): string {
   return intToIpv4(parseCidr(gatewaySubnet).network + 1);
@@ -360,44 +385,82 @@ export class Plumbing {
 
   /** Endpoint veths (host side) with what their aliases record. */
   async endpointVeths(): Promise<EndpointVethInfo[]> {
-    const out: EndpointVethInfo[] = [];
-    for (const l of await this.weftLinks()) {
-      if (weftDeviceKind(l.ifname) !== 'endpoint-veth') continue;
-      const f = parseAlias(l.ifalias, 'weft-ep');
-      if (f?.net === undefined || f.ep === undefined || f.sandbox === undefined || f.if === undefined)
-        continue;
-      out.push({
-        ifName: l.ifname,
-        networkId: f.net,
-        endpointId: f.ep,
-        sandbox: f.sandbox,
-        containerIfName: f.if,
-      });
-    }
-    return out;
+    return (await this.hostView()).endpointVeths;
   }
 
   async gatewayVeths(): Promise<GatewayVethInfo[]> {
-    const out: GatewayVethInfo[] = [];
-    for (const l of await this.weftLinks()) {
-      if (weftDeviceKind(l.ifname) !== 'gateway-veth') continue;
-      const f = parseAlias(l.ifalias, 'weft-gw');
-      if (f?.sandbox === undefined || f.ip === undefined || !/^\d+\.\d+\.\d+\.\d+$/.test(f.ip)) continue;
-      out.push({ ifName: l.ifname, sandbox: f.sandbox, ip: f.ip });
+    return (await this.hostView()).gatewayVeths;
+  }
+
+  /** Weft's devices in the host namespace, read back from one `ip -d link show`. */
+  private async hostView(): Promise<HostView> {
+    const view: HostView = { names: new Set(), bridges: new Map(), endpointVeths: [], gatewayVeths: [] };
+    for (const l of await this.host.links()) {
+      view.names.add(l.ifname);
+      const kind = weftDeviceKind(l.ifname);
+      if (kind === 'bridge') {
+        const f = parseAlias(l.ifalias, 'weft-net');
+        if (f?.id !== undefined && bridgeName(f.id) === l.ifname) {
+          view.bridges.set(f.id, {
+            networkId: f.id,
+            vni: Number(f.vni),
+            internal: f.internal === '1',
+            mtu: Number(f.mtu),
+          });
+        }
+      } else if (kind === 'endpoint-veth') {
+        const f = parseAlias(l.ifalias, 'weft-ep');
+        if (f?.net === undefined || f.ep === undefined || f.sandbox === undefined || f.if === undefined)
+          continue;
+        view.endpointVeths.push({
+          ifName: l.ifname,
+          networkId: f.net,
+          endpointId: f.ep,
+          sandbox: f.sandbox,
+          containerIfName: f.if,
+          alias: l.ifalias!,
+        });
+      } else if (kind === 'gateway-veth') {
+        const f = parseAlias(l.ifalias, 'weft-gw');
+        if (f?.sandbox === undefined || f.ip === undefined || !/^\d+\.\d+\.\d+\.\d+$/.test(f.ip)) continue;
+        view.gatewayVeths.push({ ifName: l.ifname, sandbox: f.sandbox, ip: f.ip });
+      }
     }
-    return out;
+    return view;
+  }
+
+  /** The sandbox's interfaces with their addresses; a clear error if the namespace is missing. */
+  private async sandboxView(sandboxName: string): Promise<Map<string, IpAddr>> {
+    try {
+      const links = await new NetnsShell(sandboxName).ipJson<IpAddr>(['-d', 'addr', 'show']);
+      return new Map(links.map((l) => [l.ifname, l]));
+    } catch (e) {
+      if (e instanceof CommandError && /Cannot open network namespace|No such file/.test(e.stderr)) {
+        throw new Error(`sandbox netns "${sandboxName}" does not exist: create it first (ip netns add)`);
+      }
+      throw e;
+    }
   }
 
   /**
    * Connects the container: veth into the network's bridge, its IP/MAC/MTU in
    * the sandbox, and (non-internal network) the gateway veth and default route.
-   * Idempotent; repairs a half-configured endpoint.
+   * Idempotent; repairs a half-configured endpoint. Reads the host and the
+   * sandbox once each and writes each in one batch where it can (every `ip`
+   * run is a process).
    */
   async attach(ep: LocalEndpoint): Promise<void> {
     validateEndpoint(ep);
-    const net = await this.requireBridge(ep.networkId);
+    const host = await this.hostView();
+    const net = host.bridges.get(ep.networkId);
+    if (net === undefined) {
+      throw new Error(
+        `network ${ep.networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`,
+      );
+    }
     const veth = endpointVethName(ep.networkId, ep.endpointId);
     const sandbox = new NetnsShell(ep.sandbox);
+    let inside = await this.sandboxView(ep.sandbox);
     const alias = formatAlias('weft-ep', {
       net: ep.networkId,
       ep: ep.endpointId,
@@ -405,24 +468,25 @@ export class Plumbing {
       if: ep.ifName,
     });
 
-    const hostSide = await this.host.link(veth);
-    const containerSide = await this.sandboxLink(sandbox, ep.ifName);
-    const ours = hostSide !== undefined && hostSide.ifalias === alias && containerSide?.address === ep.mac;
-    if (hostSide !== undefined && !ours) {
-      // Half-made, or the endpoint moved: start over (also removes the container end).
-      await this.host.ip(['link', 'delete', 'dev', veth]);
-    }
+    const ours =
+      host.endpointVeths.some((v) => v.ifName === veth && v.alias === alias) &&
+      inside.get(ep.ifName)?.address === ep.mac;
     if (!ours) {
-      if ((await this.sandboxLink(sandbox, ep.ifName)) !== undefined) {
+      if (host.names.has(veth)) {
+        // Half-made, or the endpoint moved: start over (this also removes the container end).
+        await this.host.ip(['link', 'delete', 'dev', veth]);
+        inside = await this.sandboxView(ep.sandbox);
+      }
+      if (inside.has(ep.ifName)) {
         throw new Error(
           `sandbox ${ep.sandbox} already has an interface ${ep.ifName} not made by Weft for endpoint ` +
             `${ep.endpointId}; choose another interface name or remove it`,
         );
       }
       const mtu = String(net.mtu);
+      // The container end is created directly in the sandbox, so container
+      // names (eth0…) never collide in the host namespace.
       await this.host.ip(
-        // The container end is created directly in the sandbox, so container
-        // names (eth0…) never collide in the host namespace.
         ['link', 'add', veth, 'mtu', mtu, 'type', 'veth', 'peer', 'name', ep.ifName].concat([
           'address',
           ep.mac,
@@ -432,6 +496,7 @@ export class Plumbing {
           ep.sandbox,
         ]),
       );
+      inside.delete(ep.ifName); // fresh: no addresses to clean up
     }
     await this.bringUp(veth, [
       'mtu',
@@ -441,8 +506,17 @@ export class Plumbing {
       'master',
       bridgeName(ep.networkId),
     ]);
-    await this.configureContainerInterface(sandbox, ep.ifName, `${ep.ip}/${ep.prefixLength}`, net.mtu);
-    if (!net.internal && this.gateway !== null) await this.ensureGatewayVeth(ep.sandbox);
+
+    const sandboxLines = containerInterfaceLines(
+      inside.get(ep.ifName),
+      ep.ifName,
+      `${ep.ip}/${ep.prefixLength}`,
+      net.mtu,
+    );
+    if (!net.internal && this.gateway !== null) {
+      sandboxLines.push(...(await this.ensureGatewayVeth(ep.sandbox, host, inside)));
+    }
+    await sandbox.ipBatch([...sandboxLines, 'link set dev lo up']);
   }
 
   /**
@@ -473,26 +547,35 @@ export class Plumbing {
     await this.pruneGatewayVeths();
   }
 
-  /** The sandbox's veth into the gateway bridge, its address and default route. */
-  private async ensureGatewayVeth(sandboxName: string): Promise<void> {
+  /**
+   * The sandbox's veth into the gateway bridge (made or repaired here, host
+   * side); returns the sandbox-side lines: its address and default route.
+   */
+  private async ensureGatewayVeth(
+    sandboxName: string,
+    host: HostView,
+    inside: Map<string, IpAddr>,
+  ): Promise<string[]> {
     const gw = this.gateway!;
     const veth = gatewayVethName(sandboxName);
-    const sandbox = new NetnsShell(sandboxName);
-    const existing = (await this.gatewayVeths()).find((g) => g.ifName === veth);
-    const containerSide = await this.sandboxLink(sandbox, sandboxGatewayIfName);
+    const existing = host.gatewayVeths.find((g) => g.ifName === veth);
     let ip = existing?.ip;
-    const inSubnet = existing !== undefined && this.inGatewaySubnet(existing.ip);
-    if (
-      existing === undefined ||
-      existing.sandbox !== sandboxName ||
-      containerSide === undefined ||
-      !inSubnet
-    ) {
-      if ((await this.host.link(veth)) !== undefined) await this.host.ip(['link', 'delete', 'dev', veth]);
-      if ((await this.sandboxLink(sandbox, sandboxGatewayIfName)) !== undefined) {
-        await sandbox.ip(['link', 'delete', 'dev', sandboxGatewayIfName]); // stale end of an old pair
+    const usable =
+      existing !== undefined &&
+      existing.sandbox === sandboxName &&
+      inside.has(sandboxGatewayIfName) &&
+      this.inGatewaySubnet(existing.ip);
+    const hostLines: string[] = [];
+    if (!usable) {
+      if (host.names.has(veth)) await this.host.ip(['link', 'delete', 'dev', veth]);
+      if (inside.has(sandboxGatewayIfName)) {
+        // Usually gone with its host side just now; if it belonged to another pair, remove it.
+        await new NetnsShell(sandboxName).ip(['link', 'delete', 'dev', sandboxGatewayIfName]).catch((e) => {
+          if (!(e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr))) throw e;
+        });
       }
-      ip = await this.allocateGatewayIp();
+      inside.delete(sandboxGatewayIfName);
+      ip = this.allocateGatewayIp(host.gatewayVeths.filter((g) => g.ifName !== veth));
       const mtu = String(await this.underlayMtu());
       await this.host.ip(
         ['link', 'add', veth, 'mtu', mtu, 'type', 'veth', 'peer', 'name', sandboxGatewayIfName].concat([
@@ -504,25 +587,24 @@ export class Plumbing {
           sandboxName,
         ]),
       );
-      await this.host.ip([
-        'link',
-        'set',
-        'dev',
-        veth,
-        'alias',
-        formatAlias('weft-gw', { sandbox: sandboxName, ip }),
-      ]);
+      hostLines.push(`"${formatAlias('weft-gw', { sandbox: sandboxName, ip })}"`);
     }
     // Isolated ports reach the bridge (the host, NAT) but not each other: containers of
     // different networks must not meet on the gateway bridge.
-    await this.bringUp(veth, ['master', gatewayBridgeName], ['type', 'bridge_slave', 'isolated', 'on']);
-    await this.configureContainerInterface(
-      sandbox,
-      sandboxGatewayIfName,
-      `${ip}/${gw.prefixLength}`,
-      undefined,
-      [`route replace default via ${gw.bridgeIp} dev ${sandboxGatewayIfName}`],
+    await this.bringUp(
+      veth,
+      [...(hostLines.length > 0 ? ['alias', hostLines[0]!] : []), 'master', gatewayBridgeName],
+      ['type', 'bridge_slave', 'isolated', 'on'],
     );
+    return [
+      ...containerInterfaceLines(
+        inside.get(sandboxGatewayIfName),
+        sandboxGatewayIfName,
+        `${ip}/${gw.prefixLength}`,
+        undefined,
+      ),
+      `route replace default via ${gw.bridgeIp} dev ${sandboxGatewayIfName}`,
+    ];
   }
 
   /** Whether an address recorded on a gateway veth belongs to the configured subnet (it changes with the config). */
@@ -532,9 +614,9 @@ export class Plumbing {
   }
 
   /** Lowest free address of the gateway subnet, by the addresses recorded on gateway veths. */
-  private async allocateGatewayIp(): Promise<string> {
+  private allocateGatewayIp(inUse: GatewayVethInfo[]): string {
     const gw = this.gateway!;
-    const used = new Set((await this.gatewayVeths()).map((g) => ipv4ToInt(g.ip)));
+    const used = new Set(inUse.map((g) => ipv4ToInt(g.ip)));
     for (let n = gw.first; n <= gw.last; n++) if (!used.has(n)) return intToIpv4(n);
     throw new Error(
       `gateway subnet ${this.options.gatewaySubnet} is full (${used.size} containers); configure a larger gatewaySubnet`,
@@ -543,22 +625,15 @@ export class Plumbing {
 
   /** Deletes gateway veths whose sandbox has no endpoint on a non-internal network left. */
   async pruneGatewayVeths(): Promise<void> {
-    const needed = await this.sandboxesNeedingGateway();
-    const stale = (await this.gatewayVeths()).filter((g) => !needed.has(g.sandbox)).map((g) => g.ifName);
-    await this.deleteLinks(stale);
-  }
-
-  private async sandboxesNeedingGateway(): Promise<Set<string>> {
+    const host = await this.hostView();
     const needed = new Set<string>();
-    if (this.gateway === null) return needed;
-    const internalByNetwork = new Map<string, boolean>();
-    for (const v of await this.endpointVeths()) {
-      if (!internalByNetwork.has(v.networkId)) {
-        internalByNetwork.set(v.networkId, (await this.bridgeInfo(v.networkId))?.internal ?? true);
+    if (this.gateway !== null) {
+      for (const v of host.endpointVeths) {
+        // An endpoint whose bridge is gone counts as internal: nothing routes through it.
+        if (host.bridges.get(v.networkId)?.internal === false) needed.add(v.sandbox);
       }
-      if (!internalByNetwork.get(v.networkId)) needed.add(v.sandbox);
     }
-    return needed;
+    await this.deleteLinks(host.gatewayVeths.filter((g) => !needed.has(g.sandbox)).map((g) => g.ifName));
   }
 
   /**
@@ -590,38 +665,6 @@ export class Plumbing {
       if (internal.get(e.networkId) === false) keep.add(gatewayVethName(e.sandbox));
     }
     return keep;
-  }
-
-  private async sandboxLink(sandbox: NetnsShell, ifName: string): Promise<IpLink | undefined> {
-    try {
-      return await sandbox.link(ifName);
-    } catch (e) {
-      if (e instanceof CommandError && /Cannot open network namespace|No such file/.test(e.stderr)) {
-        throw new Error(`sandbox netns "${sandbox.netns}" does not exist: create it first (ip netns add)`);
-      }
-      throw e;
-    }
-  }
-
-  /** Exactly one IPv4 address on the interface, MTU, up; loopback up. */
-  private async configureContainerInterface(
-    sandbox: NetnsShell,
-    ifName: string,
-    cidr: string,
-    mtu: number | undefined,
-    thenLines: string[] = [],
-  ): Promise<void> {
-    const [addr] = await sandbox.ipJson<IpAddr>(['addr', 'show', 'dev', ifName]);
-    const stale = (addr?.addr_info ?? [])
-      .filter((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` !== cidr)
-      .map((a) => `address delete ${a.local}/${a.prefixlen} dev ${ifName}`);
-    await sandbox.ipBatch([
-      ...stale,
-      `address replace ${cidr} dev ${ifName}`,
-      `link set dev ${ifName}${mtu === undefined ? '' : ` mtu ${mtu}`} up`,
-      'link set dev lo up',
-      ...thenLines,
-    ]);
   }
 
   private nsLabel(): string {
