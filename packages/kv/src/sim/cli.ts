@@ -3,7 +3,7 @@
 // JSON summary. Exit status 1 if any seed failed.
 import { parseArgs } from 'node:util';
 import type { TestingBugs } from '../raft/raft.js';
-import { runSimulation, type SimResult } from './simulator.js';
+import { type Regime, runSimulation, type SimResult } from './simulator.js';
 
 const bugNames = [
   'commitPreviousTermByCount',
@@ -21,6 +21,7 @@ function main(): number {
       steps: { type: 'string' },
       'fault-ms': { type: 'string' },
       bug: { type: 'string', multiple: true },
+      regime: { type: 'string' },
       verbose: { type: 'boolean', short: 'v' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -33,7 +34,8 @@ function main(): number {
         '  --steps K     most simulation events per seed\n' +
         '  --fault-ms MS virtual length of the fault phase per seed\n' +
         '  --bug NAME    switch on a deliberate Raft bug (testing the simulator): ' +
-        `${bugNames.join(', ')}`,
+        `${bugNames.join(', ')}\n` +
+        '  --regime JSON fix parts of the per-seed regime, e.g. \'{"checkQuorum":false}\'',
     );
     return 0;
   }
@@ -60,6 +62,15 @@ function main(): number {
     }
     testingBugs[b as (typeof bugNames)[number]] = true;
   }
+  let regime: Partial<Regime> | undefined;
+  if (values.regime !== undefined) {
+    try {
+      regime = JSON.parse(values.regime) as Partial<Regime>;
+    } catch (err) {
+      console.error(`--regime is not valid JSON: ${(err as Error).message}`);
+      process.exit(2);
+    }
+  }
   const started = performance.now();
   const totals = {
     steps: 0,
@@ -72,7 +83,7 @@ function main(): number {
   let failures = 0;
   let firstFailingSeed: number | null = null;
   for (let seed = first; seed < first + count; seed++) {
-    const r: SimResult = runSimulation({ seed, maxSteps, faultPhaseMs, testingBugs });
+    const r: SimResult = runSimulation({ seed, maxSteps, faultPhaseMs, testingBugs, regime });
     totals.steps += r.stats.steps;
     totals.elections += r.stats.elections;
     totals.snapshots += r.stats.snapshots;

@@ -53,6 +53,8 @@ export interface SimOptions {
   linearizabilityBudgetMs?: number;
   /** Trace lines kept for a failure report. */
   traceLines?: number;
+  /** Fix parts of the per-seed regime (normally drawn from the seed). */
+  regime?: Partial<Regime>;
 }
 
 export interface SimStats {
@@ -136,8 +138,12 @@ const textDecoder = new TextDecoder();
 const textEncoder = new TextEncoder();
 
 /** The per-seed shape of the run: drawn from the seed so that seeds cover different regimes. */
-interface Regime {
+export interface Regime {
   initialVoters: number;
+  electionTimeoutTicks: number;
+  /** Probability of crashing a node right after it granted a vote. */
+  crashAfterVoteRate: number;
+  clientTimeoutMs: number;
   dropRate: number;
   duplicateRate: number;
   minDelayMs: number;
@@ -208,6 +214,9 @@ export class Simulation {
     const r = this.rng;
     this.regime = {
       initialVoters: r.pick([3, 3, 5]),
+      electionTimeoutTicks: r.pick([5, 10, 10]),
+      crashAfterVoteRate: r.pick([0, 0.1, 0.3]),
+      clientTimeoutMs: r.pick([300, 1000]),
       dropRate: r.pick([0, 0.01, 0.05, 0.1]),
       duplicateRate: r.pick([0, 0.02, 0.05]),
       minDelayMs: 1 + r.intn(3),
@@ -223,6 +232,7 @@ export class Simulation {
       keys: r.pick([['a'], ['a', 'b'], ['a', 'b', 'c']]),
       preVote: r.chance(0.85),
       checkQuorum: r.chance(0.85),
+      ...options.regime,
     };
   }
 
@@ -260,7 +270,7 @@ export class Simulation {
       id: n.id,
       storage: n.storage,
       random: this.rng.fork(),
-      electionTimeoutTicks: 10,
+      electionTimeoutTicks: this.regime.electionTimeoutTicks,
       heartbeatTicks: 1,
       maxSizePerMsgBytes: this.regime.maxSizePerMsgBytes,
       maxInflightMsgs: this.regime.maxInflightMsgs,
@@ -433,7 +443,7 @@ export class Simulation {
       if (
         this.faultsOn &&
         rd.messages.some((m) => m.type === MessageType.VoteResp && !m.reject) &&
-        this.rng.chance(0.1)
+        this.rng.chance(this.regime.crashAfterVoteRate)
       ) {
         this.crash(n, 'right after granting a vote');
         this.queue.push(this.nowMs + 1 + this.rng.intn(10), { kind: 'restart', node: n.id });
@@ -584,7 +594,6 @@ export class Simulation {
 
   // --- clients ------------------------------------------------------------------
 
-  private clientTimeoutMs = 1_000;
   /** Per client: the node it sends its next request to, if it is up. */
   private readonly clientGateway = new Map<number, NodeId>();
 
@@ -618,7 +627,7 @@ export class Simulation {
       g.pendingReads.set(opId, {
         history: h,
         readIndex: undefined,
-        timeoutAtMs: this.nowMs + this.clientTimeoutMs,
+        timeoutAtMs: this.nowMs + this.regime.clientTimeoutMs,
       });
     } else {
       const value = `${opId}`;
@@ -642,7 +651,7 @@ export class Simulation {
         }
         throw err;
       }
-      g.pendingOps.set(opId, { history: h, opId, timeoutAtMs: this.nowMs + this.clientTimeoutMs });
+      g.pendingOps.set(opId, { history: h, opId, timeoutAtMs: this.nowMs + this.regime.clientTimeoutMs });
     }
     this.scheduleReady(g);
     // The client waits for the answer (or timeout) before its next op.

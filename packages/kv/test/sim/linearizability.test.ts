@@ -9,7 +9,13 @@ const w = (clientId: number, key: string, value: string, call: number, ret: numb
   call,
   ret,
 });
-const r = (clientId: number, key: string, output: string | null, call: number, ret: number | null): HistoryOp => ({
+const r = (
+  clientId: number,
+  key: string,
+  output: string | null,
+  call: number,
+  ret: number | null,
+): HistoryOp => ({
   clientId,
   key,
   kind: 'read',
@@ -45,7 +51,12 @@ function mulberry32(seed: number): () => number {
  * around that point, so many ops overlap. Such a history is linearizable by
  * construction.
  */
-function linearizableHistory(seed: number, opCount: number, keys: string[], indeterminateRate = 0): HistoryOp[] {
+function linearizableHistory(
+  seed: number,
+  opCount: number,
+  keys: string[],
+  indeterminateRate = 0,
+): HistoryOp[] {
   const rand = mulberry32(seed);
   const state = new Map<string, string | null>();
   const ops: HistoryOp[] = [];
@@ -76,7 +87,12 @@ function linearizableHistory(seed: number, opCount: number, keys: string[], inde
 
 describe('linearizability checker', () => {
   it('accepts a sequential history', () => {
-    const res = checkLinearizability([w(1, 'a', 'x', 0, 1), r(2, 'a', 'x', 2, 3), w(1, 'a', 'y', 4, 5), r(2, 'a', 'y', 6, 7)]);
+    const res = checkLinearizability([
+      w(1, 'a', 'x', 0, 1),
+      r(2, 'a', 'x', 2, 3),
+      w(1, 'a', 'y', 4, 5),
+      r(2, 'a', 'y', 6, 7),
+    ]);
     assert.equal(res.verdict, 'ok');
     assert.equal(res.opsChecked, 4);
   });
@@ -107,13 +123,19 @@ describe('linearizability checker', () => {
   });
 
   it('rejects two successful CAS from the same expected value', () => {
-    const res = checkLinearizability([cas(1, 'a', null, 'p', true, 0, 10), cas(2, 'a', null, 'q', true, 1, 11)]);
+    const res = checkLinearizability([
+      cas(1, 'a', null, 'p', true, 0, 10),
+      cas(2, 'a', null, 'q', true, 1, 11),
+    ]);
     assert.equal(res.verdict, 'violation');
   });
 
   it('accepts a failed CAS only when the value differed', () => {
     assert.equal(checkLinearizability([cas(1, 'a', null, 'p', false, 0, 1)]).verdict, 'violation');
-    assert.equal(checkLinearizability([w(1, 'a', 'z', 0, 1), cas(2, 'a', null, 'p', false, 2, 3)]).verdict, 'ok');
+    assert.equal(
+      checkLinearizability([w(1, 'a', 'z', 0, 1), cas(2, 'a', null, 'p', false, 2, 3)]).verdict,
+      'ok',
+    );
   });
 
   it('lets an indeterminate write take effect or not', () => {
@@ -131,7 +153,12 @@ describe('linearizability checker', () => {
   });
 
   it('checks keys independently', () => {
-    const res = checkLinearizability([w(1, 'a', 'x', 0, 1), w(1, 'b', 'y', 0, 1), r(2, 'b', 'y', 2, 3), r(2, 'a', 'y', 2, 3)]);
+    const res = checkLinearizability([
+      w(1, 'a', 'x', 0, 1),
+      w(1, 'b', 'y', 0, 1),
+      r(2, 'b', 'y', 2, 3),
+      r(2, 'a', 'y', 2, 3),
+    ]);
     assert.equal(res.verdict, 'violation');
     assert.equal(res.key, 'a');
   });
