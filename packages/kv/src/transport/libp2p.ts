@@ -17,6 +17,7 @@
 // received Raft message whose `from` differs from the connection's NodeId is
 // dropped.
 import './polyfill.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { type Identify, identify } from '@libp2p/identify';
@@ -269,7 +270,17 @@ export class Libp2pTransport extends TransportBase implements Transport {
       maxOutboundStreams: MAX_CONCURRENT_RPC_STREAMS,
     });
     node.addEventListener('connection:close', (event) => this.helloByConnection.delete(event.detail.id));
-    await node.start();
+    try {
+      await node.start();
+    } catch (err) {
+      await Promise.resolve(node.stop()).catch(() => {});
+      throw new TransportError(
+        'not-started',
+        `node ${this.nodeId} cannot listen on ${this.options.listen.join(', ')}: ${errorText(err)} ` +
+          '(is another process using the port?)',
+        { cause: err },
+      );
+    }
     this.stopController = new AbortController();
     this.node = node;
     for (const member of this.book.values()) this.rememberAddresses(member);
@@ -305,7 +316,8 @@ export class Libp2pTransport extends TransportBase implements Transport {
       } catch (err) {
         this.log.debug({ address, err: errorText(err) }, 'bootstrap peer did not answer yet');
       }
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      // Abortable, so a stopped transport leaves no timer behind.
+      await sleep(delayMs, undefined, { signal }).catch(() => {});
       delayMs = Math.min(delayMs * 2, 10_000);
     }
   }

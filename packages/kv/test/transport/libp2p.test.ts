@@ -183,6 +183,35 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     );
   });
 
+  it('fails to start with a clear error when the port is taken', async () => {
+    const a = await node('a');
+    const port = tcpPort(a.transport);
+    const clash = new Libp2pTransport({
+      nodeId: 'b',
+      dataDir: await dataDir(),
+      listen: [`127.0.0.1:${port}`],
+      log: silentLog,
+    });
+    await assert.rejects(clash.start(), (err: unknown) => {
+      return err instanceof TransportError && err.message.includes(`cannot listen on 127.0.0.1:${port}`);
+    });
+    await clash.stop(); // still fine to call
+    assert.throws(
+      () => new Libp2pTransport({ nodeId: 'c', dataDir: '/nonexistent', listen: ['nowhere'] }),
+      /not host:port/,
+    );
+    assert.throws(
+      () =>
+        new Libp2pTransport({
+          nodeId: 'c',
+          dataDir: '/nonexistent',
+          listen: ['127.0.0.1:0'],
+          clusterKey: 'abc',
+        }),
+      /cluster key: expected 64 hexadecimal digits/,
+    );
+  });
+
   it('keeps the peer id across restarts (identity key file, mode 0600)', async () => {
     const dir = await dataDir();
     const first = await node('a', { dataDir: dir });
