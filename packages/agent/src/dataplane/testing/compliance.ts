@@ -360,6 +360,7 @@ export function dataplaneComplianceSuite(
       const net = newNetwork('nope', '198.18.10.0/24');
       const ep = newEndpoint(net, await topo.addSandbox('n0'), '198.18.10.2');
       await assert.rejects(dp!.attach(ep), /ensureNetwork|not set up/);
+      await assert.rejects(dp!.addPeer(peerOf(ep, hosts[1]!.vtep)), /ensureNetwork|not set up/);
       await assert.rejects(dp!.ensureNetwork({ ...net, vni: 0 }), /VNI/);
       await assert.rejects(dp!.attach({ ...ep, networkId: 'xyz' }), /network id/);
     });
