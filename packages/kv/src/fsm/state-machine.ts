@@ -104,6 +104,8 @@ function sameContent(a: DirEntry, b: DirEntry): boolean {
 export class KvStateMachine implements KvStateReader {
   private entries = new SortedMap<DirEntry>();
   private sessionTable = new Map<string, SessionRecord>();
+  /** session id → keys it holds the lock of (derived from `entries`; not in snapshots). */
+  private heldKeys = new Map<string, Set<string>>();
   /** key → index of its deletion; keeps prefix indexes monotonic (Consul's graveyard). */
   private tombstones = new SortedMap<number>();
   /** key → proposer time (ms) before which it may not be locked again. */
@@ -335,26 +337,47 @@ export class KvStateMachine implements KvStateReader {
       session,
     };
     if (existing && sameContent(existing, next)) return existing;
-    this.entries.set(op.key, next);
+    this.store(op.key, next);
     const tombstone = this.tombstones.get(op.key);
     if (tombstone !== undefined) this.tombstones.delete(op.key);
     m.undo.push(() => {
-      if (existing) this.entries.set(op.key, existing);
-      else this.entries.delete(op.key);
+      this.store(op.key, existing);
       if (tombstone !== undefined) this.tombstones.set(op.key, tombstone);
     });
     m.touchedKeys.push(op.key);
     return next;
   }
 
+  /** The only place `entries` changes, so the session → held keys index stays in step. */
+  private store(key: string, entry: DirEntry | undefined): void {
+    const previousHolder = this.entries.get(key)?.session;
+    if (previousHolder) {
+      const keys = this.heldKeys.get(previousHolder);
+      keys?.delete(key);
+      if (keys?.size === 0) this.heldKeys.delete(previousHolder);
+    }
+    if (!entry) {
+      this.entries.delete(key);
+      return;
+    }
+    this.entries.set(key, entry);
+    if (entry.session) this.addHeld(entry.session, key);
+  }
+
+  private addHeld(session: string, key: string): void {
+    const keys = this.heldKeys.get(session);
+    if (keys) keys.add(key);
+    else this.heldKeys.set(session, new Set([key]));
+  }
+
   private removeEntry(m: Mutation, key: string, idx: number): void {
     const existing = this.entries.get(key);
     if (!existing) return;
     const tombstone = this.tombstones.get(key);
-    this.entries.delete(key);
+    this.store(key, undefined);
     this.tombstones.set(key, idx);
     m.undo.push(() => {
-      this.entries.set(key, existing);
+      this.store(key, existing);
       if (tombstone === undefined) this.tombstones.delete(key);
       else this.tombstones.set(key, tombstone);
     });
@@ -388,8 +411,11 @@ export class KvStateMachine implements KvStateReader {
       if (untilMs <= nowMs) this.setLockDelay(m, key, undefined);
     }
     const delayMs = Math.min(session.lockDelayMs, MAX_LOCK_DELAY_MS);
-    const held = Array.from(this.entries.entries()).filter(([, e]) => e.session === id);
-    for (const [key, e] of held) {
+    // Sorted, so every replica (restored from a snapshot or not) walks the keys in one order.
+    const heldKeys = Array.from(this.heldKeys.get(id) ?? []).sort();
+    for (const key of heldKeys) {
+      const e = this.entries.get(key);
+      if (e?.session !== id) throw new Error(`held-keys index out of step: ${q(key)} is not held by ${q(id)}`);
       if (session.behavior === 'delete') this.removeEntry(m, key, idx);
       else {
         this.writeEntry(
@@ -588,6 +614,8 @@ export class KvStateMachine implements KvStateReader {
   restore(data: Uint8Array): void {
     const parsed = parseSnapshot(data);
     this.entries = parsed.entries;
+    this.heldKeys = new Map();
+    for (const [key, e] of this.entries.entries()) if (e.session !== '') this.addHeld(e.session, key);
     this.sessionTable = parsed.sessions;
     this.tombstones = parsed.tombstones;
     this.lockDelays = parsed.lockDelays;
