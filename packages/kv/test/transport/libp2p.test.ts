@@ -457,7 +457,17 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     assert.equal(a.transport.stats.malformedFrames, 2);
     // An oversized length prefix ends that stream but not the node.
     stream.send(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x7f]));
+    // Garbage on the other protocols is refused too.
+    for (const protocol of [PROTOCOLS.hello, PROTOCOLS.snapshot, PROTOCOLS.rpc]) {
+      const garbage = await b.transport.libp2p.dialProtocol(a.transport.libp2p.peerId, protocol);
+      garbage.send(lp.encode.single(new Uint8Array(64).fill(0xa5)));
+      await garbage.close();
+    }
     b.transport.send([heartbeat('b', 'a', 3)]);
     await eventually('a still receives', () => a.received.length === 2);
+    assert.deepStrictEqual(
+      await b.transport.request('a', 'missing', new Uint8Array()).catch((err: TransportError) => err.code),
+      'no-handler',
+    );
   });
 });
