@@ -296,8 +296,18 @@ export class Plumbing {
   /** Deletes the links (ignoring ones already gone) in one ip process. */
   async deleteLinks(names: string[]): Promise<void> {
     if (names.length === 0) return;
-    const present = new Set((await this.host.links()).map((l) => l.ifname));
-    await this.host.ipBatch(names.filter((n) => present.has(n)).map((n) => `link delete dev ${n}`));
+    for (let attempt = 1; ; attempt++) {
+      const present = new Set((await this.host.links()).map((l) => l.ifname));
+      try {
+        await this.host.ipBatch(names.filter((n) => present.has(n)).map((n) => `link delete dev ${n}`));
+        return;
+      } catch (e) {
+        // A veth vanishes by itself when its container's namespace is deleted; if one went
+        // between listing and deleting, the batch stopped there: list again, once.
+        const vanished = e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr);
+        if (!vanished || attempt >= 2) throw e;
+      }
+    }
   }
 
   /** Creates or updates the network's bridge; returns its name. */
