@@ -415,7 +415,8 @@ export class KvStateMachine implements KvStateReader {
     const heldKeys = Array.from(this.heldKeys.get(id) ?? []).sort();
     for (const key of heldKeys) {
       const e = this.entries.get(key);
-      if (e?.session !== id) throw new Error(`held-keys index out of step: ${q(key)} is not held by ${q(id)}`);
+      if (e?.session !== id)
+        throw new Error(`held-keys index out of step: ${q(key)} is not held by ${q(id)}`);
       if (session.behavior === 'delete') this.removeEntry(m, key, idx);
       else {
         this.writeEntry(
