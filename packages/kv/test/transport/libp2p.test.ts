@@ -106,11 +106,13 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
   });
 
   it('learns NodeIds from host:port peers and delivers messages both ways', async () => {
-    const a = await node('a');
+    const updates: string[] = [];
+    const a = await node('a', {}, (t) => t.onMemberUpdate((m) => updates.push(`${m.nodeId}=${m.peerId}`)));
     const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
     const b = await node('b', { peers });
     const c = await node('c', { peers });
     await eventually('a learns b and c by hello', () => a.transport.members().length === 2);
+    assert.deepStrictEqual(updates.sort(), [`b=${b.transport.peerId}`, `c=${c.transport.peerId}`]);
     assert.deepStrictEqual(
       a.transport
         .members()
