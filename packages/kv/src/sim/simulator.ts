@@ -143,6 +143,8 @@ export interface Regime {
   electionTimeoutTicks: number;
   /** Probability of crashing a node right after it granted a vote. */
   crashAfterVoteRate: number;
+  /** Probability of crashing a leader right after it persisted and sent new entries. */
+  crashLeaderAfterAppendRate: number;
   clientTimeoutMs: number;
   dropRate: number;
   duplicateRate: number;
@@ -217,6 +219,7 @@ export class Simulation {
       electionTimeoutTicks: r.pick([5, 10, 10]),
       crashAfterVoteRate: r.pick([0, 0.1, 0.3]),
       clientTimeoutMs: r.pick([300, 1000]),
+      crashLeaderAfterAppendRate: r.pick([0, 0, 0.05]),
       dropRate: r.pick([0, 0.01, 0.05, 0.1]),
       duplicateRate: r.pick([0, 0.02, 0.05]),
       minDelayMs: 1 + r.intn(3),
@@ -447,6 +450,18 @@ export class Simulation {
       ) {
         this.crash(n, 'right after granting a vote');
         this.queue.push(this.nowMs + 1 + this.rng.intn(10), { kind: 'restart', node: n.id });
+        return;
+      }
+      // ... and a leader right after sending new entries: leaves uncommitted,
+      // diverging suffixes behind (the raw material of Raft's figure 8).
+      if (
+        this.faultsOn &&
+        raw.core.role === Role.Leader &&
+        rd.entries.length > 0 &&
+        this.rng.chance(this.regime.crashLeaderAfterAppendRate)
+      ) {
+        this.crash(n, 'leader right after appending');
+        this.queue.push(this.nowMs + 1 + this.rng.intn(300), { kind: 'restart', node: n.id });
         return;
       }
     }
