@@ -2,8 +2,18 @@
 // endpoints) over any KvBackend. Responses follow Consul's agent/*_endpoint.go:
 // same paths, status codes, JSON field names and order, base64 values,
 // `true`/`false` bodies and X-Consul-* headers, so Consul clients work
-// unchanged. Where Consul answers a client mistake with 500, this server
-// answers 400 naming the problem; bad input never changes state.
+// unchanged. Bad input never changes state.
+//
+// Deliberate differences from Consul:
+//  - client mistakes Consul answers with 500 (unparsable ?flags/?cas, lock with
+//    an unknown session, invalid session TTL) are 400 naming the problem;
+//  - keys are refused only for a leading '/' or invalid UTF-8 (not Consul
+//    1.21's character allow-list);
+//  - no ACLs (?token, X-Consul-Token ignored), one datacenter (?dc ignored),
+//    no namespaces, no ?cached, no gzip;
+//  - sessions: health checks other than the implicit serfHealth are refused;
+//    a session without TTL lives until destroyed (nothing watches node health);
+//  - a cluster without quorum answers 503 with the cause (Consul: 500).
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
