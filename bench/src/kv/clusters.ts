@@ -201,7 +201,7 @@ export class EtcdCluster extends ProcessCluster {
   }
 }
 
-const weftKvBin = fileURLToPath(new URL('../../../packages/kv/dist/src/bin/weft-kv.js', import.meta.url));
+const weftKvBin = fileURLToPath(new URL('../../../../packages/kv/dist/src/bin/weft-kv.js', import.meta.url));
 
 export class WeftKvCluster extends ProcessCluster {
   readonly name = 'weft';
