@@ -36,7 +36,12 @@ export interface Indexed<T> {
   value: T;
 }
 
-/** Read-only view used by the HTTP API and by the KvStore adapter. */
+/**
+ * Read-only view used by the HTTP API and by the KvStore adapter. Entries
+ * returned are the stored objects themselves (no copy per read): never mutate
+ * them or their value bytes. A write replaces the object, so a reference held
+ * across writes keeps showing the state it was read at.
+ */
 export interface KvStateReader {
   /** Raft index of the last applied command (0 before any). */
   readonly appliedIndex: number;
