@@ -120,6 +120,7 @@ type SimEvent =
   | { kind: 'ready'; node: NodeId; incarnation: number }
   | { kind: 'deliver'; msg: Message }
   | { kind: 'snapStatus'; leader: NodeId; incarnation: number; to: NodeId; ok: boolean }
+  | { kind: 'unreachable'; node: NodeId; incarnation: number; peer: NodeId }
   | { kind: 'restart'; node: NodeId }
   | { kind: 'retire'; node: NodeId }
   | { kind: 'heal' }
@@ -353,7 +354,19 @@ export class Simulation {
     const from = this.nodes.get(m.from);
     const to = this.nodes.get(m.to);
     if (!to || !from) return;
-    if (this.blocked.has(`${m.from}>${m.to}`)) return;
+    if (this.blocked.has(`${m.from}>${m.to}`)) {
+      // Sometimes the transport notices (connection refused) and says so.
+      if (this.netRng.chance(0.2)) {
+        this.queue.push(this.nowMs + 1, {
+          kind: 'unreachable',
+          node: m.from,
+          incarnation: from.incarnation,
+          peer: m.to,
+        });
+      }
+      this.afterLostSnapshot(m);
+      return;
+    }
     const net = this.netRng;
     if (this.faultsOn && this.regime.dropRate > 0 && net.chance(this.regime.dropRate)) {
       this.afterLostSnapshot(m);
@@ -945,6 +958,12 @@ export class Simulation {
         if (!n.raw || n.incarnation !== ev.incarnation) return;
         n.raw.reportSnapshot(ev.to, ev.ok);
         this.scheduleReady(n);
+        return;
+      }
+      case 'unreachable': {
+        const n = this.nodes.get(ev.node)!;
+        if (!n.raw || n.incarnation !== ev.incarnation) return;
+        n.raw.reportUnreachable(ev.peer);
         return;
       }
       case 'restart': {
