@@ -8,6 +8,7 @@
 // share its fsync (group commit). Callers' promises are settled when the
 // entry they proposed is applied locally (node-proposals.ts).
 import { randomBytes } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { encodeCommand } from '../fsm/codec.js';
@@ -27,7 +28,7 @@ import type {
   WatchTarget,
 } from '../fsm/types.js';
 import { decodeConfChange } from '../raft/confchange.js';
-import { RequestDroppedError } from '../raft/errors.js';
+import { RaftInvariantError, RequestDroppedError } from '../raft/errors.js';
 import { SeededRandom } from '../raft/rand.js';
 import { RawNode } from '../raft/rawnode.js';
 import {
@@ -43,7 +44,7 @@ import {
   Role,
   type Snapshot,
 } from '../raft/types.js';
-import { LevelRaftStorage } from '../storage/level-storage.js';
+import { LevelRaftStorage, StorageOpenError } from '../storage/level-storage.js';
 import { silentLog, type Transport, type TransportLog } from '../transport/transport.js';
 import type { AppliedCommand, Consistency, KvBackend, ReadView } from './backend.js';
 import { ConsulHttpServer } from './http.js';
@@ -64,6 +65,8 @@ const PROMOTE_MAX_LAG_ENTRIES = 16;
 /** A ReadIndex request not answered within this long is issued again. */
 const READ_INDEX_RETRY_MS = 500;
 
+/** Where the LevelDB store lives inside the data directory. */
+const RAFT_SUBDIR = 'raft';
 const JOIN_PROTOCOL = 'weft-kv/join/1';
 const INFO_PROTOCOL = 'weft-kv/info/1';
 const rpcPackr = new Packr({ useRecords: false, mapsAsObjects: true });
@@ -277,10 +280,12 @@ export class KvNode implements KvBackend {
     const raftId = raftIdOf(options.listen);
     const cluster = options.cluster ?? DEFAULT_CLUSTER_NAME;
     const peers = (options.peers ?? []).map(raftIdOf).filter((p) => p !== raftId);
+    await checkDataDir(options.dataDir);
     const storage = await LevelRaftStorage.open({
-      dir: join(options.dataDir, 'raft'),
+      dir: join(options.dataDir, RAFT_SUBDIR),
       nodeId: options.id,
       clusterId: cluster,
+      raftId,
     });
     let transport: Transport | undefined;
     try {
@@ -478,6 +483,10 @@ export class KvNode implements KvBackend {
     try {
       this.raft.step(m);
     } catch (err) {
+      if (err instanceof RaftInvariantError) {
+        this.fail(err);
+        return;
+      }
       this.log.warn({ from: m.from, type: m.type, err: (err as Error).message }, 'raft message refused');
     }
     this.kick();
@@ -1090,6 +1099,31 @@ export class KvNode implements KvBackend {
     this.inflightReads.clear();
     await this.transport.stop().catch(() => {});
     await this.storage.close();
+  }
+}
+
+/**
+ * A data directory is either new (missing or empty) or ours (it has raft/):
+ * a directory of other files is refused rather than written into.
+ */
+async function checkDataDir(dataDir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dataDir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code === 'ENOTDIR')
+      throw new StorageOpenError(dataDir, 'the data directory is a file, not a directory');
+    throw new StorageOpenError(dataDir, `cannot read the data directory: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (names.length > 0 && !names.includes(RAFT_SUBDIR)) {
+    throw new StorageOpenError(
+      dataDir,
+      `it is not empty (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}) and holds no ${RAFT_SUBDIR}/ store: not a weft-kv data directory; use an empty or new directory`,
+    );
   }
 }
 

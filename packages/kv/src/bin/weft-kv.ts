@@ -16,6 +16,7 @@ import {
   KvNode,
 } from '../api/node.js';
 import { parseHostPort, raftIdOf } from '../api/node-address.js';
+import { parseClusterKey } from '../transport/identity.js';
 
 function address(value: string): string {
   try {
@@ -23,6 +24,11 @@ function address(value: string): string {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
+}
+
+/** HTTP address: HOST:PORT, or a bare PORT on loopback. */
+function httpAddress(value: string): string {
+  return address(/^\d+$/.test(value.trim()) ? `127.0.0.1:${value.trim()}` : value);
 }
 
 function addressList(value: string): string[] {
@@ -60,8 +66,9 @@ async function serve(opts: ServeOptions): Promise<void> {
   if (opts.clusterKey) {
     try {
       clusterKey = await readFile(opts.clusterKey);
+      parseClusterKey(clusterKey);
     } catch (err) {
-      throw new Error(`cannot read --cluster-key ${opts.clusterKey}: ${(err as Error).message}`);
+      throw new Error(`--cluster-key ${opts.clusterKey}: ${(err as Error).message}`);
     }
   }
   if (opts.join && opts.peers.length > 0) {
@@ -123,7 +130,8 @@ program
   )
   .option(
     '--http <host:port>',
-    'serve the Consul HTTP API here (use a loopback address unless you mean to expose it)',
+    'serve the Consul HTTP API here (a bare port means 127.0.0.1:PORT; bind loopback unless you mean to expose it)',
+    httpAddress,
   )
   .option('--peers <list>', 'comma-separated Raft addresses of the other initial members', addressList, [])
   .option(

@@ -47,6 +47,8 @@ export class StorageOpenError extends Error {
 export interface StorageIdentity {
   nodeId: NodeId;
   clusterId: string;
+  /** The member's Raft id when it differs from nodeId (KvNode: its raft address); '' when unused. */
+  raftId: string;
 }
 
 export interface OpenStorageOptions {
@@ -55,6 +57,8 @@ export interface OpenStorageOptions {
   nodeId: NodeId;
   /** When set, an existing directory of another cluster is refused; a new one records it. */
   clusterId?: string;
+  /** When set, an existing directory recorded with another Raft id is refused; a new one records it. */
+  raftId?: string;
 }
 
 /** What one Ready asks to persist. */
@@ -170,7 +174,11 @@ export class LevelRaftStorage implements RaftLogStorage {
           'the LevelDB database has data but no weft-kv format record: it belongs to another program or is damaged',
         );
       }
-      const identity: StorageIdentity = { nodeId: options.nodeId, clusterId: options.clusterId ?? '' };
+      const identity: StorageIdentity = {
+        nodeId: options.nodeId,
+        clusterId: options.clusterId ?? '',
+        raftId: options.raftId ?? '',
+      };
       const s = new LevelRaftStorage(dir, db, meta, logDb, identity, true);
       await db.batch(
         [
@@ -218,6 +226,12 @@ export class LevelRaftStorage implements RaftLogStorage {
       throw new StorageOpenError(
         dir,
         `it belongs to cluster "${identity.clusterId}", not "${options.clusterId}"; use a different data directory for a new cluster`,
+      );
+    }
+    if (options.raftId !== undefined && identity.raftId !== '' && identity.raftId !== options.raftId) {
+      throw new StorageOpenError(
+        dir,
+        `it holds the state of Raft member ${identity.raftId}, not ${options.raftId}: a member's raft address is its identity in the cluster; start it with that address`,
       );
     }
     const s = new LevelRaftStorage(dir, db, meta, logDb, identity, false);

@@ -2,7 +2,7 @@
 // transport (the layer under test is the run loop, not the network). The
 // multi-process tests over libp2p live in cluster-process.test.ts.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
@@ -307,7 +307,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
       );
   });
 
-  it('refuses a data directory of another node', async () => {
+  it('refuses a data directory of another node, another raft address, or of other files', async () => {
     cluster = new MemoryCluster(root, [addrs[0]!]);
     await cluster.start(addrs[0]!, { peers: [] });
     await cluster.stop(addrs[0]!);
@@ -315,5 +315,22 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
       cluster.start(addrs[0]!, { peers: [], id: 'someone-else' }),
       /belongs to node "n17001", not "someone-else"/,
     );
+    const moved = cluster.options(addrs[0]!, { peers: [], listen: '127.0.0.1:17999' });
+    await assert.rejects(
+      KvNode.open({ ...moved, id: 'n17001' }),
+      /holds the state of Raft member 127\.0\.0\.1:17001, not 127\.0\.0\.1:17999/,
+    );
+    const foreign = join(root, 'foreign');
+    await mkdir(foreign);
+    await writeFile(join(foreign, 'important.txt'), 'keep me');
+    await assert.rejects(
+      KvNode.open({ ...cluster.options(addrs[1]!, { peers: [] }), dataDir: foreign }),
+      (err: Error) => err.message.includes(foreign) && /not a weft-kv data directory/.test(err.message),
+    );
+    assert.deepEqual(await readdir(foreign), ['important.txt']);
+    // The refusals left the real directory usable.
+    const node = await cluster.start(addrs[0]!, { peers: [] });
+    await cluster.leader();
+    assert.equal(node.status().voters.length, 1);
   });
 });

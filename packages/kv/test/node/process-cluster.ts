@@ -2,7 +2,8 @@
 // own LevelDB data directory, driven through the Consul HTTP API like a user
 // would. Every process is SIGKILLed in cleanup, also when a test fails.
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,9 +58,19 @@ export class ProcessCluster {
   readonly nodes: ProcessNode[] = [];
   private root = '';
 
-  static async create(count: number, extraArgs: string[] = []): Promise<ProcessCluster> {
+  static async create(
+    count: number,
+    extraArgs: string[] = [],
+    options: { clusterKey?: boolean } = {},
+  ): Promise<ProcessCluster> {
     const c = new ProcessCluster();
     c.root = await mkdtemp(join(tmpdir(), 'weft-kv-proc-'));
+    if (options.clusterKey) {
+      // A private network: every member gets the same pre-shared key file.
+      const keyFile = join(c.root, 'cluster.key');
+      await writeFile(keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+      extraArgs = [...extraArgs, '--cluster-key', keyFile];
+    }
     const raftPorts = await Promise.all(Array.from({ length: count }, freePort));
     const httpPorts = await Promise.all(Array.from({ length: count }, freePort));
     const raftAddrs = raftPorts.map((p) => `127.0.0.1:${p}`);
@@ -109,6 +120,30 @@ export class ProcessCluster {
       ],
       stderr: '',
     };
+  }
+
+  /** Runs `weft-kv ARGS` to completion (for commands that must fail fast); bounded by timeoutMs. */
+  static async run(
+    args: string[],
+    timeoutMs = 30_000,
+  ): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const child = spawnScript(import.meta.url, '../../src/bin/weft-kv.js', args);
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    clearTimeout(timer);
+    return { code, stdout, stderr };
+  }
+
+  get rootDir(): string {
+    return this.root;
   }
 
   /** Starts (or restarts, same command) a node; resolves once it printed its ready line. */

@@ -1,6 +1,8 @@
 // `weft-kv serve` as a user runs it: real processes, real LevelDB data
 // directories, libp2p on loopback, checked through the Consul HTTP API.
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ProcessCluster, type ProcessNode, until } from './process-cluster.js';
 
 type Cluster = ProcessCluster;
@@ -38,8 +40,8 @@ describe('weft-kv serve (real processes on loopback)', function () {
     }
   }
 
-  it('forms a 3-node cluster once a quorum is up and replicates writes', async () => {
-    cluster = await ProcessCluster.create(3);
+  it('forms a 3-node cluster once a quorum is up and replicates writes (private network key)', async () => {
+    cluster = await ProcessCluster.create(3, [], { clusterKey: true });
     const [n1, n2, n3] = cluster.nodes as [ProcessNode, ProcessNode, ProcessNode];
     // Two of three (a quorum) are enough to form the cluster and accept writes.
     await Promise.all([cluster.start(n1), cluster.start(n2)]);
@@ -150,6 +152,40 @@ describe('weft-kv serve (real processes on loopback)', function () {
     await until('n4 to serve after restart', async () =>
       (await c.get(joiner, 'j/from-n4', 'stale')) === 'x' ? true : undefined,
     );
+  });
+
+  it('fails fast with a clear message on bad command-line input', async () => {
+    cluster = await ProcessCluster.create(1);
+    const dir = join(cluster.rootDir, 'd');
+    const base = ['serve', '--id', 'x', '--data-dir', dir];
+    const [badListen, badKey, fileDir] = await Promise.all([
+      ProcessCluster.run([...base, '--listen', 'nonsense']),
+      ProcessCluster.run([
+        ...base,
+        '--listen',
+        '127.0.0.1:1',
+        '--cluster-key',
+        join(cluster.rootDir, 'missing.key'),
+      ]),
+      (async () => {
+        await writeFile(join(cluster!.rootDir, 'plain-file'), 'x');
+        return ProcessCluster.run([
+          'serve',
+          '--id',
+          'x',
+          '--data-dir',
+          join(cluster!.rootDir, 'plain-file'),
+          '--listen',
+          '127.0.0.1:1',
+        ]);
+      })(),
+    ]);
+    assert.notEqual(badListen.code, 0);
+    assert.match(badListen.stderr, /invalid address "nonsense": no port/);
+    assert.notEqual(badKey.code, 0);
+    assert.match(badKey.stderr, /--cluster-key .*missing\.key: ENOENT/);
+    assert.notEqual(fileDir.code, 0);
+    assert.match(fileDir.stderr, /plain-file.*is a file, not a directory/);
   });
 
   it('refuses a data directory that belongs to another node', async () => {

@@ -197,7 +197,7 @@ describe('LevelRaftStorage', () => {
       });
     }
     async function populated(): Promise<void> {
-      const s = await openStorage('n1', 'c1');
+      const s = await LevelRaftStorage.open({ dir, nodeId: 'n1', clusterId: 'c1', raftId: '127.0.0.1:7001' });
       await s.save({ entries: range(1, 5, 1), hardState: { term: 1, vote: 'n1', commit: 5 } });
       await s.close();
     }
@@ -216,10 +216,14 @@ describe('LevelRaftStorage', () => {
       await raw.close();
     }
 
-    it('of another node or another cluster', async () => {
+    it('of another node, another cluster or another Raft member', async () => {
       await populated();
       await expectRefused(/belongs to node "n1", not "n2"/, 'n2');
       await expectRefused(/belongs to cluster "c1", not "c2"/, 'n1', 'c2');
+      await assert.rejects(
+        LevelRaftStorage.open({ dir, nodeId: 'n1', raftId: '127.0.0.1:9' }),
+        /holds the state of Raft member 127\.0\.0\.1:7001, not 127\.0\.0\.1:9/,
+      );
       const s = await openStorage('n1', 'c1');
       assert.equal(s.lastIndex(), 5, 'refusals left the data intact');
     });
