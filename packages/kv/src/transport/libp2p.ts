@@ -446,6 +446,12 @@ export class Libp2pTransport extends TransportBase implements Transport {
       multiaddrs: [...hello.multiaddrs],
     };
     const before = this.book.get(hello.nodeId);
+    // The peer is evidently up: stop dropping messages for it because an earlier dial failed.
+    const link = this.links.get(hello.nodeId);
+    if (link) {
+      link.retryAtMs = 0;
+      link.backoffMs = 0;
+    }
     this.book.set(hello.nodeId, member);
     this.nodeByPeer.set(hello.peerId, hello.nodeId);
     this.rememberAddresses(member);
