@@ -56,6 +56,10 @@ export const DEFAULT_TICK_MS = 100;
 export const DEFAULT_ELECTION_TICKS = 10;
 export const DEFAULT_HEARTBEAT_TICKS = 1;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 5_000;
+/** Writes waiting for their commit at once; beyond this new writes fail at once (back-pressure). */
+export const MAX_PENDING_PROPOSALS = 10_000;
+/** The leader refuses new entries while this many bytes are appended but not applied (back-pressure). */
+const MAX_UNCOMMITTED_ENTRIES_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
 export const DEFAULT_CLUSTER_NAME = 'weft';
 /** How often the leader scans sessions for expired TTLs and learners for promotion. */
@@ -304,6 +308,7 @@ export class KvNode implements KvBackend {
         heartbeatTicks: options.heartbeatTicks ?? DEFAULT_HEARTBEAT_TICKS,
         // The FSM is restored from the stored snapshot, so the core must not re-deliver what it covers.
         appliedIndex: storage.snapshot().metadata.index,
+        maxUncommittedEntriesBytes: MAX_UNCOMMITTED_ENTRIES_BYTES,
         preVote: true,
         checkQuorum: true,
       });
@@ -569,6 +574,11 @@ export class KvNode implements KvBackend {
   /** Replicates one FSM command; resolves with the index it was applied at and the FSM's result. */
   async propose(command: Command): Promise<{ index: number; result: ApplyResult }> {
     this.assertOpen('write');
+    if (this.proposals.size >= MAX_PENDING_PROPOSALS) {
+      throw new KvNodeUnavailableError(
+        `write refused: ${MAX_PENDING_PROPOSALS} writes are already waiting for their commit on node ${this.name}; retry later`,
+      );
+    }
     const id = this.ids.next();
     const data = encodeEnvelope({ proposalId: id, payload: encodeCommand(command) });
     const done = this.proposals.wait(id, this.proposalTimeoutMs, () =>
