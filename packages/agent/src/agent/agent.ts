@@ -368,8 +368,6 @@ export class Agent implements AgentBackend, Startable {
   status(): Promise<StatusInfo> {
     return mapped(() => {
       const kv = this.parts.kv?.isOpen ? this.parts.kv.node.status() : undefined;
-      const members = this.parts.kv?.isOpen ? this.parts.kv.node.members() : [];
-      const leader = members.find((m) => m.leader);
       const role = !kv
         ? 'client'
         : kv.voters.includes(kv.raftId)
@@ -377,11 +375,14 @@ export class Agent implements AgentBackend, Startable {
           : kv.learners.includes(kv.raftId)
             ? 'learner'
             : 'unknown';
+      // Raft ids are raft addresses; show the leader by its host name when its host is registered.
+      const leaderAddress = kv?.leader.replace(/:\d+$/, '') ?? '';
+      const leaderHost = this.parts.overlay.hosts().find((h) => h.advertise === leaderAddress);
       return {
         name: this.parts.name,
         advertise: this.parts.advertise,
         role,
-        leader: leader ? leader.name || leader.address : (kv?.leader ?? ''),
+        leader: leaderHost?.name ?? kv?.leader ?? '',
         term: kv?.term ?? 0,
         commitIndex: kv?.commitIndex ?? 0,
         appliedIndex: kv?.appliedIndex ?? 0,

@@ -1,0 +1,177 @@
+// Faults on real agents in namespace hosts: an agent killed with -9 while
+// the others go on, the KV leader killed under live container traffic, and
+// a dead host's containers vanishing from everyone's DNS and peer table.
+import assert from 'node:assert/strict';
+import type { AgentHandle } from './harness/agents.js';
+import { eventually } from './harness/agents.js';
+import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
+
+interface StatusJson {
+  name: string;
+  role: string;
+  leader: string;
+  term: number;
+}
+interface NetworkJson {
+  id: string;
+  name: string;
+  endpoints?: { host: string; container: string; ip: string }[];
+}
+interface ContainerJson {
+  name: string;
+  sandbox: string;
+  endpoints: { ip: string }[];
+}
+
+describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function () {
+  this.timeout(240_000);
+  let cluster: Cluster;
+
+  before(async function () {
+    const why = preflight();
+    if (why) {
+      console.log(`      skipped: ${why}`);
+      this.skip();
+    }
+    cluster = await startCluster(runPrefix('f'), { hosts: 3 });
+    await cluster.agents[0]!.mustWeft(['network', 'create', '--subnet', '198.18.30.0/24', 'f-net']);
+  });
+  after(async () => {
+    await cluster?.destroy();
+  });
+
+  const status = async (a: AgentHandle) =>
+    JSON.parse(await a.mustWeft(['--format', 'json', 'status'])) as StatusJson;
+  const live = () => cluster.agents.filter((a) => a.running);
+  async function leaderAgent(): Promise<AgentHandle> {
+    return eventually('a leader', async () => {
+      const s = await status(live()[0]!);
+      return cluster.agents.find((a) => a.running && a.host.name === s.leader);
+    });
+  }
+  async function restart(a: AgentHandle): Promise<void> {
+    a.start();
+    await a.waitReady(90_000);
+  }
+  const container = async (a: AgentHandle, name: string) =>
+    (JSON.parse(await a.mustWeft(['--format', 'json', 'ps'])) as ContainerJson[]).find(
+      (c) => c.name === name,
+    ) as ContainerJson;
+
+  it('kill -9 of an agent without containers: the others still create networks; on restart it has all state', async () => {
+    const leader = await leaderAgent();
+    const victim = cluster.agents.find((a) => a !== leader) as AgentHandle;
+    const before = JSON.parse(await victim.mustWeft(['--format', 'json', 'network', 'ls'])) as NetworkJson[];
+    await victim.kill('SIGKILL');
+    const survivor = cluster.agents.find((a) => a.running && a !== leader) as AgentHandle;
+    const id = (
+      await survivor.mustWeft(['network', 'create', '--subnet', '198.18.31.0/24', 'while-down'])
+    ).trim();
+    const ls = await leader.mustWeft(['network', 'ls']);
+    assert.match(ls, /while-down/);
+
+    await restart(victim);
+    const after = await eventually('while-down on the restarted host', async () => {
+      const nets = JSON.parse(await victim.mustWeft(['--format', 'json', 'network', 'ls'])) as NetworkJson[];
+      return nets.some((n) => n.id === id) ? nets : undefined;
+    });
+    for (const n of before)
+      assert.ok(
+        after.some((m) => m.id === n.id && m.name === n.name),
+        `network ${n.name} survived the restart`,
+      );
+    const members = JSON.parse(await victim.mustWeft(['--format', 'json', 'members'])) as {
+      alive: boolean;
+    }[];
+    assert.equal(members.filter((m) => m.alive).length, 3);
+  });
+
+  it('kill -9 of the KV leader: container traffic keeps flowing; attaches work again after re-election', async () => {
+    const leader = await leaderAgent();
+    const [p, q] = cluster.agents.filter((a) => a !== leader) as [AgentHandle, AgentHandle];
+    await p.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'steady', '--', 'sleep', '600']);
+    await q.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'talker', '--', 'sleep', '600']);
+    const target = (await container(p, 'steady')).endpoints[0]!.ip;
+    const talker = await container(q, 'talker');
+    await eventually('talker reaches steady', async () => {
+      const r = await cluster.lab.exec(talker.sandbox, ['ping', '-c', '1', '-W', '1', target]);
+      return r.code === 0 ? true : undefined;
+    });
+
+    // 40 pings over 8 s, with the leader killed one second in.
+    const pinging = cluster.lab.exec(talker.sandbox, ['ping', '-c', '40', '-i', '0.2', '-W', '1', target], {
+      timeoutMs: 30_000,
+    });
+    await new Promise((r) => setTimeout(r, 1_000));
+    await leader.kill('SIGKILL');
+    const ping = await pinging;
+    const received = Number(/(\d+) received/.exec(ping.stdout)?.[1] ?? -1);
+    assert.equal(
+      received,
+      40,
+      `every ping answered while the control plane lost its leader:\n${ping.stdout}`,
+    );
+
+    const newLeader = await eventually('a new leader among the survivors', async () => {
+      const s = await status(p);
+      return s.leader && s.leader !== leader.host.name ? s.leader : undefined;
+    });
+    assert.ok([p.host.name, q.host.name].includes(newLeader));
+    const page = await eventually(
+      'a new attach after re-election',
+      async () => {
+        const r = await q.weft([
+          'run',
+          '--rm',
+          '--net',
+          'f-net',
+          '--name',
+          'late',
+          '--',
+          'ping',
+          '-c',
+          '1',
+          '-W',
+          '2',
+          'steady',
+        ]);
+        return r.code === 0 ? r.stdout : undefined;
+      },
+      30_000,
+      500,
+    );
+    assert.match(page, /1 received/);
+    await restart(leader);
+  });
+
+  it("a dead host's containers disappear from every other host's DNS and peer table", async () => {
+    const [victim, ...others] = cluster.agents as [AgentHandle, ...AgentHandle[]];
+    await victim.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'doomed', '--', 'sleep', '600']);
+    const observer = others[0] as AgentHandle;
+    await observer.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'observer', '--', 'sleep', '600']);
+    const obs = await container(observer, 'observer');
+    const resolves = async () =>
+      (await cluster.lab.exec(obs.sandbox, ['busybox', 'nslookup', 'doomed'])).stdout;
+    await eventually('doomed resolvable from another host', async () =>
+      (await resolves()).match(/Address: 198\.18\.30\.\d+/) ? true : undefined,
+    );
+
+    await victim.kill('SIGKILL');
+    for (const o of others) {
+      await eventually(
+        `${victim.host.name}'s endpoints gone from ${o.host.name}`,
+        async () => {
+          const net = (JSON.parse(await o.mustWeft(['network', 'inspect', 'f-net'])) as NetworkJson[])[0];
+          const inApi = (net?.endpoints ?? []).some((e) => e.host === victim.host.name);
+          const fdb = await cluster.lab.exec(o.host.netns, ['bridge', 'fdb', 'show']);
+          const inFdb = fdb.stdout.split('\n').some((l) => l.includes(`dst ${victim.host.ip} `));
+          return !inApi && !inFdb ? true : undefined;
+        },
+        60_000,
+        250,
+      );
+    }
+    const answer = await resolves();
+    assert.doesNotMatch(answer, /Address: 198\.18\.30\.\d+/, `doomed no longer resolves:\n${answer}`);
+  });
+});
