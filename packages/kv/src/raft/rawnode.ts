@@ -166,6 +166,8 @@ export class RawNode {
         `${MessageType[m.type]} from ${m.from} looks like it came from this node itself`,
       );
     }
+    const problem = malformed(m);
+    if (problem) throw new RaftUsageError(`malformed ${MessageType[m.type]} from ${m.from}: ${problem}`);
     this.raft.step(m);
   }
 
@@ -287,4 +289,27 @@ export class RawNode {
 
 function hardStateEqual(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+/** Why a message from the network cannot be valid, or undefined. Protects the log from garbage. */
+function malformed(m: Message): string | undefined {
+  if (!Number.isSafeInteger(m.term) || m.term < 0) return `bad term ${m.term}`;
+  if (m.term === 0 && m.type !== MessageType.Prop && m.type !== MessageType.ReadIndex) return 'no term';
+  if (!Number.isSafeInteger(m.index) || m.index < 0 || !Number.isSafeInteger(m.commit) || m.commit < 0) {
+    return 'bad index or commit';
+  }
+  if (m.type === MessageType.App) {
+    for (let i = 0; i < m.entries.length; i++) {
+      const e = m.entries[i]!;
+      if (e.index !== m.index + 1 + i) return `entry ${i} has index ${e.index}, expected ${m.index + 1 + i}`;
+      if (e.term > m.term || e.term < (i === 0 ? m.logTerm : m.entries[i - 1]!.term)) {
+        return `entry ${e.index} has term ${e.term} out of order (message term ${m.term})`;
+      }
+    }
+  } else if (m.type === MessageType.Prop) {
+    if (m.entries.length === 0) return 'proposal without entries';
+  } else if (m.type === MessageType.Snap) {
+    if (!m.snapshot || m.snapshot.metadata.index <= 0) return 'no snapshot';
+  }
+  return undefined;
 }
