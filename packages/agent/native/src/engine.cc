@@ -583,7 +583,7 @@ void Engine::txLoop(Network* net) {
     bool empty;
     {
       // Held while frames are read and sent, so the receive thread's
-      // opportunistic drain (below) never reorders a network's frames.
+      // opportunistic drain never reorders a network's frames.
       std::lock_guard<std::mutex> lock(net->tapReadMutex);
       empty = drainTap(net, scratch);
     }
@@ -707,62 +707,78 @@ void Engine::handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, 
 // ---------------------------------------------------------------------------
 // UDP -> TAP
 
-void Engine::rxLoop() {
-  ThreadExit alive{liveThreads_};
-  applyThreadPriority(options_.priority);
-  auto buffers = std::make_unique<uint8_t[]>(kRxMessages * kRxBufferBytes);
+// Receive buffers and what a receive batch needs; one per thread that reads
+// the UDP socket.
+struct RxScratch {
+  explicit RxScratch(Engine* engine, bool offloads)
+      : buffers(std::make_unique<uint8_t[]>(kRxMessages * kRxBufferBytes)), coalescer(offloads), tap(engine) {}
+  std::unique_ptr<uint8_t[]> buffers;
   mmsghdr msgs[kRxMessages];
   iovec iov[kRxMessages];
   alignas(cmsghdr) char control[kRxMessages][CMSG_SPACE(sizeof(int))];
-  Coalescer coalescer(options_.offloads);
-  TapScratch scratch(this);
-  for (;;) {
-    for (size_t i = 0; i < kRxMessages; i++) {
-      iov[i] = {&buffers[i * kRxBufferBytes], kRxBufferBytes};
-      std::memset(&msgs[i], 0, sizeof msgs[i]);
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_control = control[i];
-      msgs[i].msg_hdr.msg_controllen = sizeof control[i];
-    }
-    int n = recvmmsg(udpFd_, msgs, kRxMessages, MSG_DONTWAIT, nullptr);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      if (!waitReadable(udpFd_, stopFd_, 1000)) return;
+  Coalescer coalescer;
+  TapScratch tap;
+};
+
+int Engine::receiveBatch(RxScratch& rx) {
+  for (size_t i = 0; i < kRxMessages; i++) {
+    rx.iov[i] = {&rx.buffers[i * kRxBufferBytes], kRxBufferBytes};
+    std::memset(&rx.msgs[i], 0, sizeof rx.msgs[i]);
+    rx.msgs[i].msg_hdr.msg_iov = &rx.iov[i];
+    rx.msgs[i].msg_hdr.msg_iovlen = 1;
+    rx.msgs[i].msg_hdr.msg_control = rx.control[i];
+    rx.msgs[i].msg_hdr.msg_controllen = sizeof rx.control[i];
+  }
+  int n;
+  do {
+    n = recvmmsg(udpFd_, rx.msgs, kRxMessages, MSG_DONTWAIT, nullptr);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return 0;
+  auto nets = networks();
+  for (int i = 0; i < n; i++) {
+    const msghdr& h = rx.msgs[i].msg_hdr;
+    if (h.msg_flags & MSG_TRUNC) {
+      host_.drop(kDropTruncatedDatagram);
       continue;
     }
-    std::lock_guard<std::mutex> lock(rxBatchMutex_);
-    auto nets = networks();
-    for (int i = 0; i < n; i++) {
-      const msghdr& h = msgs[i].msg_hdr;
-      if (h.msg_flags & MSG_TRUNC) {
-        host_.drop(kDropTruncatedDatagram);
-        continue;
+    size_t bytes = rx.msgs[i].msg_len;
+    size_t segment = bytes;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int gso;
+        std::memcpy(&gso, CMSG_DATA(c), sizeof gso);
+        if (gso > 0) segment = size_t(gso);
       }
-      size_t bytes = msgs[i].msg_len;
-      size_t segment = bytes;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
-        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-          int gso;
-          std::memcpy(&gso, CMSG_DATA(c), sizeof gso);
-          if (gso > 0) segment = size_t(gso);
-        }
-      }
-      const uint8_t* p = &buffers[size_t(i) * kRxBufferBytes];
-      for (size_t off = 0; off < bytes; off += segment)
-        handleDatagram(*nets, p + off, std::min(segment, bytes - off), coalescer);
     }
-    coalescer.flush();
-    // A frame written to a TAP is usually answered before writev returns (the
-    // bridge, the container's stack and its reply all run in that call's
-    // softirq). Sending the answer from here saves waking the network's send
-    // thread: one context switch less per round trip. If that thread is busy
-    // it has the lock and sends the answer itself.
-    for (Network* net : coalescer.touched()) {
-      std::unique_lock<std::mutex> lock(net->tapReadMutex, std::try_to_lock);
-      if (lock.owns_lock()) drainTap(net, scratch);
+    const uint8_t* p = &rx.buffers[size_t(i) * kRxBufferBytes];
+    for (size_t off = 0; off < bytes; off += segment)
+      handleDatagram(*nets, p + off, std::min(segment, bytes - off), rx.coalescer);
+  }
+  rx.coalescer.flush();
+  // A frame written to a TAP is usually answered before writev returns (the
+  // bridge, the container's stack and its reply all run in that call's
+  // softirq). Sending the answer from here saves waking the network's send
+  // thread: one context switch less per round trip. If that thread is busy
+  // it has the lock and sends the answer itself.
+  for (Network* net : rx.coalescer.touched()) {
+    std::unique_lock<std::mutex> lock(net->tapReadMutex, std::try_to_lock);
+    if (lock.owns_lock()) drainTap(net, rx.tap);
+  }
+  rx.coalescer.clearTouched();
+  return n;
+}
+
+void Engine::rxLoop() {
+  ThreadExit alive{liveThreads_};
+  applyThreadPriority(options_.priority);
+  auto rx = std::make_unique<RxScratch>(this, options_.offloads);
+  for (;;) {
+    int n;
+    {
+      std::lock_guard<std::mutex> lock(rxBatchMutex_);
+      n = receiveBatch(*rx);
     }
-    coalescer.clearTouched();
+    if (n == 0 && !waitReadable(udpFd_, stopFd_, 1000)) return;
   }
 }
 

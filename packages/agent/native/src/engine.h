@@ -83,6 +83,7 @@ using NetworkMap = std::unordered_map<uint32_t, std::shared_ptr<Network>>;
 class TxBatch;
 class Coalescer;
 struct TapScratch;
+struct RxScratch;
 
 class Engine {
  public:
@@ -115,6 +116,7 @@ class Engine {
   void rxLoop();
   void txLoop(Network* net);
   bool drainTap(Network* net, TapScratch& scratch);  // true when the TAP had no more frames
+  int receiveBatch(RxScratch& rx);                    // datagrams handled; caller holds rxBatchMutex_
   void handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch);
   void handleDatagram(const NetworkMap& nets, const uint8_t* p, size_t bytes, Coalescer& coalescer);
   std::shared_ptr<const NetworkMap> networks() const;
