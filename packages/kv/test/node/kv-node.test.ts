@@ -255,6 +255,29 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     assert.equal(members.find((m) => m.id === newcomer)?.name, 'n4');
   });
 
+  it('transfers leadership and removes a member; the rest keeps serving', async () => {
+    cluster = new MemoryCluster(root, addrs);
+    const nodes = await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    const target = nodes.find((n) => n !== leader)!;
+    await leader.transferLeadership(target.raftId);
+    await until('the target to lead', () => (target.status().role === 'leader' ? true : undefined));
+    const removed = nodes.find((n) => n !== target && n.raftId !== target.raftId && n !== leader)!;
+    await target.removeMember(removed.raftId);
+    await until('everyone to see two voters', () =>
+      [leader, target].every((n) => n.status().voters.length === 2) ? true : undefined,
+    );
+    assert.deepEqual(target.status().voters.sort(), [leader.raftId, target.raftId].sort());
+    await cluster.stop(removed.raftId);
+    assert.equal(await leader.put('after-removal', enc('ok')), true, 'two voters form the quorum now');
+    assert.equal(dec((await target.get('after-removal'))?.value), 'ok');
+    await assert.rejects(target.removeMember('127.0.0.1:1'), /not a member of this cluster/);
+    await assert.rejects(
+      target.promote(leader.raftId).then(() => target.promote('127.0.0.1:1')),
+      /not a learner/,
+    );
+  });
+
   it('watches a prefix and wakes on changes; expires TTL sessions on the leader', async () => {
     cluster = new MemoryCluster(root, addrs);
     const nodes = await Promise.all(addrs.map((x) => cluster.start(x)));
