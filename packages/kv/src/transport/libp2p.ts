@@ -643,6 +643,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
   /** Writes a peer's queue to its long-lived stream, waiting for drain when yamux pushes back. */
   private async pump(nodeId: NodeId, link: PeerLink): Promise<void> {
     link.pumping = true;
+    let inFlight = 0;
     try {
       while (link.queue.length > 0 && this.node) {
         let stream = link.stream;
@@ -657,7 +658,9 @@ export class Libp2pTransport extends TransportBase implements Transport {
           batchLength++;
         }
         const batch = link.queue.splice(0, batchLength);
+        inFlight = batch.length;
         await writeFrames(stream, batch, this.stopController.signal);
+        inFlight = 0;
         this.stats.messagesSent += batch.length;
       }
       link.backoffMs = 0;
@@ -665,7 +668,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
       if (this.node) {
         // Everything queued is lost; Raft resends after it hears the peer is unreachable.
         this.log.debug({ to: nodeId, err: errorText(err) }, 'cannot send to peer');
-        this.stats.messagesDropped += link.queue.length;
+        this.stats.messagesDropped += link.queue.length + inFlight;
         link.queue = [];
         link.stream?.abort(err instanceof Error ? err : new Error(String(err)));
         link.stream = undefined;
