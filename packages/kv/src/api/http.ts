@@ -123,6 +123,16 @@ export class ConsulHttpServer {
     this.maxWaitMs = opts.maxWaitMs ?? 10 * 60_000;
     this.random = opts.random ?? Math.random;
     this.server = createServer((req, res) => void this.handle(req, res));
+    // Requests node:http cannot parse (raw non-ASCII in the URL, oversized headers): say why.
+    this.server.on('clientError', (err: NodeJS.ErrnoException & { bytesParsed?: number }, socket) => {
+      if (!socket.writable) return socket.destroy();
+      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+      const body = `malformed HTTP request (${err.code ?? 'parse error'}: ${err.message}); percent-encode keys in the URL`;
+      socket.end(
+        `HTTP/1.1 ${tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
+          `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    });
   }
 
   /** Request handler, for mounting into another node:http server. */

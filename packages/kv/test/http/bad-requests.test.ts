@@ -1,5 +1,6 @@
 // Every kind of bad input gets a 4xx with a message naming the problem, and changes nothing.
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { startServer, type TestServer } from './helpers.js';
 
 interface Case {
@@ -443,6 +444,30 @@ describe('http: bad requests get a 4xx naming the problem and change nothing', (
       assert.equal((await s.call('GET', '/v1/kv/seed?raw')).text, 'original');
     });
   }
+
+  it('raw non-ASCII bytes in the URL → 400 naming the parse error', async () => {
+    const before = Buffer.from(s.backend.fsm.snapshot());
+    const raw = await new Promise<string>((resolve, reject) => {
+      const sock = connect(s.port, '127.0.0.1', () => {
+        sock.write(
+          Buffer.concat([
+            Buffer.from('PUT /v1/kv/a'),
+            Buffer.from([0xff]),
+            Buffer.from(' HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv'),
+          ]),
+        );
+      });
+      let data = '';
+      sock.on('data', (c: Buffer) => {
+        data += c.toString('latin1');
+      });
+      sock.on('end', () => resolve(data));
+      sock.on('error', reject);
+    });
+    assert.match(raw, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.match(raw, /\r\n\r\nmalformed HTTP request \(HPE_INVALID_URL/);
+    assert.ok(Buffer.from(s.backend.fsm.snapshot()).equals(before));
+  });
 
   it('the seeded lock and session are intact after all of the above', async () => {
     const locked = JSON.parse((await s.call('GET', '/v1/kv/locked')).text)[0];
