@@ -122,10 +122,10 @@ program
   .command('serve')
   .description('run a cluster member (creates, joins or restarts from --data-dir)')
   .requiredOption('--id <name>', 'name of this node (recorded in the data directory)')
-  .requiredOption('--data-dir <dir>', 'directory of this node state')
+  .requiredOption('--data-dir <dir>', "this node's state directory (created if missing)")
   .requiredOption(
     '--listen <host:port>',
-    'Raft listen address; also this member identity in the cluster',
+    "Raft listen address; also this member's identity in the cluster",
     address,
   )
   .option(
