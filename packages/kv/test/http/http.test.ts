@@ -287,6 +287,8 @@ describe('http: /v1/session and locks', () => {
     )[0];
     assert.deepEqual([defaults.LockDelay, defaults.Behavior, defaults.TTL], [15_000_000_000, 'release', '']);
     assert.equal(JSON.parse((await s.call('GET', '/v1/session/list')).text).length, 2);
+    assert.equal(JSON.parse((await s.call('GET', '/v1/session/node/node-a')).text).length, 2);
+    assert.equal((await s.call('GET', '/v1/session/node/elsewhere')).text, '[]');
     assert.equal((await s.call('GET', '/v1/session/info/unknown')).text, '[]');
   });
 
