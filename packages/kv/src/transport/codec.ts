@@ -370,9 +370,7 @@ export function decodeSnapshotHeader(frame: Uint8Array): SnapshotHeader {
     fail('snapshotHeader.message.type', `must be Snap, got ${MessageType[message.type]}`);
   if (message.snapshot!.data.byteLength !== 0)
     fail('snapshotHeader.message.snapshot.data', 'must be empty (data follows in chunks)');
-  if (!Object.hasOwn(raw, 'dataCrc32') && u64(raw.totalBytes, 'snapshotHeader.totalBytes') > 0) {
-    fail('snapshotHeader.dataCrc32', 'is missing');
-  }
+  if (!Object.hasOwn(raw, 'dataCrc32')) fail('snapshotHeader.dataCrc32', 'is missing');
   return {
     message,
     totalBytes: u64(raw.totalBytes, 'snapshotHeader.totalBytes'),

@@ -82,7 +82,8 @@ message Message {
 message Envelope {
   uint32 version = 1;
   bytes payload = 2;
-  fixed32 crc32 = 3;
+  // optional: a CRC that happens to be 0 must still be on the wire (proto3 omits zero scalars).
+  optional fixed32 crc32 = 3;
 }
 
 // First exchange on a new connection (protocol /weft/raft/hello/1.0.0): each
@@ -118,7 +119,7 @@ message SnapshotHeader {
   // The Snap message with snapshot.data left empty; the data follows in chunks.
   Message message = 1;
   uint64 total_bytes = 2;
-  fixed32 data_crc32 = 3;
+  optional fixed32 data_crc32 = 3;
 }
 
 message SnapshotAck {

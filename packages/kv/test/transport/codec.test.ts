@@ -255,6 +255,9 @@ describe('transport codec', () => {
       dataCrc32: 0xdeadbeef,
     };
     assert.deepStrictEqual(decodeSnapshotHeader(encodeSnapshotHeader(header)), header);
+    // A checksum of 0 is a checksum like any other (proto3 would drop a plain zero scalar).
+    const zeroCrc = { ...header, totalBytes: 0, dataCrc32: 0 };
+    assert.deepStrictEqual(decodeSnapshotHeader(encodeSnapshotHeader(zeroCrc)), zeroCrc);
     assert.throws(
       () => decodeSnapshotHeader(encodeSnapshotHeader({ ...header, message: fullMessage() })),
       /must be empty/,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as lp from 'it-length-prefixed';
 import { EntryType, emptyConfState, emptyMessage, type Message, MessageType } from '../../src/raft/types.js';
-import { encodeMessage } from '../../src/transport/codec.js';
+import { decodeSnapshotAck, encodeMessage, encodeSnapshotHeader } from '../../src/transport/codec.js';
 import { generateClusterKey, IDENTITY_KEY_FILE } from '../../src/transport/identity.js';
 import { Libp2pTransport, type Libp2pTransportOptions, PROTOCOLS } from '../../src/transport/libp2p.js';
 import {
@@ -301,6 +301,35 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
 
     const b = await node('b', { dataDir: bDir, listen: [`127.0.0.1:${port}`] });
     await sendUntilReceived(a.transport, heartbeat('a', 'b', 2), b.received);
+  });
+
+  it('refuses oversized and truncated snapshots; nothing partial is delivered', async () => {
+    const a = await node('a');
+    const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`], maxSnapshotBytes: 100_000 });
+    await eventually('hello', () => a.transport.members().length === 1);
+    const statuses: Array<[string, SnapshotStatus]> = [];
+    a.transport.onSnapshotStatus((id, status) => statuses.push([id, status]));
+    const snap = (bytes: number): Message => ({
+      ...emptyMessage(MessageType.Snap, 'a', 'b', 2),
+      snapshot: { metadata: { index: 5, term: 2, confState: emptyConfState() }, data: new Uint8Array(bytes) },
+    });
+    a.transport.send([snap(200_000)]);
+    await eventually('status', () => statuses.length === 1);
+    assert.deepStrictEqual(statuses, [['b', 'failed']]);
+
+    // A raw sender that announces 50 000 bytes and stops after 1 000.
+    const stream = await a.transport.libp2p.dialProtocol(b.transport.libp2p.peerId, PROTOCOLS.snapshot);
+    const header = encodeSnapshotHeader({ message: snap(0), totalBytes: 50_000, dataCrc32: 0 });
+    stream.send(lp.encode.single(header));
+    stream.send(lp.encode.single(new Uint8Array(1000)));
+    await stream.close();
+    const ack = decodeSnapshotAck((await lp.decode(stream).next()).value!.subarray());
+    assert.deepStrictEqual(ack, { ok: false, error: 'truncated: got 1000 of 50000 bytes' });
+    assert.equal(
+      b.received.filter((m) => m.type === MessageType.Snap).length,
+      0,
+      'no snapshot may reach the node',
+    );
   });
 
   it('reports a snapshot to an unreachable node as failed', async () => {
