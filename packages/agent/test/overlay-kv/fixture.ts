@@ -1,0 +1,129 @@
+// A real 3-host control plane for the overlay-on-KV tests: one KvNode per host
+// (LevelDB in a temp dir, libp2p on 127.0.0.1), each with its own
+// OverlayManager talking to its own node through the KvNodeStore adapter.
+// Data planes are RecordingDataplanes: these tests are about the control
+// plane on the replicated store; devices are covered in test/dataplane.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KvNode } from '@weft/kv/api/node';
+import { OverlayManager, type OverlayManagerOptions } from '@weft/overlay';
+import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
+import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
+
+/** Overlay subnets in tests come from 198.18.0.0/15, never from private ranges. */
+export const testPools = [{ base: '198.18.0.0/15', size: 24 }];
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface KvCluster {
+  nodes: KvNode[];
+  /** Closes one node (the host dies); idempotent. */
+  kill(i: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function openKvCluster(size: number, tickMs = 50): Promise<KvCluster> {
+  const root = await mkdtemp(join(tmpdir(), 'weft-overlay-kv-'));
+  const addresses: string[] = [];
+  for (let i = 0; i < size; i++) addresses.push(`127.0.0.1:${await freePort()}`);
+  const closed = new Set<number>();
+  let nodes: KvNode[] = [];
+  const kill = async (i: number) => {
+    if (closed.has(i) || !nodes[i]) return;
+    closed.add(i);
+    await nodes[i].close();
+  };
+  try {
+    const opened = await Promise.allSettled(
+      addresses.map((listen, i) =>
+        KvNode.open({
+          dataDir: join(root, `n${i}`),
+          id: `n${i}`,
+          listen,
+          peers: addresses.filter((a) => a !== listen),
+          tickMs,
+        }),
+      ),
+    );
+    nodes = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = opened.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    await Promise.all(nodes.map((n) => n.waitForLeader(30_000)));
+  } catch (err) {
+    await Promise.allSettled(nodes.map((n) => n.close()));
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    nodes,
+    kill,
+    async close() {
+      await Promise.allSettled(nodes.map((_, i) => kill(i)));
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface OverlayHost {
+  name: string;
+  node: KvNode;
+  store: KvNodeStore;
+  manager: OverlayManager;
+  dataplane: RecordingDataplane;
+  warnings: Error[];
+}
+
+/** Starts one OverlayManager per node, host i on node i, hostnames `host<i>`. */
+export async function startHosts(
+  cluster: KvCluster,
+  opts: Partial<OverlayManagerOptions> = {},
+): Promise<OverlayHost[]> {
+  return Promise.all(
+    cluster.nodes.map(async (node, i) => {
+      const store = new KvNodeStore(node);
+      const dataplane = new RecordingDataplane();
+      const manager = new OverlayManager({
+        store,
+        dataplane,
+        hostname: `host${i}`,
+        advertise: `192.0.2.${i + 1}`,
+        peerId: `peer-host${i}`,
+        defaultAddressPools: testPools,
+        sessionTtlMs: 10_000,
+        writeTimeoutMs: 10_000,
+        ...opts,
+      });
+      const warnings: Error[] = [];
+      manager.on('warning', (e) => warnings.push(e));
+      await manager.start();
+      return { name: `host${i}`, node, store, manager, dataplane, warnings };
+    }),
+  );
+}
+
+/** Stops every manager without leaving (as a crash would); safe to call twice. */
+export async function stopHosts(hosts: OverlayHost[] | undefined): Promise<void> {
+  await Promise.allSettled((hosts ?? []).map((h) => h.manager.stop()));
+}
+
+/** Polls a condition (the other hosts learn of changes through their watches); fails naming `what`. */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<number> {
+  const started = Date.now();
+  while (!cond()) {
+    if (Date.now() - started > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return Date.now() - started;
+}
