@@ -49,6 +49,35 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
     assert.equal(members.filter((m) => m.leader).length, 1);
   });
 
+  it('the replicated KV store is one store: put on host1, get on host3 (Consul-compatible API)', async () => {
+    const put = await host(1).mustWeft(['kv', 'put', 'tutorial/greeting', 'hello weft']);
+    assert.equal(put, 'Success! Data written to: tutorial/greeting\n');
+    assert.equal(await host(3).mustWeft(['kv', 'get', 'tutorial/greeting']), 'hello weft\n');
+    assert.match(
+      await host(2).mustWeft(['kv', 'ls', 'tutorial/']),
+      /^KEY\s+VALUE\s+MODIFY INDEX\ntutorial\/greeting\s+hello weft\s+\d+\n$/,
+    );
+    await host(2).mustWeft(['kv', 'rm', 'tutorial/greeting']);
+    const missing = await host(1).weft(['kv', 'get', 'tutorial/greeting']);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stderr, 'Error: key "tutorial/greeting" not found\n');
+  });
+
+  it('each agent serves Prometheus metrics on its API address', async () => {
+    const r = await cluster.lab.exec(host(1).host.netns, [
+      'busybox',
+      'wget',
+      '-q',
+      '-O-',
+      'http://127.0.0.1:8500/metrics',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^weft_raft_term [1-9]\d*$/m);
+    assert.match(r.stdout, /^weft_raft_applied_index [1-9]\d*$/m);
+    assert.match(r.stdout, /^weft_peers 3$/m);
+    assert.match(r.stdout, /^weft_kv_operations_total\{op="(get|put|list)",outcome="ok"\} [1-9]\d*$/m);
+  });
+
   it('a network created on host1 is listed on host2 with the same ID', async () => {
     const id = (
       await host(1).mustWeft(['network', 'create', '-d', 'overlay', '--subnet', '198.18.9.0/24', 'my-net'])
@@ -191,5 +220,34 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
       500,
     );
     assert.equal(page, 'hello from outside\n');
+  });
+  it('SIGTERM leaves gracefully: containers and devices removed, the others drop the host at once; it can rejoin', async () => {
+    const h3 = host(3);
+    const code = await h3.kill('SIGTERM');
+    assert.equal(code, 0, h3.logTail());
+    const devices = await cluster.lab.exec(h3.host.netns, ['ip', '-o', 'link', 'show']);
+    assert.doesNotMatch(
+      devices.stdout,
+      /wb-|wx-|wv|wg[0-9a-f]|weft_gwbridge/,
+      'no weft device left on the host',
+    );
+    const netns = await cluster.lab.exec(h3.host.netns, ['ip', 'netns', 'list']);
+    assert.doesNotMatch(
+      netns.stdout,
+      new RegExp(`weft-${h3.host.name}-mongo`),
+      'the container namespace is gone',
+    );
+    // Well within the host TTL: the session was destroyed, not left to expire.
+    const inspected = JSON.parse(await host(1).mustWeft(['network', 'inspect', 'my-net']));
+    assert.ok(!inspected[0].endpoints.some((e: { host: string }) => e.host === h3.host.name));
+    const members = JSON.parse(await host(1).mustWeft(['--format', 'json', 'members'])) as {
+      name: string;
+      alive: boolean;
+    }[];
+    assert.equal(members.find((m) => m.name === h3.host.name)?.alive ?? false, false);
+    h3.start();
+    await h3.waitReady(90_000);
+    const nets = await h3.mustWeft(['network', 'ls']);
+    assert.match(nets, /my-net/);
   });
 });
