@@ -263,7 +263,11 @@ export class Libp2pTransport extends TransportBase implements Transport {
     });
     await node.handle(PROTOCOLS.hello, (stream, connection) => this.onHelloStream(stream, connection));
     await node.handle(PROTOCOLS.raft, (stream, connection) => this.onRaftStream(stream, connection));
-    await node.handle(PROTOCOLS.snapshot, (stream, connection) => this.onSnapshotStream(stream, connection));
+    // Each inbound snapshot is reassembled in memory: few at a time per peer (Raft sends one).
+    await node.handle(PROTOCOLS.snapshot, (stream, connection) => this.onSnapshotStream(stream, connection), {
+      maxInboundStreams: 2,
+      maxOutboundStreams: 2,
+    });
     // A node forwards many proposals and reads to the leader at once: one stream each (libp2p's default is 32).
     await node.handle(PROTOCOLS.rpc, (stream, connection) => this.onRpcStream(stream, connection), {
       maxInboundStreams: MAX_CONCURRENT_RPC_STREAMS,
