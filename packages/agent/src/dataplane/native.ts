@@ -80,16 +80,16 @@ function packageRoot(): string {
   throw new Error('cannot find the @weft/agent package root to load the native addon from');
 }
 
-let cached: NativeAddon | undefined;
+const loaded = new Map<string, NativeAddon>();
 
 export function nativeAddonPath(): string {
   return process.env.WEFT_NATIVE_ADDON ?? join(packageRoot(), 'native', 'build', 'Release', 'weft_native.node');
 }
 
-/** The addon, or a clear error saying how to build it. */
-export function loadNativeAddon(): NativeAddon {
+/** The addon (default: the one `npm install` built), or a clear error saying how to build it. */
+export function loadNativeAddon(path = nativeAddonPath()): NativeAddon {
+  const cached = loaded.get(path);
   if (cached !== undefined) return cached;
-  const path = nativeAddonPath();
   if (!existsSync(path)) {
     throw new Error(
       `the userspace data plane's native addon is not built (no ${path}). ` +
@@ -97,13 +97,15 @@ export function loadNativeAddon(): NativeAddon {
         'it needs g++, make and python3. Or use the kernel data plane.',
     );
   }
+  let addon: NativeAddon;
   try {
-    cached = createRequire(import.meta.url)(path) as NativeAddon;
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (e) {
     throw new Error(
       `cannot load the native addon ${path}: ${(e as Error).message}. ` +
-        'It was probably built for another Node version: rebuild with `npm rebuild -w @weft/agent`.',
+        'It was probably built for another Node version or platform: rebuild with `npm rebuild -w @weft/agent`.',
     );
   }
-  return cached;
+  loaded.set(path, addon);
+  return addon;
 }

@@ -159,7 +159,9 @@ describe('native engine fuzzing', function () {
     assert.ok(after.short_datagram! > before.short_datagram!, 'the receive thread counted no short datagram');
   });
 
-  it('still answers ARP and forwards after all that', async () => {
+  it('still answers ARP and forwards after all that (and after a rejected peer table)', async () => {
+    assert.throws(() => engine!.setPeers(vni, [{ mac: 'zz:42', vtep: '127.0.0.1' }]), /MAC "zz:42"/);
+    assert.throws(() => engine!.setPeers(vni, [{ mac: peerMac, vtep: '127.0.0.1', ip: '198.18.0.256' }]), /peer ip/);
     const before = engine!.counters().networks[String(vni)]!;
     const arp = Buffer.alloc(14 + 28);
     arp.fill(0xff, 0, 6);
