@@ -36,7 +36,11 @@ export type KvNodeLike = Pick<
 export function toKvEntry(e: DirEntry): KvEntry {
   return {
     key: e.key,
-    value: e.value,
+    // KvNode hands out its applied state's own bytes (shared, meant to be read
+    // only); KvStore callers own what they get, as with the in-memory store.
+    // Without the copy, a caller writing into a value would change this
+    // replica's state (and its next snapshot) but no other replica's.
+    value: Uint8Array.from(e.value),
     flags: e.flags,
     createIndex: e.createIndex,
     modifyIndex: e.modifyIndex,
