@@ -343,6 +343,29 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     }
   });
 
+  it("bytes handed out by the adapter (get, list, txn, watch) are the caller's: writing into them changes no replica", async () => {
+    const [h0, h1] = hosts as [OverlayHost, OverlayHost];
+    const key = `scratch/${unique('bytes')}`;
+    const input = new TextEncoder().encode('original');
+    await h0.store.put(key, input);
+    input.fill(0x21); // the caller reuses its buffer after the write
+    const scribble = (e: KvEntry | null | undefined) => e?.value.fill(0x58);
+    scribble(await h0.store.get(key));
+    scribble((await h0.store.list(key))[0]);
+    const r = await h0.store.txn([{ verb: 'get', key }]);
+    if (r.ok) scribble(r.results[0]);
+    const abort = new AbortController();
+    for await (const ev of h1.store.watch(key, { signal: abort.signal })) {
+      scribble(ev.entries[0]);
+      abort.abort();
+    }
+    for (const h of hosts) {
+      const e = await h.store.get(key, { stale: true });
+      assert.equal(e && new TextDecoder().decode(e.value), 'original', `${h.name}'s replica`);
+    }
+    await h0.store.delete(key);
+  });
+
   // Last in this block: it kills one of the three hosts.
   it(`a dead host (its KV node a follower): endpoints reclaimed and dropped from every peer table within ${reclaimBoundMs} ms; addresses free again`, async () => {
     await killHostAndExpectReclaim(cluster as KvCluster, hosts, 'follower', reclaimBoundMs);
