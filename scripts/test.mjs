@@ -20,6 +20,20 @@ let passed = 0;
 let failed = 0;
 let skipped = 0;
 
+// The native addon is built by `npm install`; rebuild it incrementally here so a
+// checkout whose C++ changed since the install never tests a stale binary.
+const nativeDir = join(root, 'packages/agent/native');
+if (existsSync(join(nativeDir, 'binding.gyp'))) {
+  const native = existsSync(join(nativeDir, 'build', 'Makefile'))
+    ? run('node-gyp', ['build', '--directory', nativeDir])
+    : run('node', [join(nativeDir, 'build.mjs')]);
+  if (native.status !== 0) {
+    console.log('\nnative addon build failed');
+    console.log('test: 0 passed, 1 failed, 0 skipped');
+    process.exit(1);
+  }
+}
+
 const build = run('npx', ['tsc', '-b']);
 if (build.status !== 0) {
   console.log('\nbuild failed');
