@@ -138,6 +138,12 @@ export class KvNodeStore implements KvStore {
   ): AsyncIterable<WatchEvent> {
     this.metrics?.kvOps.inc({ op: 'watch', outcome: 'ok' });
     try {
+      // KvNode serves watches from this node's applied state, which may trail
+      // writes another node already acknowledged; without a barrier the first
+      // listing could miss them (or be older than `opts.index`). A default
+      // (linearizable) read first brings this node up to date, as a Consul
+      // blocking query in the default mode would.
+      await this.node.get(prefix);
       for await (const ev of this.node.watchPrefix(prefix, opts)) {
         yield { index: ev.index, entries: ev.entries.map(toKvEntry) };
       }
