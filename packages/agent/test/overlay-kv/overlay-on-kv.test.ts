@@ -191,6 +191,72 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     }
   });
 
+  it('attaches racing two Raft leadership transfers: no address twice, no leaked keys, every host agrees', async () => {
+    const kvCluster = cluster as KvCluster;
+    const [h0] = hosts as [OverlayHost];
+    const net = await h0.manager.createNetwork({
+      name: unique('moving'),
+      subnets: [{ subnet: '198.18.110.0/24' }],
+    });
+    for (const h of hosts)
+      await waitFor(() => h.manager.listNetworks().some((n) => n.id === net.id), `network on ${h.name}`);
+    const requests = hosts.flatMap((h) =>
+      Array.from({ length: 20 }, (_, i) => ({ host: h, name: `${h.name}-m${i}` })),
+    );
+    const settled = Promise.allSettled(
+      requests.map((r) =>
+        r.host.manager.attach({ network: net.id, name: r.name, sandbox: `sb-${r.name}`, ifName: 'eth0' }),
+      ),
+    );
+    for (let move = 0; move < 2; move++) {
+      await new Promise((r) => setTimeout(r, 30));
+      const leader = kvCluster.nodes.find((n) => n.status().role === 'leader');
+      const target = kvCluster.nodes.find((n) => n !== leader);
+      if (leader && target) await leader.transferLeadership(target.status().raftId);
+    }
+    const results = await settled;
+    const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    for (const r of results) {
+      if (r.status === 'rejected')
+        assert.ok(isOverlayError(r.reason, 'unavailable'), `a failed attach says why: ${String(r.reason)}`);
+    }
+    assert.ok(ok.length > 0, 'some attaches got through');
+    // The store holds exactly the attaches that were acknowledged: no lost one, no leaked one.
+    const store = hosts[2]!.store;
+    const decode = (e: KvEntry) => new TextDecoder().decode(e.value);
+    const endpoints = (await store.list(`${prefix}endpoints/${net.id}/`)).map(
+      (e) => JSON.parse(decode(e)) as EndpointInfo,
+    );
+    const ipam = await store.list(`${prefix}ipam/${net.id}/`);
+    const names = await store.list(`${prefix}endpoint-names/${net.id}/`);
+    assert.deepEqual(
+      endpoints.map((e) => e.id).sort(),
+      ok.map((e) => e.id).sort(),
+      'store endpoints = acknowledged attaches',
+    );
+    assert.deepEqual(
+      ipam.map((e) => `${e.key.slice(e.key.lastIndexOf('/') + 1)}=${decode(e)}`).sort(),
+      endpoints.map((e) => `${e.ip}=${e.id}`).sort(),
+      'one address key per endpoint, naming it',
+    );
+    assert.equal(names.length, endpoints.length, 'one name key per endpoint');
+    assert.equal(new Set(endpoints.map((e) => e.ip)).size, endpoints.length, 'no duplicate address');
+    for (const h of hosts)
+      await waitFor(
+        () =>
+          h.manager
+            .listEndpoints(net.id)
+            .map((e) => e.id)
+            .sort()
+            .join() ===
+          ok
+            .map((e) => e.id)
+            .sort()
+            .join(),
+        `${h.name} sees exactly the acknowledged endpoints`,
+      );
+  });
+
   it('refused requests (bad names, subnets, options, addresses, taken names, in-use removal) change nothing in the store', async () => {
     const [h0, h1, h2] = hosts as [OverlayHost, OverlayHost, OverlayHost];
     const net = await h0.manager.createNetwork({
