@@ -36,8 +36,10 @@ function parseArgs(argv: string[]): Args {
   const rounds = Number(get('rounds') ?? 3);
   const variants = (get('variants') ?? 'underlay,kernel,userspace').split(',') as Variant[];
   const known: Variant[] = ['underlay', 'kernel', 'userspace', 'userspace-nooffload'];
-  for (const v of variants) if (!known.includes(v)) throw new Error(`unknown variant "${v}"; known: ${known.join(', ')}`);
-  if (!variants.includes('kernel')) throw new Error('the kernel variant is the baseline: include it in --variants');
+  for (const v of variants)
+    if (!known.includes(v)) throw new Error(`unknown variant "${v}"; known: ${known.join(', ')}`);
+  if (!variants.includes('kernel'))
+    throw new Error('the kernel variant is the baseline: include it in --variants');
   if (!(seconds >= 1 && seconds <= 30)) throw new Error('--seconds must be 1..30');
   if (!(rounds >= 1 && rounds <= 10)) throw new Error('--rounds must be 1..10');
   return { seconds, rounds, variants };
@@ -80,7 +82,11 @@ async function buildPair(variant: Variant, index: number): Promise<Pair> {
     for (const [i, sh] of [ha, hb].entries()) {
       const net = `198.18.${i + 1}`;
       await sh.ip(['link', 'add', 'c0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', containers[i]!]);
-      await sh.ipBatch([`address add ${net}.1/24 dev c0`, 'link set c0 up', `route add 198.18.${2 - i}.0/24 via ${vteps[1 - i]}`]);
+      await sh.ipBatch([
+        `address add ${net}.1/24 dev c0`,
+        'link set c0 up',
+        `route add 198.18.${2 - i}.0/24 via ${vteps[1 - i]}`,
+      ]);
       await sh.exec(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
       await new NetnsShell(containers[i]).ipBatch([
         `address add ${net}.2/24 dev eth0`,
@@ -101,7 +107,16 @@ async function buildPair(variant: Variant, index: number): Promise<Pair> {
   };
   const endpoints: LocalEndpoint[] = containers.map((sandbox, i) => {
     const ip = `198.18.0.${2 + i}`;
-    return { networkId: network.id, endpointId: `ep${i}`, sandbox, ifName: 'eth0', ip, prefixLength: 24, mac: macForIp(ip), gateway: '198.18.0.1' };
+    return {
+      networkId: network.id,
+      endpointId: `ep${i}`,
+      sandbox,
+      ifName: 'eth0',
+      ip,
+      prefixLength: 24,
+      mac: macForIp(ip),
+      gateway: '198.18.0.1',
+    };
   });
   for (const [i, host] of hosts.entries()) {
     const options = { vtep: vteps[i]!, hostNetns: host, gatewaySubnet: null };
@@ -116,7 +131,13 @@ async function buildPair(variant: Variant, index: number): Promise<Pair> {
   }
   for (const [i, dp] of pair.dataplanes.entries()) {
     const remote = endpoints[1 - i]!;
-    await dp.addPeer({ networkId: network.id, endpointId: remote.endpointId, ip: remote.ip, mac: remote.mac, vtep: vteps[1 - i]! });
+    await dp.addPeer({
+      networkId: network.id,
+      endpointId: remote.endpointId,
+      ip: remote.ip,
+      mac: remote.mac,
+      vtep: vteps[1 - i]!,
+    });
   }
   pair.serverIp = endpoints[1]!.ip;
   return pair;
@@ -126,7 +147,10 @@ function netnsExec(netns: string, argv: string[]): ChildProcess {
   return spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-function collect(child: ChildProcess, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function collect(
+  child: ChildProcess,
+  timeoutMs: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     let stdout = '';
     let stderr = '';
@@ -154,11 +178,26 @@ async function iperf(pair: Pair, streams: number, seconds: number): Promise<numb
       server.on('close', () => reject(new Error(`iperf3 server in ${pair.containers[1]} exited early`)));
     });
     const client = await collect(
-      netnsExec(pair.containers[0], ['iperf3', '-c', pair.serverIp, '-p', '5201', '-t', String(seconds), '-P', String(streams), '-J']),
+      netnsExec(pair.containers[0], [
+        'iperf3',
+        '-c',
+        pair.serverIp,
+        '-p',
+        '5201',
+        '-t',
+        String(seconds),
+        '-P',
+        String(streams),
+        '-J',
+      ]),
       (seconds + 20) * 1000,
     );
-    const report = JSON.parse(client.stdout) as { end?: { sum_received?: { bits_per_second: number } }; error?: string };
-    if (report.end?.sum_received === undefined) throw new Error(`iperf3 failed (${pair.variant}): ${report.error ?? client.stderr}`);
+    const report = JSON.parse(client.stdout) as {
+      end?: { sum_received?: { bits_per_second: number } };
+      error?: string;
+    };
+    if (report.end?.sum_received === undefined)
+      throw new Error(`iperf3 failed (${pair.variant}): ${report.error ?? client.stderr}`);
     return report.end.sum_received.bits_per_second / 1e9;
   } finally {
     server.kill('SIGKILL');
@@ -168,7 +207,10 @@ async function iperf(pair: Pair, streams: number, seconds: number): Promise<numb
 
 /** Mean RTT in ms over 50 pings 20 ms apart. */
 async function pingRtt(pair: Pair): Promise<number> {
-  const r = await collect(netnsExec(pair.containers[0], ['ping', '-n', '-q', '-c', '50', '-i', '0.02', pair.serverIp]), 20_000);
+  const r = await collect(
+    netnsExec(pair.containers[0], ['ping', '-n', '-q', '-c', '50', '-i', '0.02', pair.serverIp]),
+    20_000,
+  );
   const m = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
   if (m === null) throw new Error(`ping failed (${pair.variant}): ${r.stdout}${r.stderr}`);
   return Number(m[1]);
@@ -184,7 +226,8 @@ const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 async function cleanup(pairs: Pair[]): Promise<void> {
   for (const p of pairs) for (const dp of p.dataplanes) await dp.stop().catch(() => {});
-  for (const ns of namespaces.splice(0).reverse()) await runCommand(['ip', 'netns', 'delete', ns]).catch(() => {});
+  for (const ns of namespaces.splice(0).reverse())
+    await runCommand(['ip', 'netns', 'delete', ns]).catch(() => {});
 }
 
 async function main(): Promise<void> {
@@ -229,7 +272,11 @@ async function main(): Promise<void> {
         ratioToKernel1Stream: round3(median(r.gbps1) / k1),
         ratioToKernel4Streams: round3(median(r.gbps4) / k4),
         rttDeltaToKernelMs: round3(median(r.rttMs) - kRtt),
-        samples: { gbps1Stream: r.gbps1.map(round3), gbps4Streams: r.gbps4.map(round3), rttMs: r.rttMs.map(round3) },
+        samples: {
+          gbps1Stream: r.gbps1.map(round3),
+          gbps4Streams: r.gbps4.map(round3),
+          rttMs: r.rttMs.map(round3),
+        },
       };
       console.log(JSON.stringify(line));
     }

@@ -83,7 +83,9 @@ function packageRoot(): string {
 const loaded = new Map<string, NativeAddon>();
 
 export function nativeAddonPath(): string {
-  return process.env.WEFT_NATIVE_ADDON ?? join(packageRoot(), 'native', 'build', 'Release', 'weft_native.node');
+  return (
+    process.env.WEFT_NATIVE_ADDON ?? join(packageRoot(), 'native', 'build', 'Release', 'weft_native.node')
+  );
 }
 
 /** The addon (default: the one `npm install` built), or a clear error saying how to build it. */

@@ -11,7 +11,7 @@
 
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
 import { assertNetworkId, parseIpv4, tapName } from './names.js';
-import { type NativeCounters, type NativeEngine, type NativePeer, loadNativeAddon } from './native.js';
+import { loadNativeAddon, type NativeCounters, type NativeEngine, type NativePeer } from './native.js';
 import { Plumbing, type PlumbingOptions, validateNetwork } from './plumbing.js';
 import { SerialQueue } from './serial.js';
 
@@ -37,7 +37,9 @@ function validatePeer(peer: RemotePeer): void {
   parseIpv4(peer.ip);
   parseIpv4(peer.vtep);
   if (!macPattern.test(peer.mac)) {
-    throw new Error(`invalid MAC "${peer.mac}" for peer endpoint ${peer.endpointId}: expected lowercase xx:xx:xx:xx:xx:xx`);
+    throw new Error(
+      `invalid MAC "${peer.mac}" for peer endpoint ${peer.endpointId}: expected lowercase xx:xx:xx:xx:xx:xx`,
+    );
   }
 }
 
@@ -134,7 +136,11 @@ export class UserspaceDataplane implements Dataplane {
     });
   }
 
-  reconcile(state: { networks: NetworkSpec[]; endpoints: LocalEndpoint[]; peers: RemotePeer[] }): Promise<void> {
+  reconcile(state: {
+    networks: NetworkSpec[];
+    endpoints: LocalEndpoint[];
+    peers: RemotePeer[];
+  }): Promise<void> {
     return this.queue.run(async () => {
       state.networks.forEach(validateNetwork);
       state.peers.forEach(validatePeer);
@@ -153,7 +159,8 @@ export class UserspaceDataplane implements Dataplane {
       await this.plumbing.pruneGatewayVeths();
       for (const net of state.networks) {
         const wanted = new Map<string, { vtep: string; ip: string }>();
-        for (const p of state.peers) if (p.networkId === net.id) wanted.set(p.mac, { vtep: p.vtep, ip: p.ip });
+        for (const p of state.peers)
+          if (p.networkId === net.id) wanted.set(p.mac, { vtep: p.vtep, ip: p.ip });
         await this.applyPeers(this.networks.get(net.id)!, wanted);
       }
     });
@@ -168,7 +175,13 @@ export class UserspaceDataplane implements Dataplane {
       for (const [id, s] of this.networks) {
         const c = all[String(s.vni)];
         if (c === undefined) continue;
-        out[id] = { txPackets: c.txPackets, txBytes: c.txBytes, rxPackets: c.rxPackets, rxBytes: c.rxBytes, drops: c.drops };
+        out[id] = {
+          txPackets: c.txPackets,
+          txBytes: c.txBytes,
+          rxPackets: c.rxPackets,
+          rxBytes: c.rxBytes,
+          drops: c.drops,
+        };
       }
       return out;
     });
@@ -240,19 +253,26 @@ export class UserspaceDataplane implements Dataplane {
   private requireNetwork(networkId: string): NetworkState {
     const state = this.networks.get(networkId);
     if (state === undefined) {
-      throw new Error(`network ${networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`);
+      throw new Error(
+        `network ${networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`,
+      );
     }
     return state;
   }
 
   /** Publishes the table to the engine (one atomic swap), then syncs the bridge FDB. */
-  private async applyPeers(state: NetworkState, wanted: Map<string, { vtep: string; ip: string }>): Promise<void> {
+  private async applyPeers(
+    state: NetworkState,
+    wanted: Map<string, { vtep: string; ip: string }>,
+  ): Promise<void> {
     const table: NativePeer[] = [...wanted].map(([mac, p]) => ({ mac, vtep: p.vtep, ip: p.ip }));
     this.engine!.setPeers(state.vni, table);
     state.peers = wanted;
     const lines: string[] = [];
-    for (const mac of state.bridgeMacs) if (!wanted.has(mac)) lines.push(`fdb del ${mac} dev ${state.tap} master`);
-    for (const mac of wanted.keys()) if (!state.bridgeMacs.has(mac)) lines.push(`fdb replace ${mac} dev ${state.tap} master static`);
+    for (const mac of state.bridgeMacs)
+      if (!wanted.has(mac)) lines.push(`fdb del ${mac} dev ${state.tap} master`);
+    for (const mac of wanted.keys())
+      if (!state.bridgeMacs.has(mac)) lines.push(`fdb replace ${mac} dev ${state.tap} master static`);
     await this.plumbing.host.bridgeBatch(lines);
     state.bridgeMacs = new Set(wanted.keys());
   }

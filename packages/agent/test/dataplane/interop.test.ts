@@ -20,7 +20,10 @@ for (const underlayMtu of [1500, 9000]) {
 
     it('ping works in both directions', async () => {
       const [k, u] = cluster!.containers;
-      for (const [from, to] of [[k, u], [u, k]] as const) {
+      for (const [from, to] of [
+        [k, u],
+        [u, k],
+      ] as const) {
         const r = await ping(from!.netns, to!.ip);
         assert.ok(r.ok, `ping ${from!.ip} -> ${to!.ip}: ${r.stdout}${r.stderr}`);
       }
@@ -32,7 +35,10 @@ for (const underlayMtu of [1500, 9000]) {
       assert.equal((await tcpRoundTrip(k!.netns, u!.netns, k!.ip, 7102, 'u->k')).reply, 'u->k');
       // Userspace TSO segments verified by the kernel's stack, and kernel
       // VXLAN segments coalesced by the engine.
-      for (const [server, client, port] of [[k, u, 7103], [u, k, 7104]] as const) {
+      for (const [server, client, port] of [
+        [k, u, 7103],
+        [u, k, 7104],
+      ] as const) {
         const r = await tcpBulkTransfer(server!.netns, client!.netns, server!.ip, port, 8 << 20);
         assert.ok(r.ok, `bulk TCP ${client!.ip} -> ${server!.ip}: ${r.detail}`);
       }
@@ -46,10 +52,17 @@ for (const underlayMtu of [1500, 9000]) {
       const [k, u] = cluster!.containers;
       const overlayMtu = underlayMtu - 50;
       const largest = overlayMtu - 28; // IPv4 + ICMP headers
-      for (const [from, to] of [[k, u], [u, k]] as const) {
+      for (const [from, to] of [
+        [k, u],
+        [u, k],
+      ] as const) {
         const fits = await ping(from!.netns, to!.ip, { payloadBytes: largest, dontFragment: true });
         assert.ok(fits.ok, `${largest}-byte ping ${from!.ip} -> ${to!.ip}: ${fits.stdout}${fits.stderr}`);
-        const tooBig = await ping(from!.netns, to!.ip, { payloadBytes: largest + 1, dontFragment: true, waitSeconds: 1 });
+        const tooBig = await ping(from!.netns, to!.ip, {
+          payloadBytes: largest + 1,
+          dontFragment: true,
+          waitSeconds: 1,
+        });
         assert.equal(tooBig.ok, false, `${largest + 1}-byte ping with DF passed an MTU of ${overlayMtu}`);
       }
     });

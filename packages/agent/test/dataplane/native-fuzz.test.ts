@@ -92,7 +92,11 @@ describe('native engine fuzzing', function () {
     netns = `${uniquePrefix()}-fz`;
     await createSandbox(netns);
     const addon = loadNativeAddon();
-    engine = new addon.Engine({ vtep: '127.0.0.1', netnsPath: `/run/netns/${netns}`, threadPriority: 'normal' });
+    engine = new addon.Engine({
+      vtep: '127.0.0.1',
+      netnsPath: `/run/netns/${netns}`,
+      threadPriority: 'normal',
+    });
     engine.addNetwork(vni, 'wtfuzz0');
     await new NetnsShell(netns).ip(['link', 'set', 'wtfuzz0', 'up']);
     // Frames for the peer go to this very engine, so sent datagrams are parsed again.
@@ -110,9 +114,17 @@ describe('native engine fuzzing', function () {
       const kind = rand();
       let frame: Buffer;
       if (kind < 0.4) frame = tcpFrame(rand, Math.floor(rand() * (rand() < 0.2 ? 65000 : 3000)));
-      else if (kind < 0.5) frame = ethernet(rand, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0x0806, Math.floor(rand() * 60));
-      else if (kind < 0.6) frame = randomBytes(Math.floor(rand() * 30)); // short
-      else frame = ethernet(rand, [0x02, 0x42, 0xc6, 0x12, 0x00, rand() < 0.5 ? 0x63 : 0x64], Math.floor(rand() * 65536), Math.floor(rand() * 2000));
+      else if (kind < 0.5)
+        frame = ethernet(rand, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 0x0806, Math.floor(rand() * 60));
+      else if (kind < 0.6)
+        frame = randomBytes(Math.floor(rand() * 30)); // short
+      else
+        frame = ethernet(
+          rand,
+          [0x02, 0x42, 0xc6, 0x12, 0x00, rand() < 0.5 ? 0x63 : 0x64],
+          Math.floor(rand() * 65536),
+          Math.floor(rand() * 2000),
+        );
       engine!.injectTapFrame(vni, Buffer.concat([vnetHeader(rand, frame.length), frame]));
     }
     const c = engine!.counters().networks[String(vni)]!;
@@ -128,14 +140,24 @@ describe('native engine fuzzing', function () {
       const kind = rand();
       let d: Buffer;
       if (kind < 0.3) d = randomBytes(Math.floor(rand() * 100));
-      else if (kind < 0.5) d = Buffer.concat([vxlan(rand() < 0.5 ? vni : Math.floor(rand() * 2 ** 24), rand() < 0.7 ? 8 : Math.floor(rand() * 256)), randomBytes(Math.floor(rand() * 1500))]);
+      else if (kind < 0.5)
+        d = Buffer.concat([
+          vxlan(
+            rand() < 0.5 ? vni : Math.floor(rand() * 2 ** 24),
+            rand() < 0.7 ? 8 : Math.floor(rand() * 256),
+          ),
+          randomBytes(Math.floor(rand() * 1500)),
+        ]);
       else d = Buffer.concat([vxlan(vni), tcpFrame(rand, Math.floor(rand() * 1400))]);
       // Sometimes a GRO batch: the same datagram repeated, cut at a random segment size.
       const segment = rand() < 0.2 ? 1 + Math.floor(rand() * d.length) : 0;
       engine!.injectDatagram(rand() < 0.2 ? Buffer.concat([d, d, d]) : d, segment);
     }
     const h = engine!.counters().host;
-    assert.ok(h.drops.short_datagram! > 0 && h.drops.bad_vxlan_flags! > 0 && h.drops.unknown_vni! > 0, JSON.stringify(h));
+    assert.ok(
+      h.drops.short_datagram! > 0 && h.drops.bad_vxlan_flags! > 0 && h.drops.unknown_vni! > 0,
+      JSON.stringify(h),
+    );
   });
 
   it('survives random datagrams on its real UDP port', async () => {
@@ -161,7 +183,10 @@ describe('native engine fuzzing', function () {
 
   it('still answers ARP and forwards after all that (and after a rejected peer table)', async () => {
     assert.throws(() => engine!.setPeers(vni, [{ mac: 'zz:42', vtep: '127.0.0.1' }]), /MAC "zz:42"/);
-    assert.throws(() => engine!.setPeers(vni, [{ mac: peerMac, vtep: '127.0.0.1', ip: '198.18.0.256' }]), /peer ip/);
+    assert.throws(
+      () => engine!.setPeers(vni, [{ mac: peerMac, vtep: '127.0.0.1', ip: '198.18.0.256' }]),
+      /peer ip/,
+    );
     const before = engine!.counters().networks[String(vni)]!;
     const arp = Buffer.alloc(14 + 28);
     arp.fill(0xff, 0, 6);

@@ -21,7 +21,10 @@ describe('native addon loader', () => {
     try {
       const bogus = join(dir, 'weft_native.node');
       writeFileSync(bogus, 'not an ELF file');
-      assert.throws(() => loadNativeAddon(bogus), /cannot load the native addon .*weft_native\.node.*npm rebuild/);
+      assert.throws(
+        () => loadNativeAddon(bogus),
+        /cannot load the native addon .*weft_native\.node.*npm rebuild/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -29,18 +32,28 @@ describe('native addon loader', () => {
 
   it('rejects bad engine options with a message naming the option', () => {
     const { Engine } = loadNativeAddon();
-    assert.throws(() => new Engine({ vtep: 'not-an-ip' }), /options\.vtep "not-an-ip" is not an IPv4 address/);
+    assert.throws(
+      () => new Engine({ vtep: 'not-an-ip' }),
+      /options\.vtep "not-an-ip" is not an IPv4 address/,
+    );
     assert.throws(() => new Engine({ vtep: '127.0.0.1', port: 70000 }), /options\.port must be 1\.\.65535/);
     assert.throws(
       () => new Engine({ vtep: '127.0.0.1', threadPriority: 'max' as 'nice' }),
       /threadPriority must be/,
     );
     // An address this host does not have: the bind fails and says what to check.
-    assert.throws(() => new Engine({ vtep: '192.0.2.250', port: 4789 }), /cannot bind the VXLAN socket to 192\.0\.2\.250:4789.*VTEP address configured/);
+    assert.throws(
+      () => new Engine({ vtep: '192.0.2.250', port: 4789 }),
+      /cannot bind the VXLAN socket to 192\.0\.2\.250:4789.*VTEP address configured/,
+    );
   });
 
   it('rejects unknown VNIs, out-of-range VNIs and bad TAP names', () => {
-    const engine = new (loadNativeAddon().Engine)({ vtep: '127.0.0.1', port: 14790, threadPriority: 'normal' });
+    const engine = new (loadNativeAddon().Engine)({
+      vtep: '127.0.0.1',
+      port: 14790,
+      threadPriority: 'normal',
+    });
     try {
       assert.throws(() => engine.setPeers(5, []), /no network with VNI 5/);
       assert.throws(() => engine.addNetwork(0, 'wtx0'), /VNI 0 is outside 1\.\.16777215/);

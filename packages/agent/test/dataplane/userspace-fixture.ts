@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Dataplane, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
 import { KernelDataplane } from '../../src/dataplane/kernel.js';
 import { macForIp } from '../../src/dataplane/names.js';
-import { type Topology, canManageNetns, createTopology } from '../../src/dataplane/testing/topology.js';
+import { canManageNetns, createTopology, type Topology } from '../../src/dataplane/testing/topology.js';
 import { UserspaceDataplane } from '../../src/dataplane/userspace.js';
 
 export type DataplaneKind = 'userspace' | 'kernel' | 'userspace-nooffload';
@@ -54,7 +54,10 @@ export function randomNetwork(overrides: Partial<NetworkSpec> = {}): NetworkSpec
 }
 
 /** Builds the cluster; everything made is removed by destroy(), also when building fails. */
-export async function createCluster(kinds: DataplaneKind[], opts: { underlayMtu?: number } = {}): Promise<Cluster> {
+export async function createCluster(
+  kinds: DataplaneKind[],
+  opts: { underlayMtu?: number } = {},
+): Promise<Cluster> {
   const topology = await createTopology({ hostCount: kinds.length, underlayMtu: opts.underlayMtu });
   const dataplanes: Dataplane[] = [];
   const destroy = async () => {
@@ -98,7 +101,13 @@ export async function createCluster(kinds: DataplaneKind[], opts: { underlayMtu?
 }
 
 export function peerOf(c: Container, vtep: string): RemotePeer {
-  return { networkId: c.endpoint.networkId, endpointId: c.endpoint.endpointId, ip: c.ip, mac: c.endpoint.mac, vtep };
+  return {
+    networkId: c.endpoint.networkId,
+    endpointId: c.endpoint.endpointId,
+    ip: c.ip,
+    mac: c.endpoint.mac,
+    vtep,
+  };
 }
 
 /**
@@ -130,7 +139,9 @@ export async function tcpBulkTransfer(
         out += b.toString();
         if (out.includes('ready')) resolve();
       });
-      server.on('close', (code) => reject(new Error(`server in ${serverNetns} exited (${code}) before listening`)));
+      server.on('close', (code) =>
+        reject(new Error(`server in ${serverNetns} exited (${code}) before listening`)),
+      );
     });
     const clientJs =
       `const data=require('crypto').randomBytes(${bytes});` +

@@ -52,7 +52,10 @@ describe('userspace data plane (native addon)', function () {
         for (const dp of cluster!.dataplanes.slice(0, 2)) {
           const c = Object.values((dp as UserspaceDataplane).engineCounters()!.networks)[0]!;
           if (kind === 'userspace') {
-            assert.ok(c.txSuperFrames > 0 && c.rxCoalescedFrames > 0, `offload path unused: ${JSON.stringify(c)}`);
+            assert.ok(
+              c.txSuperFrames > 0 && c.rxCoalescedFrames > 0,
+              `offload path unused: ${JSON.stringify(c)}`,
+            );
           } else {
             assert.equal(c.txSuperFrames + c.rxCoalescedFrames, 0, `offload path used with offloads off`);
           }
