@@ -158,6 +158,9 @@ export interface Regime {
   keepEntriesAfterSnapshot: number;
   maxSizePerMsgBytes: number;
   maxInflightMsgs: number;
+  maxInflightBytes: number;
+  maxUncommittedEntriesBytes: number;
+  heartbeatTicks: number;
   clients: number;
   keys: string[];
   preVote: boolean;
@@ -236,6 +239,9 @@ export class Simulation {
       keys: r.pick([['a'], ['a', 'b'], ['a', 'b', 'c']]),
       preVote: r.chance(0.85),
       checkQuorum: r.chance(0.85),
+      maxInflightBytes: r.pick([0, 0, 300]),
+      maxUncommittedEntriesBytes: r.pick([0, 0, 500]),
+      heartbeatTicks: r.pick([1, 1, 2]),
       ...options.regime,
     };
   }
@@ -275,9 +281,11 @@ export class Simulation {
       storage: n.storage,
       random: this.rng.fork(),
       electionTimeoutTicks: this.regime.electionTimeoutTicks,
-      heartbeatTicks: 1,
+      heartbeatTicks: Math.min(this.regime.heartbeatTicks, this.regime.electionTimeoutTicks - 1),
       maxSizePerMsgBytes: this.regime.maxSizePerMsgBytes,
       maxInflightMsgs: this.regime.maxInflightMsgs,
+      maxInflightBytes: this.regime.maxInflightBytes,
+      maxUncommittedEntriesBytes: this.regime.maxUncommittedEntriesBytes,
       preVote: this.regime.preVote,
       checkQuorum: this.regime.checkQuorum,
       testingBugs: this.opts.testingBugs,
@@ -462,7 +470,8 @@ export class Simulation {
         this.rng.chance(this.regime.crashAfterVoteRate)
       ) {
         this.crash(n, 'right after granting a vote');
-        this.queue.push(this.nowMs + 1 + this.rng.intn(10), { kind: 'restart', node: n.id });
+        // Back quickly, while other candidates' requests for the same term are still in flight.
+        this.queue.push(this.nowMs + 1 + this.rng.intn(3), { kind: 'restart', node: n.id });
         return;
       }
       // ... and a leader right after sending new entries: leaves uncommitted,
@@ -806,6 +815,12 @@ export class Simulation {
     } else if (kind === 'leader-isolated') {
       const l = this.leader()?.id ?? shuffled[0]!;
       for (const y of ids) if (y !== l) cutBoth(l, y);
+      // Clients are spread over the network too: some keep talking to the
+      // isolated (possibly deposed, not yet aware) leader, the rest to the others.
+      const others = ids.filter((y) => y !== l);
+      for (let c = 1; c <= this.regime.clients; c++) {
+        this.clientGateway.set(c, r.chance(0.5) ? l : r.pick(others));
+      }
       this.log(`PARTITION leader ${l} isolated`);
     } else {
       if (shuffled.length < 3) return;

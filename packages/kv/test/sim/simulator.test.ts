@@ -49,11 +49,8 @@ describe('sim: catches deliberate Raft bugs', function () {
   this.timeout(300_000);
 
   it('double voting after a crash (vote not persisted): two leaders in one term', () => {
-    const r = firstFailure(
-      60,
-      { skipVotePersist: true },
-      { crashAfterVoteRate: 0.5, electionTimeoutTicks: 5 },
-    );
+    // Every vote is followed by a crash and a quick restart; short timeouts make split votes common.
+    const r = firstFailure(60, { skipVotePersist: true }, { crashAfterVoteRate: 1, electionTimeoutTicks: 5 });
     assert.ok(r, 'no violation reported within 60 seeds');
     assert.match(r.failure!, /two leaders in term/);
   });
@@ -65,7 +62,20 @@ describe('sim: catches deliberate Raft bugs', function () {
   });
 
   it('serving ReadIndex without a quorum round: stale reads (not linearizable)', () => {
-    const r = firstFailure(60, { readIndexWithoutQuorum: true }, { checkQuorum: false });
+    // Without check-quorum a cut-off leader keeps believing it leads; one key, many clients.
+    const r = firstFailure(
+      60,
+      { readIndexWithoutQuorum: true },
+      {
+        checkQuorum: false,
+        keys: ['a'],
+        clients: 4,
+        clientTimeoutMs: 300,
+        initialVoters: 3,
+        crashAfterVoteRate: 0,
+        crashLeaderAfterAppendRate: 0,
+      },
+    );
     assert.ok(r, 'no violation reported within 60 seeds');
     assert.match(r.failure!, /not linearizable/);
   });
