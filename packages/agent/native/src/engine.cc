@@ -39,7 +39,7 @@ namespace weft {
 const char* const kDropReasonNames[kDropCount] = {
     "short_frame",  "bad_offload_header", "unknown_destination", "arp_unanswered",  "no_vtep",
     "send_error",   "tap_write_error",    "short_datagram",      "bad_vxlan_flags", "unknown_vni",
-    "truncated_datagram",
+    "truncated_datagram", "tap_read_error",
 };
 
 std::atomic<int> Engine::liveThreads_{0};
@@ -121,10 +121,17 @@ void signalStop(int eventFd) {
 }
 
 // Waits until fd is readable or the stop eventfd fires; false when stopping.
+// A descriptor in error (the TAP of a device someone deleted reports POLLERR
+// for good) must not turn the loop into a spin at real-time priority: then
+// only the stop eventfd is watched, for a second.
 bool waitReadable(int fd, int stopFd, int timeoutMs) {
   pollfd fds[2] = {{fd, POLLIN, 0}, {stopFd, POLLIN, 0}};
   int r = poll(fds, 2, timeoutMs);
   if (r > 0 && (fds[1].revents & POLLIN)) return false;
+  if (r > 0 && (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) && !(fds[0].revents & POLLIN)) {
+    pollfd stop{stopFd, POLLIN, 0};
+    if (poll(&stop, 1, 1000) > 0) return false;
+  }
   return true;
 }
 
@@ -561,7 +568,10 @@ bool Engine::drainTap(Network* net, TapScratch& scratch) {
     ssize_t r = read(net->tapFd, &scratch.frames[got * kMaxFrameBytes], kMaxFrameBytes);
     if (r < 0) {
       if (errno == EINTR) continue;
-      empty = true;  // EAGAIN, or the device went away (EBADFD)
+      // EAGAIN: nothing more. Anything else (EBADFD: the device was deleted)
+      // is counted; the data plane's reconcile recreates the TAP.
+      if (errno != EAGAIN) net->counters.drop(kDropTapReadError);
+      empty = true;
       break;
     }
     scratch.lengths[got++] = size_t(r);

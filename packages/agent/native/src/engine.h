@@ -31,6 +31,7 @@ enum DropReason : int {
   kDropBadVxlanFlags,       // VXLAN flags/reserved bits not as RFC 7348 sends them
   kDropUnknownVni,          // no network with that VNI on this host
   kDropTruncatedDatagram,   // larger than the receive buffer
+  kDropTapReadError,        // reading the TAP failed (its device was deleted?)
   kDropCount
 };
 extern const char* const kDropReasonNames[kDropCount];

@@ -231,9 +231,14 @@ export class UserspaceDataplane implements Dataplane {
     await this.plumbing.ensureBridge(net);
     const tap = tapName(net.id);
     let state = this.networks.get(net.id);
-    if (state !== undefined && state.vni !== net.vni) {
-      this.engine!.removeNetwork(state.vni); // a VNI cannot change under a TAP: start over
+    let carriedPeers: Map<string, { vtep: string; ip: string }> | undefined;
+    const tapGone = state !== undefined && (await this.plumbing.host.link(tap)) === undefined;
+    if (state !== undefined && (state.vni !== net.vni || tapGone)) {
+      // A VNI cannot change under a TAP, and a TAP someone deleted leaves the
+      // engine a dead descriptor: start the network over, keeping its peers.
+      this.engine!.removeNetwork(state.vni);
       this.networks.delete(net.id);
+      carriedPeers = state.peers;
       state = undefined;
     }
     if (state === undefined) {
@@ -248,6 +253,7 @@ export class UserspaceDataplane implements Dataplane {
       await this.plumbing.host.ip(['link', 'set', 'dev', tap, 'addrgenmode', 'none']);
     }
     await this.plumbing.addToBridge(tap, net.id);
+    if (carriedPeers !== undefined && carriedPeers.size > 0) await this.applyPeers(state, carriedPeers);
   }
 
   private requireNetwork(networkId: string): NetworkState {

@@ -86,6 +86,32 @@ describe('userspace data plane (native addon)', function () {
     });
   }
 
+  it('survives its TAP being deleted by hand: no spinning thread, ensureNetwork repairs it', async function () {
+    skipUnlessNetns(this);
+    const cluster = await createCluster(['userspace', 'userspace']);
+    try {
+      const [a, b] = cluster.containers;
+      const host0 = new NetnsShell(cluster.topology.hosts[0]!.netns);
+      await host0.ip(['link', 'delete', 'dev', tapName(cluster.network.id)]);
+      const cpuBefore = process.cpuUsage();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const cpu = process.cpuUsage(cpuBefore);
+      // A real-time thread spinning on the dead descriptor would burn ~1.5 s here.
+      assert.ok(
+        cpu.system + cpu.user < 600_000,
+        `process used ${(cpu.system + cpu.user) / 1000} ms CPU while idle`,
+      );
+      assert.equal((await ping(a!.netns, b!.ip, { waitSeconds: 1 })).ok, false);
+      await cluster.dataplanes[0]!.ensureNetwork(cluster.network);
+      const r = await ping(a!.netns, b!.ip);
+      assert.ok(r.ok, `no traffic after ensureNetwork recreated the TAP: ${r.stdout}`);
+      const engine = (cluster.dataplanes[0] as UserspaceDataplane).engineCounters()!;
+      assert.ok(engine.networks[String(cluster.network.vni)] !== undefined);
+    } finally {
+      await cluster.destroy();
+    }
+  });
+
   it('stop() leaves no TAP devices and no native threads behind', async function () {
     skipUnlessNetns(this);
     const addon = loadNativeAddon();
