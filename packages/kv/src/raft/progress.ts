@@ -11,7 +11,7 @@
 //  - Snapshot: the entries the follower needs were compacted; a snapshot is on
 //    its way and nothing else is sent until it is acknowledged or reported failed.
 import { invariant } from './errors.js';
-import { jointCommittedIndex, jointVoteResult, type VoteResult } from './quorum.js';
+import { jointCommittedIndex, jointVoteResult, VoteResult } from './quorum.js';
 import type { ConfState, NodeId } from './types.js';
 
 export enum ProgressState {
@@ -320,7 +320,7 @@ export class ProgressTracker {
   quorumActive(): boolean {
     const votes = new Map<NodeId, boolean>();
     for (const [id, pr] of this.progress) if (!pr.isLearner) votes.set(id, pr.recentActive);
-    return jointVoteResult(this.config.incoming, this.config.outgoing, votes) === 'won';
+    return jointVoteResult(this.config.incoming, this.config.outgoing, votes) === VoteResult.Won;
   }
 
   resetVotes(): void {
