@@ -121,27 +121,22 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
     const web = ps.find((c) => c.name === 'web');
     assert.equal(web?.state, 'running');
     assert.match(web?.endpoints[0]?.ip ?? '', /^198\.18\.9\.\d+$/);
-    const page = await eventually(
-      'the page over the overlay',
-      async () => {
-        const r = await host(2).weft([
-          'run',
-          '--rm',
-          '--net',
-          'my-net',
-          '--name',
-          'client',
-          '--',
-          'busybox',
-          'wget',
-          '-q',
-          '-O-',
-          'http://web',
-        ]);
-        return r.code === 0 ? r.stdout : undefined;
-      },
+    const page = await host(2).weftUntilOk(
+      [
+        'run',
+        '--rm',
+        '--net',
+        'my-net',
+        '--name',
+        'client',
+        '--',
+        'busybox',
+        'wget',
+        '-q',
+        '-O-',
+        'http://web',
+      ],
       30_000,
-      500,
     );
     assert.equal(page, 'hello from web on host1\n');
     const left = JSON.parse(await host(2).mustWeft(['--format', 'json', 'ps', '--all'])) as unknown[];
@@ -155,29 +150,24 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
     ) as { endpoints: { ip: string }[] };
     const mongoIp = mongo.endpoints[0]!.ip;
     for (const name of ['mongo', 'mongo.my-net']) {
-      const out = await eventually(
-        `${name} resolving on host2`,
-        async () => {
-          const r = await host(2).weft([
-            'run',
-            '--rm',
-            '--net',
-            'my-net',
-            '--name',
-            'resolver',
-            '--',
-            'busybox',
-            'ping',
-            '-c',
-            '1',
-            '-W',
-            '2',
-            name,
-          ]);
-          return r.code === 0 ? r.stdout : undefined;
-        },
+      const out = await host(2).weftUntilOk(
+        [
+          'run',
+          '--rm',
+          '--net',
+          'my-net',
+          '--name',
+          'resolver',
+          '--',
+          'busybox',
+          'ping',
+          '-c',
+          '1',
+          '-W',
+          '2',
+          name,
+        ],
         30_000,
-        500,
       );
       assert.match(
         out,
@@ -197,27 +187,22 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
       '-h',
       pageDir,
     ]);
-    const page = await eventually(
-      'the outside page',
-      async () => {
-        const r = await host(2).weft([
-          'run',
-          '--rm',
-          '--net',
-          'my-net',
-          '--name',
-          'natprobe',
-          '--',
-          'busybox',
-          'wget',
-          '-q',
-          '-O-',
-          `http://${outsideIp}/outside.html`,
-        ]);
-        return r.code === 0 ? r.stdout : undefined;
-      },
+    const page = await host(2).weftUntilOk(
+      [
+        'run',
+        '--rm',
+        '--net',
+        'my-net',
+        '--name',
+        'natprobe',
+        '--',
+        'busybox',
+        'wget',
+        '-q',
+        '-O-',
+        `http://${outsideIp}/outside.html`,
+      ],
       20_000,
-      500,
     );
     assert.equal(page, 'hello from outside\n');
   });

@@ -121,6 +121,23 @@ export class AgentHandle {
     return r.stdout;
   }
 
+  /**
+   * Retries the CLI until it exits 0 (e.g. a name that has yet to resolve);
+   * on timeout the error carries the last output.
+   */
+  async weftUntilOk(args: string[], timeoutMs = 30_000): Promise<string> {
+    return eventually(
+      `\`weft ${args.join(' ')}\` on ${this.host.name} to succeed`,
+      async () => {
+        const r = await this.weft(args);
+        if (r.code !== 0) throw new Error(`exit ${r.code}: ${(r.stdout + r.stderr).trim().slice(-2000)}`);
+        return r.stdout;
+      },
+      timeoutMs,
+      500,
+    );
+  }
+
   /** Polls `weft status` until the agent answers (and, with `needLeader`, knows a leader). */
   async waitReady(timeoutMs = 60_000, needLeader = true): Promise<void> {
     const deadline = Date.now() + timeoutMs;

@@ -28,7 +28,7 @@ import {
 } from '../api/types.js';
 import type { Logger } from '../log/logger.js';
 import type { AgentMetrics } from '../metrics/metrics.js';
-import type { ContainerRecord, ContainerRuntime } from './containers.js';
+import type { Attachment, ContainerRecord, ContainerRuntime } from './containers.js';
 import type { DnsIdentityBook } from './dns-identity.js';
 import type { KvNodeComponent } from './kv-component.js';
 import { Composition, errorMessage, type Startable } from './startable.js';
@@ -155,6 +155,7 @@ export class Agent implements AgentBackend, Startable {
         component: new RetryingStart('overlay', overlay, parts.logger, parts.storeWaitMs ?? 300_000),
       },
       { name: 'containers', component: parts.containers },
+      { name: 'restore', component: { start: () => this.restoreAttachments(), stop: async () => {} } },
       { name: 'dns-identity', component: { start: () => this.refreshDnsIdentity(), stop: async () => {} } },
       ...(parts.dns ? [{ name: 'dns', component: parts.dns }] : []),
       ...(parts.extra ?? []).map((component, i) => ({ name: `extra${i}`, component })),
@@ -319,6 +320,7 @@ export class Agent implements AgentBackend, Startable {
       const ep = this.endpointsOf(record).find((e) => e.networkId === net.id);
       if (!ep) throw notFound(`container "${name}" is not attached to network "${network}"`);
       await this.parts.overlay.detach(net.id, ep.id);
+      await this.recordAttachments(record);
       await this.refreshDnsIdentity();
       return this.containerInfo(record);
     });
@@ -428,7 +430,7 @@ export class Agent implements AgentBackend, Startable {
     const used = new Set(existing.map((e) => e.ifName));
     let n = 0;
     while (used.has(`eth${n}`)) n++;
-    return this.parts.overlay.attach({
+    const ep = await this.parts.overlay.attach({
       network: net.id,
       name: record.name,
       aliases: req.aliases,
@@ -437,6 +439,57 @@ export class Agent implements AgentBackend, Startable {
       sandbox: record.sandbox,
       ifName: `eth${n}`,
     });
+    await this.recordAttachments(record);
+    return ep;
+  }
+
+  /** Persists which networks the container is on, from the overlay's view. */
+  private async recordAttachments(record: ContainerRecord): Promise<void> {
+    const attachments: Attachment[] = this.endpointsOf(record).map((e) => ({
+      networkId: e.networkId,
+      ifName: e.ifName ?? 'eth0',
+      aliases: e.aliases,
+      ip: e.ip,
+    }));
+    await this.parts.containers.setAttachments(record.name, attachments);
+  }
+
+  /**
+   * After a restart: attaches each container again to every network it was
+   * on whose endpoint is gone (the other hosts reclaimed it while this agent
+   * was down), with the same interface name and, if still free, address.
+   */
+  private async restoreAttachments(): Promise<void> {
+    for (const record of this.parts.containers.list()) {
+      const present = new Set(this.endpointsOf(record).map((e) => e.networkId));
+      for (const a of record.attachments ?? []) {
+        if (present.has(a.networkId)) continue;
+        const base = {
+          network: a.networkId,
+          name: record.name,
+          aliases: a.aliases,
+          container: record.name,
+          sandbox: record.sandbox,
+          ifName: a.ifName,
+        };
+        try {
+          await this.parts.overlay.attach({ ...base, ip: a.ip }).catch((err) => {
+            if (isOverlayError(err, 'conflict')) return this.parts.overlay.attach(base); // address taken meanwhile
+            throw err;
+          });
+          this.logger.info(
+            { container: record.name, network: a.networkId },
+            'container re-attached after restart',
+          );
+        } catch (err) {
+          this.logger.warn(
+            { container: record.name, network: a.networkId, err: errorMessage(err) },
+            'could not re-attach container',
+          );
+        }
+      }
+      if (record.attachments) await this.recordAttachments(record);
+    }
   }
 
   private async containerInfo(record: ContainerRecord): Promise<ContainerInfo> {

@@ -10,6 +10,15 @@ import type { Logger } from '../log/logger.js';
 import { CommandError, listNetns, runCommand } from '../netlink/ip.js';
 import type { Startable } from './startable.js';
 
+/** A network the container was attached to, so a restarted agent can attach it again. */
+export interface Attachment {
+  networkId: string;
+  ifName: string;
+  aliases: string[];
+  /** The address it had; asked for again on restore (another is taken if it is gone). */
+  ip: string;
+}
+
 export interface ContainerRecord {
   name: string;
   /** `ip netns` name of the container's namespace. */
@@ -19,6 +28,7 @@ export interface ContainerRecord {
   /** Set when the agent started the command in the background (`run -d`). */
   pid?: number;
   exitCode?: number;
+  attachments?: Attachment[];
 }
 
 interface StateFile {
@@ -155,6 +165,14 @@ export class ContainerRuntime implements Startable {
       } finally {
         await log.close();
       }
+    });
+  }
+
+  /** Records the container's networks (replaces the list). */
+  setAttachments(name: string, attachments: Attachment[]): Promise<void> {
+    return this.serial(async () => {
+      this.mustGet(name).attachments = attachments;
+      await this.save();
     });
   }
 
