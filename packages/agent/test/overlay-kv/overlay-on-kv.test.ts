@@ -432,6 +432,49 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     await h0.store.delete(key);
   });
 
+  it('a host whose session is lost (as after a partition longer than its TTL) re-registers; its old endpoints are reclaimed everywhere', async () => {
+    const [h0, h1, h2] = hosts as [OverlayHost, OverlayHost, OverlayHost];
+    const net = await h0.manager.createNetwork({
+      name: unique('lost'),
+      subnets: [{ subnet: '198.18.170.0/24' }],
+    });
+    await h0.manager.attach({ network: net.id, name: 'watcher', sandbox: 'sb-watcher', ifName: 'eth0' });
+    const old = await h1.manager.attach({ network: net.id, name: 'old', sandbox: 'sb-old', ifName: 'eth0' });
+    await waitFor(() => h0.dataplane.peerIps(net.id).includes(old.ip), 'host0 has the endpoint as a peer');
+    const lostSession = h1.manager.session as string;
+    const lost = new Promise<{ session: string }>((resolve) => h1.manager.once('session-lost', resolve));
+
+    await h2.store.destroySession(lostSession); // what the leader does when the TTL runs out
+
+    assert.equal((await lost).session, lostSession);
+    await waitFor(
+      () =>
+        hosts.every((h) => h.manager.hosts().some((x) => x.name === 'host1' && x.session !== lostSession)),
+      'every host sees host1 back under a new session',
+      reclaimBoundMs,
+    );
+    assert.notEqual(h1.manager.session, lostSession);
+    for (const h of hosts)
+      await waitFor(
+        () => h.manager.listEndpoints(net.id).every((e) => e.id !== old.id),
+        `${h.name} drops the endpoint made under the lost session`,
+        reclaimBoundMs,
+      );
+    assert.equal(await h2.store.get(`${prefix}ipam/${net.id}/${old.ip}`), null, 'its address is free');
+    await waitFor(() => !h0.dataplane.peerIps(net.id).includes(old.ip), 'host0 drops the peer');
+    await waitFor(() => !h1.dataplane.endpoints.has(old.id), 'host1 unplumbs it');
+    const again = await h1.manager.attach({
+      network: net.id,
+      name: 'old',
+      sandbox: 'sb-old',
+      ifName: 'eth0',
+    });
+    await waitFor(
+      () => h0.dataplane.peerIps(net.id).includes(again.ip),
+      'the re-attached endpoint reaches host0',
+    );
+  });
+
   // Last in this block: it kills one of the three hosts.
   it(`a dead host (its KV node a follower): endpoints reclaimed and dropped from every peer table within ${reclaimBoundMs} ms; addresses free again`, async () => {
     await killHostAndExpectReclaim(cluster as KvCluster, hosts, 'follower', reclaimBoundMs);
