@@ -834,6 +834,11 @@ export class Raft {
           }
           return;
         }
+        if (m.index > this.log.lastIndex()) {
+          // Cannot be an answer to anything we sent: ignore rather than trust it.
+          this.trace(`ignored AppResp from ${m.from} for index ${m.index} beyond our last index ${this.log.lastIndex()}`);
+          return;
+        }
         const oldPaused = pr.isPaused();
         if (pr.maybeUpdate(m.index) || (pr.match === m.index && pr.state === ProgressState.Probe)) {
           switch (pr.state) {
