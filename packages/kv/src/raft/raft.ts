@@ -836,7 +836,9 @@ export class Raft {
         }
         if (m.index > this.log.lastIndex()) {
           // Cannot be an answer to anything we sent: ignore rather than trust it.
-          this.trace(`ignored AppResp from ${m.from} for index ${m.index} beyond our last index ${this.log.lastIndex()}`);
+          this.trace(
+            `ignored AppResp from ${m.from} for index ${m.index} beyond our last index ${this.log.lastIndex()}`,
+          );
           return;
         }
         const oldPaused = pr.isPaused();
