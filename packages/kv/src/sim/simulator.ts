@@ -118,6 +118,7 @@ interface PendingRead {
 type SimEvent =
   | { kind: 'tick'; node: NodeId; incarnation: number }
   | { kind: 'ready'; node: NodeId; incarnation: number }
+  | { kind: 'persisted'; node: NodeId; incarnation: number; ready: Ready }
   | { kind: 'deliver'; msg: Message }
   | { kind: 'snapStatus'; leader: NodeId; incarnation: number; to: NodeId; ok: boolean }
   | { kind: 'unreachable'; node: NodeId; incarnation: number; peer: NodeId }
@@ -161,6 +162,8 @@ export interface Regime {
   maxInflightBytes: number;
   maxUncommittedEntriesBytes: number;
   heartbeatTicks: number;
+  /** Persist each Ready asynchronously: the node keeps running while the write is in flight. */
+  asyncPersist: boolean;
   clients: number;
   keys: string[];
   preVote: boolean;
@@ -242,6 +245,7 @@ export class Simulation {
       maxInflightBytes: r.pick([0, 0, 300]),
       maxUncommittedEntriesBytes: r.pick([0, 0, 500]),
       heartbeatTicks: r.pick([1, 1, 2]),
+      asyncPersist: r.chance(0.5),
       ...options.regime,
     };
   }
@@ -438,57 +442,80 @@ export class Simulation {
     n.readyScheduled = false;
     const raw = n.raw;
     if (!raw) return;
+    if (this.regime.asyncPersist) {
+      // Like a real node awaiting its disk write: the Ready is outstanding
+      // while the node keeps stepping messages and ticking.
+      if (!raw.hasReady()) return;
+      const rd = raw.ready();
+      this.checkReady(n, rd);
+      const latency =
+        1 + (this.regime.diskLatencyMs === 0 ? 0 : this.rng.intn(this.regime.diskLatencyMs + 1));
+      this.queue.push(this.nowMs + latency, {
+        kind: 'persisted',
+        node: n.id,
+        incarnation: n.incarnation,
+        ready: rd,
+      });
+      return;
+    }
     for (let i = 0; i < 16 && raw.hasReady(); i++) {
       const rd = raw.ready();
       this.checkReady(n, rd);
-      // 1. persist (atomically: nothing else happens in between in the simulation)
-      if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
-      n.storage.append(rd.entries);
-      if (rd.hardState) n.storage.setHardState(rd.hardState);
-      // 2. send
-      for (const m of rd.messages) this.send(m);
-      // 3. apply
-      if (rd.snapshot) this.installSnapshot(n, rd.snapshot.data, rd.snapshot.metadata.index);
-      for (const e of rd.committedEntries) this.applyEntry(n, e);
-      for (const rs of rd.readStates) {
-        const pr = n.pendingReads.get(textDecoder.decode(rs.requestCtx));
-        if (pr && pr.readIndex === undefined) pr.readIndex = rs.index;
-      }
-      this.answerClients(n);
-      // 4. advance
-      raw.advance();
-      this.maybeSnapshot(n);
-      if (rd.softState?.role === Role.Leader) {
-        this.stats.elections++;
-        this.log(`LEADER ${n.id} term ${raw.core.term}`);
-      }
-      // Crash at an interesting point: right after promising a vote. The
-      // promise must survive the restart (it was persisted before sending).
-      if (
-        this.faultsOn &&
-        rd.messages.some((m) => m.type === MessageType.VoteResp && !m.reject) &&
-        this.rng.chance(this.regime.crashAfterVoteRate)
-      ) {
-        this.crash(n, 'right after granting a vote');
-        // Back quickly, while other candidates' requests for the same term are still in flight.
-        this.queue.push(this.nowMs + 1 + this.rng.intn(3), { kind: 'restart', node: n.id });
-        return;
-      }
-      // ... and a leader right after sending new entries: leaves uncommitted,
-      // diverging suffixes behind (the raw material of Raft's figure 8).
-      if (
-        this.faultsOn &&
-        raw.core.role === Role.Leader &&
-        rd.entries.length > 0 &&
-        this.rng.chance(this.regime.crashLeaderAfterAppendRate)
-      ) {
-        this.crash(n, 'leader right after appending');
-        this.queue.push(this.nowMs + 1 + this.rng.intn(300), { kind: 'restart', node: n.id });
-        return;
-      }
+      if (!this.completeReady(n, rd)) return;
     }
     this.checkLeaders();
     this.scheduleReady(n);
+  }
+
+  /** Persists, sends, applies and advances one Ready. Returns false if the node crashed at the end. */
+  private completeReady(n: SimNode, rd: Ready): boolean {
+    const raw = n.raw!;
+    // 1. persist (atomically: nothing else happens in between in the simulation)
+    if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
+    n.storage.append(rd.entries);
+    if (rd.hardState) n.storage.setHardState(rd.hardState);
+    // 2. send
+    for (const m of rd.messages) this.send(m);
+    // 3. apply
+    if (rd.snapshot) this.installSnapshot(n, rd.snapshot.data, rd.snapshot.metadata.index);
+    for (const e of rd.committedEntries) this.applyEntry(n, e);
+    for (const rs of rd.readStates) {
+      const pr = n.pendingReads.get(textDecoder.decode(rs.requestCtx));
+      if (pr && pr.readIndex === undefined) pr.readIndex = rs.index;
+    }
+    this.answerClients(n);
+    // 4. advance
+    raw.advance();
+    this.maybeSnapshot(n);
+    if (rd.softState?.role === Role.Leader) {
+      this.stats.elections++;
+      this.log(`LEADER ${n.id} term ${raw.core.term}`);
+    }
+    // Crash at an interesting point: right after promising a vote. The
+    // promise must survive the restart (it was persisted before sending).
+    if (
+      this.faultsOn &&
+      rd.messages.some((m) => m.type === MessageType.VoteResp && !m.reject) &&
+      this.rng.chance(this.regime.crashAfterVoteRate)
+    ) {
+      this.crash(n, 'right after granting a vote');
+      // Back quickly, while other candidates' requests for the same term are still in flight.
+      this.queue.push(this.nowMs + 1 + this.rng.intn(3), { kind: 'restart', node: n.id });
+      return false;
+    }
+    // ... and a leader right after sending new entries: leaves uncommitted,
+    // diverging suffixes behind (the raw material of Raft's figure 8).
+    if (
+      this.faultsOn &&
+      raw.core.role === Role.Leader &&
+      rd.entries.length > 0 &&
+      this.rng.chance(this.regime.crashLeaderAfterAppendRate)
+    ) {
+      this.crash(n, 'leader right after appending');
+      this.queue.push(this.nowMs + 1 + this.rng.intn(300), { kind: 'restart', node: n.id });
+      return false;
+    }
+    return true;
   }
 
   /** Invariants on what a node is about to persist. */
@@ -963,6 +990,15 @@ export class Simulation {
         const n = this.nodes.get(ev.node)!;
         if (n.incarnation !== ev.incarnation) return;
         this.handleReady(n);
+        return;
+      }
+      case 'persisted': {
+        const n = this.nodes.get(ev.node)!;
+        if (!n.raw || n.incarnation !== ev.incarnation) return; // crashed before the write finished
+        if (this.completeReady(n, ev.ready)) {
+          this.checkLeaders();
+          this.scheduleReady(n);
+        }
         return;
       }
       case 'deliver':
