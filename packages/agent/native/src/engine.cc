@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <cstdlib>
 
+#include <chrono>
 #include <functional>
 #include <stdexcept>
 
@@ -113,6 +114,47 @@ void applyThreadPriority(ThreadPriority priority) {
   }
   if (priority != ThreadPriority::kNormal) setpriority(PRIO_PROCESS, pid_t(syscall(SYS_gettid)), -10);
 }
+
+// Real time only while traffic comes in bursts. A thread busy for longer
+// than kBusyBudget without going idle steps down to an ordinary (nice -10)
+// thread until it next runs out of work, as the kernel hands softirq work to
+// ksoftirqd under sustained load, so a flood can never starve the agent (its
+// Raft timers) or the containers.
+class PriorityGovernor {
+ public:
+  explicit PriorityGovernor(ThreadPriority priority) {
+    applyThreadPriority(priority);
+    realtime_ = wantRealtime_ = sched_getscheduler(0) == SCHED_FIFO;
+  }
+  // Called after a round that had work.
+  void busy() {
+    if (!realtime_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (!busyStarted_) {
+      busySince_ = now;
+      busyStarted_ = true;
+    } else if (now - busySince_ > kBusyBudget) {
+      sched_param p{};
+      pthread_setschedparam(pthread_self(), SCHED_OTHER, &p);
+      setpriority(PRIO_PROCESS, pid_t(syscall(SYS_gettid)), -10);
+      realtime_ = false;
+    }
+  }
+  // Called before blocking: the burst is over.
+  void idle() {
+    busyStarted_ = false;
+    if (wantRealtime_ && !realtime_) {
+      sched_param p{};
+      p.sched_priority = 1;
+      realtime_ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &p) == 0;
+    }
+  }
+
+ private:
+  static constexpr std::chrono::milliseconds kBusyBudget{2};
+  bool realtime_ = false, wantRealtime_ = false, busyStarted_ = false;
+  std::chrono::steady_clock::time_point busySince_;
+};
 
 void signalStop(int eventFd) {
   uint64_t one = 1;
@@ -587,7 +629,7 @@ bool Engine::drainTap(Network* net, TapScratch& scratch) {
 
 void Engine::txLoop(Network* net) {
   ThreadExit alive{liveThreads_};
-  applyThreadPriority(options_.priority);
+  PriorityGovernor governor(options_.priority);
   TapScratch scratch(this);
   for (;;) {
     bool empty;
@@ -597,7 +639,12 @@ void Engine::txLoop(Network* net) {
       std::lock_guard<std::mutex> lock(net->tapReadMutex);
       empty = drainTap(net, scratch);
     }
-    if (empty && !waitReadable(net->tapFd, net->stopFd, 1000)) return;
+    if (!empty) {
+      governor.busy();
+      continue;
+    }
+    governor.idle();
+    if (!waitReadable(net->tapFd, net->stopFd, 1000)) return;
   }
 }
 
@@ -780,7 +827,7 @@ int Engine::receiveBatch(RxScratch& rx) {
 
 void Engine::rxLoop() {
   ThreadExit alive{liveThreads_};
-  applyThreadPriority(options_.priority);
+  PriorityGovernor governor(options_.priority);
   auto rx = std::make_unique<RxScratch>(this, options_.offloads);
   for (;;) {
     int n;
@@ -788,7 +835,12 @@ void Engine::rxLoop() {
       std::lock_guard<std::mutex> lock(rxBatchMutex_);
       n = receiveBatch(*rx);
     }
-    if (n == 0 && !waitReadable(udpFd_, stopFd_, 1000)) return;
+    if (n > 0) {
+      governor.busy();
+      continue;
+    }
+    governor.idle();
+    if (!waitReadable(udpFd_, stopFd_, 1000)) return;
   }
 }
 
