@@ -40,7 +40,7 @@ export function toKvEntry(e: DirEntry): KvEntry {
     // only); KvStore callers own what they get, as with the in-memory store.
     // Without the copy, a caller writing into a value would change this
     // replica's state (and its next snapshot) but no other replica's.
-    value: Uint8Array.from(e.value),
+    value: new Uint8Array(e.value), // always a copy (a Buffer's slice() would not be)
     flags: e.flags,
     createIndex: e.createIndex,
     modifyIndex: e.modifyIndex,
