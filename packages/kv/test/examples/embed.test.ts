@@ -1,4 +1,4 @@
-// The README's embedding example as a user runs it: `node examples/embed.mjs
+// The README's embedding examples as a user runs them: `node examples/embed.mjs
 // DIR` in its own process (real LevelDB directories, libp2p on loopback),
 // after `npm run build`. Its output must show every step working, and the data
 // it reports must really be in DIR: the test reopens the three members from
@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KvNode } from '../../src/api/node.js';
+import { freePort } from '../node/process-cluster.js';
 
 /** packages/kv, found from this file whether it runs from test/ (tsx) or dist/test/. */
 function packageRoot(): string {
@@ -30,8 +31,9 @@ async function runNode(
   args: string[],
   cwd: string,
   timeoutMs: number,
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<{ code: number | null; stdout: string; stderr: string; killed: boolean }> {
-  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => {
@@ -52,7 +54,7 @@ async function runNode(
 
 const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);
 
-describe('examples/embed.mjs (the README embedding example, run as a process)', function () {
+describe('examples/ (the README embedding examples, run as a user runs them)', function () {
   // Bounded: the child is killed after 90 s; the reopen check has its own limits.
   this.timeout(150_000);
   const root = packageRoot();
@@ -138,6 +140,32 @@ describe('examples/embed.mjs (the README embedding example, run as a process)', 
     assert.deepEqual(await n3.sessions(), [], 'both sessions were destroyed');
     assert.equal(dec((await n3.get('app/after-transfer'))?.value), 'ok');
     assert.deepEqual(n1.status().voters.sort(), [...members].sort(), 'n4 stays removed');
+  });
+
+  it('runs examples/minimal.ts (one member, a cluster of one) twice on the same data directory', async () => {
+    const example = join(root, 'examples', 'minimal.ts');
+    const env = { ...process.env, DATA_DIR: join(dataDir, 'app-1'), LISTEN: `127.0.0.1:${await freePort()}` };
+    for (const round of [1, 2]) {
+      const run = await runNode(['--import', 'tsx', example], root, 60_000, env);
+      const context = `round ${round}: exit ${run.code}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr}`;
+      assert.equal(run.code, 0, context);
+      assert.match(run.stdout, /^mode blue at index \d+ http 127\.0\.0\.1:\d+$/m, context);
+      assert.match(run.stdout, /^cas true green$/m, context);
+      assert.match(run.stdout, /^lock true members 127\.0\.0\.1:\d+=voter$/m, context);
+      const watch = [...run.stdout.matchAll(/^watch (\d+) (.*)$/gm)];
+      assert.equal(watch.length, 2, context);
+      assert.ok(Number(watch[1]![1]) > Number(watch[0]![1]), `the second event is newer\n${context}`);
+      assert.match(watch[1]![2]!, /config\/started=\d{4}-/, context);
+    }
+  });
+
+  it('the README shows examples/minimal.ts verbatim', () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const example = readFileSync(join(root, 'examples', 'minimal.ts'), 'utf8');
+    assert.ok(
+      readme.includes(`\`\`\`ts\n${example}\`\`\``),
+      'README.md must contain examples/minimal.ts in a ```ts block, unchanged: copy it again',
+    );
   });
 
   it('type-checks against the package declarations (examples/tsconfig.json)', async () => {
