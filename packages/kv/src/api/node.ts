@@ -39,6 +39,7 @@ import {
   type Entry,
   EntryType,
   type Message,
+  MessageType,
   type NodeId,
   type Ready,
   Role,
@@ -52,7 +53,7 @@ import { formatHostPort, type HostPort, multiaddrOf, parseHostPort, raftIdOf } f
 import { KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './node-errors.js';
 import { decodeEnvelope, encodeEnvelope, PendingTable, ProposalIds } from './node-proposals.js';
 
-export const DEFAULT_TICK_MS = 100;
+export const DEFAULT_TICK_MS = 50;
 export const DEFAULT_ELECTION_TICKS = 10;
 export const DEFAULT_HEARTBEAT_TICKS = 1;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 5_000;
@@ -68,6 +69,16 @@ const LEADER_DUTY_INTERVAL_MS = 500;
 const PROMOTE_MAX_LAG_ENTRIES = 16;
 /** A ReadIndex request not answered within this long is issued again. */
 const READ_INDEX_RETRY_MS = 500;
+
+/** Message types that may be sent before the Ready that holds them is persisted (see handleReady). */
+const SEND_BEFORE_PERSIST: ReadonlySet<MessageType> = new Set([
+  MessageType.App,
+  MessageType.Heartbeat,
+  MessageType.HeartbeatResp,
+  MessageType.Prop,
+  MessageType.ReadIndex,
+  MessageType.ReadIndexResp,
+]);
 
 /** Where the LevelDB store lives inside the data directory. */
 const RAFT_SUBDIR = 'raft';
@@ -387,9 +398,29 @@ export class KvNode implements KvBackend {
 
   private async handleReady(rd: Ready): Promise<void> {
     if (rd.softState) this.onSoftState(rd.softState.leader, rd.softState.role);
+    // Messages that promise nothing about this node's disk leave at once, in
+    // parallel with the fsync (etcd does the same; Raft thesis §10.2.1): the
+    // leader's appends and heartbeats, forwarded proposals and reads, and
+    // heartbeat/read answers. Not when this Ready changes the term or vote
+    // (every message speaks for the term, which must be durable first), and
+    // never acks of entries (AppResp) or votes, which go after the save. The
+    // leader counts its own unsaved entries towards a commit, but nothing can
+    // observe that commit before this save ends: committed entries are applied,
+    // and commit indexes sent, only from the next Ready on.
+    const persisted = this.storage.hardState();
+    const termAndVoteDurable =
+      !rd.hardState || (rd.hardState.term === persisted.term && rd.hardState.vote === persisted.vote);
+    let late = rd.messages;
+    if (termAndVoteDurable && rd.messages.length > 0) {
+      const early = rd.messages.filter((m) => SEND_BEFORE_PERSIST.has(m.type));
+      if (early.length > 0) {
+        late = rd.messages.filter((m) => !SEND_BEFORE_PERSIST.has(m.type));
+        this.transport.send(early);
+      }
+    }
     // 1. Durable before anything that depends on it leaves this node.
     if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
-      await this.storage.save(
+      const saved = this.storage.save(
         {
           ...(rd.hardState ? { hardState: rd.hardState } : {}),
           ...(rd.snapshot ? { snapshot: rd.snapshot } : {}),
@@ -397,9 +428,14 @@ export class KvNode implements KvBackend {
         },
         { sync: rd.mustSync },
       );
+      // A commit-index-only update promises nothing (a restarted node learns
+      // the commit index from the leader again): later saves queue behind it
+      // in order, and nothing waits for it.
+      if (rd.mustSync) await saved;
+      else saved.catch((err: Error) => this.fail(err));
     }
     // 2. Send.
-    if (rd.messages.length > 0) this.transport.send(rd.messages);
+    if (late.length > 0) this.transport.send(late);
     // 3. Apply.
     if (rd.snapshot) {
       this.installSnapshotState(rd.snapshot);
@@ -418,8 +454,10 @@ export class KvNode implements KvBackend {
 
   private onSoftState(leader: NodeId, role: Role): void {
     const becameLeader = role === Role.Leader && this.role !== Role.Leader;
-    if (leader !== this.leaderId) this.log.info({ leader, role: ROLE_NAMES[role] }, 'raft leader changed');
+    const leaderChanged = leader !== this.leaderId;
+    if (leaderChanged) this.log.info({ leader, role: ROLE_NAMES[role] }, 'raft leader changed');
     this.leaderId = leader;
+    if (leaderChanged) this.requeueInflightReads();
     this.role = role;
     if (becameLeader) {
       this.reaper.reset();
@@ -428,6 +466,8 @@ export class KvNode implements KvBackend {
     if (leader) {
       for (const wake of this.leaderWaiters) wake();
       this.leaderWaiters.clear();
+      // Requests refused while there was no leader go now, not on the next tick.
+      this.retrySubmissions();
       this.issueReadIndex();
     }
   }
@@ -500,9 +540,7 @@ export class KvNode implements KvBackend {
   private onTick(): void {
     if (this.closing) return;
     this.raft.tick();
-    const retries = this.retryQueue;
-    this.retryQueue = [];
-    for (const r of retries) if (r.table.has(r.id)) this.submit(r.id, r.table, r.attempt);
+    this.retrySubmissions();
     const now = Date.now();
     for (const [ctx, req] of this.inflightReads) {
       if (now - req.sentAtMs > READ_INDEX_RETRY_MS) {
@@ -513,6 +551,12 @@ export class KvNode implements KvBackend {
     this.expireReads(now);
     this.issueReadIndex();
     this.kick();
+  }
+
+  private retrySubmissions(): void {
+    const retries = this.retryQueue;
+    this.retryQueue = [];
+    for (const r of retries) if (r.table.has(r.id)) this.submit(r.id, r.table, r.attempt);
   }
 
   private fail(err: Error): void {
@@ -602,8 +646,16 @@ export class KvNode implements KvBackend {
     });
   }
 
+  /**
+   * Starts a ReadIndex round for every read waiting, unless one is already in
+   * flight: then they wait and go together in the next round, which starts as
+   * soon as the current one is answered (etcd's read loop). One round (one
+   * heartbeat exchange with a quorum) thus serves any number of concurrent
+   * reads, instead of one round per read.
+   */
   private issueReadIndex(): void {
     if (this.pendingReads.length === 0 || this.closing) return;
+    if (this.inflightReads.size > 0) return; // batched behind the round in flight
     if (!this.leaderId) return; // the core would drop it; retried on the next tick or leader change
     const ctx = randomBytes(8);
     const waiters = this.pendingReads;
@@ -619,6 +671,12 @@ export class KvNode implements KvBackend {
     }
   }
 
+  /** The round in flight may have died with the old leader: its reads go again with the next one. */
+  private requeueInflightReads(): void {
+    for (const req of this.inflightReads.values()) this.pendingReads.push(...req.waiters);
+    this.inflightReads.clear();
+  }
+
   private onReadState(index: number, ctx: Uint8Array): void {
     const key = Buffer.from(ctx).toString('hex');
     const req = this.inflightReads.get(key);
@@ -629,6 +687,7 @@ export class KvNode implements KvBackend {
     };
     if (this.appliedIndex >= index) release();
     else this.appliedWaiters.push({ index, resolve: release });
+    this.issueReadIndex();
   }
 
   private resolveAppliedWaiters(): void {
