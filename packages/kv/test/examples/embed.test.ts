@@ -1,8 +1,10 @@
-// The README's embedding examples as a user runs them: `node examples/embed.mjs
-// DIR` in its own process (real LevelDB directories, libp2p on loopback),
-// after `npm run build`. Its output must show every step working, and the data
-// it reports must really be in DIR: the test reopens the three members from
-// their directories and reads it back.
+// The README's embedding examples as a user runs them, after `npm run build`:
+// `node examples/embed.mjs DIR` in its own process (real LevelDB directories,
+// libp2p on loopback) must show every step working, and the data it reports
+// must really be in DIR: the test reopens the three members from their
+// directories and reads it back. examples/minimal.ts runs twice on one
+// directory (through tsx), must appear verbatim in the README, and both
+// examples must type-check against the package's declarations.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
