@@ -7,9 +7,17 @@
 // endpoints disappear from the store and from every other host's peer table.
 // (The KvStore compliance suite on this cluster is in ../agent/kvnode-store.test.ts.)
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import type { KvEntry } from '@weft/overlay';
-import { type EndpointInfo, isOverlayError, type OverlayErrorCode, OverlayManager } from '@weft/overlay';
+import { promisify } from 'node:util';
+import {
+  DnsServer,
+  type EndpointInfo,
+  isOverlayError,
+  type KvEntry,
+  type OverlayErrorCode,
+  OverlayManager,
+} from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
 import {
@@ -21,6 +29,7 @@ import {
   waitFor,
 } from './fixture.js';
 
+const run = promisify(execFile);
 const prefix = 'weft/v1/';
 /** Short, so that host death is seen within seconds; renewals run every TTL / 3. */
 const sessionTtlMs = 2_000;
@@ -47,6 +56,26 @@ async function expectRejection(
     assert.match((e as Error).message, mentions, `${what}: message should name the cause`);
     return true;
   });
+}
+
+/** Asks a DNS server for an A record from `from` (dig binds to it), like a container would. */
+async function dig(
+  server: { address: string; port: number },
+  from: string,
+  name: string,
+): Promise<{ status: string; addresses: string[] }> {
+  const args = ['-b', from, `@${server.address}`, '-p', String(server.port), name, 'A'];
+  const { stdout } = await run('dig', [...args, '+tries=1', '+time=3', '+noall', '+comments', '+answer'], {
+    timeout: 10_000,
+  });
+  const status = /status: (\w+)/.exec(stdout)?.[1] ?? `no status in: ${stdout}`;
+  const addresses = stdout
+    .split('\n')
+    .filter((l) => l && !l.startsWith(';'))
+    .map((l) => l.split(/\s+/))
+    .filter((f) => f.length >= 5 && f[3] === 'A')
+    .map((f) => f[4] as string);
+  return { status, addresses };
 }
 
 function unique(tag: string): string {
@@ -473,6 +502,45 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
       () => h0.dataplane.peerIps(net.id).includes(again.ip),
       'the re-attached endpoint reaches host0',
     );
+  });
+
+  it('names attached on one host resolve through the embedded DNS server of another, and stop resolving after detach', async () => {
+    const [h0, h1, h2] = hosts as [OverlayHost, OverlayHost, OverlayHost];
+    // Container addresses on loopback (127.77/16), so dig can send from them and the server knows the asker.
+    const net = await h0.manager.createNetwork({
+      name: unique('named'),
+      subnets: [{ subnet: '127.77.50.0/24' }],
+    });
+    const web = await h0.manager.attach({
+      network: net.id,
+      name: 'web',
+      aliases: ['www'],
+      container: 'c-web',
+    });
+    const mongo = await h1.manager.attach({ network: net.id, name: 'mongo', container: 'c-mongo' });
+    const client = await h2.manager.attach({ network: net.id, name: 'client', container: 'c-client' });
+    const server = new DnsServer({
+      resolver: () => h2.manager.dnsTable(),
+      address: '127.0.0.1',
+      port: 0,
+      upstreams: ['127.0.0.1:9'], // nothing forwarded in this test
+      upstreamTimeoutMs: 300,
+    });
+    const where = await server.start();
+    try {
+      const ask = (name: string) => dig(where, client.ip, name);
+      await waitFor(() => h2.manager.listEndpoints(net.id).length === 3, 'host2 sees all three endpoints');
+      assert.deepEqual(await ask('web'), { status: 'NOERROR', addresses: [web.ip] });
+      assert.deepEqual(await ask('www'), { status: 'NOERROR', addresses: [web.ip] });
+      assert.deepEqual(await ask(`mongo.${net.name}`), { status: 'NOERROR', addresses: [mongo.ip] });
+      await h1.manager.detach(net.id, 'mongo');
+      await waitFor(() => h2.manager.listEndpoints(net.id).length === 2, 'host2 sees the detach');
+      assert.deepEqual(await ask(`mongo.${net.name}`), { status: 'NXDOMAIN', addresses: [] });
+      // A bare name that is no longer local goes upstream (Docker does the same); ours is dead.
+      assert.deepEqual(await ask('mongo'), { status: 'SERVFAIL', addresses: [] });
+    } finally {
+      await server.stop();
+    }
   });
 
   // Last in this block: it kills one of the three hosts.
