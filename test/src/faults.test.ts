@@ -94,18 +94,22 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
     const target = (await container(p, 'steady')).endpoints[0]!.ip;
     const talker = await container(q, 'talker');
     await eventually('talker reaches steady', async () => {
-      const r = await cluster.lab.exec(talker.sandbox, ['ping', '-c', '1', '-W', '1', target]);
+      const r = await cluster.lab.exec(talker.sandbox, ['busybox', 'ping', '-c', '1', '-W', '1', target]);
       return r.code === 0 ? true : undefined;
     });
 
     // 40 pings over 8 s, with the leader killed one second in.
-    const pinging = cluster.lab.exec(talker.sandbox, ['ping', '-c', '40', '-i', '0.2', '-W', '1', target], {
-      timeoutMs: 30_000,
-    });
+    const pinging = cluster.lab.exec(
+      talker.sandbox,
+      ['busybox', 'ping', '-c', '40', '-i', '0.2', '-W', '1', target],
+      {
+        timeoutMs: 30_000,
+      },
+    );
     await new Promise((r) => setTimeout(r, 1_000));
     await leader.kill('SIGKILL');
     const ping = await pinging;
-    const received = Number(/(\d+) received/.exec(ping.stdout)?.[1] ?? -1);
+    const received = Number(/(\d+) (?:packets )?received/.exec(ping.stdout)?.[1] ?? -1);
     assert.equal(
       received,
       40,
@@ -118,10 +122,25 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
     });
     assert.ok([p.host.name, q.host.name].includes(newLeader));
     const page = await q.weftUntilOk(
-      ['run', '--rm', '--net', 'f-net', '--name', 'late', '--', 'ping', '-c', '1', '-W', '2', 'steady'],
+      [
+        'run',
+        '--rm',
+        '--net',
+        'f-net',
+        '--name',
+        'late',
+        '--',
+        'busybox',
+        'ping',
+        '-c',
+        '1',
+        '-W',
+        '2',
+        'steady',
+      ],
       30_000,
     );
-    assert.match(page, /1 received/);
+    assert.match(page, /1 packets received/);
     await restart(leader);
   });
 
@@ -160,12 +179,25 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
     for (const a of cluster.agents) if (!a.running) await restart(a); // a quorum must outlive the kill
     await keeperHost.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'keeper', '--', 'sleep', '600']);
     const before = await container(keeperHost, 'keeper');
-    const weftDevices = async () =>
-      (await cluster.lab.exec(keeperHost.host.netns, ['ip', '-o', 'link', 'show'])).stdout
-        .split('\n')
-        .filter((l) => /: (wv|wg)[0-9a-f]{12}@/.test(l)).length;
-    const devicesBefore = await weftDevices();
+    /** Host-side veths: one per endpoint (wv…) and one per container with endpoints (wg…). */
+    const vethCounts = async () => {
+      const links = (await cluster.lab.exec(keeperHost.host.netns, ['ip', '-o', 'link', 'show'])).stdout;
+      return {
+        endpoint: (links.match(/: wv[0-9a-f]{12}@/g) ?? []).length,
+        gateway: (links.match(/: wg[0-9a-f]{12}@/g) ?? []).length,
+      };
+    };
+    const expectedVeths = async () => {
+      const all = JSON.parse(
+        await keeperHost.mustWeft(['--format', 'json', 'ps', '--all']),
+      ) as ContainerJson[];
+      return {
+        endpoint: all.reduce((n, c) => n + c.endpoints.length, 0),
+        gateway: all.filter((c) => c.endpoints.length > 0).length,
+      };
+    };
 
+    const endpointsBefore = await expectedVeths();
     await keeperHost.kill('SIGKILL');
     // Wait until the others have reclaimed its endpoints (its session expired).
     await eventually(
@@ -183,9 +215,34 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
       return c && c.endpoints.length === 1 ? c : undefined;
     });
     assert.equal(after.sandbox, before.sandbox, 'same container namespace');
-    assert.equal(await weftDevices(), devicesBefore, 'no duplicate veths on the host');
+    // Every container is back with exactly one veth per endpoint: reconcile made no duplicates.
+    await eventually('one veth per endpoint', async () => {
+      const [have, want] = [await vethCounts(), await expectedVeths()];
+      if (have.endpoint !== want.endpoint || have.gateway !== want.gateway) {
+        throw new Error(
+          `veths ${JSON.stringify(have)}, endpoints ${JSON.stringify(want)}\n${keeperHost.logTail(20)}`,
+        );
+      }
+      return true;
+    });
+    assert.deepEqual(await expectedVeths(), endpointsBefore, 'every container on the host is attached again');
     const out = await asker.weftUntilOk(
-      ['run', '--rm', '--net', 'f-net', '--name', 'probe', '--', 'ping', '-c', '1', '-W', '2', 'keeper'],
+      [
+        'run',
+        '--rm',
+        '--net',
+        'f-net',
+        '--name',
+        'probe',
+        '--',
+        'busybox',
+        'ping',
+        '-c',
+        '1',
+        '-W',
+        '2',
+        'keeper',
+      ],
       30_000,
     );
     assert.match(out, new RegExp(`\\(${after.endpoints[0]!.ip.replace(/\./g, '\\.')}\\)`));

@@ -19,9 +19,9 @@ describe('e2e lab (network namespaces as hosts)', function () {
     const prefix = runPrefix('l');
     lab = await Lab.create(prefix, 2);
     const [h1, h2] = lab.hosts;
-    const ping = await lab.exec(h1!.netns, ['ping', '-c', '1', '-W', '2', h2!.ip]);
+    const ping = await lab.exec(h1!.netns, ['busybox', 'ping', '-c', '1', '-W', '2', h2!.ip]);
     assert.equal(ping.code, 0, ping.stdout + ping.stderr);
-    const out = await lab.exec(h2!.netns, ['ping', '-c', '1', '-W', '2', outsideIp]);
+    const out = await lab.exec(h2!.netns, ['busybox', 'ping', '-c', '1', '-W', '2', outsideIp]);
     assert.equal(out.code, 0, out.stdout + out.stderr);
     const noDefault = await lab.exec(h1!.netns, ['ip', 'route', 'show', 'default']);
     assert.equal(noDefault.stdout.trim(), '', 'nothing is routed out of the lab');
