@@ -188,7 +188,7 @@ try {
   // 9. Close: stops the HTTP server, the loop, the transport, then LevelDB.
   await Promise.all(nodes.map((n) => n.close()));
   open.length = 0;
-  step('close', `all members closed; data in ${root}`);
+  step('close', `all members closed; data in ${root}${givenDir ? '' : ' (temporary: removed now)'}`);
 } finally {
   await Promise.all(open.map((n) => n.close().catch(() => {})));
   if (!givenDir) await rm(root, { recursive: true, force: true });
