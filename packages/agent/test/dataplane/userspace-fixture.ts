@@ -128,7 +128,7 @@ export async function tcpBulkTransfer(
     "const h=require('crypto').createHash('sha256');let n=0;" +
     "const s=require('net').createServer(c=>{c.on('data',d=>{h.update(d);n+=d.length});" +
     "c.on('end',()=>{c.end(h.digest('hex')+' '+n);s.close()})});" +
-    `s.listen(${port},'0.0.0.0',()=>console.log('ready'));setTimeout(()=>process.exit(3),30000)`;
+    `s.listen(${port},'::',()=>console.log('ready'));setTimeout(()=>process.exit(3),30000)`;
   const server = spawn('ip', ['netns', 'exec', serverNetns, process.execPath, '-e', serverJs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -6,6 +6,18 @@ import type { UserspaceDataplane } from '../../src/dataplane/userspace.js';
 import { NetnsShell } from '../../src/netlink/ip.js';
 import { type Cluster, createCluster, skipUnlessNetns, tcpBulkTransfer } from './userspace-fixture.js';
 
+/** The container's IPv6 link-local address on eth0 once duplicate address detection is done. */
+async function waitForLinkLocal(netns: string): Promise<string> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const out = await new NetnsShell(netns).ip(['-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']);
+    const m = /inet6 (fe80::[0-9a-f:]+)\/64/.exec(out);
+    if (m !== null && !/tentative/.test(out)) return m[1]!;
+    if (Date.now() > deadline) throw new Error(`no usable link-local address in ${netns}: ${out}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 describe('userspace data plane (native addon)', function () {
   this.timeout(60_000);
 
@@ -59,6 +71,21 @@ describe('userspace data plane (native addon)', function () {
           } else {
             assert.equal(c.txSuperFrames + c.rxCoalescedFrames, 0, `offload path used with offloads off`);
           }
+        }
+      });
+
+      it('carries IPv6 (link-local) TCP: neighbour discovery replicated to every host, TSO6 segmented', async () => {
+        const [a, b] = cluster!.containers;
+        const linkLocal = await waitForLinkLocal(b!.netns);
+        const counters = () =>
+          Object.values((cluster!.dataplanes[0] as UserspaceDataplane).engineCounters()!.networks)[0]!;
+        const before = counters();
+        const r = await tcpBulkTransfer(b!.netns, a!.netns, `${linkLocal}%eth0`, 7005, 2 << 20);
+        assert.ok(r.ok, `bulk TCP over IPv6 to ${linkLocal}: ${r.detail}`);
+        const after = counters();
+        assert.ok(after.flooded > 0, 'neighbour solicitations were not replicated');
+        if (kind === 'userspace') {
+          assert.ok(after.txSuperFrames > before.txSuperFrames, 'no IPv6 TSO frame was segmented');
         }
       });
 
