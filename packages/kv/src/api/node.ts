@@ -242,6 +242,8 @@ export class KvNode implements KvBackend {
   private readonly inflightReads = new Map<string, { waiters: ReadWaiter[]; sentAtMs: number }>();
   private readonly appliedWaiters: Array<{ index: number; resolve: () => void }> = [];
   private readonly leaderWaiters = new Set<() => void>();
+  /** Writes this follower handed to a leader, by proposal id: the leader they went to. */
+  private readonly forwardedTo = new Map<string, NodeId>();
 
   private wakeLoop: (() => void) | undefined;
   private loopDone: Promise<void> = Promise.resolve();
@@ -457,7 +459,10 @@ export class KvNode implements KvBackend {
     const leaderChanged = leader !== this.leaderId;
     if (leaderChanged) this.log.info({ leader, role: ROLE_NAMES[role] }, 'raft leader changed');
     this.leaderId = leader;
-    if (leaderChanged) this.requeueInflightReads();
+    if (leaderChanged) {
+      this.requeueInflightReads();
+      this.failForwardedWrites(leader);
+    }
     this.role = role;
     if (becameLeader) {
       this.reaper.reset();
@@ -507,7 +512,8 @@ export class KvNode implements KvBackend {
       // Empty normal entries are the leaders' no-ops.
       const envelope = decodeEnvelope(entry.data);
       const result = this.fsm.apply(entry.index, envelope?.payload ?? entry.data);
-      if (envelope) this.proposals.resolve(envelope.proposalId, { index: entry.index, result });
+      if (envelope && this.proposals.resolve(envelope.proposalId, { index: entry.index, result }))
+        this.forwardedTo.delete(envelope.proposalId);
     }
     this.appliedIndex = entry.index;
   }
@@ -541,6 +547,9 @@ export class KvNode implements KvBackend {
     if (this.closing) return;
     this.raft.tick();
     this.retrySubmissions();
+    // Forwarded writes that timed out are forgotten here (the others leave as they are applied).
+    if (this.forwardedTo.size > this.proposals.size)
+      for (const id of this.forwardedTo.keys()) if (!this.proposals.has(id)) this.forwardedTo.delete(id);
     const now = Date.now();
     for (const [ctx, req] of this.inflightReads) {
       if (now - req.sentAtMs > READ_INDEX_RETRY_MS) {
@@ -608,6 +617,8 @@ export class KvNode implements KvBackend {
   private submit(id: string, table: PendingTable<unknown>, attempt: () => void): void {
     try {
       attempt();
+      if (this.role !== Role.Leader && table === (this.proposals as PendingTable<unknown>))
+        this.forwardedTo.set(id, this.leaderId);
       this.kick();
     } catch (err) {
       if (err instanceof RequestDroppedError) this.retryQueue.push({ id, attempt, table });
@@ -668,6 +679,26 @@ export class KvNode implements KvBackend {
       if (!(err instanceof RequestDroppedError))
         this.log.warn({ err: (err as Error).message }, 'read index refused');
       this.pendingReads.push(...waiters);
+    }
+  }
+
+  /**
+   * Writes forwarded to a leader that is no longer the leader may have died
+   * with it (a forwarded proposal is not retransmitted). Rather than leave the
+   * caller waiting for the full proposal timeout, they fail now with the same
+   * "outcome unknown" error a timeout gives: the write may still be committed
+   * by the new leader, so a caller retries it as it would after a timeout.
+   */
+  private failForwardedWrites(newLeader: NodeId): void {
+    for (const [id, leader] of this.forwardedTo) {
+      if (leader === newLeader) continue;
+      this.forwardedTo.delete(id);
+      this.proposals.reject(
+        id,
+        new KvNodeUnavailableError(
+          `write forwarded to leader ${leader || '(none)'} not confirmed: leadership moved to ${newLeader || 'no leader yet'}; it may or may not have been applied, retry it (as after a timeout)`,
+        ),
+      );
     }
   }
 

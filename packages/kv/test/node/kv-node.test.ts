@@ -212,6 +212,28 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     }
   });
 
+  it('fails a write forwarded to a leader that is cut off once another leads, instead of at the timeout', async () => {
+    cluster = new MemoryCluster(root, addrs, { proposalTimeoutMs: 20_000 });
+    await Promise.all(addrs.map((x) => cluster.start(x)));
+    const oldLeader = await cluster.leader();
+    const follower = [...cluster.nodes.values()].find((n) => n !== oldLeader)!;
+    const others = addrs.filter((x) => x !== oldLeader.raftId);
+    cluster.network.partition([oldLeader.raftId], others);
+    // Forwarded to the old leader, which never receives it (Raft does not retransmit proposals).
+    await assert.rejects(follower.put('f/1', enc('1')), (err: Error) => {
+      assert.ok(err instanceof KvNodeUnavailableError, String(err));
+      assert.match(err.message, /leadership moved/);
+      assert.match(err.message, /may or may not have been applied/);
+      return true;
+    });
+    const newLeader = await until('a leader among the majority', () =>
+      others.map((x) => cluster.nodes.get(x)!).find((n) => n.status().role === 'leader'),
+    );
+    assert.notEqual(newLeader.raftId, oldLeader.raftId);
+    assert.equal(await follower.put('f/1', enc('2')), true, 'the retried write commits under the new leader');
+    assert.equal(dec((await newLeader.get('f/1'))?.value), '2');
+  });
+
   it('a follower restarted after compaction catches up by snapshot', async () => {
     cluster = new MemoryCluster(root, addrs, { snapshotEveryEntries: 25 });
     await Promise.all(addrs.map((x) => cluster.start(x)));
