@@ -7,19 +7,19 @@
 #include <linux/if_tun.h>
 #include <linux/udp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#include <pthread.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <cstdlib>
 
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <stdexcept>
 
@@ -47,7 +47,7 @@ std::atomic<int> Engine::liveThreads_{0};
 
 namespace {
 
-// Bounds (TigerBeetle style: every batch has a limit).
+// Every batch and buffer has a bound.
 constexpr size_t kMaxFrameBytes = 65536 + 512;               // TSO super-frame + headers
 constexpr size_t kTapReadBatch = 16;                          // frames read per TX round
 constexpr size_t kRxMessages = 16;                            // datagrams per recvmmsg
