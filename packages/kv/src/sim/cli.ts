@@ -94,7 +94,13 @@ function main(): number {
       failures++;
       firstFailingSeed ??= seed;
       console.log(`seed ${seed} FAILED: ${r.failure}`);
-      console.log(`  replay: node packages/kv/dist/src/sim/cli.js --seed ${seed}`);
+      const extra = [
+        ...(values.bug ?? []).map((b) => `--bug ${b}`),
+        ...(values.regime !== undefined ? [`--regime '${values.regime}'`] : []),
+        ...(values.steps !== undefined ? [`--steps ${values.steps}`] : []),
+        ...(values['fault-ms'] !== undefined ? [`--fault-ms ${values['fault-ms']}`] : []),
+      ].join(' ');
+      console.log(`  replay: node packages/kv/dist/src/sim/cli.js --seed ${seed}${extra ? ` ${extra}` : ''}`);
       console.log('  trace tail:');
       for (const line of r.traceTail) console.log(`    ${line}`);
     } else if (single || values.verbose) {
