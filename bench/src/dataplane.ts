@@ -13,6 +13,7 @@
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace]
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { loadavg } from 'node:os';
 import { KernelDataplane } from '@weft/agent/dataplane/kernel';
 import { macForIp } from '@weft/agent/dataplane/names';
 import { UserspaceDataplane } from '@weft/agent/dataplane/userspace';
@@ -240,6 +241,8 @@ async function main(): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
+    // This machine may be shared: the load says how far to trust absolute numbers.
+    const loadBefore = loadavg()[0]!;
     for (const [i, v] of args.variants.entries()) pairs.push(await buildPair(v, i));
     const results = new Map<Variant, { gbps1: number[]; gbps4: number[]; rttMs: number[] }>();
     for (const p of pairs) {
@@ -272,6 +275,7 @@ async function main(): Promise<void> {
         ratioToKernel1Stream: round3(median(r.gbps1) / k1),
         ratioToKernel4Streams: round3(median(r.gbps4) / k4),
         rttDeltaToKernelMs: round3(median(r.rttMs) - kRtt),
+        loadAverage1m: { before: round3(loadBefore), after: round3(loadavg()[0]!) },
         samples: {
           gbps1Stream: r.gbps1.map(round3),
           gbps4Streams: r.gbps4.map(round3),
