@@ -455,7 +455,12 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
       abort.abort();
     }
     for (const h of hosts) {
-      const e = await h.store.get(key, { stale: true });
+      // A stale read is served from this replica's applied state, which may trail the leader for a moment.
+      let e = await h.store.get(key, { stale: true });
+      for (let tries = 0; e === null && tries < 500; tries++) {
+        await new Promise((r) => setTimeout(r, 10));
+        e = await h.store.get(key, { stale: true });
+      }
       assert.equal(e && new TextDecoder().decode(e.value), 'original', `${h.name}'s replica`);
     }
     await h0.store.delete(key);
