@@ -59,6 +59,8 @@ export const DEFAULT_HEARTBEAT_TICKS = 1;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 5_000;
 /** Writes waiting for their commit at once; beyond this new writes fail at once (back-pressure). */
 export const MAX_PENDING_PROPOSALS = 10_000;
+/** At most this many writes go to the core as one proposal. */
+const MAX_PROPOSALS_PER_BATCH = 256;
 /** The leader refuses new entries while this many bytes are appended but not applied (back-pressure). */
 const MAX_UNCOMMITTED_ENTRIES_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
@@ -244,6 +246,8 @@ export class KvNode implements KvBackend {
   private readonly leaderWaiters = new Set<() => void>();
   /** Writes this follower handed to a leader, by proposal id: the leader they went to. */
   private readonly forwardedTo = new Map<string, NodeId>();
+  /** Writes waiting for the end of this event-loop turn, to be proposed together. */
+  private batchedProposals: Array<{ id: string; data: Uint8Array }> = [];
 
   private wakeLoop: (() => void) | undefined;
   private loopDone: Promise<void> = Promise.resolve();
@@ -639,8 +643,38 @@ export class KvNode implements KvBackend {
     const done = this.proposals.wait(id, this.proposalTimeoutMs, () =>
       this.unavailable('write', this.proposalTimeoutMs),
     );
-    this.submit(id, this.proposals as PendingTable<unknown>, () => this.raft.propose(data));
+    this.batchedProposals.push({ id, data });
+    if (this.batchedProposals.length === 1) setImmediate(() => this.flushProposals());
     return done;
+  }
+
+  /**
+   * Writes made during one turn of the event loop (typically one per HTTP
+   * request read in that turn) go to the core as one proposal: one message
+   * when forwarded, one append and one MsgApp per follower at the leader,
+   * instead of one each.
+   */
+  private flushProposals(): void {
+    const all = this.batchedProposals;
+    this.batchedProposals = [];
+    if (this.closing) return; // close() rejects the waiters
+    const table = this.proposals as PendingTable<unknown>;
+    for (let start = 0; start < all.length; start += MAX_PROPOSALS_PER_BATCH) {
+      const batch = all.slice(start, start + MAX_PROPOSALS_PER_BATCH).filter((p) => table.has(p.id));
+      if (batch.length === 0) continue;
+      try {
+        this.raft.proposeBatch(batch.map((p) => p.data));
+        if (this.role !== Role.Leader) for (const p of batch) this.forwardedTo.set(p.id, this.leaderId);
+      } catch (err) {
+        // Refused as a whole (no leader yet, too many uncommitted bytes): each retries on its own.
+        for (const p of batch) {
+          if (err instanceof RequestDroppedError)
+            this.retryQueue.push({ id: p.id, attempt: () => this.raft.propose(p.data), table });
+          else table.reject(p.id, err as Error);
+        }
+      }
+    }
+    this.kick();
   }
 
   /**

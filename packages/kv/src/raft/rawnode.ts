@@ -106,6 +106,18 @@ export class RawNode {
     this.proposeEntry(EntryType.Normal, data);
   }
 
+  /**
+   * Proposes several normal entries as one request (one message when
+   * forwarded, one append and one round of MsgApp at the leader), all or
+   * none: throws RequestDroppedError like propose() if the batch is refused.
+   */
+  proposeBatch(data: readonly Uint8Array[]): void {
+    if (data.length === 0) throw new RaftUsageError('proposeBatch needs at least one entry');
+    const m = emptyMessage(MessageType.Prop, this.raft.id, this.raft.id, 0);
+    m.entries = data.map((d) => ({ term: 0, index: 0, type: EntryType.Normal, data: d }));
+    this.stepLocal(m);
+  }
+
   /** Proposes a membership change (applied via applyConfChange once committed). */
   proposeConfChange(cc: ConfChange): void {
     this.proposeEntry(EntryType.ConfChange, encodeConfChange(cc));

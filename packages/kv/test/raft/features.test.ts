@@ -23,6 +23,30 @@ function conf(changes: [ConfChangeType, string][], transition = ConfChangeTransi
   };
 }
 
+describe('raft: proposeBatch', () => {
+  it('appends a batch from a follower as one forwarded message, in order, applied everywhere', () => {
+    const h = new Harness(['n1', 'n2', 'n3']);
+    h.elect('n1');
+    h.node('n2').raw.proposeBatch(['a', 'b', 'c'].map(enc));
+    const forwarded = h.node('n2').raw.ready().messages.filter((m) => m.type === MessageType.Prop);
+    h.node('n2').raw.advance();
+    assert.equal(forwarded.length, 1, 'one proposal message for the whole batch');
+    assert.deepEqual(forwarded[0]!.entries.map((e) => dec(e.data)), ['a', 'b', 'c']);
+    h.node('n1').raw.step(forwarded[0]!);
+    h.stabilize();
+    for (const id of ['n1', 'n2', 'n3']) assert.deepEqual(h.node(id).applied, ['a', 'b', 'c'], id);
+  });
+
+  it('refuses a whole batch without a leader, and an empty one', () => {
+    const h = new Harness(['n1', 'n2', 'n3']);
+    assert.throws(() => h.node('n1').raw.proposeBatch([enc('x')]), RequestDroppedError);
+    h.elect('n1');
+    assert.throws(() => h.node('n1').raw.proposeBatch([]), /at least one entry/);
+    h.stabilize();
+    assert.deepEqual(h.node('n1').applied, []);
+  });
+});
+
 describe('raft: ReadIndex', () => {
   it('answers at the leader after a quorum confirms leadership, with the commit index', () => {
     const h = new Harness(['n1', 'n2', 'n3']);
