@@ -120,8 +120,21 @@ export interface OverlayEvents {
 }
 
 const maxWriteAttempts = 64;
-/** Endpoints per reclaim transaction: 3 ops each plus host checks, under Consul's 64. */
-const reclaimBatch = 16;
+/** Endpoints per reclaim transaction: 6 ops each plus host checks, under Consul's 64. */
+const reclaimBatch = 8;
+
+/**
+ * Delete `key` only if it still has ModifyIndex `index`, and fail the
+ * transaction if it is gone. Consul's delete-cas alone succeeds on a missing
+ * key, so two hosts racing to reclaim or remove the same thing would both
+ * "win"; the check-index makes exactly one of them succeed.
+ */
+function deleteIfUnchanged(key: string, index: number): TxnOp[] {
+  return [
+    { verb: 'check-index', key, index },
+    { verb: 'delete-cas', key, index },
+  ];
+}
 const maxBackoffMs = 5_000;
 
 export class OverlayManager extends EventEmitter<OverlayEvents> {
@@ -418,11 +431,11 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
           this.store.get(this.keys.networkName(net.record.name)),
           this.store.get(this.keys.vni(net.record.vni)),
         ]);
-        const ops: TxnOp[] = [{ verb: 'delete-cas', key, index: marked.modifyIndex }];
+        const ops: TxnOp[] = [...deleteIfUnchanged(key, marked.modifyIndex)];
         if (nameEntry && decodeText(nameEntry) === net.record.id)
-          ops.push({ verb: 'delete-cas', key: nameEntry.key, index: nameEntry.modifyIndex });
+          ops.push(...deleteIfUnchanged(nameEntry.key, nameEntry.modifyIndex));
         if (vniEntry && decodeText(vniEntry) === net.record.id)
-          ops.push({ verb: 'delete-cas', key: vniEntry.key, index: vniEntry.modifyIndex });
+          ops.push(...deleteIfUnchanged(vniEntry.key, vniEntry.modifyIndex));
         ops.push({ verb: 'delete-tree', key: this.keys.ipamPrefix(net.record.id) });
         ops.push({ verb: 'delete-tree', key: this.keys.endpointNamesPrefix(net.record.id) });
         const r = await this.store.txn(ops);
@@ -702,11 +715,11 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
         this.store.get(this.keys.endpointName(ep.networkId, ep.name)),
       ]);
       if (!epEntry) return undefined;
-      const ops: TxnOp[] = [{ verb: 'delete-cas', key: epEntry.key, index: epEntry.modifyIndex }];
+      const ops: TxnOp[] = [...deleteIfUnchanged(epEntry.key, epEntry.modifyIndex)];
       if (ipEntry && decodeText(ipEntry) === ep.id)
-        ops.push({ verb: 'delete-cas', key: ipEntry.key, index: ipEntry.modifyIndex });
+        ops.push(...deleteIfUnchanged(ipEntry.key, ipEntry.modifyIndex));
       if (nameEntry && decodeText(nameEntry) === ep.id)
-        ops.push({ verb: 'delete-cas', key: nameEntry.key, index: nameEntry.modifyIndex });
+        ops.push(...deleteIfUnchanged(nameEntry.key, nameEntry.modifyIndex));
       const r = await this.store.txn(ops);
       if (r.ok) return r.index;
     }
@@ -967,11 +980,11 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
           }
           for (const o of batch) {
             const ep = o.record;
-            ops.push({ verb: 'delete-cas', key: o.key, index: o.modifyIndex });
+            ops.push(...deleteIfUnchanged(o.key, o.modifyIndex));
             const ip = view.ipam.get(`${ep.networkId}/${ep.ip}`);
-            if (ip?.value === ep.id) ops.push({ verb: 'delete-cas', key: ip.key, index: ip.modifyIndex });
+            if (ip?.value === ep.id) ops.push(...deleteIfUnchanged(ip.key, ip.modifyIndex));
             const nm = view.endpointNames.get(`${ep.networkId}/${ep.name}`);
-            if (nm?.value === ep.id) ops.push({ verb: 'delete-cas', key: nm.key, index: nm.modifyIndex });
+            if (nm?.value === ep.id) ops.push(...deleteIfUnchanged(nm.key, nm.modifyIndex));
           }
           const r = await this.write(`reclaim endpoints of dead hosts`, () => this.store.txn(ops));
           if (r.ok)

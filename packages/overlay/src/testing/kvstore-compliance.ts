@@ -251,6 +251,14 @@ export function kvStoreComplianceSuite(
         ]);
         assert.equal(ok.ok, true);
         assert.equal(await kv.get(`${p}k`), null);
+        // Like Consul, delete-cas of a key that is already gone succeeds: callers that
+        // must know who deleted it pair it with check-index (which fails on a missing key).
+        assert.equal((await kv.txn([{ verb: 'delete-cas', key: `${p}k`, index: k.modifyIndex }])).ok, true);
+        const raced = await kv.txn([
+          { verb: 'check-index', key: `${p}k`, index: k.modifyIndex },
+          { verb: 'delete-cas', key: `${p}k`, index: k.modifyIndex },
+        ]);
+        assert.equal(raced.ok, false);
       });
 
       it('get-tree and delete-tree work on prefixes', async () => {

@@ -344,7 +344,9 @@ export class MemoryKvStore implements KvStore {
           for (const k of [...staged.entries.keys()]) if (k.startsWith(op.key)) remove(k);
           break;
         case 'delete-cas':
-          if (!cur || cur.modifyIndex !== op.index) {
+          // Consul (kvsDeleteCASTxn): deleting a key that does not exist succeeds.
+          if (!cur) break;
+          if (cur.modifyIndex !== op.index) {
             fail(
               `failed to delete key "${op.key}": index ${op.index} is stale (current ${cur?.modifyIndex ?? 'none'})`,
             );
