@@ -20,6 +20,8 @@ export interface Cluster {
 export interface ClusterOptions {
   hosts: number;
   dataplane?: 'kernel' | 'userspace';
+  /** Per host (by index), overriding `dataplane`: mixed clusters. */
+  dataplanes?: ('kernel' | 'userspace')[];
   /** Extra `weft agent` flags for every agent. */
   extraArgs?: string[];
 }
@@ -54,7 +56,7 @@ export async function startCluster(prefix: string, opts: ClusterOptions): Promis
           peers: all.filter((ip) => ip !== host.ip),
           dataDir: join(workDir, host.name),
           logFile: join(workDir, `${host.name}.log`),
-          dataplane: opts.dataplane,
+          dataplane: opts.dataplanes?.[agents.length] ?? opts.dataplane,
           extraArgs: opts.extraArgs,
         }),
       );
