@@ -56,7 +56,8 @@ export class AgentClient {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      const inner = (err as { cause?: { code?: string; message?: string } }).cause;
+      const cause = inner?.code ?? inner?.message ?? (err as Error).message;
       throw new ClientError(
         0,
         `cannot reach the weft agent at ${this.baseUrl} (${cause}); is \`weft agent\` running? (set --api or WEFT_API)`,
