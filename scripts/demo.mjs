@@ -31,7 +31,8 @@ for (const tool of ['ip', 'busybox', 'nft']) {
     process.exit(1);
   }
 }
-if (!existsSync(join(root, 'node_modules', 'typescript'))) sh('npm', ['ci', '--no-audit', '--no-fund']);
+// `npm install` like .ci/run (the lock omits some optional platform packages, which `npm ci` refuses).
+if (!existsSync(join(root, 'node_modules', 'typescript'))) sh('npm', ['install', '--no-audit', '--no-fund']);
 sh('npx', ['tsc', '-b']);
 
 const { startCluster, runPrefix } = await import('../test/dist/src/harness/cluster.js');
