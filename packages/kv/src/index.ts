@@ -19,8 +19,21 @@ export {
   type TxnResult,
   type WatchEvent,
 } from './api/node.js';
-export { AddressError, multiaddrOf, parseHostPort, raftIdOf } from './api/node-address.js';
+export { AddressError, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './api/node-address.js';
 export { KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './api/node-errors.js';
+// Records and limits of the replicated state machine, as the API returns and checks them.
+export { CommandDecodeError } from './fsm/codec.js';
+export {
+  type DirEntry,
+  type KvOp,
+  type KvVerb,
+  MAX_TXN_OPS,
+  MAX_VALUE_BYTES,
+  type SessionBehavior,
+  type SessionRecord,
+  type TxnOpError,
+  type TxnResultEntry,
+} from './fsm/types.js';
 export * from './raft/types.js';
 // Durable Raft storage (LevelDB).
 export * from './storage/index.js';
