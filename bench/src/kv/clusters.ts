@@ -50,7 +50,9 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
     }
     await sleep(50);
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`,
+  );
 }
 
 const probeAgent = new http.Agent({ keepAlive: false });
@@ -132,7 +134,10 @@ export class EtcdCluster extends ProcessCluster {
   static ensureInstalled(): void {
     if (existsSync('/usr/bin/etcd')) return;
     console.error('installing etcd-server (Debian) for the benchmark…');
-    execFileSync('apt-get', ['install', '-y', '-qq', 'etcd-server'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    execFileSync('apt-get', ['install', '-y', '-qq', 'etcd-server'], {
+      stdio: 'inherit',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
   }
 
   protected async allocatePorts(): Promise<void> {
@@ -147,19 +152,33 @@ export class EtcdCluster extends ProcessCluster {
     return spawn(
       'etcd',
       [
-        '--name', `e${i}`,
-        '--data-dir', join(this.dir, `e${i}`),
-        '--listen-client-urls', `http://127.0.0.1:${this.clientPorts[i]}`,
-        '--advertise-client-urls', `http://127.0.0.1:${this.clientPorts[i]}`,
-        '--listen-peer-urls', `http://127.0.0.1:${this.peerPorts[i]}`,
-        '--initial-advertise-peer-urls', `http://127.0.0.1:${this.peerPorts[i]}`,
-        '--initial-cluster', cluster,
-        '--initial-cluster-state', 'new',
-        '--initial-cluster-token', 'weft-bench',
-        '--logger', 'zap',
-        '--log-level', 'error',
+        '--name',
+        `e${i}`,
+        '--data-dir',
+        join(this.dir, `e${i}`),
+        '--listen-client-urls',
+        `http://127.0.0.1:${this.clientPorts[i]}`,
+        '--advertise-client-urls',
+        `http://127.0.0.1:${this.clientPorts[i]}`,
+        '--listen-peer-urls',
+        `http://127.0.0.1:${this.peerPorts[i]}`,
+        '--initial-advertise-peer-urls',
+        `http://127.0.0.1:${this.peerPorts[i]}`,
+        '--initial-cluster',
+        cluster,
+        '--initial-cluster-state',
+        'new',
+        '--initial-cluster-token',
+        'weft-bench',
+        '--logger',
+        'zap',
+        '--log-level',
+        'error',
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.arch === 'x64' ? '' : process.arch } },
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.arch === 'x64' ? '' : process.arch },
+      },
     );
   }
 
@@ -179,7 +198,10 @@ export class EtcdCluster extends ProcessCluster {
       if (!this.alive(i)) continue;
       try {
         const res = await request(this.post(i, '/v3/maintenance/status', {}), probeAgent, 1000);
-        const status = JSON.parse(res.body.toString()) as { header?: { member_id?: string }; leader?: string };
+        const status = JSON.parse(res.body.toString()) as {
+          header?: { member_id?: string };
+          leader?: string;
+        };
         if (status.header?.member_id) this.memberIds[i] = status.header.member_id;
         if (status.leader && status.leader !== '0') {
           const idx = this.memberIds.indexOf(status.leader);
@@ -193,11 +215,17 @@ export class EtcdCluster extends ProcessCluster {
   }
 
   put(node: number, key: string, value: Buffer): HttpRequestSpec {
-    return this.post(node, '/v3/kv/put', { key: Buffer.from(key).toString('base64'), value: value.toString('base64') });
+    return this.post(node, '/v3/kv/put', {
+      key: Buffer.from(key).toString('base64'),
+      value: value.toString('base64'),
+    });
   }
 
   get(node: number, key: string, mode: ReadMode): HttpRequestSpec {
-    return this.post(node, '/v3/kv/range', { key: Buffer.from(key).toString('base64'), ...(mode === 'stale' ? { serializable: true } : {}) });
+    return this.post(node, '/v3/kv/range', {
+      key: Buffer.from(key).toString('base64'),
+      ...(mode === 'stale' ? { serializable: true } : {}),
+    });
   }
 }
 
@@ -223,11 +251,16 @@ export class WeftKvCluster extends ProcessCluster {
       [
         weftKvBin,
         'serve',
-        '--id', `n${i + 1}`,
-        '--data-dir', join(this.dir, `n${i + 1}`),
-        '--listen', `127.0.0.1:${this.raftPorts[i]}`,
-        '--http', `127.0.0.1:${this.httpPorts[i]}`,
-        '--peers', peers.join(','),
+        '--id',
+        `n${i + 1}`,
+        '--data-dir',
+        join(this.dir, `n${i + 1}`),
+        '--listen',
+        `127.0.0.1:${this.raftPorts[i]}`,
+        '--http',
+        `127.0.0.1:${this.httpPorts[i]}`,
+        '--peers',
+        peers.join(','),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_LOG_LEVEL: 'error' } },
     );
@@ -244,7 +277,8 @@ export class WeftKvCluster extends ProcessCluster {
         );
         const addr = JSON.parse(res.body.toString()) as string;
         const port = Number(addr.split(':').pop());
-        const idx = this.raftPorts.indexOf(port) >= 0 ? this.raftPorts.indexOf(port) : this.httpPorts.indexOf(port);
+        const idx =
+          this.raftPorts.indexOf(port) >= 0 ? this.raftPorts.indexOf(port) : this.httpPorts.indexOf(port);
         if (idx >= 0 && this.alive(idx)) return idx;
       } catch {
         // try the next node
@@ -254,7 +288,13 @@ export class WeftKvCluster extends ProcessCluster {
   }
 
   put(node: number, key: string, value: Buffer): HttpRequestSpec {
-    return { method: 'PUT', host: '127.0.0.1', port: this.httpPorts[node]!, path: `/v1/kv/${key}`, body: value };
+    return {
+      method: 'PUT',
+      host: '127.0.0.1',
+      port: this.httpPorts[node]!,
+      path: `/v1/kv/${key}`,
+      body: value,
+    };
   }
 
   get(node: number, key: string, mode: ReadMode): HttpRequestSpec {

@@ -22,7 +22,11 @@ export interface LoadResult {
 }
 
 /** One request over `agent`; resolves with the status code once the body is read. */
-export function request(spec: HttpRequestSpec, agent: http.Agent, timeoutMs = 10_000): Promise<{ status: number; body: Buffer }> {
+export function request(
+  spec: HttpRequestSpec,
+  agent: http.Agent,
+  timeoutMs = 10_000,
+): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
@@ -41,7 +45,9 @@ export function request(spec: HttpRequestSpec, agent: http.Agent, timeoutMs = 10
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms: ${spec.method} ${spec.path}`)));
+    req.on('timeout', () =>
+      req.destroy(new Error(`timeout after ${timeoutMs} ms: ${spec.method} ${spec.path}`)),
+    );
     req.on('error', reject);
     req.end(spec.body);
   });

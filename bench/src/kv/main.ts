@@ -26,7 +26,10 @@ const { values: args } = parseArgs({
 
 function positiveInt(name: string, raw: string | undefined, allowZero = false): number {
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1)) throw new Error(`--${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(raw)}`);
+  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1))
+    throw new Error(
+      `--${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(raw)}`,
+    );
   return n;
 }
 
@@ -39,7 +42,8 @@ const failoverTrials = positiveInt('failover-trials', args['failover-trials'], t
 const failoverConcurrency = positiveInt('failover-concurrency', args['failover-concurrency']);
 const workloads = String(args.workloads).split(',');
 for (const w of workloads) {
-  if (!['put', 'get', 'get-stale', 'mixed'].includes(w)) throw new Error(`unknown workload ${JSON.stringify(w)} (put, get, get-stale, mixed)`);
+  if (!['put', 'get', 'get-stale', 'mixed'].includes(w))
+    throw new Error(`unknown workload ${JSON.stringify(w)} (put, get, get-stale, mixed)`);
 }
 
 const value = Buffer.alloc(valueBytes, 'x');
@@ -85,7 +89,9 @@ function summarize(results: LoadResult[]) {
     p99Ms: Number(mean((r) => r.p99Ms).toFixed(2)),
     errors: results.reduce((s, r) => s + r.errors, 0),
     rounds: results.map((r) => Math.round(r.opsPerSecond)),
-    ...(results.find((r) => r.firstError) ? { firstError: results.find((r) => r.firstError)!.firstError } : {}),
+    ...(results.find((r) => r.firstError)
+      ? { firstError: results.find((r) => r.firstError)!.firstError }
+      : {}),
   };
 }
 
@@ -104,7 +110,8 @@ async function failoverTrial(c: BenchCluster): Promise<number> {
       const startedAt = performance.now();
       try {
         const res = await request(c.put(node, `bench/failover/${w}`, value), agent, 3000);
-        if (res.status === 200 && startedAt > killedAt) firstAckAfterKill = Math.min(firstAckAfterKill, performance.now());
+        if (res.status === 200 && startedAt > killedAt)
+          firstAckAfterKill = Math.min(firstAckAfterKill, performance.now());
       } catch {
         await new Promise((r) => setTimeout(r, 5)); // connection refused from the dead node: pick another
       }
@@ -115,11 +122,13 @@ async function failoverTrial(c: BenchCluster): Promise<number> {
   killedAt = performance.now();
   c.kill(leader);
   const deadline = Date.now() + 15_000;
-  while (firstAckAfterKill === Number.POSITIVE_INFINITY && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  while (firstAckAfterKill === Number.POSITIVE_INFINITY && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 10));
   stop = true;
   await Promise.all(workers);
   await c.restart(leader);
-  if (firstAckAfterKill === Number.POSITIVE_INFINITY) throw new Error(`${c.name}: no write acknowledged within 15 s of killing the leader`);
+  if (firstAckAfterKill === Number.POSITIVE_INFINITY)
+    throw new Error(`${c.name}: no write acknowledged within 15 s of killing the leader`);
   return firstAckAfterKill - killedAt;
 }
 
@@ -145,7 +154,9 @@ async function main(): Promise<void> {
       for (let round = 0; round < rounds; round++) {
         const order = round % 2 === 0 ? clusters : [...clusters].reverse();
         for (const c of order) {
-          results[c.name]!.push(await runLoad({ concurrency, durationMs, next: (w) => workloadRequest(c, workload, w) }));
+          results[c.name]!.push(
+            await runLoad({ concurrency, durationMs, next: (w) => workloadRequest(c, workload, w) }),
+          );
         }
       }
       const w = summarize(results.weft!);

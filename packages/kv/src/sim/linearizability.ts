@@ -116,7 +116,8 @@ function checkKey(
     calls.push(call);
     events.push(call);
     if (op.ret !== null) {
-      if (op.ret < op.call) throw new Error(`history op on key ${JSON.stringify(key)} returns before its call: ${describe(op)}`);
+      if (op.ret < op.call)
+        throw new Error(`history op on key ${JSON.stringify(key)} returns before its call: ${describe(op)}`);
       const ret: EventNode = { op: i, isCall: false, time: op.ret, match: null, prev: null, next: null };
       call.match = ret;
       events.push(ret);
@@ -163,7 +164,8 @@ function checkKey(
   let stuckOp = '';
 
   while (remainingCompleted > 0) {
-    if (++iterations % 4096 === 0 && Date.now() > deadline) return { verdict: 'unknown', detail: `time budget exhausted after ${iterations} steps` };
+    if (++iterations % 4096 === 0 && Date.now() > deadline)
+      return { verdict: 'unknown', detail: `time budget exhausted after ${iterations} steps` };
     if (entry === null) throw new Error('linearizability search ran off the event list (bug)');
     if (entry.isCall) {
       const op = ops[entry.op]!;
@@ -212,7 +214,10 @@ function checkKey(
  * Check a history of single-key register operations (read / write / cas).
  * Returns 'unknown' when the time budget runs out before a verdict.
  */
-export function checkLinearizability(ops: HistoryOp[], opts: { timeBudgetMs?: number } = {}): LinearizabilityResult {
+export function checkLinearizability(
+  ops: HistoryOp[],
+  opts: { timeBudgetMs?: number } = {},
+): LinearizabilityResult {
   const deadline = Date.now() + (opts.timeBudgetMs ?? 10_000);
   const byKey = new Map<string, HistoryOp[]>();
   let opsChecked = 0;
@@ -220,9 +225,9 @@ export function checkLinearizability(ops: HistoryOp[], opts: { timeBudgetMs?: nu
     // An indeterminate read constrains nothing.
     if (op.kind === 'read' && op.ret === null) continue;
     if (op.ret !== null) opsChecked++;
-    let list = byKey.get(op.key);
-    if (!list) byKey.set(op.key, (list = []));
-    list.push(op);
+    const list = byKey.get(op.key);
+    if (list) list.push(op);
+    else byKey.set(op.key, [op]);
   }
   let unknownKey: string | undefined;
   let unknownDetail: string | undefined;
@@ -234,6 +239,7 @@ export function checkLinearizability(ops: HistoryOp[], opts: { timeBudgetMs?: nu
       unknownDetail = r.detail;
     }
   }
-  if (unknownKey !== undefined) return { verdict: 'unknown', key: unknownKey, detail: unknownDetail, opsChecked };
+  if (unknownKey !== undefined)
+    return { verdict: 'unknown', key: unknownKey, detail: unknownDetail, opsChecked };
   return { verdict: 'ok', opsChecked };
 }
