@@ -52,9 +52,10 @@ import { ConsulHttpServer } from './http.js';
 import { formatHostPort, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './node-address.js';
 import { KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './node-errors.js';
 import { decodeEnvelope, encodeEnvelope, PendingTable, ProposalIds } from './node-proposals.js';
+import { ReadIndexRounds } from './node-reads.js';
 
 export const DEFAULT_TICK_MS = 50;
-export const DEFAULT_ELECTION_TICKS = 10;
+export const DEFAULT_ELECTION_TICKS = 8;
 export const DEFAULT_HEARTBEAT_TICKS = 1;
 export const DEFAULT_PROPOSAL_TIMEOUT_MS = 5_000;
 /** Writes waiting for their commit at once; beyond this new writes fail at once (back-pressure). */
@@ -202,12 +203,6 @@ interface ConfChangeContext {
   name?: string;
 }
 
-interface ReadWaiter {
-  resolve(): void;
-  reject(err: Error): void;
-  deadline: number;
-}
-
 const ROLE_NAMES: Record<Role, KvNodeStatus['role']> = {
   [Role.Follower]: 'follower',
   [Role.PreCandidate]: 'pre-candidate',
@@ -240,8 +235,7 @@ export class KvNode implements KvBackend {
 
   /** Proposals refused by the core (no leader yet): retried each tick until their deadline. */
   private retryQueue: Array<{ id: string; attempt: () => void; table: PendingTable<unknown> }> = [];
-  private pendingReads: ReadWaiter[] = [];
-  private readonly inflightReads = new Map<string, { waiters: ReadWaiter[]; sentAtMs: number }>();
+  private readonly reads = new ReadIndexRounds(READ_INDEX_RETRY_MS);
   private readonly appliedWaiters: Array<{ index: number; resolve: () => void }> = [];
   private readonly leaderWaiters = new Set<() => void>();
   /** Writes this follower handed to a leader, by proposal id: the leader they went to. */
@@ -464,7 +458,8 @@ export class KvNode implements KvBackend {
     if (leaderChanged) this.log.info({ leader, role: ROLE_NAMES[role] }, 'raft leader changed');
     this.leaderId = leader;
     if (leaderChanged) {
-      this.requeueInflightReads();
+      // The round in flight may have died with the old leader: its reads go again with the next one.
+      this.reads.supersedeCurrent();
       this.failForwardedWrites(leader);
     }
     this.role = role;
@@ -555,13 +550,8 @@ export class KvNode implements KvBackend {
     if (this.forwardedTo.size > this.proposals.size)
       for (const id of this.forwardedTo.keys()) if (!this.proposals.has(id)) this.forwardedTo.delete(id);
     const now = Date.now();
-    for (const [ctx, req] of this.inflightReads) {
-      if (now - req.sentAtMs > READ_INDEX_RETRY_MS) {
-        this.inflightReads.delete(ctx);
-        this.pendingReads.push(...req.waiters);
-      }
-    }
-    this.expireReads(now);
+    this.reads.retryIfOverdue(now);
+    this.reads.expire(now, () => this.unavailable('linearizable read', this.proposalTimeoutMs));
     this.issueReadIndex();
     this.kick();
   }
@@ -581,8 +571,7 @@ export class KvNode implements KvBackend {
     });
     this.proposals.rejectAll(failure);
     this.confChanges.rejectAll(failure);
-    for (const r of this.pendingReads) r.reject(failure);
-    this.pendingReads = [];
+    this.reads.rejectAll(failure);
     for (const handler of this.fatalHandlers) handler(err);
     void this.close();
   }
@@ -686,7 +675,7 @@ export class KvNode implements KvBackend {
     this.assertOpen('read');
     if (consistency === 'stale') return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      this.pendingReads.push({ resolve, reject, deadline: Date.now() + this.proposalTimeoutMs });
+      this.reads.add({ resolve, reject, deadline: Date.now() + this.proposalTimeoutMs });
       this.issueReadIndex();
     });
   }
@@ -699,20 +688,19 @@ export class KvNode implements KvBackend {
    * reads, instead of one round per read.
    */
   private issueReadIndex(): void {
-    if (this.pendingReads.length === 0 || this.closing) return;
-    if (this.inflightReads.size > 0) return; // batched behind the round in flight
+    if (this.closing) return;
     if (!this.leaderId) return; // the core would drop it; retried on the next tick or leader change
+    const waiters = this.reads.takeNextRound(); // none while a round is in flight: they go with the next
+    if (!waiters) return;
     const ctx = randomBytes(8);
-    const waiters = this.pendingReads;
-    this.pendingReads = [];
     try {
       this.raft.readIndex(ctx);
-      this.inflightReads.set(ctx.toString('hex'), { waiters, sentAtMs: Date.now() });
+      this.reads.started(ctx.toString('hex'), waiters, Date.now());
       this.kick();
     } catch (err) {
       if (!(err instanceof RequestDroppedError))
         this.log.warn({ err: (err as Error).message }, 'read index refused');
-      this.pendingReads.push(...waiters);
+      this.reads.notStarted(waiters);
     }
   }
 
@@ -736,19 +724,12 @@ export class KvNode implements KvBackend {
     }
   }
 
-  /** The round in flight may have died with the old leader: its reads go again with the next one. */
-  private requeueInflightReads(): void {
-    for (const req of this.inflightReads.values()) this.pendingReads.push(...req.waiters);
-    this.inflightReads.clear();
-  }
-
   private onReadState(index: number, ctx: Uint8Array): void {
-    const key = Buffer.from(ctx).toString('hex');
-    const req = this.inflightReads.get(key);
-    if (!req) return;
-    this.inflightReads.delete(key);
+    // Any answer counts, also one to a round already issued again (node-reads.ts).
+    const waiters = this.reads.answered(Buffer.from(ctx).toString('hex'));
+    if (!waiters) return;
     const release = () => {
-      for (const w of req.waiters) w.resolve();
+      for (const w of waiters) w.resolve();
     };
     if (this.appliedIndex >= index) release();
     else this.appliedWaiters.push({ index, resolve: release });
@@ -763,16 +744,6 @@ export class KvNode implements KvBackend {
         w.resolve();
       }
     }
-  }
-
-  private expireReads(now: number): void {
-    const keep = (w: ReadWaiter): boolean => {
-      if (w.deadline > now) return true;
-      w.reject(this.unavailable('linearizable read', this.proposalTimeoutMs));
-      return false;
-    };
-    this.pendingReads = this.pendingReads.filter(keep);
-    for (const req of this.inflightReads.values()) req.waiters = req.waiters.filter(keep);
   }
 
   // ------------------------------------------------------- KvBackend (HTTP)
@@ -1227,10 +1198,7 @@ export class KvNode implements KvBackend {
     const closedError = new KvNodeClosedError('pending call');
     this.proposals.rejectAll(closedError);
     this.confChanges.rejectAll(closedError);
-    for (const r of this.pendingReads) r.reject(closedError);
-    for (const req of this.inflightReads.values()) for (const r of req.waiters) r.reject(closedError);
-    this.pendingReads = [];
-    this.inflightReads.clear();
+    this.reads.rejectAll(closedError);
     await this.transport.stop().catch(() => {});
     await this.storage.close();
   }

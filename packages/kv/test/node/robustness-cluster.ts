@@ -1,0 +1,102 @@
+// In-process KvNode clusters for the robustness tests: real LevelDB
+// directories, the in-memory transport (MemoryNetwork: loss, partitions),
+// optionally with a hook that delays chosen messages on their way in.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
+import type { Message, NodeId } from '../../src/raft/types.js';
+import { MemoryNetwork } from '../../src/transport/memory.js';
+
+export const enc = (s: string) => new TextEncoder().encode(s);
+export const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);
+
+export async function until<T>(
+  what: string,
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** How long to hold a message arriving at `to` before handing it to the node (0 = at once). */
+export type InboundDelay = (to: NodeId, message: Message) => number;
+
+export class RobustCluster {
+  readonly network = new MemoryNetwork();
+  readonly nodes = new Map<string, KvNode>();
+  inboundDelay: InboundDelay = () => 0;
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  private constructor(
+    readonly root: string,
+    readonly addresses: string[],
+    private readonly extra: Partial<KvNodeOptions>,
+  ) {}
+
+  static async create(addresses: string[], extra: Partial<KvNodeOptions> = {}): Promise<RobustCluster> {
+    return new RobustCluster(await mkdtemp(join(tmpdir(), 'weft-kv-robust-')), addresses, extra);
+  }
+
+  options(address: string, overrides: Partial<KvNodeOptions> = {}): KvNodeOptions {
+    return {
+      dataDir: join(this.root, address.replace(/[:.]/g, '_')),
+      id: `n${address.split(':')[1]}`,
+      listen: address,
+      peers: this.addresses.filter((a) => a !== address),
+      tickMs: 20,
+      proposalTimeoutMs: 5_000,
+      transport: (raftId) => {
+        const t = this.network.transport(raftId);
+        const register = t.onMessage.bind(t);
+        t.onMessage = (handler) =>
+          register((m) => {
+            const delayMs = this.inboundDelay(raftId, m);
+            if (delayMs <= 0) return handler(m);
+            const timer = setTimeout(() => {
+              this.timers.delete(timer);
+              handler(m);
+            }, delayMs);
+            this.timers.add(timer);
+          });
+        return t;
+      },
+      ...this.extra,
+      ...overrides,
+    };
+  }
+
+  async startAll(): Promise<KvNode[]> {
+    return Promise.all(this.addresses.map((a) => this.start(a)));
+  }
+
+  async start(address: string, overrides: Partial<KvNodeOptions> = {}): Promise<KvNode> {
+    const node = await KvNode.open(this.options(address, overrides));
+    this.nodes.set(address, node);
+    return node;
+  }
+
+  async leader(): Promise<KvNode> {
+    return until('a leader', () => [...this.nodes.values()].find((n) => n.status().role === 'leader'));
+  }
+
+  async followerOf(leader: KvNode): Promise<KvNode> {
+    const f = [...this.nodes.values()].find((n) => n !== leader)!;
+    await until(`${f.name} to know the leader`, () => f.status().leader === leader.raftId);
+    return f;
+  }
+
+  async destroy(): Promise<void> {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    await Promise.all([...this.nodes.values()].map((n) => n.close()));
+    this.nodes.clear();
+    await rm(this.root, { recursive: true, force: true });
+  }
+}
