@@ -84,14 +84,22 @@ abstract class ProcessCluster implements BenchCluster {
     await this.waitReady();
   }
 
+  /** A cheap request any serving member answers. */
+  protected abstract probe(node: number): HttpRequestSpec;
+
   async waitReady(): Promise<number> {
     return waitFor(
-      `${this.name} leader and a successful write`,
+      `${this.name} leader, a successful write and every live member serving`,
       async () => {
         const l = await this.leader();
         if (l < 0) return undefined;
         const res = await request(this.put(l, 'bench/ready', Buffer.from('1')), probeAgent, 2000);
-        return res.status === 200 ? l : undefined;
+        if (res.status !== 200) return undefined;
+        // The leader answering does not mean the others listen yet; the workloads use all three.
+        for (let i = 0; i < 3; i++) {
+          if (this.alive(i) && (await request(this.probe(i), probeAgent, 2000)).status !== 200) return undefined;
+        }
+        return l;
       },
       30_000,
     );
@@ -193,11 +201,15 @@ export class EtcdCluster extends ProcessCluster {
     };
   }
 
+  protected probe(node: number): HttpRequestSpec {
+    return this.post(node, '/v3/maintenance/status', {});
+  }
+
   async leader(): Promise<number> {
     for (let i = 0; i < 3; i++) {
       if (!this.alive(i)) continue;
       try {
-        const res = await request(this.post(i, '/v3/maintenance/status', {}), probeAgent, 1000);
+        const res = await request(this.probe(i), probeAgent, 1000);
         const status = JSON.parse(res.body.toString()) as {
           header?: { member_id?: string };
           leader?: string;
@@ -266,15 +278,15 @@ export class WeftKvCluster extends ProcessCluster {
     );
   }
 
+  protected probe(node: number): HttpRequestSpec {
+    return { method: 'GET', host: '127.0.0.1', port: this.httpPorts[node]!, path: '/v1/status/leader' };
+  }
+
   async leader(): Promise<number> {
     for (let i = 0; i < 3; i++) {
       if (!this.alive(i)) continue;
       try {
-        const res = await request(
-          { method: 'GET', host: '127.0.0.1', port: this.httpPorts[i]!, path: '/v1/status/leader' },
-          probeAgent,
-          1000,
-        );
+        const res = await request(this.probe(i), probeAgent, 1000);
         const addr = JSON.parse(res.body.toString()) as string;
         const port = Number(addr.split(':').pop());
         const idx =

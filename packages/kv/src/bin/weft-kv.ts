@@ -11,6 +11,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import {
   DEFAULT_CLUSTER_NAME,
+  DEFAULT_ELECTION_TICKS,
   DEFAULT_SNAPSHOT_EVERY_ENTRIES,
   DEFAULT_TICK_MS,
   KvNode,
@@ -144,7 +145,12 @@ program
     '--cluster-key <file>',
     'pre-shared key file (libp2p private network): peers without it cannot connect',
   )
-  .option('--tick-ms <ms>', 'Raft tick interval (election timeout = 10 ticks)', positiveInt, DEFAULT_TICK_MS)
+  .option(
+    '--tick-ms <ms>',
+    `Raft tick interval (heartbeat every tick, election timeout ${DEFAULT_ELECTION_TICKS} to ${2 * DEFAULT_ELECTION_TICKS - 1} ticks)`,
+    positiveInt,
+    DEFAULT_TICK_MS,
+  )
   .option(
     '--snapshot-entries <n>',
     'snapshot and compact the log every N applied entries',
