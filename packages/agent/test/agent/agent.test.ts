@@ -71,8 +71,11 @@ describe('Agent on the overlay fakes', function () {
   });
   afterEach(async () => {
     for (const a of agents) await a.stop().catch(() => {});
-    for (const ns of await listNetns())
-      if (ns.startsWith(prefix)) await runCommand(['ip', 'netns', 'del', ns]);
+    for (const ns of await listNetns()) {
+      if (!ns.startsWith(prefix)) continue;
+      await runCommand(['ip', 'netns', 'del', ns]);
+      await rm(`/etc/netns/${ns}`, { recursive: true, force: true });
+    }
     for (const d of dirs) await rm(d, { recursive: true, force: true });
   });
 
