@@ -39,8 +39,6 @@ export interface AgentParts {
   dataplaneKind: string;
   /** host:port of the HTTP API. */
   apiListen: string;
-  /** Raft port, to match KV members to hosts by address. */
-  raftPort?: number;
   logger: Logger;
   metrics: AgentMetrics;
   /** The local KV replica; absent when the store is something else (unit tests). */

@@ -120,7 +120,6 @@ export async function buildAgent(
     advertise: config.advertise,
     dataplaneKind: config.dataplane,
     apiListen: config.api,
-    raftPort: config.raftPort,
     logger,
     metrics,
     kv,
