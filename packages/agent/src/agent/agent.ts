@@ -96,7 +96,7 @@ async function mapped<T>(run: () => T | Promise<T>): Promise<T> {
  * up (a quorum) before they can register, as Consul servers do.
  */
 class RetryingStart implements Startable {
-  private stopped = false;
+  private cancelled = false;
 
   constructor(
     private readonly name: string,
@@ -106,7 +106,7 @@ class RetryingStart implements Startable {
   ) {}
 
   async start(): Promise<void> {
-    this.stopped = false;
+    this.cancelled = false;
     const deadline = Date.now() + this.maxWaitMs;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -114,7 +114,9 @@ class RetryingStart implements Startable {
         return;
       } catch (err) {
         const retryable = (toApiError(err) as { status?: number }).status === 503;
-        if (!retryable || this.stopped || Date.now() > deadline) throw err;
+        if (this.cancelled)
+          throw new Error(`start cancelled while waiting for the store: ${errorMessage(err)}`);
+        if (!retryable || Date.now() > deadline) throw err;
         this.logger.info(
           { component: this.name, attempt, err: errorMessage(err) },
           'waiting for the store (a quorum of peers)',
@@ -124,14 +126,19 @@ class RetryingStart implements Startable {
     }
   }
 
+  /** Gives up waiting: the start in progress fails after its current attempt. */
+  cancel(): void {
+    this.cancelled = true;
+  }
+
   stop(): Promise<void> {
-    this.stopped = true;
     return this.inner.stop();
   }
 }
 
 export class Agent implements AgentBackend, Startable {
   readonly api: ApiServer;
+  private readonly overlayStart: RetryingStart;
   private readonly composition: Composition;
   private readonly logger: Logger;
 
@@ -145,12 +152,13 @@ export class Agent implements AgentBackend, Startable {
       logger: parts.logger.child({ component: 'api' }),
     });
     const overlay = parts.overlay;
+    this.overlayStart = new RetryingStart('overlay', overlay, parts.logger, parts.storeWaitMs ?? 300_000);
     const components = [
       ...(parts.kv ? [{ name: 'kv', component: parts.kv as Startable }] : []),
       { name: 'dataplane', component: parts.dataplane },
       {
         name: 'overlay',
-        component: new RetryingStart('overlay', overlay, parts.logger, parts.storeWaitMs ?? 300_000),
+        component: this.overlayStart,
       },
       { name: 'containers', component: parts.containers },
       { name: 'restore', component: { start: () => this.restoreAttachments(), stop: async () => {} } },
@@ -190,6 +198,11 @@ export class Agent implements AgentBackend, Startable {
   async start(): Promise<void> {
     await this.composition.start();
     this.logger.info({ name: this.parts.name, api: this.api.address }, 'agent started');
+  }
+
+  /** A signal during start (still waiting for peers): make start() fail soon, stopping what started. */
+  cancelStart(): void {
+    this.overlayStart.cancel();
   }
 
   /** Stops without leaving: containers and the host's session survive for a restart to pick up. */

@@ -148,18 +148,15 @@ export async function runAgentProcess(raw: Record<string, unknown>): Promise<num
   let agent: Agent;
   try {
     agent = await buildAgent(config, logger);
-    await agent.start();
   } catch (err) {
-    logger.error({ err }, 'agent failed to start');
+    logger.error({ err }, 'agent could not be built');
     process.stderr.write(`Error: ${(err as Error).message}\n`);
     return 1;
   }
   return new Promise<number>((resolve) => {
-    let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, 'leaving the cluster');
+    let started = false;
+    let leaving = false;
+    const leave = () =>
       agent.leave().then(
         () => resolve(0),
         (err) => {
@@ -167,8 +164,27 @@ export async function runAgentProcess(raw: Record<string, unknown>): Promise<num
           resolve(1);
         },
       );
+    // Registered before start: a signal while waiting for peers cancels the start instead of killing the process.
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (leaving) return;
+      leaving = true;
+      logger.info({ signal, started }, started ? 'leaving the cluster' : 'stopping before the agent started');
+      if (started) void leave();
+      else agent.cancelStart();
     };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
+    agent.start().then(
+      () => {
+        started = true;
+        if (leaving) void leave();
+      },
+      (err) => {
+        if (leaving) return resolve(0);
+        logger.error({ err }, 'agent failed to start');
+        process.stderr.write(`Error: ${(err as Error).message}\n`);
+        resolve(1);
+      },
+    );
   });
 }
