@@ -188,4 +188,46 @@ describe('Agent on the overlay fakes', function () {
     );
     assert.deepEqual((await h1.inspectNetwork('n')).endpoints, []);
   });
+  it('waits for the store while it has no quorum, and a cancelled start rolls back what started', async () => {
+    store.partition('reject');
+    const dataDir = await mkdtemp(join(tmpdir(), 'weft-agent-'));
+    dirs.push(dataDir);
+    const dataplane = new RecordingDataplane();
+    const overlay = new OverlayManager({
+      store,
+      dataplane,
+      hostname: 'lonely',
+      advertise: '192.0.2.30',
+      peerId: 'lonely',
+    });
+    const agent = new Agent({
+      name: 'lonely',
+      advertise: '192.0.2.30',
+      dataplaneKind: 'recording',
+      apiListen: '127.0.0.1:0',
+      logger: silentLogger(),
+      metrics: new AgentMetrics({ defaultMetrics: false }),
+      dataplane,
+      overlay,
+      containers: new ContainerRuntime({
+        dataDir,
+        sandboxPrefix: `${prefix}-l-`,
+        resolvConf: () => '',
+        logger: silentLogger(),
+      }),
+    });
+    const starting = agent.start();
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.deepEqual(
+      dataplane.calls.map((c) => c.op),
+      ['start'],
+      'still waiting: the data plane is up, nothing else happened',
+    );
+    agent.cancelStart();
+    await assert.rejects(starting, /starting overlay failed: start cancelled while waiting for the store/);
+    assert.deepEqual(
+      dataplane.calls.map((c) => c.op),
+      ['start', 'stop'],
+    );
+  });
 });
