@@ -232,6 +232,8 @@ export class KvNode implements KvBackend {
   private lastLeaderContactMs = 0;
   private role: Role = Role.Follower;
   private readonly names = new Map<NodeId, string>();
+  /** Members of the configuration last applied (other than this node), as given to the transport. */
+  private configuredMembers = new Set<NodeId>();
 
   /** Proposals refused by the core (no leader yet): retried each tick until their deadline. */
   private retryQueue: Array<{ id: string; attempt: () => void; table: PendingTable<unknown> }> = [];
@@ -1084,6 +1086,16 @@ export class KvNode implements KvBackend {
     const known = new Set(this.transport.members().map((m) => m.nodeId));
     for (const id of ids)
       if (!known.has(id)) this.transport.setMember({ nodeId: id, multiaddrs: [multiaddrOf(id)] });
+    // A member that left the configuration is forgotten with the identity it had, so
+    // the address can come back as a new node (a wiped disk means a new peer key).
+    // Only members that were in an applied configuration: addresses learned
+    // otherwise (join target, peer handshakes) are not this list's to remove.
+    for (const id of this.configuredMembers)
+      if (!ids.has(id)) {
+        this.transport.removeMember(id);
+        this.names.delete(id);
+      }
+    this.configuredMembers = ids;
   }
 
   /** Leader only: expire sessions whose TTL ran out, reap old tombstones, promote learners that caught up. */
