@@ -97,7 +97,8 @@ abstract class ProcessCluster implements BenchCluster {
         if (res.status !== 200) return undefined;
         // The leader answering does not mean the others listen yet; the workloads use all three.
         for (let i = 0; i < 3; i++) {
-          if (this.alive(i) && (await request(this.probe(i), probeAgent, 2000)).status !== 200) return undefined;
+          if (this.alive(i) && (await request(this.probe(i), probeAgent, 2000)).status !== 200)
+            return undefined;
         }
         return l;
       },

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import { encodeCommand } from '../fsm/codec.js';
+import { CommandDecodeError, encodeCommand } from '../fsm/codec.js';
 import { SessionReaper } from '../fsm/session-reaper.js';
 import { type Indexed, KvStateMachine, type KvStateReader } from '../fsm/state-machine.js';
 import { TombstoneReaper } from '../fsm/tombstone-reaper.js';
@@ -50,7 +50,8 @@ import { silentLog, type Transport, type TransportLog } from '../transport/trans
 import type { AppliedCommand, Consistency, KvBackend, ReadView } from './backend.js';
 import { ConsulHttpServer } from './http.js';
 import { formatHostPort, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './node-address.js';
-import { KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './node-errors.js';
+import { KvInputError, KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './node-errors.js';
+import { checkKey, checkSessionOptions } from './node-input.js';
 import { decodeEnvelope, encodeEnvelope, PendingTable, ProposalIds } from './node-proposals.js';
 import { ReadIndexRounds } from './node-reads.js';
 
@@ -420,9 +421,23 @@ export class KvNode implements KvBackend {
         this.transport.send(early);
       }
     }
+    // Committed entries this node already holds on disk (from earlier Readies)
+    // are applied while this Ready's fsync runs: their callers need nothing of
+    // it, and waiting would add a whole fsync to every write's latency. A
+    // committed entry is never truncated, so what the log held before this
+    // save stays. Entries that are only now being written (a one-voter
+    // cluster commits at append) and anything after a snapshot wait.
+    let appliedEarly = 0;
+    if (!rd.snapshot) {
+      const durableLastIndex = this.storage.lastIndex();
+      const committed = rd.committedEntries;
+      while (appliedEarly < committed.length && committed[appliedEarly]!.index <= durableLastIndex)
+        appliedEarly++;
+    }
     // 1. Durable before anything that depends on it leaves this node.
+    let saved: Promise<void> | undefined;
     if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
-      const saved = this.storage.save(
+      saved = this.storage.save(
         {
           ...(rd.hardState ? { hardState: rd.hardState } : {}),
           ...(rd.snapshot ? { snapshot: rd.snapshot } : {}),
@@ -433,9 +448,14 @@ export class KvNode implements KvBackend {
       // A commit-index-only update promises nothing (a restarted node learns
       // the commit index from the leader again): later saves queue behind it
       // in order, and nothing waits for it.
-      if (rd.mustSync) await saved;
-      else saved.catch((err: Error) => this.fail(err));
+      if (!rd.mustSync) {
+        saved.catch((err: Error) => this.fail(err));
+        saved = undefined;
+      }
     }
+    for (let i = 0; i < appliedEarly; i++) this.applyEntry(rd.committedEntries[i]!);
+    if (appliedEarly > 0) this.resolveAppliedWaiters();
+    if (saved) await saved;
     // 2. Send.
     if (late.length > 0) this.transport.send(late);
     // 3. Apply.
@@ -446,7 +466,7 @@ export class KvNode implements KvBackend {
         'installed snapshot from the leader',
       );
     }
-    for (const entry of rd.committedEntries) this.applyEntry(entry);
+    for (let i = appliedEarly; i < rd.committedEntries.length; i++) this.applyEntry(rd.committedEntries[i]!);
     for (const rs of rd.readStates) this.onReadState(rs.index, rs.requestCtx);
     this.resolveAppliedWaiters();
     // 4. Advance.
@@ -629,8 +649,16 @@ export class KvNode implements KvBackend {
         `write refused: ${MAX_PENDING_PROPOSALS} writes are already waiting for their commit on node ${this.name}; retry later`,
       );
     }
+    let payload: Uint8Array;
+    try {
+      payload = encodeCommand(command);
+    } catch (err) {
+      // The codec refuses what every replica would refuse (value size, flags, op count): bad input.
+      if (err instanceof CommandDecodeError) throw new KvInputError(`write refused: ${err.message}`, { cause: err });
+      throw err;
+    }
     const id = this.ids.next();
-    const data = encodeEnvelope({ proposalId: id, payload: encodeCommand(command) });
+    const data = encodeEnvelope({ proposalId: id, payload });
     const done = this.proposals.wait(id, this.proposalTimeoutMs, () =>
       this.unavailable('write', this.proposalTimeoutMs),
     );
@@ -794,21 +822,25 @@ export class KvNode implements KvBackend {
   }
 
   async get(key: string, options: ReadOptions = {}): Promise<DirEntry | null> {
+    checkKey(key, 'key', 'get');
     await this.readBarrier(consistencyOf(options));
     return this.fsm.get(key).value;
   }
 
   async getIndexed(key: string, options: ReadOptions = {}): Promise<Indexed<DirEntry | null>> {
+    checkKey(key, 'key', 'get');
     await this.readBarrier(consistencyOf(options));
     return this.fsm.get(key);
   }
 
   async list(prefix: string, options: ReadOptions = {}): Promise<DirEntry[]> {
+    checkKey(prefix, 'prefix', 'list');
     await this.readBarrier(consistencyOf(options));
     return this.fsm.list(prefix).value;
   }
 
   async put(key: string, value: Uint8Array, options: PutOptions = {}): Promise<boolean> {
+    checkKey(key, 'key', 'put');
     let op: KvOp;
     const base = { key, value, flags: options.flags ?? 0n, index: 0, session: '' };
     if (options.acquire) op = { ...base, verb: 'lock', session: options.acquire };
@@ -824,6 +856,7 @@ export class KvNode implements KvBackend {
   }
 
   async delete(key: string, options: DeleteOptions = {}): Promise<boolean> {
+    checkKey(key, options.recurse ? 'prefix' : 'key', 'delete');
     const base = { key, value: new Uint8Array(0), flags: 0n, index: 0, session: '' };
     let op: KvOp;
     if (options.recurse) op = { ...base, verb: 'delete-tree' };
@@ -881,6 +914,7 @@ export class KvNode implements KvBackend {
     prefix: string,
     options: { index?: number; signal?: AbortSignal } = {},
   ): AsyncIterable<WatchEvent> {
+    checkKey(prefix, 'prefix', 'watch');
     // -1: nothing yielded yet, so the current listing goes out at once.
     let last = options.index ?? -1;
     const signal = options.signal;
@@ -909,6 +943,7 @@ export class KvNode implements KvBackend {
   }
 
   async createSession(options: CreateSessionOptions = {}): Promise<string> {
+    checkSessionOptions(options);
     const id = randomUuid();
     const ttlMs = options.ttlMs ?? 0;
     const { result } = await this.propose({

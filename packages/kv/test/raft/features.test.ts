@@ -28,10 +28,16 @@ describe('raft: proposeBatch', () => {
     const h = new Harness(['n1', 'n2', 'n3']);
     h.elect('n1');
     h.node('n2').raw.proposeBatch(['a', 'b', 'c'].map(enc));
-    const forwarded = h.node('n2').raw.ready().messages.filter((m) => m.type === MessageType.Prop);
+    const forwarded = h
+      .node('n2')
+      .raw.ready()
+      .messages.filter((m) => m.type === MessageType.Prop);
     h.node('n2').raw.advance();
     assert.equal(forwarded.length, 1, 'one proposal message for the whole batch');
-    assert.deepEqual(forwarded[0]!.entries.map((e) => dec(e.data)), ['a', 'b', 'c']);
+    assert.deepEqual(
+      forwarded[0]!.entries.map((e) => dec(e.data)),
+      ['a', 'b', 'c'],
+    );
     h.node('n1').raw.step(forwarded[0]!);
     h.stabilize();
     for (const id of ['n1', 'n2', 'n3']) assert.deepEqual(h.node(id).applied, ['a', 'b', 'c'], id);
