@@ -20,7 +20,12 @@ export {
   type WatchEvent,
 } from './api/node.js';
 export { AddressError, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './api/node-address.js';
-export { KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './api/node-errors.js';
+export {
+  KvInputError,
+  KvMembershipError,
+  KvNodeClosedError,
+  KvNodeUnavailableError,
+} from './api/node-errors.js';
 // Records and limits of the replicated state machine, as the API returns and checks them.
 export { CommandDecodeError } from './fsm/codec.js';
 export {

@@ -32,3 +32,17 @@ export class KvMembershipError extends Error {
     this.name = 'KvMembershipError';
   }
 }
+
+/**
+ * A call's arguments were refused before anything was proposed (a key with a
+ * leading '/', a session TTL out of range, a value over the size limit, ...).
+ * Nothing was written; fix the input named in the message. The HTTP API
+ * refuses the same input with 400.
+ */
+export class KvInputError extends Error {
+  readonly code = 'invalid';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'KvInputError';
+  }
+}
