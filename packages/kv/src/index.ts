@@ -8,6 +8,7 @@ export {
   DEFAULT_SNAPSHOT_EVERY_ENTRIES,
   DEFAULT_TICK_MS,
   type DeleteOptions,
+  type KeyWatchEvent,
   KvNode,
   type KvNodeLog,
   type KvNodeOptions,
@@ -18,6 +19,7 @@ export {
   type ReadOptions,
   type TxnResult,
   type WatchEvent,
+  type WatchOptions,
 } from './api/node.js';
 export { AddressError, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './api/node-address.js';
 export {

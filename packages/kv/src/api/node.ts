@@ -54,6 +54,7 @@ import { KvInputError, KvMembershipError, KvNodeClosedError, KvNodeUnavailableEr
 import { checkKey, checkSessionOptions } from './node-input.js';
 import { decodeEnvelope, encodeEnvelope, PendingTable, ProposalIds } from './node-proposals.js';
 import { ReadIndexRounds } from './node-reads.js';
+import { type WatchSource, watchLoop } from './node-watch.js';
 
 export const DEFAULT_TICK_MS = 50;
 export const DEFAULT_ELECTION_TICKS = 8;
@@ -168,6 +169,20 @@ export interface WatchEvent {
   /** Index at which the listing is valid (X-Consul-Index). */
   index: number;
   entries: DirEntry[];
+}
+
+export interface KeyWatchEvent {
+  /** Index at which `entry` is valid (X-Consul-Index): its ModifyIndex, or the store's index when absent. */
+  index: number;
+  /** The key's entry; null when it does not exist (not yet created, or deleted). */
+  entry: DirEntry | null;
+}
+
+export interface WatchOptions {
+  /** Yield only once the index differs from this one (a blocking query's ?index); default: yield at once. */
+  index?: number;
+  /** Ends the iteration. */
+  signal?: AbortSignal;
 }
 
 export type MemberRole = 'voter' | 'learner';
@@ -654,7 +669,8 @@ export class KvNode implements KvBackend {
       payload = encodeCommand(command);
     } catch (err) {
       // The codec refuses what every replica would refuse (value size, flags, op count): bad input.
-      if (err instanceof CommandDecodeError) throw new KvInputError(`write refused: ${err.message}`, { cause: err });
+      if (err instanceof CommandDecodeError)
+        throw new KvInputError(`write refused: ${err.message}`, { cause: err });
       throw err;
     }
     const id = this.ids.next();
@@ -910,36 +926,43 @@ export class KvNode implements KvBackend {
    * node's applied state, so it keeps going across leader changes. Ends when
    * `signal` aborts or the node closes.
    */
-  async *watchPrefix(
-    prefix: string,
-    options: { index?: number; signal?: AbortSignal } = {},
-  ): AsyncIterable<WatchEvent> {
+  async *watchPrefix(prefix: string, options: WatchOptions = {}): AsyncIterable<WatchEvent> {
     checkKey(prefix, 'prefix', 'watch');
-    // -1: nothing yielded yet, so the current listing goes out at once.
-    let last = options.index ?? -1;
-    const signal = options.signal;
-    while (!this.closing && !signal?.aborted) {
-      // Register before reading, so a change between the read and the wait is not missed.
-      const w = this.fsm.watch({ kind: 'prefix', prefix });
-      const listing = this.fsm.list(prefix);
-      if (listing.index !== last) {
-        w.cancel();
-        last = listing.index;
-        yield { index: listing.index, entries: listing.value };
-        continue;
-      }
-      let onAbort: (() => void) | undefined;
-      await Promise.race([
-        w.changed,
-        this.closeSignal,
-        new Promise<void>((resolve) => {
-          onAbort = resolve;
-          signal?.addEventListener('abort', onAbort, { once: true });
-        }),
-      ]);
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
-      w.cancel();
-    }
+    const target = { kind: 'prefix', prefix } as const;
+    for await (const { index, value } of watchLoop(
+      this.watchSource(),
+      target,
+      () => this.fsm.list(prefix),
+      options,
+    ))
+      yield { index, entries: value };
+  }
+
+  /**
+   * Watch of one key, like watchPrefix: yields the key's entry now (null if
+   * absent), then each time it is written or deleted. While the key stays
+   * absent, writes to other keys do not wake it.
+   *
+   *   for await (const { entry } of node.watchKey('config/x', { signal })) ...
+   */
+  async *watchKey(key: string, options: WatchOptions = {}): AsyncIterable<KeyWatchEvent> {
+    checkKey(key, 'key', 'watch');
+    const target = { kind: 'key', key } as const;
+    // An absent key stays absent through writes to other keys (the store index moves): not news.
+    const worthYielding = (entry: DirEntry | null, previous: DirEntry | null | undefined) =>
+      !(entry === null && previous === null);
+    for await (const { index, value } of watchLoop(
+      this.watchSource(),
+      target,
+      () => this.fsm.get(key),
+      options,
+      worthYielding,
+    ))
+      yield { index, entry: value };
+  }
+
+  private watchSource(): WatchSource {
+    return { watch: (t) => this.fsm.watch(t), closed: this.closeSignal, isClosing: () => this.closing };
   }
 
   async createSession(options: CreateSessionOptions = {}): Promise<string> {
