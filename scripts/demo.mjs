@@ -5,10 +5,10 @@
 // by step, printing each command and what came back. Tears everything down
 // at the end; exits 0 only if every step worked. Needs root (namespaces).
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setup } from './setup.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 
@@ -25,14 +25,13 @@ if (process.getuid?.() !== 0) {
   console.error('demo: needs root to create network namespaces (run as root, e.g. sudo npm start)');
   process.exit(1);
 }
-for (const tool of ['ip', 'busybox', 'nft']) {
-  if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
-    console.error(`demo: ${tool} is missing (Debian: apt-get install iproute2 busybox nftables)`);
-    process.exit(1);
-  }
+// Debian tools and npm dependencies (and the native addon), as for `npm test`.
+try {
+  setup();
+} catch (err) {
+  console.error(`demo: ${err.message}`);
+  process.exit(1);
 }
-// `npm install` like .ci/run (the lock omits some optional platform packages, which `npm ci` refuses).
-if (!existsSync(join(root, 'node_modules', 'typescript'))) sh('npm', ['install', '--no-audit', '--no-fund']);
 sh('npx', ['tsc', '-b']);
 
 const { startCluster, runPrefix } = await import('../test/dist/src/harness/cluster.js');

@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { setup } from './setup.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const simSeeds = process.env.WEFT_SIM_SEEDS ?? '300';
@@ -23,6 +24,14 @@ function run(cmd, args, opts = {}) {
 let passed = 0;
 let failed = 0;
 let skipped = 0;
+
+try {
+  setup();
+} catch (err) {
+  console.log(err.message);
+  console.log('test: 0 passed, 1 failed, 0 skipped');
+  process.exit(1);
+}
 
 // The native addon is built by `npm install`; rebuild it incrementally here so a
 // checkout whose C++ changed since the install never tests a stale binary.
