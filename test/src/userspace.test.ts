@@ -1,15 +1,42 @@
-// `weft agent --dataplane userspace` end to end: two hosts whose VXLAN is
-// carried by the native engine (TAP ⇄ UDP) instead of the kernel's device.
+// `weft agent --dataplane userspace` end to end, and mixed clusters: one
+// kernel host and two hosts whose VXLAN is carried by the native engine
+// (TAP ⇄ UDP) instead of the kernel's device. One cluster serves both cases
+// to keep the suite short: userspace ⇄ userspace and kernel ⇄ userspace.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AgentHandle } from './harness/agents.js';
 import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
 
-describe('userspace data plane on two hosts (e2e, namespaces)', function () {
+describe('userspace data plane and a mixed kernel/userspace cluster (e2e, namespaces)', function () {
   this.timeout(180_000);
   let cluster: Cluster;
   let pageDir: string;
+  let k: AgentHandle;
+  let u1: AgentHandle;
+  let u2: AgentHandle;
+
+  const serve = () => ['--', 'busybox', 'httpd', '-f', '-p', '80', '-h', pageDir];
+  /** `wget http://<name>` from a fresh container on `from`: what a user would run. (No `-T`: busybox wget crashes on SIGALRM with it.) */
+  const fetch = (from: AgentHandle, name: string) =>
+    from.weftUntilOk(
+      [
+        'run',
+        '--rm',
+        '--net',
+        'mixed',
+        '--name',
+        `get-${name}-${from.host.name.slice(-2)}`,
+        '--',
+        'busybox',
+        'wget',
+        '-q',
+        '-O-',
+        `http://${name}`,
+      ],
+      60_000,
+    );
 
   before(async function () {
     const why = preflight();
@@ -19,38 +46,36 @@ describe('userspace data plane on two hosts (e2e, namespaces)', function () {
     }
     pageDir = await mkdtemp(join(tmpdir(), 'weft-mixed-'));
     await writeFile(join(pageDir, 'index.html'), 'served over VXLAN\n');
-    cluster = await startCluster(runPrefix('u'), { hosts: 2, dataplane: 'userspace' });
+    cluster = await startCluster(runPrefix('u'), {
+      hosts: 3,
+      dataplanes: ['kernel', 'userspace', 'userspace'],
+    });
+    [k, u1, u2] = cluster.agents as [AgentHandle, AgentHandle, AgentHandle];
+    await k.mustWeft(['network', 'create', '--subnet', '198.18.40.0/24', 'mixed']);
+    await k.mustWeft(['run', '-d', '--net', 'mixed', '--name', 'kweb', ...serve()]);
+    await u1.mustWeft(['run', '-d', '--net', 'mixed', '--name', 'uweb', ...serve()]);
   });
   after(async () => {
     await cluster?.destroy();
     if (pageDir) await rm(pageDir, { recursive: true, force: true });
   });
 
-  it('containers on two userspace hosts fetch each other’s pages by name', async () => {
-    const [k, u] = cluster.agents as [Cluster['agents'][0], Cluster['agents'][0]];
-    assert.equal(JSON.parse(await u.mustWeft(['--format', 'json', 'status'])).dataplane, 'userspace');
-    await k.mustWeft(['network', 'create', '--subnet', '198.18.40.0/24', 'mixed']);
-    const serve = ['--', 'busybox', 'httpd', '-f', '-p', '80', '-h', pageDir];
-    await k.mustWeft(['run', '-d', '--net', 'mixed', '--name', 'kweb', ...serve]);
-    await u.mustWeft(['run', '-d', '--net', 'mixed', '--name', 'uweb', ...serve]);
-    const taps = await cluster.lab.exec(u.host.netns, ['ip', '-o', 'link', 'show', 'type', 'tun']);
+  it('each host runs the data plane it was started with', async () => {
+    const plane = async (a: AgentHandle) =>
+      (JSON.parse(await a.mustWeft(['--format', 'json', 'status'])) as { dataplane: string }).dataplane;
+    assert.deepEqual(await Promise.all([k, u1, u2].map(plane)), ['kernel', 'userspace', 'userspace']);
+    const taps = await cluster.lab.exec(u1.host.netns, ['ip', '-o', 'link', 'show', 'type', 'tun']);
     assert.match(taps.stdout, /: wt-[0-9a-f]{8}[:@]/, 'the userspace host carries the network on a TAP');
-    const fetch = (from: typeof k, name: string) =>
-      from.weftUntilOk([
-        'run',
-        '--rm',
-        '--net',
-        'mixed',
-        '--name',
-        `get-${name}`,
-        '--',
-        'busybox',
-        'wget',
-        '-q',
-        '-O-',
-        `http://${name}`,
-      ]);
-    assert.equal(await fetch(u, 'kweb'), 'served over VXLAN\n');
+    const vx = await cluster.lab.exec(k.host.netns, ['ip', '-o', 'link', 'show', 'type', 'vxlan']);
+    assert.match(vx.stdout, /: wx-[0-9a-f]{8}[:@]/, 'the kernel host carries the network on a vxlan device');
+  });
+
+  it('containers on two userspace hosts fetch each other’s pages by name', async () => {
+    assert.equal(await fetch(u2, 'uweb'), 'served over VXLAN\n');
+  });
+
+  it('mixed: a userspace host’s container fetches a page from a kernel host’s container by name, and back', async () => {
+    assert.equal(await fetch(u1, 'kweb'), 'served over VXLAN\n');
     assert.equal(await fetch(k, 'uweb'), 'served over VXLAN\n');
   });
 });

@@ -117,6 +117,15 @@ export class Lab {
     await mustExec(['ip', '-n', netns, 'link', 'set', `${port}y`, 'name', 'eth0']);
     await mustExec(['ip', '-n', netns, 'addr', 'add', cidr, 'dev', 'eth0']);
     await mustExec(['ip', '-n', netns, 'link', 'set', 'eth0', 'up']);
+    // Checksums computed in software on both ends of the cable, as a real NIC
+    // would fill them in: on a veth the kernel otherwise leaves the UDP and the
+    // inner TCP checksums of VXLAN packets unset (CHECKSUM_PARTIAL for a NIC
+    // that does not exist). A kernel receiver trusts such packets, but a
+    // userspace data plane reads them off a UDP socket and hands the inner
+    // frame to a TAP, where the container's kernel drops the bad TCP checksum:
+    // mixed kernel/userspace clusters then ping but TCP times out.
+    await mustExec(['ip', 'netns', 'exec', this.switchNetns, 'ethtool', '-K', `${port}x`, 'tx', 'off']);
+    await mustExec(['ip', 'netns', 'exec', netns, 'ethtool', '-K', 'eth0', 'tx', 'off']);
   }
 
   /** Runs a command inside a namespace (a host, the outside, or a container sandbox). */
