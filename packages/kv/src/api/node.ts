@@ -52,6 +52,7 @@ import { ConsulHttpServer } from './http.js';
 import { formatHostPort, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './node-address.js';
 import { KvInputError, KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './node-errors.js';
 import { checkKey, checkSessionOptions } from './node-input.js';
+import { LocalEntries } from './node-local-entries.js';
 import { decodeEnvelope, encodeEnvelope, PendingTable, ProposalIds } from './node-proposals.js';
 import { ReadIndexRounds } from './node-reads.js';
 import { type WatchSource, watchLoop } from './node-watch.js';
@@ -258,6 +259,8 @@ export class KvNode implements KvBackend {
   private readonly leaderWaiters = new Set<() => void>();
   /** Writes this follower handed to a leader, by proposal id: the leader they went to. */
   private readonly forwardedTo = new Map<string, NodeId>();
+  /** Writes appended to this node's log while it led (node-local-entries.ts). */
+  private readonly localEntries = new LocalEntries();
   /** Writes waiting for the end of this event-loop turn, to be proposed together. */
   private batchedProposals: Array<{ id: string; data: Uint8Array }> = [];
 
@@ -525,6 +528,14 @@ export class KvNode implements KvBackend {
   private applyEntry(entry: Entry): void {
     // Entries the restored snapshot already covers (a crash between snapshot and compaction).
     if (entry.index <= this.appliedIndex) return;
+    const replaced = this.localEntries.replacedAt(entry.index, entry.term);
+    if (replaced)
+      this.proposals.reject(
+        replaced,
+        new KvNodeUnavailableError(
+          `write not applied: this node appended it at index ${entry.index} while leading, and a newer leader replaced that entry; it was certainly not applied, retry it`,
+        ),
+      );
     if (entry.type === EntryType.ConfChange) {
       const cc = decodeConfChange(entry.data);
       this.confState = this.raft.applyConfChange(cc);
@@ -586,6 +597,8 @@ export class KvNode implements KvBackend {
     // Forwarded writes that timed out are forgotten here (the others leave as they are applied).
     if (this.forwardedTo.size > this.proposals.size)
       for (const id of this.forwardedTo.keys()) if (!this.proposals.has(id)) this.forwardedTo.delete(id);
+    if (this.localEntries.size > this.proposals.size)
+      this.localEntries.prune(this.appliedIndex, (id) => this.proposals.has(id));
     const now = Date.now();
     this.reads.retryIfOverdue(now);
     this.reads.expire(now, () => this.unavailable('linearizable read', this.proposalTimeoutMs));
@@ -649,11 +662,18 @@ export class KvNode implements KvBackend {
       attempt();
       if (this.role !== Role.Leader && table === (this.proposals as PendingTable<unknown>))
         this.forwardedTo.set(id, this.leaderId);
+      if (table === (this.proposals as PendingTable<unknown>)) this.noteAppendedHere([id]);
       this.kick();
     } catch (err) {
       if (err instanceof RequestDroppedError) this.retryQueue.push({ id, attempt, table });
       else table.reject(id, err as Error);
     }
+  }
+
+  /** Proposals the core just accepted: if it leads, they are the last entries of its log. */
+  private noteAppendedHere(proposalIds: string[]): void {
+    const core = this.raft.core;
+    if (core.role === Role.Leader) this.localEntries.appended(proposalIds, core.log.lastIndex(), core.term);
   }
 
   /** Replicates one FSM command; resolves with the index it was applied at and the FSM's result. */
@@ -699,6 +719,7 @@ export class KvNode implements KvBackend {
       if (batch.length === 0) continue;
       try {
         this.raft.proposeBatch(batch.map((p) => p.data));
+        this.noteAppendedHere(batch.map((p) => p.id));
         if (this.role !== Role.Leader) for (const p of batch) this.forwardedTo.set(p.id, this.leaderId);
       } catch (err) {
         // Refused as a whole (no leader yet, too many uncommitted bytes): each retries on its own.

@@ -114,4 +114,29 @@ describe('KvNode requests in flight across a leader change', function () {
     assert.equal(await follower.put('d/1', enc('2')), true);
     assert.equal(dec((await follower.get('d/1'))?.value), '2');
   });
+
+  it('a write a leader appended but a newer leader overwrote fails at once as certainly not applied', async () => {
+    cluster = await RobustCluster.create(['127.0.0.1:17181', '127.0.0.1:17182', '127.0.0.1:17183'], {
+      proposalTimeoutMs: 30_000,
+    });
+    await cluster.startAll();
+    const oldLeader = await cluster.leader();
+    const others = cluster.addresses.filter((a) => a !== oldLeader.raftId);
+    cluster.network.partition([oldLeader.raftId], others);
+    // Appended to the old leader's log, never committed: the majority is on the other side.
+    const stranded = Promise.allSettled([oldLeader.put('o/1', enc('lost'))]);
+    const newLeader = await until('a leader among the majority', () =>
+      others.map((a) => cluster!.nodes.get(a)!).find((n) => n.status().role === 'leader'),
+    );
+    assert.equal(await newLeader.put('o/2', enc('kept')), true);
+    cluster.network.heal();
+    const [outcome] = await stranded;
+    assert.equal(outcome!.status, 'rejected');
+    const err = (outcome as PromiseRejectedResult).reason as Error;
+    assert.ok(err instanceof KvNodeUnavailableError, String(err));
+    assert.match(err.message, /certainly not applied, retry it/);
+    assert.equal(await oldLeader.get('o/1'), null, 'it was indeed not applied');
+    assert.equal(await oldLeader.put('o/1', enc('retried')), true);
+    assert.equal(dec((await newLeader.get('o/1'))?.value), 'retried');
+  });
 });
