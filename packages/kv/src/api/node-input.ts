@@ -12,11 +12,18 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 /**
  * A key (or, with `prefix`, a key prefix, which may be empty): a string that
  * is valid Unicode (it is stored as UTF-8) and does not begin with '/'.
+ * Reads may name the empty key (it is never stored, so they find nothing;
+ * callers use get(prefix) as a read barrier); writes may not.
  */
-export function checkKey(key: unknown, what: 'key' | 'prefix', call: string): string {
+export function checkKey(
+  key: unknown,
+  what: 'key' | 'prefix',
+  call: string,
+  allowEmpty: boolean = what === 'prefix',
+): string {
   if (typeof key !== 'string')
     throw new KvInputError(`${call}: the ${what} must be a string, got ${describe(key)}`);
-  if (what === 'key' && key === '') throw new KvInputError(`${call}: missing key name (the key is empty)`);
+  if (key === '' && !allowEmpty) throw new KvInputError(`${call}: missing key name (the key is empty)`);
   if (key.startsWith('/'))
     throw new KvInputError(
       `${call}: invalid ${what} ${JSON.stringify(key)}: it must not begin with a '/' (write "${key.replace(/^\/+/, '')}")`,

@@ -859,13 +859,13 @@ export class KvNode implements KvBackend {
   }
 
   async get(key: string, options: ReadOptions = {}): Promise<DirEntry | null> {
-    checkKey(key, 'key', 'get');
+    checkKey(key, 'key', 'get', true);
     await this.readBarrier(consistencyOf(options));
     return this.fsm.get(key).value;
   }
 
   async getIndexed(key: string, options: ReadOptions = {}): Promise<Indexed<DirEntry | null>> {
-    checkKey(key, 'key', 'get');
+    checkKey(key, 'key', 'get', true);
     await this.readBarrier(consistencyOf(options));
     return this.fsm.get(key);
   }

@@ -38,6 +38,11 @@ describe('KvNode API input checks (same rules as the HTTP API)', function () {
     await assert.rejects(node.delete('/a', { recurse: true }), refused(/delete: invalid prefix/));
     await assert.rejects(node.put('', enc('1')), refused(/missing key name/));
     await assert.rejects(node.delete(''), refused(/missing key name/));
+    assert.equal(
+      await node.get(''),
+      null,
+      'reading the empty key is allowed (a read barrier); it is never stored',
+    );
     await assert.rejects(node.put('bad\uD800key', enc('1')), refused(/not valid Unicode/));
     const watch = node.watchPrefix('/w')[Symbol.asyncIterator]();
     await assert.rejects(watch.next(), refused(/watch: invalid prefix/));
