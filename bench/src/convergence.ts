@@ -1,11 +1,19 @@
 // Convergence of the overlay, measured on namespace hosts with real agents:
 //   attach: from `weft run -d` on host A until a ping from a container on
 //           host B to the new container succeeds (p50/p99 over N attaches);
+//           this includes Node's start-up of the CLI (cliStartMs, measured
+//           alone) and the ping (iputils, one probe every 10 ms);
+//   controlPlane: from the start of the API call (POST /v1/weft/containers,
+//           made by a client already running in host A) until host B's
+//           kernel FDB holds the new container's MAC toward A (seen by
+//           `bridge monitor fdb`), and the API call's own duration;
 //   failure: from kill -9 of host C's agent until C's endpoints are gone
 //           from every other host's peer table (the API's endpoint view and
 //           the kernel FDB toward C's VTEP).
 // Prints one JSON object. Usage: node bench/dist/src/convergence.js [--attaches 50]
-import { eventually } from '@weft/e2e/harness/agents';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { enterHost, eventually } from '@weft/e2e/harness/agents';
 import { type Cluster, preflight, runPrefix, startCluster } from '@weft/e2e/harness/cluster';
 
 interface Summary {
@@ -86,15 +94,30 @@ async function main(): Promise<void> {
       ) as ContainerJson;
       const ip = info.endpoints[0]?.ip as string;
       for (;;) {
-        const r = await cluster.lab.exec(pinger.sandbox, ['busybox', 'ping', '-c', '1', '-W', '1', ip], {
-          timeoutMs: 5_000,
-        });
+        // One probe every 10 ms until the first answer: the loop adds at most
+        // that much, not a second per failed try.
+        const r = await cluster.lab.exec(
+          pinger.sandbox,
+          ['ping', '-n', '-q', '-c', '1', '-i', '0.01', '-w', '5', ip],
+          { timeoutMs: 10_000 },
+        );
         if (r.code === 0) break;
         if (performance.now() - t0 > 60_000)
           throw new Error(`c${i} (${ip}) unreachable from host B after 60 s`);
       }
       attachMs.push(performance.now() - t0);
     }
+
+    // Node's start-up of the CLI alone (a command that does not call the API).
+    const cliStartMs: number[] = [];
+    for (let i = 0; i < Math.min(attaches, 20); i++) {
+      const t = performance.now();
+      await a.mustWeft(['--help']);
+      cliStartMs.push(performance.now() - t);
+    }
+
+    // The control plane alone: API call on A → B's FDB entry toward A.
+    const control = await measureControlPlane(a, b, attaches);
 
     // Host C holds a few endpoints, then dies without a word.
     for (let i = 0; i < 3; i++)
@@ -110,30 +133,185 @@ async function main(): Promise<void> {
       30_000,
       100,
     );
-    const t0 = performance.now();
-    await c.kill('SIGKILL');
+    // Polled every 20 ms through API clients already running on the
+    // survivors (a CLI per poll would add its start-up to every sample).
+    const clients = survivors.map((s) => new HostApiClient(s));
     const goneMs: Record<string, number> = {};
-    await Promise.all(
-      survivors.map(async (s) => {
-        await eventually(
-          `host C's endpoints gone on ${s.host.name}`,
-          async () => ((await hostEndpointsVisible(s, c.host.name, vtep)) ? undefined : true),
-          120_000,
-          100,
-        );
-        goneMs[s.host.name] = Math.round(performance.now() - t0);
-      }),
-    );
+    try {
+      for (const cl of clients) await cl.call('GET', '/v1/weft/status');
+      const t0 = performance.now();
+      await c.kill('SIGKILL');
+      await Promise.all(
+        survivors.map(async (s, i) => {
+          const client = clients[i] as HostApiClient;
+          await eventually(
+            `host C's endpoints gone on ${s.host.name}`,
+            async () => {
+              const r = await client.call('GET', '/v1/weft/networks/bench-net');
+              const eps = (r.body as { endpoints?: { host: string }[] } | null)?.endpoints;
+              if (r.status !== 200 || !eps || eps.some((e) => e.host === c.host.name)) return undefined;
+              return (await fdbHasVtep(s, vtep)) ? undefined : true;
+            },
+            120_000,
+            20,
+          );
+          goneMs[s.host.name] = Math.round(performance.now() - t0);
+        }),
+      );
+    } finally {
+      for (const cl of clients) cl.close();
+    }
     const result = {
       bench: 'convergence',
       hosts: 3,
       dataplane: 'kernel',
       attachToPing: summarize(attachMs),
+      cliStartMs: summarize(cliStartMs),
+      controlPlane: {
+        apiCallMs: summarize(control.apiMs),
+        apiStartToPeerFdbMs: summarize(control.fdbMs),
+      },
       deadHostEndpointsGoneMs: { perHost: goneMs, max: Math.max(...Object.values(goneMs)) },
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     await cluster.destroy();
+  }
+}
+
+/** Wall-clock milliseconds with sub-millisecond precision, comparable across processes. */
+const wallMs = () => performance.timeOrigin + performance.now();
+
+interface ApiReply {
+  t0: number;
+  t1: number;
+  status: number;
+  body: unknown;
+}
+
+/**
+ * A Node process inside a host's namespace that calls that host's HTTP API
+ * on request, so calls are timed without a CLI's start-up. One request at a
+ * time: `call` sends a line, the process answers with the call's wall-clock
+ * times and the reply.
+ */
+class HostApiClient {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly replies: AsyncIterator<string>;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(agent: Cluster['agents'][0]) {
+    const source = `
+      const rl = require('node:readline').createInterface({ input: process.stdin });
+      const now = () => performance.timeOrigin + performance.now();
+      rl.on('line', async (line) => {
+        const { method, path, body } = JSON.parse(line);
+        const t0 = now();
+        let status = 0, reply = null;
+        try {
+          const res = await fetch('http://127.0.0.1:8500' + path, {
+            method, headers: { 'content-type': 'application/json' },
+            body: body === undefined ? undefined : JSON.stringify(body),
+          });
+          status = res.status;
+          reply = await res.json().catch(() => null);
+        } catch (e) { reply = String(e); }
+        process.stdout.write(JSON.stringify({ t0, t1: now(), status, body: reply }) + '\\n');
+      });`;
+    const [cmd, ...args] = enterHost(agent.host.netns);
+    this.child = spawn(cmd as string, [
+      ...args,
+      process.execPath,
+      '-e',
+      source,
+    ]) as ChildProcessWithoutNullStreams;
+    this.replies = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+  }
+
+  call(method: string, path: string, body?: unknown): Promise<ApiReply> {
+    const run = this.queue.then(async () => {
+      this.child.stdin.write(`${JSON.stringify({ method, path, body })}\n`);
+      const next = await this.replies.next();
+      if (next.done) throw new Error('the API client process exited');
+      return JSON.parse(next.value) as ApiReply;
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  close(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
+/** Streams `bridge monitor fdb` of a host; remembers when each MAC first pointed at `vtep`. */
+function watchFdb(agent: Cluster['agents'][0], vtep: string) {
+  const seen = new Map<string, number>();
+  const waiters = new Map<string, () => void>();
+  const monitor = spawn('ip', ['netns', 'exec', agent.host.netns, 'bridge', 'monitor', 'fdb']);
+  createInterface({ input: monitor.stdout }).on('line', (line) => {
+    const t = wallMs();
+    const m = /^([0-9a-f:]{17}) dev \S+ dst (\S+) /.exec(line);
+    if (!m || m[2] !== vtep) return;
+    const mac = m[1] as string;
+    if (!seen.has(mac)) seen.set(mac, t);
+    waiters.get(mac)?.();
+  });
+  return {
+    /** Wall-clock time the MAC first appeared toward the VTEP (waits up to 30 s). */
+    async seenAt(mac: string): Promise<number> {
+      if (!seen.has(mac)) {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error(`${mac} never reached ${agent.host.name}'s FDB within 30 s`)),
+            30_000,
+          );
+          waiters.set(mac, () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        waiters.delete(mac);
+      }
+      return seen.get(mac) as number;
+    },
+    close: () => monitor.kill('SIGKILL'),
+  };
+}
+
+/**
+ * Runs `attaches` containers on host A through the HTTP API (no CLI
+ * start-up), and times each until host B's kernel FDB maps the container's
+ * MAC to A's VTEP.
+ */
+async function measureControlPlane(
+  a: Cluster['agents'][0],
+  b: Cluster['agents'][0],
+  attaches: number,
+): Promise<{ apiMs: number[]; fdbMs: number[] }> {
+  const fdb = watchFdb(b, a.host.ip);
+  const client = new HostApiClient(a);
+  try {
+    await client.call('GET', '/v1/weft/status'); // the client has loaded
+    const apiMs: number[] = [];
+    const fdbMs: number[] = [];
+    for (let i = 0; i < attaches; i++) {
+      const reply = await client.call('POST', '/v1/weft/containers', {
+        name: `api${i}`,
+        network: 'bench-net',
+        command: ['sleep', '3600'],
+        detach: true,
+      });
+      if (reply.status !== 200 && reply.status !== 201)
+        throw new Error(`API run of api${i} failed with HTTP ${reply.status}: ${JSON.stringify(reply.body)}`);
+      const mac = (reply.body as { endpoints: { mac: string }[] }).endpoints[0]?.mac as string;
+      apiMs.push(reply.t1 - reply.t0);
+      fdbMs.push((await fdb.seenAt(mac)) - reply.t0);
+    }
+    return { apiMs, fdbMs };
+  } finally {
+    client.close();
+    fdb.close();
   }
 }
 
@@ -147,11 +325,13 @@ async function hostEndpointsVisible(
     endpoints?: { host: string }[];
   }[];
   const inApi = (net[0]?.endpoints ?? []).some((e) => e.host === deadHost);
+  return inApi || (await fdbHasVtep(agent, vtep));
+}
+
+/** True while the host's FDB maps some container MAC to `vtep`. */
+async function fdbHasVtep(agent: Cluster['agents'][0], vtep: string): Promise<boolean> {
   const fdb = await agent.lab.exec(agent.host.netns, ['bridge', 'fdb', 'show']);
-  const inFdb = fdb.stdout
-    .split('\n')
-    .some((l) => l.includes(`dst ${vtep} `) && !l.startsWith('00:00:00:00:00:00'));
-  return inApi || inFdb;
+  return fdb.stdout.split('\n').some((l) => l.includes(`dst ${vtep} `) && !l.startsWith('00:00:00:00:00:00'));
 }
 
 main().catch((err) => {

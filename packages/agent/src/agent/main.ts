@@ -40,6 +40,16 @@ function gatewayBridgeIp(subnet: string): string {
   return intToIpv4(parseCidr(subnet).network + 1);
 }
 
+/**
+ * A session expires this many TTLs after its last renewal (Consul: 2). The
+ * host registry is what it is for, and --host-ttl promises "dead after this
+ * long": with Consul's 2 a killed host lingered up to 2×TTL plus the reclaim.
+ * 1.25 still never expires a session before its TTL, and a live host, which
+ * renews every TTL/3, has almost four tries (and a second of slack at the
+ * tests' 4 s TTL) before it would lose it.
+ */
+export const hostSessionGraceMultiplier = 1.25;
+
 export async function buildAgent(
   config: AgentConfig,
   logger = createLogger({ level: config.logLevel, name: config.name }),
@@ -59,6 +69,7 @@ export async function buildAgent(
       listen: withPort(config.advertise),
       peers: config.peers.map(withPort),
       clusterKey,
+      sessionTtlGraceMultiplier: hostSessionGraceMultiplier,
       log: {
         debug: (f, m) => kvLogger.debug(f, m),
         info: (f, m) => kvLogger.info(f, m),

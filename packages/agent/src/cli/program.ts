@@ -111,7 +111,11 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
       '172.18.0.0/16',
     )
     .option('--sandbox-prefix <prefix>', 'prefix of container namespace names (default weft-<name>-)')
-    .option('--host-ttl <ms>', 'declare a silent host dead after this long', '10000')
+    .option(
+      '--host-ttl <ms>',
+      'declare a silent host dead after this long (its session expires after 1.25× without renewal)',
+      '10000',
+    )
     .option(
       '--dns-upstream <addresses>',
       'resolvers for names outside the overlay (default: /etc/resolv.conf)',
