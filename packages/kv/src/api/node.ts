@@ -660,9 +660,7 @@ export class KvNode implements KvBackend {
   private submit(id: string, table: PendingTable<unknown>, attempt: () => void): void {
     try {
       attempt();
-      if (this.role !== Role.Leader && table === (this.proposals as PendingTable<unknown>))
-        this.forwardedTo.set(id, this.leaderId);
-      if (table === (this.proposals as PendingTable<unknown>)) this.noteAppendedHere([id]);
+      if (table === (this.proposals as PendingTable<unknown>)) this.noteProposed([id]);
       this.kick();
     } catch (err) {
       if (err instanceof RequestDroppedError) this.retryQueue.push({ id, attempt, table });
@@ -670,10 +668,16 @@ export class KvNode implements KvBackend {
     }
   }
 
-  /** Proposals the core just accepted: if it leads, they are the last entries of its log. */
-  private noteAppendedHere(proposalIds: string[]): void {
+  /**
+   * Proposals the core just accepted: appended here if it leads, else
+   * forwarded to the leader it knows. Asked of the core, not of this.role /
+   * this.leaderId: those lag while the loop waits for an fsync, and a write
+   * recorded against the old leader would be failed when the loop catches up.
+   */
+  private noteProposed(proposalIds: string[]): void {
     const core = this.raft.core;
     if (core.role === Role.Leader) this.localEntries.appended(proposalIds, core.log.lastIndex(), core.term);
+    else for (const id of proposalIds) this.forwardedTo.set(id, core.lead);
   }
 
   /** Replicates one FSM command; resolves with the index it was applied at and the FSM's result. */
@@ -719,8 +723,7 @@ export class KvNode implements KvBackend {
       if (batch.length === 0) continue;
       try {
         this.raft.proposeBatch(batch.map((p) => p.data));
-        this.noteAppendedHere(batch.map((p) => p.id));
-        if (this.role !== Role.Leader) for (const p of batch) this.forwardedTo.set(p.id, this.leaderId);
+        this.noteProposed(batch.map((p) => p.id));
       } catch (err) {
         // Refused as a whole (no leader yet, too many uncommitted bytes): each retries on its own.
         for (const p of batch) {
