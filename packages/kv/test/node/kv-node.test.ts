@@ -218,6 +218,10 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     const oldLeader = await cluster.leader();
     const follower = [...cluster.nodes.values()].find((n) => n !== oldLeader)!;
     const others = addrs.filter((x) => x !== oldLeader.raftId);
+    // The follower must know the old leader before the cut, or it has nobody to forward to.
+    await until('the follower to know the leader', () =>
+      follower.status().leader === oldLeader.raftId ? true : undefined,
+    );
     cluster.network.partition([oldLeader.raftId], others);
     // Forwarded to the old leader, which never receives it (Raft does not retransmit proposals).
     await assert.rejects(follower.put('f/1', enc('1')), (err: Error) => {
