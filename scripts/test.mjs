@@ -54,6 +54,11 @@ if (build.status !== 0) {
   process.exit(1);
 }
 
+// Lint and format check (biome) counts as one test: a tree that fails it does not land.
+const lint = run('npx', ['biome', 'check', 'packages', 'bench', 'test', 'scripts']);
+if (lint.status === 0) passed += 1;
+else failed += 1;
+
 const specs = [];
 for (const pkg of readdirSync(join(root, 'packages'))) {
   const dir = join('packages', pkg, 'dist', 'test');
