@@ -31,6 +31,7 @@ import type { AgentMetrics } from '../metrics/metrics.js';
 import type { Attachment, ContainerRecord, ContainerRuntime } from './containers.js';
 import type { DnsIdentityBook } from './dns-identity.js';
 import type { KvNodeComponent } from './kv-component.js';
+import type { SandboxGate } from './sandbox-gate.js';
 import { Composition, errorMessage, type Startable } from './startable.js';
 
 export interface AgentParts {
@@ -55,6 +56,11 @@ export interface AgentParts {
   storeWaitMs?: number;
   /** Stopped when the agent stops (e.g. the Consul handler's blocked queries). */
   extra?: Startable[];
+  /**
+   * Gate on the data plane the overlay drives (see sandbox-gate.ts): when
+   * given, `run` commits the endpoint while the namespace is being made.
+   */
+  sandboxGate?: SandboxGate;
 }
 
 /** Maps overlay errors to HTTP statuses (see @weft/overlay errors.ts). */
@@ -291,16 +297,51 @@ export class Agent implements AgentBackend, Startable {
         );
       // Fail on a missing network before making a namespace.
       this.parts.overlay.inspectNetwork(req.network);
-      const record = await this.parts.containers.create(req.name, req.command ?? []);
+      // Where a run's time goes, for convergence work (debug level).
+      const phasesMs: Record<string, number> = {};
+      let mark = performance.now();
+      const phase = (name: string) => {
+        const now = performance.now();
+        phasesMs[name] = Math.round((now - mark) * 10) / 10;
+        mark = now;
+      };
+      const gate = this.parts.sandboxGate;
+      if (!gate) {
+        await this.parts.containers.create(req.name, req.command ?? []);
+        phase('sandbox');
+      }
       try {
-        await this.attachEndpoint(record, req);
+        if (gate) {
+          // Namespace and endpoint at once: the data plane's attach waits for the namespace.
+          const made = this.parts.containers.create(req.name, req.command ?? []);
+          const sandbox = this.parts.containers.sandboxName(req.name);
+          gate.hold(sandbox, made);
+          const [m, a] = await Promise.allSettled([
+            made,
+            this.attachEndpoint({ name: req.name, sandbox }, req, { record: false }),
+          ]);
+          if (m.status === 'rejected') {
+            // Nothing of ours exists (the failed attach rolled its endpoint back); keep a leftover from an earlier container.
+            if (a.status === 'fulfilled')
+              await this.parts.overlay.detach(a.value.networkId, a.value.id).catch(() => {});
+            throw m.reason;
+          }
+          if (a.status === 'rejected') throw a.reason;
+          await this.recordAttachments(m.value);
+        } else await this.attachEndpoint(this.mustGetContainer(req.name), req);
+        phase('attach');
         await this.refreshDnsIdentity();
+        phase('dnsIdentity');
         if (req.detach) await this.parts.containers.startCommand(req.name);
+        phase('start');
       } catch (err) {
         await this.removeContainer(req.name).catch(() => {});
         throw err;
       }
-      return this.containerInfo(this.mustGetContainer(req.name));
+      const info = await this.containerInfo(this.mustGetContainer(req.name));
+      phase('info');
+      this.logger.debug({ container: req.name, phasesMs }, 'container run');
+      return info;
     });
   }
 
@@ -423,7 +464,7 @@ export class Agent implements AgentBackend, Startable {
     return r;
   }
 
-  private endpointsOf(record: ContainerRecord): OverlayEndpoint[] {
+  private endpointsOf(record: Pick<ContainerRecord, 'name'>): OverlayEndpoint[] {
     return this.parts.overlay
       .listEndpoints()
       .filter((e) => e.host === this.parts.name && e.container === record.name)
@@ -431,8 +472,9 @@ export class Agent implements AgentBackend, Startable {
   }
 
   private async attachEndpoint(
-    record: ContainerRecord,
+    record: Pick<ContainerRecord, 'name' | 'sandbox'>,
     req: ContainerAttachRequest,
+    opts: { record: boolean } = { record: true },
   ): Promise<OverlayEndpoint> {
     const existing = this.endpointsOf(record);
     const net = this.parts.overlay.inspectNetwork(req.network);
@@ -450,7 +492,7 @@ export class Agent implements AgentBackend, Startable {
       sandbox: record.sandbox,
       ifName: `eth${n}`,
     });
-    await this.recordAttachments(record);
+    if (opts.record) await this.recordAttachments(this.mustGetContainer(record.name));
     return ep;
   }
 

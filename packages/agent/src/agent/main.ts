@@ -17,6 +17,7 @@ import { type AgentConfig, parseAgentConfig } from './config.js';
 import { ContainerRuntime } from './containers.js';
 import { DnsIdentityBook } from './dns-identity.js';
 import { KvNodeComponent } from './kv-component.js';
+import { SandboxGate } from './sandbox-gate.js';
 import type { Startable } from './startable.js';
 
 /** A stable identity for this agent's data directory: a restart with it takes its host name back. */
@@ -84,9 +85,10 @@ export async function buildAgent(
   const plumbing = { vtep: config.advertise, gatewaySubnet: config.gatewaySubnet };
   const dataplane: KernelDataplane | UserspaceDataplane =
     config.dataplane === 'kernel' ? new KernelDataplane(plumbing) : new UserspaceDataplane(plumbing);
+  const sandboxGate = new SandboxGate();
   const overlay = new OverlayManager({
     store,
-    dataplane,
+    dataplane: sandboxGate.wrap(dataplane),
     hostname: config.name,
     advertise: config.advertise,
     peerId,
@@ -144,6 +146,7 @@ export async function buildAgent(
       consul.handler(req, res);
     },
     extra: [consulComponent],
+    sandboxGate,
   });
 }
 
