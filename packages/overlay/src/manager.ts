@@ -481,6 +481,17 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
               'unavailable',
               `host "${this.hostname}" is not registered in the store; start the overlay manager first`,
             );
+          // The network's ID from the local view lets its name and address
+          // reads go out with the network's fresh read (one read round, not
+          // two); if the view was wrong, they are read again for the right ID.
+          const guessedId = this.networkIdInView(req.network);
+          const readsFor = (id: string) =>
+            Promise.all([
+              this.store.get(this.keys.endpointName(id, req.name)),
+              this.store.list(this.keys.ipamPrefix(id)),
+            ]);
+          const early = guessedId === undefined ? undefined : readsFor(guessedId);
+          early?.catch(() => {}); // awaited below unless the guess was wrong
           const net = await this.freshNetwork(req.network);
           const n = net.record;
           if (n.removing)
@@ -489,10 +500,7 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
               `network "${n.name}" is being removed; attach to another network`,
             );
           const space = new NetworkAddressSpace(n.name, n.ipam.config);
-          const [nameEntry, ipamEntries] = await Promise.all([
-            this.store.get(this.keys.endpointName(n.id, req.name)),
-            this.store.list(this.keys.ipamPrefix(n.id)),
-          ]);
+          const [nameEntry, ipamEntries] = await (early && guessedId === n.id ? early : readsFor(n.id));
           if (nameEntry) {
             throw new OverlayError(
               'conflict',
@@ -679,6 +687,15 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
       'exhausted',
       `no free VNI left in ${this.vniRange.first}-${this.vniRange.last}; remove unused networks`,
     );
+  }
+
+  /** The network's ID as the local view resolves `ref`, or undefined. */
+  private networkIdInView(ref: string): string | undefined {
+    try {
+      return this.view.findNetwork(ref).id;
+    } catch {
+      return undefined;
+    }
   }
 
   private async freshNetwork(ref: string): Promise<Stored<NetworkRecord>> {
