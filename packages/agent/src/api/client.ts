@@ -1,4 +1,7 @@
-// HTTP client for the local agent's API; what the CLI uses.
+// HTTP client for the local agent's API; what the CLI uses. It speaks
+// node:http rather than fetch: loading fetch (undici) costs a short-lived CLI
+// process 150-200 ms, more than the API call it makes.
+import http from 'node:http';
 import type {
   ApiErrorBody,
   ContainerAttachRequest,
@@ -33,6 +36,42 @@ export interface ConsulKvEntry {
   Session?: string;
 }
 
+/** An answered request: status and the whole body as text. */
+interface Reply {
+  ok: boolean;
+  status: number;
+  text: string;
+}
+
+/** One request; rejects only when no answer came (connection refused, reset, timeout). */
+async function send(
+  url: URL,
+  method: string,
+  payload: string | undefined,
+  contentType: string | undefined,
+  timeoutMs: number,
+): Promise<Reply> {
+  // TLS is loaded only for an https:// API address.
+  const transport = url.protocol === 'https:' ? await import('node:https') : http;
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | number> = {};
+    if (contentType) headers['content-type'] = contentType;
+    if (payload !== undefined) headers['content-length'] = Buffer.byteLength(payload);
+    const req = transport.request(url, { method, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const status = res.statusCode ?? 0;
+        resolve({ ok: status >= 200 && status < 300, status, text: Buffer.concat(chunks).toString('utf8') });
+      });
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 export class AgentClient {
   readonly baseUrl: string;
 
@@ -46,18 +85,18 @@ export class AgentClient {
         : `http://${address}`;
   }
 
-  private async request(method: string, path: string, body?: unknown, raw?: string): Promise<Response> {
-    let res: Response;
+  private async request(method: string, path: string, body?: unknown, raw?: string): Promise<Reply> {
+    let res: Reply;
     try {
-      res = await fetch(`${this.baseUrl}${path}`, {
+      res = await send(
+        new URL(`${this.baseUrl}${path}`),
         method,
-        headers: body !== undefined ? { 'content-type': 'application/json' } : undefined,
-        body: body !== undefined ? JSON.stringify(body) : raw,
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
+        body !== undefined ? JSON.stringify(body) : raw,
+        body !== undefined ? 'application/json' : undefined,
+        this.timeoutMs,
+      );
     } catch (err) {
-      const inner = (err as { cause?: { code?: string; message?: string } }).cause;
-      const cause = inner?.code ?? inner?.message ?? (err as Error).message;
+      const cause = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
       throw new ClientError(
         0,
         `cannot reach the weft agent at ${this.baseUrl} (${cause}); is \`weft agent\` running? (set --api or WEFT_API)`,
@@ -67,7 +106,7 @@ export class AgentClient {
       );
     }
     if (!res.ok) {
-      const text = await res.text();
+      const text = res.text;
       let message = text.trim();
       try {
         message = (JSON.parse(text) as ApiErrorBody).error ?? message;
@@ -80,7 +119,7 @@ export class AgentClient {
   }
 
   private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    return (await (await this.request(method, path, body)).json()) as T;
+    return JSON.parse((await this.request(method, path, body)).text) as T;
   }
 
   createNetwork(req: NetworkCreateRequest): Promise<NetworkInfo> {
@@ -145,14 +184,14 @@ export class AgentClient {
     if (opts.flags !== undefined) q.set('flags', String(opts.flags));
     const qs = q.size > 0 ? `?${q}` : '';
     const res = await this.request('PUT', `/v1/kv/${encodeKey(key)}${qs}`, undefined, value);
-    return (await res.text()).trim() === 'true';
+    return res.text.trim() === 'true';
   }
   async kvDelete(key: string, opts: { recurse?: boolean } = {}): Promise<boolean> {
     const res = await this.request(
       'DELETE',
       `/v1/kv/${encodeKey(key)}${opts.recurse ? '?recurse=true' : ''}`,
     );
-    return (await res.text()).trim() !== 'false';
+    return res.text.trim() !== 'false';
   }
 }
 
