@@ -43,7 +43,9 @@ export class FakeBackend implements AgentBackend {
     return [...this.networks.values()];
   }
   private find(nameOrId: string): NetworkInfo {
-    const n = [...this.networks.values()].find((x) => x.name === nameOrId || x.id.startsWith(nameOrId));
+    // Like Docker: a name wins over an ID prefix (a random ID may start with another network's name).
+    const all = [...this.networks.values()];
+    const n = all.find((x) => x.name === nameOrId) ?? all.find((x) => x.id.startsWith(nameOrId));
     if (!n) throw notFound(`network "${nameOrId}" not found`);
     return n;
   }
