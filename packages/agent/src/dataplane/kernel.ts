@@ -8,8 +8,8 @@
 
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
 import { type BridgeFdb, CommandError, type IpLink, type IpNeigh } from '../netlink/ip.js';
-import { assertNetworkId, parseIpv4, vxlanName } from './names.js';
-import { Plumbing, type PlumbingOptions, throwIfFailed, validateNetwork } from './plumbing.js';
+import { vxlanName } from './names.js';
+import { Plumbing, type PlumbingOptions, throwIfFailed, validateNetwork, validatePeer } from './plumbing.js';
 import { SerialQueue } from './serial.js';
 
 export const vxlanPort = 4789;
@@ -17,19 +17,6 @@ export const vxlanPort = 4789;
 export interface KernelDataplaneOptions extends PlumbingOptions {
   /** UDP destination port of the VXLAN devices; default 4789 (IANA). */
   vxlanPort?: number;
-}
-
-const macPattern = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-
-function validatePeer(peer: RemotePeer): void {
-  assertNetworkId(peer.networkId);
-  parseIpv4(peer.ip);
-  parseIpv4(peer.vtep);
-  if (!macPattern.test(peer.mac)) {
-    throw new Error(
-      `invalid MAC "${peer.mac}" for peer endpoint ${peer.endpointId}: expected lowercase xx:xx:xx:xx:xx:xx`,
-    );
-  }
 }
 
 /** Remote entries on one network's vxlan device, as the kernel has them or as they should be. */

@@ -15,7 +15,7 @@
 // device belongs to without any state file. Callers serialize calls (see
 // SerialQueue): the methods read, decide, then change.
 
-import type { LocalEndpoint, NetworkSpec } from '@weft/overlay';
+import type { LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
 import { CommandError, type IpAddr, type IpLink, NetnsShell } from '../netlink/ip.js';
 import {
   assertNetworkId,
@@ -121,6 +121,18 @@ export function validateEndpoint(ep: LocalEndpoint): void {
   if (!macPattern.test(ep.mac)) {
     throw new Error(
       `invalid MAC "${ep.mac}" for endpoint ${ep.endpointId}: expected lowercase xx:xx:xx:xx:xx:xx`,
+    );
+  }
+}
+
+/** A remote endpoint as both data planes need it: network id, IPv4 addresses, lowercase MAC. */
+export function validatePeer(peer: RemotePeer): void {
+  assertNetworkId(peer.networkId);
+  parseIpv4(peer.ip);
+  parseIpv4(peer.vtep);
+  if (!macPattern.test(peer.mac)) {
+    throw new Error(
+      `invalid MAC "${peer.mac}" for peer endpoint ${peer.endpointId}: expected lowercase xx:xx:xx:xx:xx:xx`,
     );
   }
 }

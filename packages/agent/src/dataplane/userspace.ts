@@ -10,9 +10,9 @@
 // or the agent dies, and reconcile() after a restart recreates them.
 
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
-import { assertNetworkId, parseIpv4, tapName } from './names.js';
+import { assertNetworkId, tapName } from './names.js';
 import { loadNativeAddon, type NativeCounters, type NativeEngine, type NativePeer } from './native.js';
-import { Plumbing, type PlumbingOptions, validateNetwork } from './plumbing.js';
+import { Plumbing, type PlumbingOptions, validateNetwork, validatePeer } from './plumbing.js';
 import { SerialQueue } from './serial.js';
 
 export const defaultVxlanPort = 4789;
@@ -28,19 +28,6 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
   offloads?: boolean;
   /** Scheduling of the engine's packet threads (see NativeEngineOptions); default "realtime". */
   threadPriority?: 'realtime' | 'nice' | 'normal';
-}
-
-const macPattern = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-
-function validatePeer(peer: RemotePeer): void {
-  assertNetworkId(peer.networkId);
-  parseIpv4(peer.ip);
-  parseIpv4(peer.vtep);
-  if (!macPattern.test(peer.mac)) {
-    throw new Error(
-      `invalid MAC "${peer.mac}" for peer endpoint ${peer.endpointId}: expected lowercase xx:xx:xx:xx:xx:xx`,
-    );
-  }
 }
 
 interface NetworkState {

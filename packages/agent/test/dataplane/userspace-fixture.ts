@@ -122,27 +122,14 @@ export async function tcpBulkTransfer(
   port: number,
   bytes: number,
 ): Promise<{ ok: boolean; detail: string }> {
-  const { spawn } = await import('node:child_process');
-  const { runIn } = await import('../../src/dataplane/testing/topology.js');
+  const { runIn, startNodeServerIn } = await import('../../src/dataplane/testing/topology.js');
   const serverJs =
     "const h=require('crypto').createHash('sha256');let n=0;" +
     "const s=require('net').createServer(c=>{c.on('data',d=>{h.update(d);n+=d.length});" +
     "c.on('end',()=>{c.end(h.digest('hex')+' '+n);s.close()})});" +
     `s.listen(${port},'::',()=>console.log('ready'));setTimeout(()=>process.exit(3),30000)`;
-  const server = spawn('ip', ['netns', 'exec', serverNetns, process.execPath, '-e', serverJs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const server = await startNodeServerIn(serverNetns, serverJs);
   try {
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      server.stdout.on('data', (b: Buffer) => {
-        out += b.toString();
-        if (out.includes('ready')) resolve();
-      });
-      server.on('close', (code) =>
-        reject(new Error(`server in ${serverNetns} exited (${code}) before listening`)),
-      );
-    });
     const clientJs =
       `const data=require('crypto').randomBytes(${bytes});` +
       "const want=require('crypto').createHash('sha256').update(data).digest('hex')+' '+data.length;" +

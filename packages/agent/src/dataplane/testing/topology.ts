@@ -9,7 +9,7 @@
 //
 // Names carry a per-process prefix so concurrent test runs never collide.
 
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { listNetns, NetnsShell, runCommand } from '../../netlink/ip.js';
 import { createSandbox, deleteSandbox } from '../sandbox.js';
@@ -211,6 +211,30 @@ export async function hasIputilsPing(): Promise<boolean> {
 }
 
 /**
+ * Runs a Node one-liner `serverJs` in `netns` and resolves once it prints
+ * "ready" (it is listening). The caller kills it when done.
+ */
+export async function startNodeServerIn(netns: string, serverJs: string): Promise<ChildProcess> {
+  const server = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', serverJs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      server.stdout?.on('data', (b: Buffer) => {
+        out += b.toString();
+        if (out.includes('ready')) resolve();
+      });
+      server.on('close', (code) => reject(new Error(`server in ${netns} exited (${code}) before listening`)));
+    });
+  } catch (err) {
+    server.kill('SIGKILL');
+    throw err;
+  }
+  return server;
+}
+
+/**
  * A TCP round trip: a Node echo server in `serverNetns` on ip:port, a Node
  * client in `clientNetns`. Resolves with what the client received and the
  * address the server saw the connection come from.
@@ -225,20 +249,8 @@ export async function tcpRoundTrip(
   const serverJs =
     "const s=require('net').createServer(c=>{c.on('data',d=>{c.end(c.remoteAddress+' '+d);s.close()})});" +
     `s.listen(${port},'0.0.0.0',()=>console.log('ready'));setTimeout(()=>process.exit(3),15000)`;
-  const server = spawn('ip', ['netns', 'exec', serverNetns, process.execPath, '-e', serverJs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const server = await startNodeServerIn(serverNetns, serverJs);
   try {
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      server.stdout.on('data', (b: Buffer) => {
-        out += b.toString();
-        if (out.includes('ready')) resolve();
-      });
-      server.on('close', (code) =>
-        reject(new Error(`echo server in ${serverNetns} exited (${code}) before listening`)),
-      );
-    });
     const clientJs =
       `const c=require('net').connect(${port},'${ip}',()=>c.write(${JSON.stringify(message)}));` +
       "let r='';c.on('data',d=>r+=d);c.on('end',()=>{console.log(r);process.exit(0)});" +
