@@ -1,7 +1,17 @@
 // Embedding API: one member of a replicated KV cluster.
+
+export {
+  type AutopilotAction,
+  type AutopilotInput,
+  type AutopilotLimits,
+  joinRefusal,
+  type MemberHealth,
+  nextMembershipAction,
+} from './api/autopilot.js';
 export {
   type CreateSessionOptions,
   DEFAULT_CLUSTER_NAME,
+  DEFAULT_DEAD_VOTER_THRESHOLD_MS,
   DEFAULT_ELECTION_TICKS,
   DEFAULT_HEARTBEAT_TICKS,
   DEFAULT_PROPOSAL_TIMEOUT_MS,
@@ -25,6 +35,7 @@ export { AddressError, type HostPort, multiaddrOf, parseHostPort, raftIdOf } fro
 export {
   KvInputError,
   KvMembershipError,
+  KvMembershipFullError,
   KvNodeClosedError,
   KvNodeUnavailableError,
 } from './api/node-errors.js';

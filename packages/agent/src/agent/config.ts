@@ -18,6 +18,8 @@ export interface AgentConfig {
   api: string;
   voters: 3 | 5;
   learners: number;
+  /** The KV leader replaces a voter (and drops a learner) it has not heard from for this long. */
+  deadVoterThresholdMs: number;
   logLevel: string;
   /** TCP port of the Raft transport on the advertise address (peers without :port use it too). */
   raftPort: number;
@@ -65,6 +67,16 @@ export function parseAgentConfig(raw: Record<string, unknown>): AgentConfig {
   const learners = Number(str('learners') ?? '4');
   if (!Number.isInteger(learners) || learners < 0 || learners > 16) {
     throw new Error(`--learners must be an integer from 0 to 16, got "${str('learners')}"`);
+  }
+  const deadVoterThresholdMs = Number(str('deadVoterThreshold') ?? 10_000);
+  if (
+    !Number.isInteger(deadVoterThresholdMs) ||
+    deadVoterThresholdMs < 1_000 ||
+    deadVoterThresholdMs > 3_600_000
+  ) {
+    throw new Error(
+      `--dead-voter-threshold must be milliseconds from 1000 to 3600000, got "${str('deadVoterThreshold')}"`,
+    );
   }
   const dataplane = str('dataplane') ?? 'kernel';
   if (dataplane !== 'kernel' && dataplane !== 'userspace') {
@@ -116,6 +128,7 @@ export function parseAgentConfig(raw: Record<string, unknown>): AgentConfig {
     api,
     voters,
     learners,
+    deadVoterThresholdMs,
     logLevel: str('logLevel') ?? 'info',
   };
 }

@@ -10,13 +10,15 @@ import { KernelDataplane } from '../dataplane/kernel.js';
 import { intToIpv4, parseCidr } from '../dataplane/names.js';
 import { UserspaceDataplane } from '../dataplane/userspace.js';
 import { KvNodeStore } from '../kv-adapter/kvnode-store.js';
-import { createLogger } from '../log/logger.js';
+import { createLogger, type Logger } from '../log/logger.js';
 import { AgentMetrics } from '../metrics/metrics.js';
 import { Agent } from './agent.js';
 import { type AgentConfig, parseAgentConfig } from './config.js';
 import { ContainerRuntime } from './containers.js';
 import { DnsIdentityBook } from './dns-identity.js';
-import { KvNodeComponent } from './kv-component.js';
+import { openKvClientStore } from './kv-client-store.js';
+import { type KvClientFactory, KvNodeComponent } from './kv-component.js';
+import { planKvBootstrap } from './kv-role.js';
 import { SandboxGate } from './sandbox-gate.js';
 import type { Startable } from './startable.js';
 
@@ -51,25 +53,36 @@ function gatewayBridgeIp(subnet: string): string {
  */
 export const hostSessionGraceMultiplier = 1.25;
 
-export async function buildAgent(
+export interface AgentHooks {
+  /** Client mode's store (an agent beyond the voter and learner limits); without it such an agent refuses to start. */
+  openKvClient?: KvClientFactory;
+  /** The KV node stopped on its own (storage failure, or removed from a full cluster). */
+  onKvFatal?: (err: Error) => void;
+}
+
+/**
+ * This agent's part in the KV store (kv-role.ts): a voter or learner
+ * replica, or a client. Exported for tests, which run it without the rest.
+ */
+export function createKvComponent(
   config: AgentConfig,
-  logger = createLogger({ level: config.logLevel, name: config.name }),
-): Promise<Agent> {
-  await mkdir(config.dataDir, { recursive: true });
-  const metrics = new AgentMetrics();
-  const peerId = await agentId(config.dataDir);
-  const clusterKey = config.clusterKeyFile
-    ? new Uint8Array(await readFile(config.clusterKeyFile))
-    : undefined;
+  deps: { clusterKey?: Uint8Array; logger: Logger; hooks?: AgentHooks },
+): KvNodeComponent {
+  const { clusterKey, hooks = {} } = deps;
+  const kvLogger = deps.logger;
   const withPort = (a: string) => (a.includes(':') ? a : `${a}:${config.raftPort}`);
-  const kvLogger = logger.child({ component: 'kv' });
+  // Read only for a new data directory; a restart resumes its role (kv-role.ts).
+  const plan = planKvBootstrap(withPort(config.advertise), config.peers.map(withPort), config.voters);
   const kv = new KvNodeComponent(
     {
       dataDir: join(config.dataDir, 'kv'),
       id: config.name,
       listen: withPort(config.advertise),
-      peers: config.peers.map(withPort),
-      clusterKey,
+      ...(plan.bootstrap ? { peers: plan.initialVoters } : { join: plan.joinThrough }),
+      maxVoters: config.voters,
+      maxLearners: config.learners,
+      deadVoterThresholdMs: config.deadVoterThresholdMs,
+      ...(clusterKey ? { clusterKey } : {}),
       sessionTtlGraceMultiplier: hostSessionGraceMultiplier,
       log: {
         debug: (f, m) => kvLogger.debug(f, m),
@@ -80,7 +93,28 @@ export async function buildAgent(
     },
     (o) => KvNode.open(o),
     kvLogger,
+    {
+      dataDir: config.dataDir,
+      servers: plan.bootstrap ? plan.initialVoters : plan.joinThrough,
+      ...(hooks.openKvClient ? { openClient: hooks.openKvClient } : {}),
+    },
   );
+  if (hooks.onKvFatal) kv.onFatal(hooks.onKvFatal);
+  return kv;
+}
+
+export async function buildAgent(
+  config: AgentConfig,
+  logger = createLogger({ level: config.logLevel, name: config.name }),
+  hooks: AgentHooks = openKvClientStore ? { openKvClient: openKvClientStore } : {},
+): Promise<Agent> {
+  await mkdir(config.dataDir, { recursive: true });
+  const metrics = new AgentMetrics();
+  const peerId = await agentId(config.dataDir);
+  const clusterKey = config.clusterKeyFile
+    ? new Uint8Array(await readFile(config.clusterKeyFile))
+    : undefined;
+  const kv = createKvComponent(config, { clusterKey, logger: logger.child({ component: 'kv' }), hooks });
   const store = new KvNodeStore(kv, metrics);
   const plumbing = { vtep: config.advertise, gatewaySubnet: config.gatewaySubnet };
   const dataplane: KernelDataplane | UserspaceDataplane =
@@ -142,6 +176,14 @@ export async function buildAgent(
     dns,
     dnsIdentity,
     kvHandler: (req, res) => {
+      if (kv.kvRole === 'client') {
+        // No local replica to serve the Consul API from (a client agent reaches the servers through its store).
+        res.writeHead(503, { 'content-type': 'text/plain' });
+        res.end(
+          `this agent runs as a client of the KV store (no local replica); use the API of an agent that is a voter or learner (Raft members: ${kv.servers.join(', ')})\n`,
+        );
+        return;
+      }
       consul ??= new ConsulHttpServer(kv.node, { sessionTtlMinMs: 1_000 });
       consul.handler(req, res);
     },
@@ -160,8 +202,12 @@ export async function runAgentProcess(raw: Record<string, unknown>): Promise<num
   }
   const logger = createLogger({ level: config.logLevel, name: config.name });
   let agent: Agent;
+  let onKvFatal = (_err: Error) => {};
   try {
-    agent = await buildAgent(config, logger);
+    agent = await buildAgent(config, logger, {
+      ...(openKvClientStore ? { openKvClient: openKvClientStore } : {}),
+      onKvFatal: (err) => onKvFatal(err),
+    });
   } catch (err) {
     logger.error({ err }, 'agent could not be built');
     process.stderr.write(`Error: ${(err as Error).message}\n`);
@@ -188,6 +234,17 @@ export async function runAgentProcess(raw: Record<string, unknown>): Promise<num
     };
     process.once('SIGTERM', onSignal);
     process.once('SIGINT', onSignal);
+    // Without its KV node the agent cannot keep its state: it leaves and exits non-zero, for its supervisor to restart it.
+    onKvFatal = (err) => {
+      if (leaving) return;
+      leaving = true;
+      logger.error({ err: err.message }, 'the KV node stopped; the agent exits');
+      process.stderr.write(`Error: ${err.message}\n`);
+      void agent.leave().then(
+        () => resolve(1),
+        () => resolve(1),
+      );
+    };
     agent.start().then(
       () => {
         started = true;

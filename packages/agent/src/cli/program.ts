@@ -102,8 +102,21 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
     )
     .option('--cluster-key <file>', 'pre-shared key file for the private cluster network')
     .option('--api <address>', 'where the HTTP API listens (loopback)', defaultApiAddress)
-    .option('--voters <n>', 'Raft voters (3 or 5)', '3')
-    .option('--learners <n>', 'Raft learners beyond the voters', '4')
+    .option(
+      '--voters <n>',
+      'Raft voters (3 or 5): the first N agents of the sorted --peers + --advertise',
+      '3',
+    )
+    .option(
+      '--learners <n>',
+      'Raft learners beyond the voters; further agents run as clients of the store',
+      '4',
+    )
+    .option(
+      '--dead-voter-threshold <ms>',
+      'the KV leader replaces a voter silent this long by a learner',
+      '10000',
+    )
     .option('--raft-port <port>', 'TCP port of the Raft transport', '8300')
     .option(
       '--gateway-subnet <cidr>',

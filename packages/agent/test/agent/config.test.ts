@@ -15,6 +15,7 @@ describe('weft agent flags', () => {
     assert.equal(c.gatewaySubnet, '172.18.0.0/16');
     assert.equal(c.sandboxPrefix, 'weft-host1-');
     assert.equal(c.hostTtlMs, 10_000);
+    assert.equal(c.deadVoterThresholdMs, 10_000);
     assert.equal(parseAgentConfig({ ...base, gatewaySubnet: 'none' }).gatewaySubnet, null);
   });
 
@@ -34,6 +35,10 @@ describe('weft agent flags', () => {
         /--gateway-subnet "198\.18\.0\.0\/30" must be an IPv4 CIDR of \/29 or larger/,
       ],
       [{ ...base, hostTtl: '10' }, /--host-ttl must be milliseconds from 1000 to 600000/],
+      [
+        { ...base, deadVoterThreshold: '5' },
+        /--dead-voter-threshold must be milliseconds from 1000 to 3600000/,
+      ],
     ];
     for (const [raw, message] of bad) assert.throws(() => parseAgentConfig(raw), message);
   });

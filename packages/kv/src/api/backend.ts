@@ -64,6 +64,11 @@ export interface KvBackend {
 
   /** Raft addresses of the voting members. */
   peers(): Promise<string[]>;
+
+  /** Every member with its role and name (GET /v1/operator/raft/configuration); optional: without it, 404. */
+  membersWithNames?(): Promise<
+    Array<{ id: string; address: string; name: string; role: 'voter' | 'learner'; leader: boolean }>
+  >;
 }
 
 /** An error a backend raises when the cluster cannot serve the request now (no leader, no quorum, closed). */

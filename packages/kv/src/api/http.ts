@@ -196,9 +196,26 @@ export class ConsulHttpServer {
     if (path === '/v1/status/peers') {
       return this.only(req, ['GET'], async () => this.json(req, 200, await this.backend.peers()));
     }
+    const withNames = this.backend.membersWithNames?.bind(this.backend);
+    if (path === '/v1/operator/raft/configuration' && withNames) {
+      return this.only(req, ['GET'], async () => {
+        const members = await withNames();
+        // Consul's shape; a learner is a non-voter (Voter: false), as Consul's read replicas are.
+        this.json(req, 200, {
+          Servers: members.map((m) => ({
+            ID: m.id,
+            Node: m.name,
+            Address: m.address,
+            Leader: m.leader,
+            Voter: m.role === 'voter',
+            ProtocolVersion: '3',
+          })),
+        });
+      });
+    }
     throw new HttpError(
       404,
-      `no such endpoint: ${req.method} ${path} (Weft serves /v1/kv, /v1/txn, /v1/session, /v1/status)`,
+      `no such endpoint: ${req.method} ${path} (Weft serves /v1/kv, /v1/txn, /v1/session, /v1/status, /v1/operator/raft/configuration)`,
     );
   }
 

@@ -46,3 +46,20 @@ export class KvInputError extends Error {
     this.name = 'KvInputError';
   }
 }
+
+/**
+ * A join was refused because the cluster has as many voters and learners as
+ * its limits allow (KvNodeOptions.maxVoters / maxLearners on the leader). The
+ * caller can run as a client of the store instead of a member (Consul's
+ * server/client split), or retry once a member was removed.
+ */
+export class KvMembershipFullError extends Error {
+  readonly code = 'membership-full';
+  constructor(
+    message: string,
+    readonly limits: { maxVoters: number; maxLearners: number },
+  ) {
+    super(message);
+    this.name = 'KvMembershipFullError';
+  }
+}

@@ -47,10 +47,17 @@ import {
 } from '../raft/types.js';
 import { LevelRaftStorage, StorageOpenError } from '../storage/level-storage.js';
 import { silentLog, type Transport, type TransportLog } from '../transport/transport.js';
+import { type AutopilotLimits, joinRefusal, type MemberHealth, nextMembershipAction } from './autopilot.js';
 import type { AppliedCommand, Consistency, KvBackend, ReadView } from './backend.js';
 import { ConsulHttpServer } from './http.js';
 import { formatHostPort, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './node-address.js';
-import { KvInputError, KvMembershipError, KvNodeClosedError, KvNodeUnavailableError } from './node-errors.js';
+import {
+  KvInputError,
+  KvMembershipError,
+  KvMembershipFullError,
+  KvNodeClosedError,
+  KvNodeUnavailableError,
+} from './node-errors.js';
 import { checkKey, checkSessionOptions } from './node-input.js';
 import { LocalEntries } from './node-local-entries.js';
 import { decodeEnvelope, encodeEnvelope, PendingTable, ProposalIds } from './node-proposals.js';
@@ -73,6 +80,10 @@ export const DEFAULT_CLUSTER_NAME = 'weft';
 const LEADER_DUTY_INTERVAL_MS = 500;
 /** A learner within this many entries of the leader's commit index is promoted. */
 const PROMOTE_MAX_LAG_ENTRIES = 16;
+/** Default KvNodeOptions.deadVoterThresholdMs. */
+export const DEFAULT_DEAD_VOTER_THRESHOLD_MS = 10_000;
+/** A member that has not heard from any leader for this long asks its peers whether it was removed. */
+const REMOVED_CHECK_SILENCE_MS = 2_000;
 /** A ReadIndex request not answered within this long is issued again. */
 const READ_INDEX_RETRY_MS = 500;
 
@@ -103,8 +114,13 @@ export interface KvNodeOptions {
   listen: string;
   /** Raft addresses of the other initial members (ignored once the data directory holds state). */
   peers?: string[];
-  /** Raft address of a running member to join through (new data directory only): added as a learner, promoted once caught up. */
-  join?: string;
+  /**
+   * Raft address(es) of running members to join through (new data directory
+   * only): added as a learner, promoted once caught up while there are fewer
+   * than maxVoters voters. Tried in turn; a full cluster fails the open with
+   * KvMembershipFullError.
+   */
+  join?: string | string[];
   /** Cluster name; nodes of different clusters refuse each other and each other's data. Default "weft". */
   cluster?: string;
   /** Pre-shared key of a private network (libp2p pnet swarm key file contents, or 64 hex digits). */
@@ -127,6 +143,16 @@ export interface KvNodeOptions {
   sessionTtlGraceMultiplier?: number;
   /** How long deletions keep their tombstone before the leader reaps them (Consul's tombstone_ttl, 15 min). */
   tombstoneTtlMs?: number;
+  /** While leader: promote caught-up learners only up to this many voters. Default: no limit. */
+  maxVoters?: number;
+  /** While leader: accept joins only up to this many learners (beyond open voter slots). Default: no limit. */
+  maxLearners?: number;
+  /**
+   * While leader (autopilot): a voter not heard from for this long is replaced
+   * by a caught-up learner and then removed; a learner that silent is removed.
+   * Default 10 s.
+   */
+  deadVoterThresholdMs?: number;
   log?: KvNodeLog;
 }
 
@@ -241,6 +267,15 @@ export class KvNode implements KvBackend {
   private readonly tickMs: number;
   private readonly proposalTimeoutMs: number;
   private readonly snapshotEveryEntries: number;
+  private readonly membershipLimits: AutopilotLimits & { maxLearners: number };
+  /** When this node last received a message from each member (the leader's autopilot reads it). */
+  private readonly lastHeardMs = new Map<NodeId, number>();
+  /** A membership change started by this leader (join or autopilot) is in flight: one at a time. */
+  private membershipBusy = false;
+  /** This member found itself removed and is joining again. */
+  private rejoining = false;
+  private lastRemovedCheckMs = 0;
+  private readonly startedAtMs = Date.now();
 
   private appliedIndex = 0;
   private confState: ConfState;
@@ -291,6 +326,14 @@ export class KvNode implements KvBackend {
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.proposalTimeoutMs = options.proposalTimeoutMs ?? DEFAULT_PROPOSAL_TIMEOUT_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    const electionTimeoutMs = (options.electionTicks ?? DEFAULT_ELECTION_TICKS) * this.tickMs;
+    this.membershipLimits = {
+      maxVoters: options.maxVoters ?? Infinity,
+      maxLearners: options.maxLearners ?? Infinity,
+      deadVoterThresholdMs: options.deadVoterThresholdMs ?? DEFAULT_DEAD_VOTER_THRESHOLD_MS,
+      healthyContactMs: Math.max(2 * electionTimeoutMs, 1_000),
+      promoteMaxLagEntries: PROMOTE_MAX_LAG_ENTRIES,
+    };
     this.reaper = new SessionReaper({
       nowMs: () => Date.now(),
       ...(options.sessionTtlGraceMultiplier ? { ttlGraceMultiplier: options.sessionTtlGraceMultiplier } : {}),
@@ -346,7 +389,7 @@ export class KvNode implements KvBackend {
       });
       const node = new KvNode(options, raftId, cluster, storage, raft, transport);
       try {
-        await node.start(peers, fresh ? options.join : undefined);
+        await node.start(peers, fresh && options.join ? [options.join].flat() : undefined);
         if (options.http !== undefined) {
           const { host, port } =
             typeof options.http === 'string'
@@ -367,7 +410,7 @@ export class KvNode implements KvBackend {
     }
   }
 
-  private async start(peers: NodeId[], joinThrough: string | undefined): Promise<void> {
+  private async start(peers: NodeId[], joinThrough: string[] | undefined): Promise<void> {
     // Restore the FSM from the stored snapshot; the core re-delivers the committed entries after it.
     const snap = this.storage.snapshot();
     this.installSnapshotState(snap);
@@ -384,13 +427,24 @@ export class KvNode implements KvBackend {
     });
     this.transport.handle(JOIN_PROTOCOL, (payload) => this.serveJoin(payload));
     this.transport.handle(INFO_PROTOCOL, () =>
-      rpcPackr.pack({ name: this.name, raftId: this.raftId, cluster: this.cluster }),
+      rpcPackr.pack({
+        name: this.name,
+        raftId: this.raftId,
+        cluster: this.cluster,
+        // A restarted member compares these with its own to learn that it was removed (checkStillMember).
+        voters: this.confState.voters,
+        learners: this.confState.learners,
+        appliedIndex: this.appliedIndex,
+      }),
     );
     await this.transport.start();
     this.loopDone = this.runLoop();
     this.tickTimer = setInterval(() => this.onTick(), this.tickMs);
-    this.dutyTimer = setInterval(() => this.leaderDuties(), LEADER_DUTY_INTERVAL_MS);
-    if (joinThrough) await this.joinCluster(raftIdOf(joinThrough));
+    this.dutyTimer = setInterval(() => {
+      this.leaderDuties();
+      void this.checkStillMember();
+    }, LEADER_DUTY_INTERVAL_MS);
+    if (joinThrough) await this.joinCluster(joinThrough.map(raftIdOf));
   }
 
   // ------------------------------------------------------------------ loop
@@ -504,6 +558,8 @@ export class KvNode implements KvBackend {
     }
     this.role = role;
     if (becameLeader) {
+      // A new leader has heard from nobody yet: every member gets a full threshold before it counts as dead.
+      this.lastHeardMs.clear();
       this.reaper.reset();
       this.tombstoneReaper.reset();
     }
@@ -578,6 +634,7 @@ export class KvNode implements KvBackend {
   private onMessage(m: Message): void {
     if (this.closing) return;
     if (m.from === this.leaderId) this.lastLeaderContactMs = Date.now();
+    this.lastHeardMs.set(m.from, Date.now());
     try {
       this.raft.step(m);
     } catch (err) {
@@ -1074,12 +1131,22 @@ export class KvNode implements KvBackend {
 
   /**
    * Adds the member listening on `address` as a learner; the leader promotes it
-   * to voter once it has caught up. Resolves when the addition is applied here.
+   * to voter once it has caught up (while voters < maxVoters). Resolves when
+   * the addition is applied here. Refused with KvMembershipFullError when the
+   * learner slots (maxLearners, plus open voter slots) are taken.
    */
   async addMember(address: string, options: { name?: string } = {}): Promise<MemberInfo> {
     const id = raftIdOf(address);
     if (this.confState.voters.includes(id) || this.confState.learners.includes(id)) {
       return this.members().find((m) => m.id === id)!;
+    }
+    const full = joinRefusal(this.confState, this.membershipLimits);
+    if (full) {
+      const { maxVoters, maxLearners } = this.membershipLimits;
+      throw new KvMembershipFullError(`cannot add ${id}: ${full}; run it as a client of the store`, {
+        maxVoters,
+        maxLearners,
+      });
     }
     await this.confChange('add member', [{ type: ConfChangeType.AddLearner, nodeId: id }], options.name);
     return (
@@ -1180,7 +1247,7 @@ export class KvNode implements KvBackend {
     this.configuredMembers = ids;
   }
 
-  /** Leader only: expire sessions whose TTL ran out, reap old tombstones, promote learners that caught up. */
+  /** Leader only: expire sessions whose TTL ran out, reap old tombstones, run the autopilot (autopilot.ts). */
   private leaderDuties(): void {
     if (this.closing || this.role !== Role.Leader) return;
     for (const command of [...this.reaper.expired(this.fsm), ...this.tombstoneReaper.due(this.fsm)]) {
@@ -1191,18 +1258,46 @@ export class KvNode implements KvBackend {
         ),
       );
     }
-    const learners = this.confState.learners;
-    if (learners.length === 0) return;
+    this.runAutopilot();
+  }
+
+  private runAutopilot(): void {
+    if (this.membershipBusy) return;
+    const now = Date.now();
+    const members = new Set([...this.confState.voters, ...this.confState.learners]);
+    for (const id of this.lastHeardMs.keys()) if (!members.has(id)) this.lastHeardMs.delete(id);
     const status = this.raft.status();
-    for (const id of learners) {
-      const match = status.progress?.[id]?.match ?? 0;
-      if (match + PROMOTE_MAX_LAG_ENTRIES >= status.commit) {
-        this.promote(id).catch((err) =>
-          this.log.info({ learner: id, err: (err as Error).message }, 'learner promotion retried later'),
-        );
-        break; // one membership change at a time
-      }
+    const health = new Map<NodeId, MemberHealth>();
+    for (const id of members) {
+      if (id === this.raftId) continue;
+      // First seen by this leader (new member, new leader): the threshold counts from now.
+      if (!this.lastHeardMs.has(id)) this.lastHeardMs.set(id, now);
+      health.set(id, {
+        lastHeardAgoMs: now - this.lastHeardMs.get(id)!,
+        matchIndex: status.progress?.[id]?.match ?? 0,
+      });
     }
+    const action = nextMembershipAction({
+      self: this.raftId,
+      voters: this.confState.voters,
+      learners: this.confState.learners,
+      health,
+      commitIndex: status.commit,
+      limits: this.membershipLimits,
+    });
+    if (action.type === 'none') return;
+    this.log.info({ member: action.id, reason: action.reason }, `autopilot: ${action.type} member`);
+    this.membershipBusy = true;
+    (action.type === 'promote' ? this.promote(action.id) : this.removeMember(action.id))
+      .catch((err) =>
+        this.log.info(
+          { member: action.id, err: (err as Error).message },
+          `autopilot: ${action.type} not applied; retried later`,
+        ),
+      )
+      .finally(() => {
+        this.membershipBusy = false;
+      });
   }
 
   private async serveJoin(payload: Uint8Array): Promise<Uint8Array> {
@@ -1212,33 +1307,116 @@ export class KvNode implements KvBackend {
     if (req.cluster !== this.cluster) {
       throw new Error(`this member belongs to cluster "${this.cluster}", not "${req.cluster}"`);
     }
-    await this.addMember(req.raftId, typeof req.name === 'string' ? { name: req.name } : {});
+    // The leader decides, one change at a time, so two joins cannot both take the last slot.
+    if (this.role !== Role.Leader) {
+      if (!this.leaderId) throw new Error(`no leader is known at ${this.raftId} yet; retry`);
+      return this.transport.request(this.leaderId, JOIN_PROTOCOL, payload, {
+        timeoutMs: this.proposalTimeoutMs + 1_000,
+      });
+    }
+    if (this.membershipBusy) throw new Error('another membership change is in progress; retry');
+    this.membershipBusy = true;
+    try {
+      await this.addMember(req.raftId, typeof req.name === 'string' ? { name: req.name } : {});
+    } catch (err) {
+      if (!(err instanceof KvMembershipFullError)) throw err;
+      return rpcPackr.pack({ ok: false, full: err.message, limits: err.limits });
+    } finally {
+      this.membershipBusy = false;
+    }
     return rpcPackr.pack({ ok: true, leader: this.leaderId });
   }
 
-  private async joinCluster(through: NodeId): Promise<void> {
-    this.transport.setMember({ nodeId: through, multiaddrs: [multiaddrOf(through)] });
+  /** Asks the members `through` (in turn) to add this node as a learner; a full cluster throws KvMembershipFullError. */
+  private async joinCluster(through: NodeId[]): Promise<void> {
+    const known = new Set(this.transport.members().map((m) => m.nodeId));
+    for (const id of through)
+      if (!known.has(id)) this.transport.setMember({ nodeId: id, multiaddrs: [multiaddrOf(id)] });
     const deadline = Date.now() + Math.max(this.proposalTimeoutMs * 3, 15_000);
     let lastError: Error | undefined;
-    while (Date.now() < deadline && !this.closing) {
+    for (let attempt = 0; Date.now() < deadline && !this.closing; attempt++) {
+      const target = through[attempt % through.length]!;
+      let reply: { ok?: unknown; full?: unknown; limits?: { maxVoters: number; maxLearners: number } };
       try {
-        await this.transport.request(
-          through,
-          JOIN_PROTOCOL,
-          rpcPackr.pack({ raftId: this.raftId, name: this.name, cluster: this.cluster }),
-          { timeoutMs: this.proposalTimeoutMs + 1_000 },
+        reply = rpcPackr.unpack(
+          await this.transport.request(
+            target,
+            JOIN_PROTOCOL,
+            rpcPackr.pack({ raftId: this.raftId, name: this.name, cluster: this.cluster }),
+            { timeoutMs: this.proposalTimeoutMs + 1_000 },
+          ),
         );
-        this.log.info({ through }, 'joined the cluster as a learner');
-        return;
       } catch (err) {
         lastError = err as Error;
         if (/belongs to cluster/.test(lastError.message)) break;
         await new Promise((r) => setTimeout(r, 500));
+        continue;
       }
+      if (typeof reply.full === 'string') {
+        throw new KvMembershipFullError(
+          `could not join the cluster through ${target}: ${reply.full}`,
+          reply.limits ?? { maxVoters: Infinity, maxLearners: Infinity },
+        );
+      }
+      this.log.info({ through: target }, 'joined the cluster as a learner');
+      return;
     }
     throw new KvMembershipError(
-      `could not join the cluster through ${through}: ${lastError?.message ?? 'timed out'}`,
+      `could not join the cluster through ${through.join(', ')}: ${lastError?.message ?? 'timed out'}`,
     );
+  }
+
+  /**
+   * A member that hears from no leader for a while asks its peers whether it
+   * is still in the configuration: the autopilot (or an operator) may have
+   * removed it while it was down, and a removed member is never contacted
+   * again. Removed, it joins again as a learner; when the cluster is full it
+   * stops with KvMembershipFullError (onFatal), never running on as a stray
+   * voter (it could not win an election anyway: its log is behind).
+   */
+  private async checkStillMember(): Promise<void> {
+    const now = Date.now();
+    if (this.closing || this.rejoining || this.role === Role.Leader) return;
+    if (now - Math.max(this.lastLeaderContactMs, this.startedAtMs) < REMOVED_CHECK_SILENCE_MS) return;
+    if (now - this.lastRemovedCheckMs < REMOVED_CHECK_SILENCE_MS) return;
+    // Only a node that believes it is a member (a fresh joiner has no configuration yet).
+    const own = this.confState;
+    if (!own.voters.includes(this.raftId) && !own.learners.includes(this.raftId)) return;
+    this.lastRemovedCheckMs = now;
+    const peers = new Set([...own.voters, ...own.learners, ...this.transport.members().map((m) => m.nodeId)]);
+    peers.delete(this.raftId);
+    const removedBy: NodeId[] = [];
+    await Promise.all(
+      [...peers].map(async (peer) => {
+        try {
+          const info = rpcPackr.unpack(
+            await this.transport.request(peer, INFO_PROTOCOL, new Uint8Array(0), { timeoutMs: 1_000 }),
+          ) as { cluster?: unknown; voters?: unknown; learners?: unknown; appliedIndex?: unknown };
+          if (info.cluster !== this.cluster || !Array.isArray(info.voters) || !Array.isArray(info.learners))
+            return;
+          // A newer configuration than ours without us: we were removed after our last applied entry.
+          const newer = typeof info.appliedIndex === 'number' && info.appliedIndex > this.appliedIndex;
+          if (newer && !info.voters.includes(this.raftId) && !info.learners.includes(this.raftId))
+            removedBy.push(peer);
+        } catch {
+          // Unreachable peers say nothing.
+        }
+      }),
+    );
+    if (removedBy.length === 0 || this.closing) return;
+    this.log.warn(
+      { peers: removedBy, appliedIndex: this.appliedIndex },
+      'this member was removed from the cluster while it was away; joining again as a learner',
+    );
+    this.rejoining = true;
+    try {
+      await this.joinCluster(removedBy);
+    } catch (err) {
+      if (err instanceof KvMembershipFullError) this.fail(err);
+      else this.log.warn({ err: (err as Error).message }, 'joining again failed; retried later');
+    } finally {
+      this.rejoining = false;
+    }
   }
 
   /** Resolves once a leader is known (or rejects after the proposal timeout). */
@@ -1355,7 +1533,7 @@ async function createLibp2pTransport(
 ): Promise<Transport> {
   // Loaded on demand so embedders using their own transport never load libp2p.
   const { Libp2pTransport } = await import('../transport/libp2p.js');
-  const bootstrap = [...(options.peers ?? []), ...(options.join ? [options.join] : [])]
+  const bootstrap = [...(options.peers ?? []), ...[options.join ?? []].flat()]
     .map(raftIdOf)
     .filter((p) => p !== raftId);
   return new Libp2pTransport({

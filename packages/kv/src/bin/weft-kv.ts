@@ -17,6 +17,7 @@ import {
   KvNode,
 } from '../api/node.js';
 import { parseHostPort, raftIdOf } from '../api/node-address.js';
+import { KvMembershipFullError } from '../api/node-errors.js';
 import { parseClusterKey } from '../transport/identity.js';
 
 function address(value: string): string {
@@ -47,14 +48,31 @@ function positiveInt(value: string): number {
   return n;
 }
 
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new InvalidArgumentError(`expected an integer >= 0, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** Exit status when the cluster refused this node because its voter and learner slots are full. */
+const EXIT_MEMBERSHIP_FULL = 3;
+
+function errorLine(err: Error): string {
+  return err instanceof KvMembershipFullError ? `${err.name}: ${err.message}` : err.message;
+}
+
 interface ServeOptions {
   id: string;
   dataDir: string;
   listen: string;
   http?: string;
   peers: string[];
-  join?: string;
+  join?: string[];
   cluster: string;
+  maxVoters?: number;
+  maxLearners?: number;
+  deadVoterThresholdMs?: number;
   clusterKey?: string;
   tickMs: number;
   snapshotEntries: number;
@@ -72,7 +90,7 @@ async function serve(opts: ServeOptions): Promise<void> {
       throw new Error(`--cluster-key ${opts.clusterKey}: ${(err as Error).message}`);
     }
   }
-  if (opts.join && opts.peers.length > 0) {
+  if (opts.join && opts.join.length > 0 && opts.peers.length > 0) {
     log.warn('--peers is ignored with --join: a joining node learns the members from the cluster');
   }
   const http = opts.http ? parseHostPort(opts.http) : undefined;
@@ -85,6 +103,9 @@ async function serve(opts: ServeOptions): Promise<void> {
     cluster: opts.cluster,
     ...(clusterKey ? { clusterKey } : {}),
     ...(http ? { http } : {}),
+    ...(opts.maxVoters !== undefined ? { maxVoters: opts.maxVoters } : {}),
+    ...(opts.maxLearners !== undefined ? { maxLearners: opts.maxLearners } : {}),
+    ...(opts.deadVoterThresholdMs !== undefined ? { deadVoterThresholdMs: opts.deadVoterThresholdMs } : {}),
     tickMs: opts.tickMs,
     snapshotEveryEntries: opts.snapshotEntries,
     log,
@@ -111,7 +132,9 @@ async function serve(opts: ServeOptions): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   node.onFatal((err) => {
     log.error({ err: err.message }, 'fatal error: exiting');
-    process.exit(1);
+    // The same one-line error the start-up path prints: a removed member finding the cluster full says so.
+    process.stderr.write(`weft-kv: ${errorLine(err)}\n`);
+    process.exit(err instanceof KvMembershipFullError ? EXIT_MEMBERSHIP_FULL : 1);
   });
 }
 
@@ -136,9 +159,24 @@ program
   )
   .option('--peers <list>', 'comma-separated Raft addresses of the other initial members', addressList, [])
   .option(
-    '--join <host:port>',
-    'join a running cluster through this member (new data directory only)',
-    address,
+    '--join <list>',
+    'join a running cluster through these members, comma-separated (new data directory only)',
+    addressList,
+  )
+  .option(
+    '--max-voters <n>',
+    'as leader, promote learners only up to N voters (default: no limit)',
+    positiveInt,
+  )
+  .option(
+    '--max-learners <n>',
+    'as leader, refuse joins beyond N learners (default: no limit)',
+    nonNegativeInt,
+  )
+  .option(
+    '--dead-voter-threshold-ms <ms>',
+    'as leader, replace a voter (and drop a learner) silent for this long (default 10000)',
+    positiveInt,
   )
   .option('--cluster <name>', 'cluster name: members of other clusters are refused', DEFAULT_CLUSTER_NAME)
   .option(
@@ -162,8 +200,8 @@ program
     try {
       await serve(opts);
     } catch (err) {
-      process.stderr.write(`weft-kv: ${(err as Error).message}\n`);
-      process.exit(1);
+      process.stderr.write(`weft-kv: ${errorLine(err as Error)}\n`);
+      process.exit(err instanceof KvMembershipFullError ? EXIT_MEMBERSHIP_FULL : 1);
     }
   });
 

@@ -1,0 +1,174 @@
+// Which part each agent plays in the KV store: the plan every agent computes
+// alone, then five agents' KV components as `weft agent` builds them (real
+// KvNodes: LevelDB on disk, libp2p on loopback) with --voters 3 --learners 1.
+import assert from 'node:assert/strict';
+import { access, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAgentConfig } from '../../src/agent/config.js';
+import type { KvClientFactory, KvClientStore, KvNodeComponent } from '../../src/agent/kv-component.js';
+import { planKvBootstrap, sortAddresses } from '../../src/agent/kv-role.js';
+import { createKvComponent } from '../../src/agent/main.js';
+import { silentLogger } from '../../src/log/logger.js';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('KV roles: the bootstrap plan', () => {
+  it('every agent computes the same initial voters from its own address and the same peers', () => {
+    const all = ['192.0.2.10:8300', '192.0.2.9:8300', '192.0.2.11:8300', '192.0.2.2:8300', '192.0.2.30:8300'];
+    const plans = all.map((self) =>
+      planKvBootstrap(
+        self,
+        all.filter((a) => a !== self),
+        3,
+      ),
+    );
+    for (const p of plans)
+      assert.deepEqual(p.initialVoters, ['192.0.2.2:8300', '192.0.2.9:8300', '192.0.2.10:8300']);
+    assert.deepEqual(
+      plans.map((p) => p.bootstrap),
+      [true, true, false, true, false],
+    );
+    // Agents outside the voters join through them first, then through anyone else known.
+    assert.deepEqual(plans[2]!.joinThrough, [
+      '192.0.2.2:8300',
+      '192.0.2.9:8300',
+      '192.0.2.10:8300',
+      '192.0.2.30:8300',
+    ]);
+    assert.deepEqual(plans[0]!.joinThrough, []);
+  });
+
+  it('with fewer agents than --voters, every agent is an initial voter', () => {
+    const p = planKvBootstrap('192.0.2.5:8300', ['192.0.2.4:8300'], 5);
+    assert.deepEqual(p.initialVoters, ['192.0.2.4:8300', '192.0.2.5:8300']);
+    assert.equal(p.bootstrap, true);
+  });
+
+  it('orders by address, then port, and drops duplicates (an agent listed in its own --peers)', () => {
+    assert.deepEqual(sortAddresses(['127.0.0.1:9000', '127.0.0.1:800', '10.0.0.1:1', '127.0.0.1:800']), [
+      '10.0.0.1:1',
+      '127.0.0.1:800',
+      '127.0.0.1:9000',
+    ]);
+  });
+});
+
+describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', function () {
+  this.timeout(90_000);
+  let root: string;
+  const running: KvNodeComponent[] = [];
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'weft-kv-roles-'));
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((c) => c.stop()));
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('the first three (sorted) are voters, the fourth a learner, the fifth a client; restarts keep the roles', async () => {
+    const ports = (await Promise.all([0, 1, 2, 3, 4].map(freePort))).sort((a, b) => a - b);
+    const addresses = ports.map((p) => `127.0.0.1:${p}`);
+    const clientCalls: string[][] = [];
+    const openClient: KvClientFactory = async (servers) => {
+      clientCalls.push(servers);
+      const unused = async () => {
+        throw new Error('not used by this test');
+      };
+      return {
+        get: unused,
+        list: unused,
+        put: unused,
+        delete: unused,
+        txn: unused,
+        createSession: unused,
+        renewSession: unused,
+        destroySession: unused,
+        watchPrefix: unused,
+        close: async () => {},
+      } as unknown as KvClientStore;
+    };
+    const component = (i: number, withClientMode: boolean) =>
+      createKvComponent(
+        parseAgentConfig({
+          name: `h${i}`,
+          advertise: '127.0.0.1',
+          raftPort: String(ports[i]),
+          // Each agent lists every other one, in its own order.
+          peers: addresses
+            .filter((_, j) => j !== i)
+            .reverse()
+            .join(','),
+          dataDir: join(root, `h${i}`),
+          voters: '3',
+          learners: '1',
+        }),
+        { logger: silentLogger(), hooks: withClientMode ? { openKvClient: openClient } : {} },
+      );
+
+    const agents = [0, 1, 2, 3, 4].map((i) => component(i, false));
+    // The voters form the cluster on their own; the others join through them.
+    await Promise.all(agents.slice(0, 3).map((a) => a.start()));
+    running.push(...agents.slice(0, 3));
+    await agents[3]!.start();
+    running.push(agents[3]!);
+    assert.deepEqual(
+      agents.slice(0, 4).map((a) => a.kvRole),
+      ['voter', 'voter', 'voter', 'learner'],
+    );
+    assert.deepEqual(agents[0]!.node.status().voters.sort(), addresses.slice(0, 3).sort());
+    await agents[0]!.put('roles/probe', new TextEncoder().encode('x'));
+
+    // No slot for the fifth: without client mode it refuses to start, saying why.
+    await assert.rejects(agents[4]!.start(), (err: Error) => {
+      assert.match(err.message, /must run as a client of the KV store/);
+      assert.match(err.message, /3 voters \(maxVoters 3\) and 1 learners \(maxLearners 1\)/);
+      return true;
+    });
+    await access(join(root, 'h4', 'kv-role'));
+
+    // With client mode it runs as a client of the members, and a restart does not ask for a slot again.
+    const client = component(4, true);
+    await client.start();
+    running.push(client);
+    assert.equal(client.kvRole, 'client');
+    assert.equal(client.isOpen, false);
+    assert.deepEqual(clientCalls, [addresses.slice(0, 4)]);
+
+    // A learner restarted from its data directory is still a learner (not re-bootstrapped, not re-joined).
+    await agents[3]!.stop();
+    running.splice(running.indexOf(agents[3]!), 1);
+    const learnerAgain = component(3, false);
+    await learnerAgain.start();
+    running.push(learnerAgain);
+    assert.equal(learnerAgain.kvRole, 'learner');
+    await until('the restarted learner to catch up', () =>
+      learnerAgain.node.status().appliedIndex >= agents[0]!.node.status().commitIndex ? true : undefined,
+    );
+    assert.equal(
+      new TextDecoder().decode((await learnerAgain.get('roles/probe', { stale: true }))?.value),
+      'x',
+    );
+  });
+});

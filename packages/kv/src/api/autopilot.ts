@@ -1,0 +1,138 @@
+// Autopilot: the leader's membership policy (Consul's autopilot, in small).
+//
+// A pure function from what the leader knows (members, how long since it
+// heard from each, how far each has replicated) and the limits to the ONE
+// next membership change, if any. node.ts runs it every duty interval on
+// the leader and waits for each change to be applied before asking again,
+// so changes never overlap. Kept free of I/O and clocks so every rule can
+// be unit-tested (test/node/autopilot.test.ts).
+//
+// Rules, in order:
+//  1. A voter unreachable for longer than deadVoterThresholdMs is removed
+//     once the cluster has more voters than maxVoters (a replacement was
+//     promoted first, rule 2), and only if the voters left still have a
+//     quorum of reachable members. The leader never removes itself.
+//  2. A healthy, caught-up learner is promoted while the voters that are not
+//     dead number fewer than maxVoters: this fills the voter set up to the
+//     limit and replaces a dead voter (promote first, then rule 1 removes
+//     the dead one: the cluster never runs with fewer live voters).
+//  3. A learner unreachable for longer than deadVoterThresholdMs is removed,
+//     freeing its slot (it joins again when it comes back, if there is room).
+import type { NodeId } from '../raft/types.js';
+
+export interface AutopilotLimits {
+  /** Voters the leader fills the configuration up to (Infinity = every caught-up learner is promoted). */
+  maxVoters: number;
+  /** A member not heard from for longer than this is dead: a voter is replaced, a learner removed. */
+  deadVoterThresholdMs: number;
+  /** A member heard from within this long is healthy (may be promoted, counts towards a quorum). */
+  healthyContactMs: number;
+  /** A learner within this many entries of the commit index has caught up. */
+  promoteMaxLagEntries: number;
+}
+
+export interface MemberHealth {
+  /** Milliseconds since the leader last received a message from the member. */
+  lastHeardAgoMs: number;
+  /** Highest log index known to be replicated on the member. */
+  matchIndex: number;
+}
+
+export interface AutopilotInput {
+  /** The leader running the policy. */
+  self: NodeId;
+  voters: readonly NodeId[];
+  learners: readonly NodeId[];
+  /** Health of the other members; a member without an entry counts as dead. */
+  health: ReadonlyMap<NodeId, MemberHealth>;
+  commitIndex: number;
+  limits: AutopilotLimits;
+}
+
+export type AutopilotAction =
+  | { type: 'promote'; id: NodeId; reason: string }
+  | { type: 'remove'; id: NodeId; reason: string }
+  | { type: 'none' };
+
+export function quorumOf(voterCount: number): number {
+  return Math.floor(voterCount / 2) + 1;
+}
+
+export function nextMembershipAction(input: AutopilotInput): AutopilotAction {
+  const { self, voters, learners, health, commitIndex, limits } = input;
+  const agoMs = (id: NodeId) => (id === self ? 0 : (health.get(id)?.lastHeardAgoMs ?? Infinity));
+  const isDead = (id: NodeId) => agoMs(id) > limits.deadVoterThresholdMs;
+  const isHealthy = (id: NodeId) => agoMs(id) <= limits.healthyContactMs;
+  // Longest silent first: the one most surely gone.
+  const deadestFirst = (ids: readonly NodeId[]) =>
+    ids.filter((id) => id !== self && isDead(id)).sort((a, b) => agoMs(b) - agoMs(a) || cmp(a, b));
+
+  const deadVoters = deadestFirst(voters);
+  if (voters.length > limits.maxVoters) {
+    for (const id of deadVoters) {
+      const remaining = voters.filter((v) => v !== id);
+      const healthyLeft = remaining.filter(isHealthy).length;
+      if (healthyLeft < quorumOf(remaining.length)) continue;
+      return {
+        type: 'remove',
+        id,
+        reason: `voter not heard from for ${formatMs(agoMs(id))} (threshold ${limits.deadVoterThresholdMs} ms) and ${voters.length} voters exceed maxVoters ${limits.maxVoters}`,
+      };
+    }
+  }
+
+  const liveVoters = voters.length - deadVoters.length;
+  if (liveVoters < limits.maxVoters && voters.length <= limits.maxVoters) {
+    const candidate = learners
+      .filter((id) => id !== self && isHealthy(id))
+      .filter((id) => (health.get(id)?.matchIndex ?? 0) + limits.promoteMaxLagEntries >= commitIndex)
+      .sort(
+        (a, b) =>
+          (health.get(b)?.matchIndex ?? 0) - (health.get(a)?.matchIndex ?? 0) ||
+          agoMs(a) - agoMs(b) ||
+          cmp(a, b),
+      )[0];
+    if (candidate !== undefined) {
+      return {
+        type: 'promote',
+        id: candidate,
+        reason:
+          deadVoters.length > 0
+            ? `replacing dead voter ${deadVoters[0]} (${liveVoters} live of maxVoters ${limits.maxVoters})`
+            : `${voters.length} voters, fewer than maxVoters ${limits.maxVoters}`,
+      };
+    }
+  }
+
+  const deadLearner = deadestFirst(learners)[0];
+  if (deadLearner !== undefined) {
+    return {
+      type: 'remove',
+      id: deadLearner,
+      reason: `learner not heard from for ${formatMs(agoMs(deadLearner))} (threshold ${limits.deadVoterThresholdMs} ms): its slot is freed`,
+    };
+  }
+  return { type: 'none' };
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function formatMs(ms: number): string {
+  return Number.isFinite(ms) ? `${Math.round(ms)} ms` : 'ever (since this leader took over)';
+}
+
+/**
+ * Why a new member may not join (it would join as a learner), or undefined
+ * when there is room: learner slots free, or voter slots free that the new
+ * member would be promoted into once caught up.
+ */
+export function joinRefusal(
+  members: { voters: readonly NodeId[]; learners: readonly NodeId[] },
+  limits: { maxVoters: number; maxLearners: number },
+): string | undefined {
+  const openVoterSlots = Math.max(0, limits.maxVoters - members.voters.length);
+  if (members.learners.length < limits.maxLearners + openVoterSlots) return undefined;
+  return `the cluster is full: ${members.voters.length} voters (maxVoters ${limits.maxVoters}) and ${members.learners.length} learners (maxLearners ${limits.maxLearners})`;
+}
