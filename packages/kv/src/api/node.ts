@@ -1270,11 +1270,13 @@ export class KvNode implements KvBackend {
     const health = new Map<NodeId, MemberHealth>();
     for (const id of members) {
       if (id === this.raftId) continue;
-      // First seen by this leader (new member, new leader): the threshold counts from now.
-      if (!this.lastHeardMs.has(id)) this.lastHeardMs.set(id, now);
+      // First seen by this leader (new member, new leader): the threshold counts from now. A member
+      // receiving a snapshot answers only once it is installed: the stream counts as contact.
+      const progress = status.progress?.[id];
+      if (!this.lastHeardMs.has(id) || progress?.state === 'snapshot') this.lastHeardMs.set(id, now);
       health.set(id, {
         lastHeardAgoMs: now - this.lastHeardMs.get(id)!,
-        matchIndex: status.progress?.[id]?.match ?? 0,
+        matchIndex: progress?.match ?? 0,
       });
     }
     const action = nextMembershipAction({

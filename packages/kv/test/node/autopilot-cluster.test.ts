@@ -58,7 +58,6 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
       refused.stderr,
       /KvMembershipFullError: .*3 voters \(maxVoters 3\) and 1 learners \(maxLearners 1\)/,
     );
-    c.nodes.splice(c.nodes.indexOf(n5), 1);
 
     // Writes keep going while the leader is killed -9 and replaced.
     const acknowledged: string[] = [];
@@ -84,8 +83,9 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
       const replaced = await until(
         `the learner to replace ${leader.name}`,
         async () => {
-          const r = await roles(survivor);
-          return !r.some((x) => x.startsWith(`${leader.name}:`)) && r.includes('n4:voter') ? r : undefined;
+          const servers = await configuration(survivor);
+          const gone = !servers.some((x) => x.ID === leader.raft);
+          return gone && servers.some((x) => x.Node === 'n4' && x.Voter) ? await roles(survivor) : undefined;
         },
         30_000,
       );
@@ -98,13 +98,35 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
       writing = false;
       await writer;
     }
-    // The removed voter restarts from its data directory: it learns that it was
-    // removed and joins again, as a learner (n4's promotion freed the slot).
     assert.ok(killed);
-    await c.start(killed);
+    const removed = killed;
+    // n4's promotion freed the learner slot: n5, refused before, now joins.
+    await c.start(n5);
+    await until('n5 to be a learner', async () =>
+      (await roles(n4)).includes('n5:learner') ? true : undefined,
+    );
+
+    // The removed voter restarts from its data directory: it finds out from its
+    // peers that it was removed, asks to join again, and the cluster is full:
+    // it stops with the typed error (exit status 3) instead of lingering.
+    await c.start(removed);
+    const exited = await new Promise<number | null>((resolve) => removed.child!.once('exit', resolve));
+    removed.child = undefined;
+    assert.equal(exited, 3, removed.stderr);
+    assert.match(removed.stderr, /KvMembershipFullError: .*the cluster is full/);
+
+    // A learner killed -9 and silent past the threshold is removed, freeing its slot...
+    await c.kill(n5);
     await until(
-      `${killed.name} to be back as a learner`,
-      async () => ((await roles(n4)).includes(`${killed.name}:learner`) ? true : undefined),
+      'the dead learner n5 to be removed',
+      async () => (!(await configuration(n4)).some((x) => x.ID === n5.raft) ? true : undefined),
+      30_000,
+    );
+    // ...and the removed voter, started again, joins as a learner with its data.
+    await c.start(removed);
+    await until(
+      `${removed.name} to be back as a learner`,
+      async () => ((await roles(n4)).includes(`${removed.name}:learner`) ? true : undefined),
       30_000,
     );
     const live = c.running();
