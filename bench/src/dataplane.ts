@@ -4,15 +4,25 @@
 //   kernel       Linux VXLAN devices (KernelDataplane)
 //   userspace    the native addon engine with TSO/GSO/GRO (UserspaceDataplane)
 //   userspace-nooffload   the same engine, one packet per frame (optional)
+//   userspace-nopoll      the same engine without busy polling (optional)
+//   userspace-baseline    another build of the addon, given by --baseline-addon
+//                         PATH (e.g. main's, to measure a change in one run)
 // Every variant has its own pair of hosts, all built up front; each round
 // measures every variant in turn (rotating the order), so background load on
 // this shared machine hits all variants alike. iperf3 -t <seconds> with 1 and
 // 4 streams, and ping RTT. Prints one JSON line per variant: medians over
 // rounds, and the ratio to kernel VXLAN of the same run.
 //
-// Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace]
+// The userspace engines run in this process: their threads' CPU time (from
+// /proc/self/task/*/schedstat, threads named weft-*) is reported while every
+// variant is idle and while each variant is pinged, i.e. what busy-polling
+// costs.
+//
+// Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
+//        --measure throughput,rtt --pings 50 --baseline-addon PATH]
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { KernelDataplane } from '@weft/agent/dataplane/kernel';
 import { macForIp } from '@weft/agent/dataplane/names';
@@ -20,12 +30,23 @@ import { UserspaceDataplane } from '@weft/agent/dataplane/userspace';
 import { NetnsShell, runCommand } from '@weft/agent/netlink/ip';
 import type { Dataplane, LocalEndpoint, NetworkSpec } from '@weft/overlay';
 
-type Variant = 'underlay' | 'kernel' | 'userspace' | 'userspace-nooffload';
+type Variant =
+  | 'underlay'
+  | 'kernel'
+  | 'userspace'
+  | 'userspace-nooffload'
+  | 'userspace-nopoll'
+  | 'userspace-baseline';
+
+type Measure = 'throughput' | 'rtt';
 
 interface Args {
   seconds: number;
   rounds: number;
   variants: Variant[];
+  measure: Measure[];
+  pings: number;
+  baselineAddon: string | undefined;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -36,14 +57,32 @@ function parseArgs(argv: string[]): Args {
   const seconds = Number(get('seconds') ?? 5);
   const rounds = Number(get('rounds') ?? 3);
   const variants = (get('variants') ?? 'underlay,kernel,userspace').split(',') as Variant[];
-  const known: Variant[] = ['underlay', 'kernel', 'userspace', 'userspace-nooffload'];
+  const known: Variant[] = [
+    'underlay',
+    'kernel',
+    'userspace',
+    'userspace-nooffload',
+    'userspace-nopoll',
+    'userspace-baseline',
+  ];
   for (const v of variants)
     if (!known.includes(v)) throw new Error(`unknown variant "${v}"; known: ${known.join(', ')}`);
   if (!variants.includes('kernel'))
     throw new Error('the kernel variant is the baseline: include it in --variants');
   if (!(seconds >= 1 && seconds <= 30)) throw new Error('--seconds must be 1..30');
   if (!(rounds >= 1 && rounds <= 10)) throw new Error('--rounds must be 1..10');
-  return { seconds, rounds, variants };
+  const measure = (get('measure') ?? 'throughput,rtt').split(',') as Measure[];
+  for (const m of measure)
+    if (m !== 'throughput' && m !== 'rtt')
+      throw new Error(`unknown --measure "${m}"; known: throughput, rtt`);
+  const pings = Number(get('pings') ?? 50);
+  if (!(Number.isInteger(pings) && pings >= 5 && pings <= 1000)) throw new Error('--pings must be 5..1000');
+  const baselineAddon = get('baseline-addon');
+  if (baselineAddon !== undefined && !variants.includes('userspace-baseline'))
+    variants.push('userspace-baseline');
+  if (variants.includes('userspace-baseline') && baselineAddon === undefined)
+    throw new Error('the userspace-baseline variant needs --baseline-addon PATH (a weft_native.node)');
+  return { seconds, rounds, variants, measure, pings, baselineAddon };
 }
 
 interface Pair {
@@ -66,7 +105,7 @@ async function addNetns(name: string): Promise<NetnsShell> {
   return sh;
 }
 
-async function buildPair(variant: Variant, index: number): Promise<Pair> {
+async function buildPair(variant: Variant, index: number, args: Args): Promise<Pair> {
   const hosts: [string, string] = [`${prefix}-${index}a`, `${prefix}-${index}b`];
   const containers: [string, string] = [`${prefix}-${index}ca`, `${prefix}-${index}cb`];
   const vteps = ['192.0.2.1', '192.0.2.2'];
@@ -124,7 +163,12 @@ async function buildPair(variant: Variant, index: number): Promise<Pair> {
     const dp: Dataplane =
       variant === 'kernel'
         ? new KernelDataplane(options)
-        : new UserspaceDataplane({ ...options, offloads: variant === 'userspace' });
+        : new UserspaceDataplane({
+            ...options,
+            offloads: variant !== 'userspace-nooffload',
+            busyPollUs: variant === 'userspace-nopoll' ? 0 : undefined,
+            addonPath: variant === 'userspace-baseline' ? args.baselineAddon : undefined,
+          });
     pair.dataplanes.push(dp);
     await dp.start();
     await dp.ensureNetwork(network);
@@ -206,15 +250,38 @@ async function iperf(pair: Pair, streams: number, seconds: number): Promise<numb
   }
 }
 
-/** Mean RTT in ms over 50 pings 20 ms apart. */
-async function pingRtt(pair: Pair): Promise<number> {
+/** Mean RTT in ms over `count` pings 20 ms apart. */
+async function pingRtt(pair: Pair, count: number): Promise<number> {
   const r = await collect(
-    netnsExec(pair.containers[0], ['ping', '-n', '-q', '-c', '50', '-i', '0.02', pair.serverIp]),
-    20_000,
+    netnsExec(pair.containers[0], ['ping', '-n', '-q', '-c', String(count), '-i', '0.02', pair.serverIp]),
+    count * 20 + 20_000,
   );
   const m = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
   if (m === null) throw new Error(`ping failed (${pair.variant}): ${r.stdout}${r.stderr}`);
   return Number(m[1]);
+}
+
+/** CPU time (ns) used so far by this process's native packet threads (named weft-*). */
+function engineCpuNs(): number {
+  let total = 0;
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      if (!readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').startsWith('weft-')) continue;
+      total += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return total;
+}
+
+/** Runs fn and returns its result and the packet threads' CPU use meanwhile, in % of one core. */
+async function withEngineCpu<T>(fn: () => Promise<T>): Promise<{ value: T; cpuPct: number }> {
+  const cpu0 = engineCpuNs();
+  const t0 = process.hrtime.bigint();
+  const value = await fn();
+  const wallNs = Number(process.hrtime.bigint() - t0);
+  return { value, cpuPct: ((engineCpuNs() - cpu0) / wallNs) * 100 };
 }
 
 function median(xs: number[]): number {
@@ -243,25 +310,38 @@ async function main(): Promise<void> {
   try {
     // This machine may be shared: the load says how far to trust absolute numbers.
     const loadBefore = loadavg()[0]!;
-    for (const [i, v] of args.variants.entries()) pairs.push(await buildPair(v, i));
-    const results = new Map<Variant, { gbps1: number[]; gbps4: number[]; rttMs: number[] }>();
+    for (const [i, v] of args.variants.entries()) pairs.push(await buildPair(v, i, args));
+    const results = new Map<
+      Variant,
+      { gbps1: number[]; gbps4: number[]; rttMs: number[]; pingCpuPct: number[] }
+    >();
     for (const p of pairs) {
-      results.set(p.variant, { gbps1: [], gbps4: [], rttMs: [] });
-      await pingRtt(p); // warm-up: ARP, caches
+      results.set(p.variant, { gbps1: [], gbps4: [], rttMs: [], pingCpuPct: [] });
+      await pingRtt(p, 10); // warm-up: ARP, caches
     }
+    // Every data plane idle: what the packet threads cost when nothing flows.
+    const idle = await withEngineCpu(() => new Promise((r) => setTimeout(r, 2000)));
     for (let round = 0; round < args.rounds; round++) {
       const order = pairs.map((_, i) => pairs[(i + round) % pairs.length]!);
       for (const p of order) {
         const r = results.get(p.variant)!;
-        r.gbps1.push(await iperf(p, 1, args.seconds));
-        r.gbps4.push(await iperf(p, 4, args.seconds));
-        r.rttMs.push(await pingRtt(p));
+        if (args.measure.includes('throughput')) {
+          r.gbps1.push(await iperf(p, 1, args.seconds));
+          r.gbps4.push(await iperf(p, 4, args.seconds));
+        }
+        if (args.measure.includes('rtt')) {
+          const { value, cpuPct } = await withEngineCpu(() => pingRtt(p, args.pings));
+          r.rttMs.push(value);
+          r.pingCpuPct.push(cpuPct);
+        }
       }
     }
     const kernel = results.get('kernel')!;
     const k1 = median(kernel.gbps1);
     const k4 = median(kernel.gbps4);
     const kRtt = median(kernel.rttMs);
+    const medianOrNull = (xs: number[]) => (xs.length === 0 ? null : round3(median(xs)));
+    const ratio = (xs: number[], k: number) => (xs.length === 0 ? null : round3(median(xs) / k));
     for (const p of pairs) {
       const r = results.get(p.variant)!;
       const line = {
@@ -269,12 +349,14 @@ async function main(): Promise<void> {
         variant: p.variant,
         seconds: args.seconds,
         rounds: args.rounds,
-        gbps1Stream: round3(median(r.gbps1)),
-        gbps4Streams: round3(median(r.gbps4)),
-        rttMs: round3(median(r.rttMs)),
-        ratioToKernel1Stream: round3(median(r.gbps1) / k1),
-        ratioToKernel4Streams: round3(median(r.gbps4) / k4),
-        rttDeltaToKernelMs: round3(median(r.rttMs) - kRtt),
+        gbps1Stream: medianOrNull(r.gbps1),
+        gbps4Streams: medianOrNull(r.gbps4),
+        rttMs: medianOrNull(r.rttMs),
+        ratioToKernel1Stream: ratio(r.gbps1, k1),
+        ratioToKernel4Streams: ratio(r.gbps4, k4),
+        rttDeltaToKernelMs: r.rttMs.length === 0 ? null : round3(median(r.rttMs) - kRtt),
+        // Native packet threads of every engine in this process, % of one core.
+        engineCpuPct: { allIdle: round3(idle.cpuPct), whilePingingThis: medianOrNull(r.pingCpuPct) },
         loadAverage1m: { before: round3(loadBefore), after: round3(loadavg()[0]!) },
         samples: {
           gbps1Stream: r.gbps1.map(round3),

@@ -66,7 +66,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                        });
   }
 
-  // new Engine({ vtep: string, port?: number, netnsPath?: string, offloads?: boolean })
+  // new Engine({ vtep: string, port?: number, netnsPath?: string, offloads?: boolean,
+  //              threadPriority?: string, busyPollUs?: number })
   explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "options object expected");
@@ -91,6 +92,13 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         opts.priority = weft::ThreadPriority::kNormal;
       else
         throw Napi::TypeError::New(env, "options.threadPriority must be \"realtime\", \"nice\" or \"normal\"");
+    }
+    if (o.Has("busyPollUs") && !o.Get("busyPollUs").IsUndefined()) {
+      Napi::Value v = o.Get("busyPollUs");
+      double us = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(us >= 0 && us <= 10000) || us != double(uint32_t(us)))
+        throw Napi::RangeError::New(env, "options.busyPollUs must be an integer 0..10000 (microseconds; 0 = never busy-poll)");
+      opts.busyPollUs = uint32_t(us);
     }
     try {
       engine_ = std::make_unique<Engine>(opts);

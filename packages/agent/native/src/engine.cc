@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -18,6 +19,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <functional>
@@ -162,26 +164,58 @@ void signalStop(int eventFd) {
   (void)r;
 }
 
-// Waits until fd is readable or the stop eventfd fires; false when stopping.
-// A descriptor in error (the TAP of a device someone deleted reports POLLERR
-// for good) must not turn the loop into a spin at real-time priority: then
-// only the stop eventfd is watched, for a second.
-bool waitReadable(int fd, int stopFd, int timeoutMs) {
-  pollfd fds[2] = {{fd, POLLIN, 0}, {stopFd, POLLIN, 0}};
-  int r = poll(fds, 2, timeoutMs);
-  if (r > 0 && (fds[1].revents & POLLIN)) return false;
-  if (r > 0 && (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) && !(fds[0].revents & POLLIN)) {
-    pollfd stop{stopFd, POLLIN, 0};
-    if (poll(&stop, 1, 1000) > 0) return false;
-  }
-  return true;
+uint64_t nowNs() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return uint64_t(t.tv_sec) * 1000000000u + uint64_t(t.tv_nsec);
 }
+
+// Adaptive busy polling. Each wake-up of a sleeping thread costs tens of
+// microseconds (an IPI, a halted virtual CPU to resume, a context switch),
+// and a round trip through two userspace engines has several, where the
+// kernel's VXLAN runs the whole trip in softirqs. After a small round that
+// sent to the underlay (a request, not a bulk transfer: batching already
+// amortises wake-ups there) the thread keeps polling without blocking for a
+// window, so the answer from the other host needs no wake-up. Only then:
+// after delivering to a container the answer must come from a process that
+// needs this CPU, and spinning (at real-time priority, so an ordinary
+// process on the loaded machine cannot preempt the spinner and delay what it
+// waits for) would only delay it. The window adapts as KVM's halt polling
+// does (virt/kvm/kvm_main.c, grow/shrink_halt_poll_ns): woken within the
+// longest window after such a round, it grows (doubling from 10 us); woken
+// later, it shrinks (halving, then 0). A ping's sender learns to wait the
+// round trip out; its receiver, bulk transfers and an idle data plane never
+// spin, and idle costs no CPU.
+class BusyPoll {
+ public:
+  static constexpr size_t kMaxRoundBytes = 16384;  // a request/response exchange, not bulk data
+  explicit BusyPoll(uint32_t maxUs)
+      : maxNs_(uint64_t(maxUs) * 1000), growStartNs_(std::min<uint64_t>(maxNs_, 10000)) {}
+  uint64_t windowNs() const { return windowNs_; }
+  // The thread blocked after a spin-worthy round and woke gapNs after it.
+  void blocked(uint64_t gapNs) {
+    if (gapNs > maxNs_) {
+      windowNs_ /= 2;
+      if (windowNs_ < growStartNs_) windowNs_ = 0;
+    } else if (gapNs > windowNs_) {
+      windowNs_ = std::min(maxNs_, std::max(growStartNs_, windowNs_ * 2));
+    }
+  }
+
+ private:
+  uint64_t maxNs_, growStartNs_;
+  uint64_t windowNs_ = 0;
+};
+
+// epoll tags: a TAP's tag is its VNI (1..2^24-1).
+constexpr uint64_t kUdpTag = uint64_t(1) << 32;
+constexpr uint64_t kStopTag = uint64_t(2) << 32;
+constexpr int kMaxEvents = 64;
 
 }  // namespace
 
 Network::~Network() {
   if (tapFd >= 0) ::close(tapFd);
-  if (stopFd >= 0) ::close(stopFd);
 }
 
 // ---------------------------------------------------------------------------
@@ -466,12 +500,20 @@ Engine::Engine(const EngineOptions& options) : options_(options), port_(options.
     udpFd_ = fd;
   });
   stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (stopFd_ < 0) {
-    ::close(udpFd_);
-    throw std::runtime_error(errnoText("eventfd"));
+  epollFd_ = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event udp{}, stop{};
+  udp.events = stop.events = EPOLLIN;
+  udp.data.u64 = kUdpTag;
+  stop.data.u64 = kStopTag;
+  if (stopFd_ < 0 || epollFd_ < 0 || epoll_ctl(epollFd_, EPOLL_CTL_ADD, udpFd_, &udp) != 0 ||
+      epoll_ctl(epollFd_, EPOLL_CTL_ADD, stopFd_, &stop) != 0) {
+    std::string msg = errnoText("eventfd/epoll");
+    for (int fd : {udpFd_, stopFd_, epollFd_})
+      if (fd >= 0) ::close(fd);
+    throw std::runtime_error(msg);
   }
   liveThreads_.fetch_add(1);
-  rxThread_ = std::thread([this] { rxLoop(); });
+  thread_ = std::thread([this] { loop(); });
 }
 
 Engine::~Engine() { close(); }
@@ -516,14 +558,18 @@ void Engine::addNetwork(uint32_t vni, const std::string& tapName) {
     }
     net->tapFd = fd;
   });
-  net->stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (net->stopFd < 0) throw std::runtime_error(errnoText("eventfd"));
-  Network* raw = net.get();
-  liveThreads_.fetch_add(1);
-  net->txThread = std::thread([this, raw] { txLoop(raw); });
   auto next = std::make_shared<NetworkMap>(*current);
   (*next)[vni] = net;
   std::atomic_store(&networks_, std::shared_ptr<const NetworkMap>(next));
+  // Published first: the packet thread looks the VNI up when the TAP turns readable.
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = vni;
+  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, net->tapFd, &ev) != 0) {
+    std::string msg = errnoText(("cannot poll TAP device " + tapName).c_str());
+    removeLocked(vni);
+    throw std::runtime_error(msg);
+  }
 }
 
 void Engine::removeNetwork(uint32_t vni) {
@@ -540,11 +586,10 @@ void Engine::removeLocked(uint32_t vni) {
   next->erase(vni);
   std::atomic_store(&networks_, std::shared_ptr<const NetworkMap>(next));
   current.reset();
-  signalStop(net->stopFd);
-  if (net->txThread.joinable()) net->txThread.join();
-  // Wait out a receive batch that may still use the old map, so the TAP is
-  // closed (and the device gone) when this returns.
-  { std::lock_guard<std::mutex> barrier(rxBatchMutex_); }
+  epoll_ctl(epollFd_, EPOLL_CTL_DEL, net->tapFd, nullptr);  // ENOENT if it failed earlier
+  // Wait out a round that may still use the old map, so the TAP is closed
+  // (and the device gone) when this returns.
+  { std::lock_guard<std::mutex> barrier(roundMutex_); }
   net.reset();
 }
 
@@ -563,10 +608,10 @@ void Engine::close() {
   for (auto& [vni, net] : *networks()) vnis.push_back(vni);
   for (uint32_t vni : vnis) removeLocked(vni);
   if (stopFd_ >= 0) signalStop(stopFd_);
-  if (rxThread_.joinable()) rxThread_.join();
-  if (udpFd_ >= 0) ::close(udpFd_);
-  if (stopFd_ >= 0) ::close(stopFd_);
-  udpFd_ = stopFd_ = -1;
+  if (thread_.joinable()) thread_.join();
+  for (int fd : {udpFd_, stopFd_, epollFd_})
+    if (fd >= 0) ::close(fd);
+  udpFd_ = stopFd_ = epollFd_ = -1;
 }
 
 static CountersSnapshot snapshot(const Counters& c) {
@@ -603,20 +648,24 @@ struct TapScratch {
   size_t lengths[kTapReadBatch];
 };
 
-bool Engine::drainTap(Network* net, TapScratch& scratch) {
+size_t Engine::drainTap(Network* net, TapScratch& scratch, size_t* bytes) {
   size_t got = 0;
-  bool empty = false;
   while (got < kTapReadBatch) {
     ssize_t r = read(net->tapFd, &scratch.frames[got * kMaxFrameBytes], kMaxFrameBytes);
     if (r < 0) {
       if (errno == EINTR) continue;
       // EAGAIN: nothing more. Anything else (EBADFD: the device was deleted)
-      // is counted; the data plane's reconcile recreates the TAP.
-      if (errno != EAGAIN) net->counters.drop(kDropTapReadError);
-      empty = true;
+      // is counted, and the TAP leaves the poll set so the thread does not
+      // spin on it; the data plane's reconcile recreates it.
+      if (errno != EAGAIN) {
+        net->counters.drop(kDropTapReadError);
+        net->tapFailed = true;
+        epoll_ctl(epollFd_, EPOLL_CTL_DEL, net->tapFd, nullptr);
+      }
       break;
     }
     scratch.lengths[got++] = size_t(r);
+    *bytes += size_t(r);
   }
   if (got > 0) {
     auto peers = std::atomic_load(&net->peers);
@@ -624,28 +673,7 @@ bool Engine::drainTap(Network* net, TapScratch& scratch) {
       handleTapFrame(net, *peers, &scratch.frames[i * kMaxFrameBytes], scratch.lengths[i], *scratch.batch);
     scratch.batch->flush();
   }
-  return empty;
-}
-
-void Engine::txLoop(Network* net) {
-  ThreadExit alive{liveThreads_};
-  PriorityGovernor governor(options_.priority);
-  TapScratch scratch(this);
-  for (;;) {
-    bool empty;
-    {
-      // Held while frames are read and sent, so the receive thread's
-      // opportunistic drain never reorders a network's frames.
-      std::lock_guard<std::mutex> lock(net->tapReadMutex);
-      empty = drainTap(net, scratch);
-    }
-    if (!empty) {
-      governor.busy();
-      continue;
-    }
-    governor.idle();
-    if (!waitReadable(net->tapFd, net->stopFd, 1000)) return;
-  }
+  return got;
 }
 
 void Engine::handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch) {
@@ -764,8 +792,7 @@ void Engine::handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, 
 // ---------------------------------------------------------------------------
 // UDP -> TAP
 
-// Receive buffers and what a receive batch needs; one per thread that reads
-// the UDP socket.
+// Buffers of the packet thread: receive batch, coalescer, TAP frames.
 struct RxScratch {
   explicit RxScratch(Engine* engine, bool offloads)
       : buffers(std::make_unique<uint8_t[]>(kRxMessages * kRxBufferBytes)), coalescer(offloads), tap(engine) {}
@@ -777,7 +804,13 @@ struct RxScratch {
   TapScratch tap;
 };
 
-int Engine::receiveBatch(RxScratch& rx) {
+struct RoundResult {
+  size_t datagrams = 0;  // received from the underlay
+  size_t frames = 0;     // read from TAPs (and sent, answered or dropped)
+  size_t bytes = 0;      // of both
+};
+
+void Engine::receiveBatch(const NetworkMap& nets, RxScratch& rx, RoundResult& result) {
   for (size_t i = 0; i < kRxMessages; i++) {
     rx.iov[i] = {&rx.buffers[i * kRxBufferBytes], kRxBufferBytes};
     std::memset(&rx.msgs[i], 0, sizeof rx.msgs[i]);
@@ -790,10 +823,11 @@ int Engine::receiveBatch(RxScratch& rx) {
   do {
     n = recvmmsg(udpFd_, rx.msgs, kRxMessages, MSG_DONTWAIT, nullptr);
   } while (n < 0 && errno == EINTR);
-  if (n <= 0) return 0;
-  auto nets = networks();
+  if (n <= 0) return;
+  result.datagrams += size_t(n);
   for (int i = 0; i < n; i++) {
     const msghdr& h = rx.msgs[i].msg_hdr;
+    result.bytes += rx.msgs[i].msg_len;
     if (h.msg_flags & MSG_TRUNC) {
       host_.drop(kDropTruncatedDatagram);
       continue;
@@ -809,38 +843,75 @@ int Engine::receiveBatch(RxScratch& rx) {
     }
     const uint8_t* p = &rx.buffers[size_t(i) * kRxBufferBytes];
     for (size_t off = 0; off < bytes; off += segment)
-      handleDatagram(*nets, p + off, std::min(segment, bytes - off), rx.coalescer);
+      handleDatagram(nets, p + off, std::min(segment, bytes - off), rx.coalescer);
   }
   rx.coalescer.flush();
   // A frame written to a TAP is usually answered before writev returns (the
   // bridge, the container's stack and its reply all run in that call's
-  // softirq). Sending the answer from here saves waking the network's send
-  // thread: one context switch less per round trip. If that thread is busy
-  // it has the lock and sends the answer itself.
-  for (Network* net : rx.coalescer.touched()) {
-    std::unique_lock<std::mutex> lock(net->tapReadMutex, std::try_to_lock);
-    if (lock.owns_lock()) drainTap(net, rx.tap);
-  }
+  // softirq): send the answer now, not after another trip through epoll.
+  for (Network* net : rx.coalescer.touched())
+    if (!net->tapFailed) result.frames += drainTap(net, rx.tap, &result.bytes);
   rx.coalescer.clearTouched();
-  return n;
 }
 
-void Engine::rxLoop() {
+void Engine::loop() {
   ThreadExit alive{liveThreads_};
+  pthread_setname_np(pthread_self(), "weft-vxlan");  // for top -H and the bench's CPU accounting
   PriorityGovernor governor(options_.priority);
-  auto rx = std::make_unique<RxScratch>(this, options_.offloads);
+  BusyPoll busyPoll(options_.busyPollUs);
+  auto scratch = std::make_unique<RxScratch>(this, options_.offloads);
+  epoll_event events[kMaxEvents];
+  uint64_t spinFromNs = 0;  // end of the last round worth spinning after; 0 = the last was not
   for (;;) {
-    int n;
-    {
-      std::lock_guard<std::mutex> lock(rxBatchMutex_);
-      n = receiveBatch(*rx);
+    // Level-triggered: whatever a round left unread is reported again.
+    int n = epoll_wait(epollFd_, events, kMaxEvents, 0);
+    if (n == 0 && spinFromNs != 0) {
+      uint64_t deadline = spinFromNs + busyPoll.windowNs();
+      while (n == 0 && nowNs() < deadline) {
+        sched_yield();  // to the peer engine's thread if it woke on this CPU (same priority)
+        n = epoll_wait(epollFd_, events, kMaxEvents, 0);
+      }
     }
-    if (n > 0) {
-      governor.busy();
+    if (n == 0) {
+      governor.idle();
+      n = epoll_wait(epollFd_, events, kMaxEvents, -1);
+      if (n > 0 && spinFromNs != 0) busyPoll.blocked(nowNs() - spinFromNs);
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // cannot happen on a valid epoll fd
       continue;
     }
-    governor.idle();
-    if (!waitReadable(udpFd_, stopFd_, 1000)) return;
+    RoundResult result;
+    {
+      std::lock_guard<std::mutex> lock(roundMutex_);
+      auto nets = networks();
+      for (int i = 0; i < n; i++) {
+        uint64_t tag = events[i].data.u64;
+        if (tag == kStopTag) return;
+        if (tag == kUdpTag) {
+          receiveBatch(*nets, *scratch, result);
+          continue;
+        }
+        auto it = nets->find(uint32_t(tag));
+        if (it == nets->end()) continue;  // removed meanwhile
+        Network* net = it->second.get();
+        if (net->tapFailed) continue;
+        if (events[i].events & EPOLLIN) {
+          result.frames += drainTap(net, scratch->tap, &result.bytes);
+        } else if (events[i].events & (EPOLLERR | EPOLLHUP)) {
+          // The TAP of a device someone deleted reports an error for good.
+          net->counters.drop(kDropTapReadError);
+          net->tapFailed = true;
+          epoll_ctl(epollFd_, EPOLL_CTL_DEL, net->tapFd, nullptr);
+        }
+      }
+    }
+    if (result.datagrams + result.frames > 0) {
+      governor.busy();
+      bool request = result.frames > 0 && result.bytes <= BusyPoll::kMaxRoundBytes;
+      spinFromNs = request ? nowNs() : 0;
+    }
   }
 }
 

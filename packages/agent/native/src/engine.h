@@ -1,8 +1,13 @@
 // The userspace VXLAN engine: one UDP socket per host (VTEP address, port
 // 4789) shared by all networks and demultiplexed by VNI, one TAP device per
-// network. Threads: one receive thread per engine (UDP -> TAP) and one send
-// thread per network (TAP -> UDP). None of them ever touches JavaScript; JS
-// changes the peer tables by swapping immutable snapshots.
+// network. One packet thread per engine waits on all of them (epoll) and does
+// all the work of what it read itself: TAP frames are encapsulated and sent,
+// datagrams are decapsulated, coalesced and written to their TAP, and the
+// answer the TAP then holds is sent at once. No queues or hand-offs between
+// threads, so a round trip wakes the thread at most once per host and
+// direction, and adaptive busy polling saves most of the rest. The thread
+// never touches JavaScript; JS changes the peer tables by swapping immutable
+// snapshots.
 #pragma once
 
 #include <netinet/in.h>
@@ -61,9 +66,7 @@ struct Network {
   uint32_t vni = 0;
   std::string tapName;
   int tapFd = -1;
-  int stopFd = -1;
-  std::thread txThread;
-  std::mutex tapReadMutex;  // whoever reads the TAP sends what it read before unlocking
+  bool tapFailed = false;  // the TAP reported an error and left the poll set; packet thread only
   std::shared_ptr<const PeerTable> peers;  // accessed with std::atomic_load/store
   Counters counters;
   ~Network();
@@ -77,6 +80,9 @@ struct EngineOptions {
   uint16_t port = 4789;
   bool offloads = true;   // TAP TSO/checksum offload, UDP GSO/GRO, coalescing
   ThreadPriority priority = ThreadPriority::kRealtime;
+  // Longest busy-poll window after a round of work, in microseconds; 0 = the
+  // thread always blocks when it runs out of work. See BusyPoll in engine.cc.
+  uint32_t busyPollUs = 200;
 };
 
 using NetworkMap = std::unordered_map<uint32_t, std::shared_ptr<Network>>;
@@ -85,6 +91,7 @@ class TxBatch;
 class Coalescer;
 struct TapScratch;
 struct RxScratch;
+struct RoundResult;
 
 class Engine {
  public:
@@ -114,10 +121,12 @@ class Engine {
 
  private:
   friend class Coalescer;
-  void rxLoop();
-  void txLoop(Network* net);
-  bool drainTap(Network* net, TapScratch& scratch);  // true when the TAP had no more frames
-  int receiveBatch(RxScratch& rx);                    // datagrams handled; caller holds rxBatchMutex_
+  void loop();
+  // One batch from the TAP (read, encapsulate, send); frames read.
+  size_t drainTap(Network* net, TapScratch& scratch, size_t* bytes);
+  // One recvmmsg batch, delivered, then the answers the TAPs hold sent.
+  // Caller holds roundMutex_ and passes the map snapshot it uses.
+  void receiveBatch(const NetworkMap& nets, RxScratch& rx, RoundResult& result);
   void handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch);
   void handleDatagram(const NetworkMap& nets, const uint8_t* p, size_t bytes, Coalescer& coalescer);
   std::shared_ptr<const NetworkMap> networks() const;
@@ -127,9 +136,10 @@ class Engine {
   uint16_t port_;
   int udpFd_ = -1;
   int stopFd_ = -1;
-  std::thread rxThread_;
+  int epollFd_ = -1;
+  std::thread thread_;
   std::mutex controlMutex_;  // serialises add/remove/close
-  std::mutex rxBatchMutex_;  // held by the receive thread while it uses a map snapshot
+  std::mutex roundMutex_;    // held by the packet thread while it uses a map snapshot
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;
   bool closed_ = false;

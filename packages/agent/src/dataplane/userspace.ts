@@ -28,6 +28,10 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
   offloads?: boolean;
   /** Scheduling of the engine's packet threads (see NativeEngineOptions); default "realtime". */
   threadPriority?: 'realtime' | 'nice' | 'normal';
+  /** Longest adaptive busy-poll window of the packet thread, µs (see NativeEngineOptions); default 200, 0 = off. */
+  busyPollUs?: number;
+  /** Native addon binary to use instead of the one `npm install` built (benchmarks compare builds). */
+  addonPath?: string;
 }
 
 interface NetworkState {
@@ -196,7 +200,7 @@ export class UserspaceDataplane implements Dataplane {
   private async ensureStarted(): Promise<void> {
     await this.plumbing.ensureHost();
     if (this.engine !== undefined) return;
-    const addon = loadNativeAddon();
+    const addon = loadNativeAddon(this.options.addonPath);
     const previous = enginesByHost.get(this.hostKey());
     if (previous !== undefined) {
       previous.engine.close();
@@ -209,6 +213,7 @@ export class UserspaceDataplane implements Dataplane {
       netnsPath: netns === undefined ? undefined : `/run/netns/${netns}`,
       offloads: this.options.offloads ?? true,
       threadPriority: this.options.threadPriority ?? 'realtime',
+      busyPollUs: this.options.busyPollUs,
     });
     enginesByHost.set(this.hostKey(), { owner: this, engine: this.engine });
   }

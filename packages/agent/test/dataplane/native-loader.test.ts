@@ -41,6 +41,11 @@ describe('native addon loader', () => {
       () => new Engine({ vtep: '127.0.0.1', threadPriority: 'max' as 'nice' }),
       /threadPriority must be/,
     );
+    for (const busyPollUs of [-1, 1.5, 20_000, '100' as unknown as number])
+      assert.throws(
+        () => new Engine({ vtep: '127.0.0.1', busyPollUs }),
+        /options\.busyPollUs must be an integer 0\.\.10000/,
+      );
     // An address this host does not have: the bind fails and says what to check.
     assert.throws(
       () => new Engine({ vtep: '192.0.2.250', port: 4789 }),
