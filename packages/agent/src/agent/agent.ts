@@ -208,6 +208,7 @@ export class Agent implements AgentBackend, Startable {
 
   /** A signal during start (still waiting for peers): make start() fail soon, stopping what started. */
   cancelStart(): void {
+    this.parts.kv?.cancelStart();
     this.overlayStart.cancel();
   }
 
@@ -390,9 +391,9 @@ export class Agent implements AgentBackend, Startable {
   // ------------------------------------------------------------ cluster
 
   members(): Promise<MemberInfo[]> {
-    return mapped(() => {
+    return mapped(async () => {
       const hosts = this.parts.overlay.hosts();
-      const kvMembers = this.parts.kv?.isOpen ? this.parts.kv.node.members() : [];
+      const kvMembers = (await this.parts.kv?.raftMembers()) ?? [];
       const byAddress = new Map(kvMembers.map((m) => [m.address.replace(/:\d+$/, ''), m]));
       const out: MemberInfo[] = hosts.map((h) => {
         const m = byAddress.get(h.advertise);
@@ -400,7 +401,8 @@ export class Agent implements AgentBackend, Startable {
         return {
           name: h.name,
           advertise: h.advertise,
-          role: m ? m.role : 'client',
+          // Not a Raft member: a client. Unless this agent cannot see the configuration (a client without it).
+          role: m ? m.role : kvMembers.length > 0 || h.name === this.parts.name ? 'client' : 'unknown',
           alive: true,
           leader: m?.leader ?? false,
         };

@@ -10,8 +10,21 @@ import type { Logger } from '../log/logger.js';
 import { isRecordedClient, type KvRole, recordClientRole } from './kv-role.js';
 import type { Startable } from './startable.js';
 
-/** A store that is not a Raft member: the servers' KV over the network. */
-export type KvClientStore = KvNodeLike & { close(): Promise<void> };
+/** A Raft member as `weft members` shows it. */
+export interface RaftMember {
+  /** Raft address host:port. */
+  address: string;
+  name: string;
+  role: 'voter' | 'learner';
+  leader: boolean;
+}
+
+/**
+ * A store that is not a Raft member: the servers' KV over the network.
+ * `members` (e.g. from a server's GET /v1/operator/raft/configuration) lets a
+ * client agent show the other hosts' roles; without it they show as unknown.
+ */
+export type KvClientStore = KvNodeLike & { close(): Promise<void>; members?(): Promise<RaftMember[]> };
 
 /**
  * Opens the store of a client agent. `servers` are Raft addresses of members
@@ -36,6 +49,7 @@ export class KvNodeComponent implements Startable, KvNodeLike {
   private current?: KvNode;
   private client?: KvClientStore;
   private readonly fatalHandlers: Array<(err: Error) => void> = [];
+  private startCancelled = false;
 
   constructor(
     private readonly options: KvNodeOptions,
@@ -67,6 +81,12 @@ export class KvNodeComponent implements Startable, KvNodeLike {
     return this.current.status().voters.includes(this.current.raftId) ? 'voter' : 'learner';
   }
 
+  /** The Raft members: this node's configuration, or as a client the servers' (when the client can tell). */
+  async raftMembers(): Promise<RaftMember[] | undefined> {
+    if (this.current) return this.current.members();
+    return this.client?.members?.();
+  }
+
   /** Called if the KV node stops on its own (e.g. it was removed and the cluster is full). */
   onFatal(handler: (err: Error) => void): void {
     this.fatalHandlers.push(handler);
@@ -81,7 +101,7 @@ export class KvNodeComponent implements Startable, KvNodeLike {
       return;
     }
     try {
-      this.current = await this.open(this.options);
+      this.current = await this.openPatiently();
     } catch (err) {
       if (!this.role || (err as { code?: unknown }).code !== 'membership-full') throw err;
       await recordClientRole(this.role.dataDir);
@@ -101,6 +121,36 @@ export class KvNodeComponent implements Startable, KvNodeLike {
       for (const handler of this.fatalHandlers) handler(err);
     });
     this.logger.info({ raftId: node.raftId, role: this.kvRole }, 'KV node open');
+  }
+
+  /**
+   * A learner started together with the voters may find no leader to join
+   * through for a while (they are still starting, electing): it keeps asking,
+   * as long as the overlay waits for the store, unless the start is cancelled.
+   */
+  private async openPatiently(maxWaitMs = 300_000): Promise<KvNode> {
+    const deadline = Date.now() + maxWaitMs;
+    for (;;) {
+      try {
+        return await this.open(this.options);
+      } catch (err) {
+        const message = (err as Error).message;
+        const retryable =
+          (err as { code?: unknown }).code === 'membership' &&
+          /could not join/.test(message) &&
+          !/belongs to cluster/.test(message);
+        if (!retryable || this.startCancelled || Date.now() > deadline) throw err;
+        this.logger.info(
+          { err: message },
+          'no member took the join yet (the voters may be electing); retrying',
+        );
+      }
+    }
+  }
+
+  /** Gives up a start in progress after its current attempt. */
+  cancelStart(): void {
+    this.startCancelled = true;
   }
 
   private async startClient(reason: string): Promise<void> {

@@ -12,6 +12,9 @@
 //     once the cluster has more voters than maxVoters (a replacement was
 //     promoted first, rule 2), and only if the voters left still have a
 //     quorum of reachable members. The leader never removes itself.
+//     With more voters than maxVoters and none dead (a dead voter came back
+//     after its replacement was promoted), the voter with the least of the
+//     log is demoted to a learner instead, on the same quorum condition.
 //  2. A healthy, caught-up learner is promoted while the voters that are not
 //     dead number fewer than maxVoters: this fills the voter set up to the
 //     limit and replaces a dead voter (promote first, then rule 1 removes
@@ -52,6 +55,7 @@ export interface AutopilotInput {
 export type AutopilotAction =
   | { type: 'promote'; id: NodeId; reason: string }
   | { type: 'remove'; id: NodeId; reason: string }
+  | { type: 'demote'; id: NodeId; reason: string }
   | { type: 'none' };
 
 export function quorumOf(voterCount: number): number {
@@ -68,16 +72,32 @@ export function nextMembershipAction(input: AutopilotInput): AutopilotAction {
     ids.filter((id) => id !== self && isDead(id)).sort((a, b) => agoMs(b) - agoMs(a) || cmp(a, b));
 
   const deadVoters = deadestFirst(voters);
+  const quorumKeptWithout = (id: NodeId) => {
+    const remaining = voters.filter((v) => v !== id);
+    return remaining.filter(isHealthy).length >= quorumOf(remaining.length);
+  };
   if (voters.length > limits.maxVoters) {
-    for (const id of deadVoters) {
-      const remaining = voters.filter((v) => v !== id);
-      const healthyLeft = remaining.filter(isHealthy).length;
-      if (healthyLeft < quorumOf(remaining.length)) continue;
+    const dead = deadVoters.find(quorumKeptWithout);
+    if (dead !== undefined) {
       return {
         type: 'remove',
-        id,
-        reason: `voter not heard from for ${formatMs(agoMs(id))} (threshold ${limits.deadVoterThresholdMs} ms) and ${voters.length} voters exceed maxVoters ${limits.maxVoters}`,
+        id: dead,
+        reason: `voter not heard from for ${formatMs(agoMs(dead))} (threshold ${limits.deadVoterThresholdMs} ms) and ${voters.length} voters exceed maxVoters ${limits.maxVoters}`,
       };
+    }
+    if (deadVoters.length === 0) {
+      const match = (id: NodeId) => health.get(id)?.matchIndex ?? 0;
+      const surplus = voters
+        .filter((id) => id !== self)
+        .sort((a, b) => match(a) - match(b) || cmp(b, a))
+        .find(quorumKeptWithout);
+      if (surplus !== undefined) {
+        return {
+          type: 'demote',
+          id: surplus,
+          reason: `${voters.length} voters exceed maxVoters ${limits.maxVoters} and none is dead: the one with the least of the log steps back`,
+        };
+      }
     }
   }
 

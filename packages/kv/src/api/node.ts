@@ -121,6 +121,8 @@ export interface KvNodeOptions {
    * KvMembershipFullError.
    */
   join?: string | string[];
+  /** How long `join` keeps asking (no leader yet, members unreachable) before open fails. Default: 3 × proposalTimeoutMs, at least 15 s. */
+  joinTimeoutMs?: number;
   /** Cluster name; nodes of different clusters refuse each other and each other's data. Default "weft". */
   cluster?: string;
   /** Pre-shared key of a private network (libp2p pnet swarm key file contents, or 64 hex digits). */
@@ -276,6 +278,7 @@ export class KvNode implements KvBackend {
   private rejoining = false;
   private lastRemovedCheckMs = 0;
   private readonly startedAtMs = Date.now();
+  private readonly joinTimeoutMs: number;
 
   private appliedIndex = 0;
   private confState: ConfState;
@@ -326,6 +329,7 @@ export class KvNode implements KvBackend {
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.proposalTimeoutMs = options.proposalTimeoutMs ?? DEFAULT_PROPOSAL_TIMEOUT_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    this.joinTimeoutMs = options.joinTimeoutMs ?? Math.max(this.proposalTimeoutMs * 3, 15_000);
     const electionTimeoutMs = (options.electionTicks ?? DEFAULT_ELECTION_TICKS) * this.tickMs;
     this.membershipLimits = {
       maxVoters: options.maxVoters ?? Infinity,
@@ -1290,7 +1294,14 @@ export class KvNode implements KvBackend {
     if (action.type === 'none') return;
     this.log.info({ member: action.id, reason: action.reason }, `autopilot: ${action.type} member`);
     this.membershipBusy = true;
-    (action.type === 'promote' ? this.promote(action.id) : this.removeMember(action.id))
+    const change = {
+      promote: () => this.promote(action.id),
+      remove: () => this.removeMember(action.id),
+      // A voter made a learner again (AddLearner on a voter demotes it).
+      demote: () =>
+        this.confChange('demote member', [{ type: ConfChangeType.AddLearner, nodeId: action.id }]),
+    }[action.type];
+    change()
       .catch((err) =>
         this.log.info(
           { member: action.id, err: (err as Error).message },
@@ -1334,7 +1345,7 @@ export class KvNode implements KvBackend {
     const known = new Set(this.transport.members().map((m) => m.nodeId));
     for (const id of through)
       if (!known.has(id)) this.transport.setMember({ nodeId: id, multiaddrs: [multiaddrOf(id)] });
-    const deadline = Date.now() + Math.max(this.proposalTimeoutMs * 3, 15_000);
+    const deadline = Date.now() + this.joinTimeoutMs;
     let lastError: Error | undefined;
     for (let attempt = 0; Date.now() < deadline && !this.closing; attempt++) {
       const target = through[attempt % through.length]!;
@@ -1385,7 +1396,8 @@ export class KvNode implements KvBackend {
     const own = this.confState;
     if (!own.voters.includes(this.raftId) && !own.learners.includes(this.raftId)) return;
     this.lastRemovedCheckMs = now;
-    const peers = new Set([...own.voters, ...own.learners, ...this.transport.members().map((m) => m.nodeId)]);
+    // The members it knew: some of them applied its removal (other addresses in the address book may be clients).
+    const peers = new Set([...own.voters, ...own.learners]);
     peers.delete(this.raftId);
     const removedBy: NodeId[] = [];
     await Promise.all(

@@ -116,12 +116,13 @@ describe('autopilot policy', () => {
     assert.equal(safe.type === 'remove' && safe.id, 'b');
   });
 
-  it('never removes itself, even with a stale health entry of its own', () => {
-    // 4 voters over a limit of 3: only the leader itself looks dead.
+  it('never removes or demotes itself, even with a stale health entry of its own', () => {
+    // 4 voters over a limit of 3: only the leader itself looks dead; one of the others steps back.
     const action = nextMembershipAction(
       input(['a', 'b', 'c', 'd'], [], { a: silentFor(60_000), b: alive(), c: alive(), d: alive() }),
     );
-    assert.deepEqual(action, { type: 'none' });
+    assert.equal(action.type, 'demote');
+    assert.notEqual(action.type === 'demote' && action.id, 'a');
   });
 
   it('with two dead voters of five, replaces them one at a time', () => {
@@ -150,6 +151,19 @@ describe('autopilot policy', () => {
     }
     assert.deepEqual(steps, ['promote f', 'remove d', 'promote g', 'remove e']);
     assert.deepEqual(voters.sort(), ['a', 'b', 'c', 'f', 'g']);
+  });
+
+  it('demotes the voter with the least of the log when a replaced voter came back (over the limit, none dead)', () => {
+    const action = nextMembershipAction(
+      input(['a', 'b', 'c', 'd'], [], { b: alive(100), c: alive(40), d: alive(100) }),
+    );
+    assert.equal(action.type, 'demote');
+    assert.equal(action.type === 'demote' && action.id, 'c');
+  });
+
+  it('does not demote when the voters left would lack a healthy quorum', () => {
+    const health = { b: silentFor(5_000), c: silentFor(5_000), d: silentFor(5_000) };
+    assert.deepEqual(nextMembershipAction(input(['a', 'b', 'c', 'd'], [], health)), { type: 'none' });
   });
 
   it('removes a learner past the threshold to free its slot', () => {
