@@ -23,10 +23,14 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const v = fn();
+    const v = await fn();
     if (v !== undefined) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -170,5 +174,58 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
       new TextDecoder().decode((await learnerAgain.get('roles/probe', { stale: true }))?.value),
       'x',
     );
+  });
+
+  it('a learner removed while down, whose slot was taken, stops on restart with the typed error and records the client role', async () => {
+    const ports = (await Promise.all([0, 1, 2, 3, 4].map(freePort))).sort((a, b) => a - b);
+    const addresses = ports.map((p) => `127.0.0.1:${p}`);
+    const component = (i: number) =>
+      createKvComponent(
+        parseAgentConfig({
+          name: `h${i}`,
+          advertise: '127.0.0.1',
+          raftPort: String(ports[i]),
+          peers: addresses.filter((_, j) => j !== i).join(','),
+          dataDir: join(root, `h${i}`),
+          voters: '3',
+          learners: '1',
+        }),
+        { logger: silentLogger() },
+      );
+    const agents = [0, 1, 2].map(component);
+    await Promise.all(agents.map((a) => a.start()));
+    running.push(...agents);
+    const learner = component(3);
+    await learner.start();
+    assert.equal(learner.kvRole, 'learner');
+    await agents[0]!.put('roles/probe', new TextEncoder().encode('x'));
+    // Caught up, so its data directory holds the cluster's state (a still-empty one would just join anew).
+    await until('the learner to catch up', () =>
+      learner.node.status().appliedIndex >= agents[0]!.node.status().commitIndex ? true : undefined,
+    );
+    await learner.stop();
+    // While it is down the leader drops it (as the autopilot does with a silent learner) and another agent takes the slot.
+    const leader = await until('a leader', () => agents.find((a) => a.node.status().role === 'leader'));
+    await leader.node.removeMember(addresses[3]!);
+    const newcomer = component(4);
+    await newcomer.start();
+    running.push(newcomer);
+    assert.equal(newcomer.kvRole, 'learner');
+
+    const again = component(3);
+    const fatal = new Promise<Error>((resolve) => again.onFatal(resolve));
+    await again.start(); // its data directory says learner: it opens, then finds out
+    running.push(again);
+    const err = await fatal;
+    assert.equal((err as { code?: string }).code, 'membership-full');
+    assert.match(err.message, /3 voters \(maxVoters 3\) and 1 learners \(maxLearners 1\)/);
+    await until('the client role to be recorded', async () => {
+      try {
+        await access(join(root, 'h3', 'kv-role'));
+        return true;
+      } catch {
+        return undefined;
+      }
+    });
   });
 });
