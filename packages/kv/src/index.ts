@@ -8,6 +8,7 @@ export {
   type MemberHealth,
   nextMembershipAction,
 } from './api/autopilot.js';
+export { KV_HTTP_PROTOCOL } from './api/http-tunnel.js';
 export {
   type CreateSessionOptions,
   DEFAULT_CLUSTER_NAME,
@@ -39,6 +40,15 @@ export {
   KvNodeClosedError,
   KvNodeUnavailableError,
 } from './api/node-errors.js';
+export type { SessionInfo, TxnOpInput } from './client/consul-json.js';
+export { KvClientClosedError, KvClientUnavailableError } from './client/errors.js';
+// A process that uses the store without being a Raft member (Consul's client agent).
+export {
+  KvClient,
+  type KvClientOptions,
+  type KvClientRequestOptions,
+  type KvClientResponse,
+} from './client/kv-client.js';
 // Records and limits of the replicated state machine, as the API returns and checks them.
 export { CommandDecodeError } from './fsm/codec.js';
 export {

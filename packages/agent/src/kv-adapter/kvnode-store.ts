@@ -1,9 +1,11 @@
-// The overlay's KvStore on top of a replicated @weft/kv KvNode. Mostly a
+// The overlay's KvStore on top of a replicated @weft/kv KvNode (or a KvClient
+// of the servers, for an agent that is not a Raft member). Mostly a
 // change of vocabulary (DirEntry → KvEntry, '' session → undefined); what is
 // more: the node's "unavailable" errors become the overlay's
 // KvUnavailableError, so the overlay retries them, and every call is timed
 // and counted for /metrics.
 import type { KvNode } from '@weft/kv/api/node';
+import type { SessionInfo } from '@weft/kv/client/consul-json';
 import type { DirEntry } from '@weft/kv/fsm/types';
 import {
   type DeleteOptions,
@@ -19,19 +21,17 @@ import {
 } from '@weft/overlay';
 import type { AgentMetrics, KvOp } from '../metrics/metrics.js';
 
-/** The part of KvNode the adapter uses; a KvNode satisfies it as is. */
+/**
+ * The part of KvNode the adapter uses; a KvNode and a KvClient (a process
+ * that is not a Raft member, see client-store.ts) both satisfy it as is.
+ */
 export type KvNodeLike = Pick<
   KvNode,
-  | 'get'
-  | 'list'
-  | 'put'
-  | 'delete'
-  | 'txn'
-  | 'createSession'
-  | 'renewSession'
-  | 'destroySession'
-  | 'watchPrefix'
->;
+  'get' | 'list' | 'put' | 'delete' | 'txn' | 'createSession' | 'destroySession' | 'watchPrefix'
+> & {
+  /** Null when the session no longer exists (the record's fields differ: the client's comes over HTTP). */
+  renewSession(id: string): Promise<SessionInfo | null>;
+};
 
 export function toKvEntry(e: DirEntry): KvEntry {
   return {

@@ -17,6 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { KvStateReader } from '../fsm/state-machine.js';
 import {
   type ApplyResult,
@@ -34,7 +35,13 @@ import {
   type WatchTarget,
   WRITE_VERBS,
 } from '../fsm/types.js';
-import { type Consistency, isUnavailableError, type KvBackend, type ReadView } from './backend.js';
+import {
+  type AppliedCommand,
+  type Consistency,
+  isUnavailableError,
+  type KvBackend,
+  type ReadView,
+} from './backend.js';
 import {
   decodeStdBase64,
   formatGoDurationMs,
@@ -62,7 +69,16 @@ export interface ConsulHttpServerOptions {
   maxWaitMs?: number;
   /** Source of jitter for blocking-query timeouts (default Math.random). */
   random?: () => number;
+  /** How long an idle keep-alive connection stays open (node:http's default: 5 s). */
+  keepAliveTimeoutMs?: number;
 }
+
+/**
+ * Response header (a Weft extension) on /v1/txn: the Raft index the
+ * transaction was applied at (the store's index for a read-only one), which
+ * Consul's answer lacks and KvClient's txn() returns like KvNode's.
+ */
+export const TXN_INDEX_HEADER = 'X-Weft-Index';
 
 /** Consul's structs.SessionTTLMax. */
 const SESSION_TTL_MAX_MS = 24 * 3600 * 1000;
@@ -123,6 +139,7 @@ export class ConsulHttpServer {
     this.maxWaitMs = opts.maxWaitMs ?? 10 * 60_000;
     this.random = opts.random ?? Math.random;
     this.server = createServer((req, res) => void this.handle(req, res));
+    if (opts.keepAliveTimeoutMs !== undefined) this.server.keepAliveTimeout = opts.keepAliveTimeoutMs;
     // Requests node:http cannot parse (raw non-ASCII in the URL, oversized headers): say why.
     this.server.on('clientError', (err: NodeJS.ErrnoException & { bytesParsed?: number }, socket) => {
       if (!socket.writable) return socket.destroy();
@@ -138,6 +155,19 @@ export class ConsulHttpServer {
   /** Request handler, for mounting into another node:http server. */
   get handler(): (req: IncomingMessage, res: ServerResponse) => void {
     return (req, res) => void this.handle(req, res);
+  }
+
+  /**
+   * Serves HTTP on a connection that did not come from listen(): a libp2p
+   * stream of the KvClient tunnel (api/http-tunnel.ts). Works on a server
+   * that never listens.
+   */
+  acceptConnection(socket: Duplex): void {
+    this.server.emit('connection', socket);
+  }
+
+  get listening(): boolean {
+    return this.server.listening;
   }
 
   async listen(): Promise<AddressInfo> {
@@ -403,14 +433,20 @@ export class ConsulHttpServer {
       req.res.setHeader('X-Consul-LastContact', String(Math.round(view.lastContactMs)));
       // Consul answers a read-only transaction with structs.TxnReadResponse, whose embedded
       // QueryMeta (no JSON tags) adds these members after Results and Errors.
+      req.res.setHeader(TXN_INDEX_HEADER, String(view.state.kvIndex));
       return this.txnResponse(
         req,
         view.state.readTxn(kvOps),
         txnQueryMeta(view.lastContactMs, view.knownLeader),
       );
     }
-    const result = await this.propose({ type: 'txn', ops: kvOps, nowMs: this.backend.nowMs() });
+    const { index, result } = await this.proposeIndexed({
+      type: 'txn',
+      ops: kvOps,
+      nowMs: this.backend.nowMs(),
+    });
     if (result.type !== 'txn') throw new Error(`txn command answered ${result.type}`);
+    req.res.setHeader(TXN_INDEX_HEADER, String(index));
     return this.txnResponse(req, result);
   }
 
@@ -603,9 +639,14 @@ export class ConsulHttpServer {
 
   /** Propose through the backend and turn state-machine rejections into 400s. */
   private async propose(cmd: Command): Promise<ApplyResult> {
-    const { result } = await this.backend.apply(cmd);
-    if (result.type === 'rejected') throw new HttpError(400, result.error);
-    return result;
+    return (await this.proposeIndexed(cmd)).result;
+  }
+
+  /** propose(), with the Raft index the command was applied at. */
+  private async proposeIndexed(cmd: Command): Promise<AppliedCommand> {
+    const applied = await this.backend.apply(cmd);
+    if (applied.result.type === 'rejected') throw new HttpError(400, applied.result.error);
+    return applied;
   }
 
   /** Consul's parse(): consistency mode, ?index, ?wait. */

@@ -50,6 +50,7 @@ import { silentLog, type Transport, type TransportLog } from '../transport/trans
 import { type AutopilotLimits, joinRefusal, type MemberHealth, nextMembershipAction } from './autopilot.js';
 import type { AppliedCommand, Consistency, KvBackend, ReadView } from './backend.js';
 import { ConsulHttpServer } from './http.js';
+import { serveHttpTunnel } from './http-tunnel.js';
 import { formatHostPort, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './node-address.js';
 import {
   KvInputError,
@@ -311,6 +312,8 @@ export class KvNode implements KvBackend {
   private fatal: Error | undefined;
   private readonly closeSignal: Promise<void>;
   private httpServer: ConsulHttpServer | undefined;
+  /** The Consul API for KvClients over this node's libp2p (api/http-tunnel.ts); none on other transports. */
+  private tunnelServer: ConsulHttpServer | undefined;
   private readonly fatalHandlers: Array<(err: Error) => void> = [];
   private signalClosed!: () => void;
 
@@ -393,6 +396,7 @@ export class KvNode implements KvBackend {
       });
       const node = new KvNode(options, raftId, cluster, storage, raft, transport);
       try {
+        node.tunnelServer = await serveHttpTunnel(transport, node);
         await node.start(peers, fresh && options.join ? [options.join].flat() : undefined);
         if (options.http !== undefined) {
           const { host, port } =
@@ -1479,6 +1483,7 @@ export class KvNode implements KvBackend {
     clearInterval(this.dutyTimer);
     this.signalClosed();
     await this.httpServer?.close().catch(() => {});
+    await this.tunnelServer?.close().catch(() => {});
     this.kick();
     await this.loopDone;
     const closedError = new KvNodeClosedError('pending call');

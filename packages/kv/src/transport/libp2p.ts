@@ -133,7 +133,11 @@ interface PeerLink {
   snapshotInFlight: boolean;
 }
 
-function quietLogger(): ComponentLogger {
+/** Serves one inbound stream of a raw protocol (see Libp2pTransport.handleStream). */
+export type RawStreamHandler = (stream: Stream, connection: Connection) => void | Promise<void>;
+
+/** libp2p wants a logger; Weft logs through its own. Also used by KvClient's libp2p node. */
+export function quietLogger(): ComponentLogger {
   const make = (): Logger =>
     Object.assign(() => {}, { error() {}, trace() {}, enabled: false, newScope: make });
   return { forComponent: make };
@@ -166,6 +170,11 @@ export class Libp2pTransport extends TransportBase implements Transport {
   private readonly helloByConnection = new Map<string, Promise<Hello>>();
   private readonly links = new Map<NodeId, PeerLink>();
   private readonly rpcSlots = new Map<NodeId, { active: number; waiters: Array<() => void> }>();
+  /** Raw stream protocols served beside Raft's (the HTTP tunnel): registered on every start. */
+  private readonly streamHandlers = new Map<
+    string,
+    { handler: RawStreamHandler; maxInboundStreams: number }
+  >();
   private readonly clusterName: string;
   private readonly psk: Uint8Array | undefined;
   private readonly bootstrapAddresses: string[];
@@ -218,6 +227,25 @@ export class Libp2pTransport extends TransportBase implements Transport {
     if (!this.node)
       throw new TransportError('not-started', `transport of node ${this.nodeId} is not started`);
     return this.node;
+  }
+
+  /**
+   * Serves a raw stream protocol on this node's libp2p (the cluster key
+   * guards it like Raft's). Unlike request/response protocols, the peer need
+   * not be a member nor say hello: KvClient processes use this for the HTTP
+   * tunnel. Takes effect at the next start if the transport is running.
+   */
+  handleStream(protocol: string, handler: RawStreamHandler, options: { maxInboundStreams: number }): void {
+    this.streamHandlers.set(protocol, { handler, maxInboundStreams: options.maxInboundStreams });
+    const node = this.node;
+    if (node) {
+      void node
+        .handle(protocol, handler, {
+          maxInboundStreams: options.maxInboundStreams,
+          maxOutboundStreams: options.maxInboundStreams,
+        })
+        .catch((err) => this.log.warn({ protocol, err: errorText(err) }, 'cannot serve stream protocol'));
+    }
   }
 
   // ------------------------------------------------------------ lifecycle
@@ -273,6 +301,9 @@ export class Libp2pTransport extends TransportBase implements Transport {
       maxInboundStreams: MAX_CONCURRENT_RPC_STREAMS,
       maxOutboundStreams: MAX_CONCURRENT_RPC_STREAMS,
     });
+    for (const [protocol, { handler, maxInboundStreams }] of this.streamHandlers) {
+      await node.handle(protocol, handler, { maxInboundStreams, maxOutboundStreams: maxInboundStreams });
+    }
     node.addEventListener('connection:close', (event) => this.helloByConnection.delete(event.detail.id));
     try {
       await node.start();
