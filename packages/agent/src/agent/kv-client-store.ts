@@ -1,8 +1,16 @@
 // The store of an agent that runs as a client of the KV cluster (beyond the
 // voter and learner limits, see kv-role.ts): the servers' KV over the
-// network, without a replica. This is the one place client mode plugs in;
-// while it is undefined, an agent that must be a client refuses to start
-// with an error saying so (kv-component.ts).
+// network, without a replica. This is the one place client mode plugs in:
+// a KvClient of @weft/kv (kv-adapter/client-store.ts), which has the store
+// methods of a KvNode. (Were it undefined, an agent that must be a client
+// would refuse to start, saying so: kv-component.ts.)
+import { openKvClient } from '../kv-adapter/client-store.js';
 import type { KvClientFactory } from './kv-component.js';
 
-export const openKvClientStore: KvClientFactory | undefined = undefined;
+export const openKvClientStore: KvClientFactory | undefined = (servers, options) =>
+  // The cluster name is not checked: the cluster key is what keeps a client out of another cluster.
+  openKvClient(servers, {
+    ...(options.clusterKey !== undefined ? { clusterKey: options.clusterKey } : {}),
+    ...(options.id !== undefined ? { name: options.id } : {}),
+    ...(options.log ? { log: options.log } : {}),
+  });

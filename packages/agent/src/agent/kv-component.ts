@@ -5,6 +5,7 @@
 // full, see kv-role.ts) it opens a client of the servers instead, through
 // `openClient`. Either way it is the overlay's store (KvNodeLike).
 import type { KvNode, KvNodeOptions } from '@weft/kv/api/node';
+import type { ConsulRequester } from '../kv-adapter/client-store.js';
 import type { KvNodeLike } from '../kv-adapter/kvnode-store.js';
 import type { Logger } from '../log/logger.js';
 import { isRecordedClient, type KvRole, recordClientRole } from './kv-role.js';
@@ -24,16 +25,21 @@ export interface RaftMember {
  * `members` (e.g. from a server's GET /v1/operator/raft/configuration) lets a
  * client agent show the other hosts' roles; without it they show as unknown.
  */
-export type KvClientStore = KvNodeLike & { close(): Promise<void>; members?(): Promise<RaftMember[]> };
+export type KvClientStore = KvNodeLike & {
+  close(): Promise<void>;
+  members?(): Promise<RaftMember[]>;
+  /** Any Consul API request, passed on to a server (the agent's /v1/ API on a client host). */
+  request?: ConsulRequester['request'];
+};
 
 /**
  * Opens the store of a client agent. `servers` are Raft addresses of members
  * to try (the initial voters first); `options` carries the cluster key and
- * name the servers expect.
+ * name the servers expect, and the agent's name (`id`: its sessions' Node).
  */
 export type KvClientFactory = (
   servers: string[],
-  options: Pick<KvNodeOptions, 'clusterKey' | 'cluster' | 'log'>,
+  options: Pick<KvNodeOptions, 'clusterKey' | 'cluster' | 'log'> & Partial<Pick<KvNodeOptions, 'id'>>,
 ) => Promise<KvClientStore>;
 
 export interface KvComponentRole {
@@ -67,6 +73,11 @@ export class KvNodeComponent implements Startable, KvNodeLike {
   /** True while a KV node (voter or learner) is open; false for a client. */
   get isOpen(): boolean {
     return this.current !== undefined;
+  }
+
+  /** The store of a client agent (undefined for a voter or learner, or before start). */
+  get clientStore(): KvClientStore | undefined {
+    return this.client;
   }
 
   /** Members a client of the store would use. */
@@ -164,6 +175,7 @@ export class KvNodeComponent implements Startable, KvNodeLike {
       ...(this.options.clusterKey !== undefined ? { clusterKey: this.options.clusterKey } : {}),
       ...(this.options.cluster !== undefined ? { cluster: this.options.cluster } : {}),
       ...(this.options.log ? { log: this.options.log } : {}),
+      id: this.options.id, // the agent's name: the Node of its sessions
     });
     this.logger.info({ servers: role.servers, reason }, 'running as a client of the KV store');
   }

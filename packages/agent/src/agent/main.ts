@@ -9,6 +9,7 @@ import { DnsServer, OverlayManager } from '@weft/overlay';
 import { KernelDataplane } from '../dataplane/kernel.js';
 import { intToIpv4, parseCidr } from '../dataplane/names.js';
 import { UserspaceDataplane } from '../dataplane/userspace.js';
+import { proxyConsulRequest } from '../kv-adapter/client-store.js';
 import { KvNodeStore } from '../kv-adapter/kvnode-store.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { AgentMetrics } from '../metrics/metrics.js';
@@ -176,6 +177,12 @@ export async function buildAgent(
     dns,
     dnsIdentity,
     kvHandler: (req, res) => {
+      const client = kv.clientStore;
+      if (client?.request) {
+        // No local replica: the Consul API is served by a server, through the client.
+        void proxyConsulRequest({ request: client.request.bind(client) }, req, res);
+        return;
+      }
       if (kv.kvRole === 'client') {
         // No local replica to serve the Consul API from (a client agent reaches the servers through its store).
         res.writeHead(503, { 'content-type': 'text/plain' });

@@ -9,6 +9,7 @@ import {
   parseGoDurationMs,
   parseJson,
 } from '../api/http-codec.js';
+import type { MemberInfo } from '../api/node.js';
 import type { DirEntry, KvOp, SessionBehavior, SessionRecord, TxnOpError } from '../fsm/types.js';
 
 /** A session as the HTTP API describes it (the reaper's bookkeeping fields are not sent). */
@@ -119,6 +120,21 @@ export function sessionFromJson(what: string, v: JsonValue): SessionInfo {
     createIndex: index(what, o, 'CreateIndex'),
     modifyIndex: index(what, o, 'ModifyIndex'),
   };
+}
+
+/** GET /v1/operator/raft/configuration: Consul's {"Servers": [{ID, Node, Address, Leader, Voter}]}. */
+export function membersFromJson(what: string, v: JsonValue): MemberInfo[] {
+  const servers = asObject(what, v).Servers;
+  return (servers === null || servers === undefined ? [] : asArray(what, servers)).map((raw) => {
+    const o = asObject(what, raw);
+    return {
+      id: str(what, o, 'ID'),
+      address: str(what, o, 'Address'),
+      name: str(what, o, 'Node'),
+      role: o.Voter === true ? 'voter' : 'learner',
+      leader: o.Leader === true,
+    };
+  });
 }
 
 /** /v1/txn response rows ({"KV": entry}) and errors ({"OpIndex", "What"}). */

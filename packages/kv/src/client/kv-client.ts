@@ -26,6 +26,7 @@ import type {
   CreateSessionOptions,
   DeleteOptions,
   KeyWatchEvent,
+  MemberInfo,
   PutOptions,
   ReadOptions,
   TxnResult,
@@ -40,6 +41,7 @@ import { silentLog, type TransportLog } from '../transport/transport.js';
 import {
   asArray,
   dirEntryFromJson,
+  membersFromJson,
   parseBody,
   type SessionInfo,
   sessionFromJson,
@@ -530,6 +532,12 @@ export class KvClient {
   async leader(): Promise<string> {
     const v = await this.readJson('/v1/status/leader');
     return typeof v === 'string' ? v : '';
+  }
+
+  /** The Raft members (voters and learners, with names and the leader) as the server asked sees them. */
+  async members(): Promise<MemberInfo[]> {
+    const path = '/v1/operator/raft/configuration';
+    return membersFromJson(`GET ${path}`, await this.readJson(path));
   }
 
   /** Raft addresses of the voting members. */

@@ -117,6 +117,11 @@ describe('KvClient on an in-process 3-node cluster (no HTTP listener)', function
     const leader = await c.request('GET', '/v1/status/leader');
     assert.equal(leader.status, 200);
     assert.ok(addresses.includes(JSON.parse(leader.body.toString())));
+    assert.deepEqual((await c.members()).map((m) => `${m.name}:${m.role}`).sort(), [
+      'n0:voter',
+      'n1:voter',
+      'n2:voter',
+    ]);
     const missing = await c.request('GET', '/v1/nope');
     assert.equal(missing.status, 404);
     const ac = new AbortController();
