@@ -19,7 +19,7 @@
 // costs.
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
-//        --measure throughput,rtt --pings 50 --baseline-addon PATH]
+//        --measure throughput,rtt --pings 50 --baseline-addon PATH --busy-poll-us N]
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -47,6 +47,7 @@ interface Args {
   measure: Measure[];
   pings: number;
   baselineAddon: string | undefined;
+  busyPollUs: number | undefined;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -82,7 +83,11 @@ function parseArgs(argv: string[]): Args {
     variants.push('userspace-baseline');
   if (variants.includes('userspace-baseline') && baselineAddon === undefined)
     throw new Error('the userspace-baseline variant needs --baseline-addon PATH (a weft_native.node)');
-  return { seconds, rounds, variants, measure, pings, baselineAddon };
+  const busyPollText = get('busy-poll-us');
+  const busyPollUs = busyPollText === undefined ? undefined : Number(busyPollText);
+  if (busyPollUs !== undefined && !(Number.isInteger(busyPollUs) && busyPollUs >= 0 && busyPollUs <= 10000))
+    throw new Error('--busy-poll-us must be 0..10000');
+  return { seconds, rounds, variants, measure, pings, baselineAddon, busyPollUs };
 }
 
 interface Pair {
@@ -166,7 +171,7 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
         : new UserspaceDataplane({
             ...options,
             offloads: variant !== 'userspace-nooffload',
-            busyPollUs: variant === 'userspace-nopoll' ? 0 : undefined,
+            busyPollUs: variant === 'userspace-nopoll' ? 0 : args.busyPollUs,
             addonPath: variant === 'userspace-baseline' ? args.baselineAddon : undefined,
           });
     pair.dataplanes.push(dp);
@@ -250,15 +255,17 @@ async function iperf(pair: Pair, streams: number, seconds: number): Promise<numb
   }
 }
 
-/** Mean RTT in ms over `count` pings 20 ms apart. */
-async function pingRtt(pair: Pair, count: number): Promise<number> {
+/** Mean and median RTT in ms over `count` pings 20 ms apart. */
+async function pingRtt(pair: Pair, count: number): Promise<{ meanMs: number; p50Ms: number }> {
   const r = await collect(
-    netnsExec(pair.containers[0], ['ping', '-n', '-q', '-c', String(count), '-i', '0.02', pair.serverIp]),
+    netnsExec(pair.containers[0], ['ping', '-n', '-c', String(count), '-i', '0.02', pair.serverIp]),
     count * 20 + 20_000,
   );
   const m = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
-  if (m === null) throw new Error(`ping failed (${pair.variant}): ${r.stdout}${r.stderr}`);
-  return Number(m[1]);
+  const each = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1]));
+  if (m === null || each.length === 0)
+    throw new Error(`ping failed (${pair.variant}): ${r.stdout}${r.stderr}`);
+  return { meanMs: Number(m[1]), p50Ms: median(each) };
 }
 
 /** CPU time (ns) used so far by this process's native packet threads (named weft-*). */
@@ -273,6 +280,19 @@ function engineCpuNs(): number {
     }
   }
   return total;
+}
+
+/** Packet-thread wake-ups and busy-poll hits so far, summed over the pair's userspace hosts. */
+function threadStats(pair: Pair): { wakeups: number; busyPollHits: number } {
+  const sum = { wakeups: 0, busyPollHits: 0 };
+  for (const dp of pair.dataplanes) {
+    if (!(dp instanceof UserspaceDataplane)) continue;
+    const t = dp.engineCounters()?.thread;
+    if (t === undefined) continue; // a baseline build without thread stats
+    sum.wakeups += t.wakeups;
+    sum.busyPollHits += t.busyPollHits;
+  }
+  return sum;
 }
 
 /** Runs fn and returns its result and the packet threads' CPU use meanwhile, in % of one core. */
@@ -313,11 +333,27 @@ async function main(): Promise<void> {
     for (const [i, v] of args.variants.entries()) pairs.push(await buildPair(v, i, args));
     const results = new Map<
       Variant,
-      { gbps1: number[]; gbps4: number[]; rttMs: number[]; pingCpuPct: number[] }
+      {
+        gbps1: number[];
+        gbps4: number[];
+        rttMs: number[];
+        rttP50Ms: number[];
+        pingCpuPct: number[];
+        wakeupsPerPing: number[];
+        busyPollHitsPerPing: number[];
+      }
     >();
     for (const p of pairs) {
-      results.set(p.variant, { gbps1: [], gbps4: [], rttMs: [], pingCpuPct: [] });
-      await pingRtt(p, 10); // warm-up: ARP, caches
+      results.set(p.variant, {
+        gbps1: [],
+        gbps4: [],
+        rttMs: [],
+        rttP50Ms: [],
+        pingCpuPct: [],
+        wakeupsPerPing: [],
+        busyPollHitsPerPing: [],
+      });
+      await pingRtt(p, 10); // warm-up: ARP, caches, busy-poll windows
     }
     // Every data plane idle: what the packet threads cost when nothing flows.
     const idle = await withEngineCpu(() => new Promise((r) => setTimeout(r, 2000)));
@@ -330,9 +366,14 @@ async function main(): Promise<void> {
           r.gbps4.push(await iperf(p, 4, args.seconds));
         }
         if (args.measure.includes('rtt')) {
+          const before = threadStats(p);
           const { value, cpuPct } = await withEngineCpu(() => pingRtt(p, args.pings));
-          r.rttMs.push(value);
+          const after = threadStats(p);
+          r.rttMs.push(value.meanMs);
+          r.rttP50Ms.push(value.p50Ms);
           r.pingCpuPct.push(cpuPct);
+          r.wakeupsPerPing.push((after.wakeups - before.wakeups) / args.pings);
+          r.busyPollHitsPerPing.push((after.busyPollHits - before.busyPollHits) / args.pings);
         }
       }
     }
@@ -340,6 +381,7 @@ async function main(): Promise<void> {
     const k1 = median(kernel.gbps1);
     const k4 = median(kernel.gbps4);
     const kRtt = median(kernel.rttMs);
+    const kRttP50 = median(kernel.rttP50Ms);
     const medianOrNull = (xs: number[]) => (xs.length === 0 ? null : round3(median(xs)));
     const ratio = (xs: number[], k: number) => (xs.length === 0 ? null : round3(median(xs) / k));
     for (const p of pairs) {
@@ -355,6 +397,12 @@ async function main(): Promise<void> {
         ratioToKernel1Stream: ratio(r.gbps1, k1),
         ratioToKernel4Streams: ratio(r.gbps4, k4),
         rttDeltaToKernelMs: r.rttMs.length === 0 ? null : round3(median(r.rttMs) - kRtt),
+        // Median of single pings: robust against the outliers a loaded machine adds to the mean.
+        rttP50Ms: medianOrNull(r.rttP50Ms),
+        rttP50DeltaToKernelMs: r.rttP50Ms.length === 0 ? null : round3(median(r.rttP50Ms) - kRttP50),
+        // Both hosts' packet threads, per ping (request + reply); 0 for kernel and underlay.
+        wakeupsPerPing: medianOrNull(r.wakeupsPerPing),
+        busyPollHitsPerPing: medianOrNull(r.busyPollHitsPerPing),
         // Native packet threads of every engine in this process, % of one core.
         engineCpuPct: { allIdle: round3(idle.cpuPct), whilePingingThis: medianOrNull(r.pingCpuPct) },
         loadAverage1m: { before: round3(loadBefore), after: round3(loadavg()[0]!) },

@@ -166,7 +166,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return env.Undefined();
   }
 
-  // counters() -> { networks: { [vni]: {...} }, host: {...} }
+  // counters() -> { networks: { [vni]: {...} }, host: {...}, thread: {...} }
   Napi::Value Counters(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object out = Napi::Object::New(env);
@@ -174,6 +174,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     for (auto& [vni, s] : engine(env).networkCounters()) nets.Set(std::to_string(vni), countersToJs(env, s));
     out.Set("networks", nets);
     out.Set("host", countersToJs(env, engine(env).hostCounters()));
+    weft::ThreadStats t = engine(env).threadStats();
+    Napi::Object thread = Napi::Object::New(env);
+    thread.Set("wakeups", double(t.wakeups));
+    thread.Set("busyPollHits", double(t.busyPollHits));
+    thread.Set("busyPollWindowUs", double(t.busyPollWindowNs) / 1000);
+    out.Set("thread", thread);
     return out;
   }
 

@@ -636,6 +636,8 @@ std::vector<std::pair<uint32_t, CountersSnapshot>> Engine::networkCounters() con
 
 CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
 
+ThreadStats Engine::threadStats() const { return {wakeups_.load(), busyPollHits_.load(), busyPollWindowNs_.load()}; }
+
 // ---------------------------------------------------------------------------
 // TAP -> UDP
 
@@ -871,11 +873,16 @@ void Engine::loop() {
         sched_yield();  // to the peer engine's thread if it woke on this CPU (same priority)
         n = epoll_wait(epollFd_, events, kMaxEvents, 0);
       }
+      if (n > 0) busyPollHits_.fetch_add(1, std::memory_order_relaxed);
     }
     if (n == 0) {
       governor.idle();
       n = epoll_wait(epollFd_, events, kMaxEvents, -1);
-      if (n > 0 && spinFromNs != 0) busyPoll.blocked(nowNs() - spinFromNs);
+      wakeups_.fetch_add(1, std::memory_order_relaxed);
+      if (n > 0 && spinFromNs != 0) {
+        busyPoll.blocked(nowNs() - spinFromNs);
+        busyPollWindowNs_.store(busyPoll.windowNs(), std::memory_order_relaxed);
+      }
     }
     if (n < 0) {
       if (errno == EINTR) continue;

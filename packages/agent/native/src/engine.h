@@ -50,6 +50,13 @@ struct Counters {
   void drop(DropReason r, uint64_t n = 1) { drops[r].fetch_add(n, std::memory_order_relaxed); }
 };
 
+// What the packet thread did about waiting: rounds after a blocking wait (a
+// wake-up), rounds whose work busy polling found (a wake-up saved), and the
+// current adaptive busy-poll window.
+struct ThreadStats {
+  uint64_t wakeups, busyPollHits, busyPollWindowNs;
+};
+
 struct CountersSnapshot {
   uint64_t txPackets, txBytes, rxPackets, rxBytes, arpReplies, flooded, txSuperFrames, rxCoalescedFrames;
   std::array<uint64_t, kDropCount> drops;
@@ -105,6 +112,7 @@ class Engine {
   void setPeers(uint32_t vni, std::shared_ptr<const PeerTable> table);
   std::vector<std::pair<uint32_t, CountersSnapshot>> networkCounters() const;
   CountersSnapshot hostCounters() const;
+  ThreadStats threadStats() const;
   void close();
 
   // Test hooks (fuzzing): run exactly the code the threads run on one input.
@@ -142,6 +150,7 @@ class Engine {
   std::mutex roundMutex_;    // held by the packet thread while it uses a map snapshot
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;
+  std::atomic<uint64_t> wakeups_{0}, busyPollHits_{0}, busyPollWindowNs_{0};
   bool closed_ = false;
   static std::atomic<int> liveThreads_;
 };

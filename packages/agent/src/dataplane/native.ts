@@ -54,6 +54,15 @@ export interface NativeCounters {
   drops: Record<string, number>;
 }
 
+export interface NativeThreadStats {
+  /** Rounds of work that began with a wake-up from a blocking wait. */
+  wakeups: number;
+  /** Rounds of work that busy polling found (a wake-up saved). */
+  busyPollHits: number;
+  /** The adaptive busy-poll window as last updated, µs (0..busyPollUs). */
+  busyPollWindowUs: number;
+}
+
 export interface NativeEngine {
   /** Creates the TAP device (IFF_VNET_HDR) for the VNI and adds it to the packet thread's poll set. Idempotent. */
   addNetwork(vni: number, tapName: string): void;
@@ -61,8 +70,8 @@ export interface NativeEngine {
   removeNetwork(vni: number): void;
   /** Replaces the network's MAC → VTEP / IP → MAC table atomically, traffic keeps flowing. */
   setPeers(vni: number, peers: NativePeer[]): void;
-  /** Per VNI, and engine-wide drops (datagrams that belong to no network). */
-  counters(): { networks: Record<string, NativeCounters>; host: NativeCounters };
+  /** Per VNI, engine-wide drops (datagrams that belong to no network), and the packet thread's waiting. */
+  counters(): { networks: Record<string, NativeCounters>; host: NativeCounters; thread: NativeThreadStats };
   /** Stops every thread and closes every descriptor. Idempotent. */
   close(): void;
   /** Test hook: runs the send path on virtio-net header + Ethernet frame. */

@@ -11,7 +11,7 @@
 
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
 import { assertNetworkId, tapName } from './names.js';
-import { loadNativeAddon, type NativeCounters, type NativeEngine, type NativePeer } from './native.js';
+import { loadNativeAddon, type NativeEngine, type NativePeer } from './native.js';
 import { Plumbing, type PlumbingOptions, validateNetwork, validatePeer } from './plumbing.js';
 import { SerialQueue } from './serial.js';
 
@@ -179,10 +179,11 @@ export class UserspaceDataplane implements Dataplane {
   }
 
   /**
-   * Datagrams that belong to no network (short, bad VXLAN flags, unknown VNI)
-   * and the ARP/flood activity per network: what counters() has no place for.
+   * Datagrams that belong to no network (short, bad VXLAN flags, unknown VNI),
+   * the ARP/flood activity per network, and how the packet thread waited
+   * (wake-ups, busy-poll hits): what counters() has no place for.
    */
-  engineCounters(): { networks: Record<string, NativeCounters>; host: NativeCounters } | undefined {
+  engineCounters(): ReturnType<NativeEngine['counters']> | undefined {
     return this.engine?.counters();
   }
 

@@ -100,6 +100,10 @@ describe('userspace data plane (native addon)', function () {
         const engine = (cluster!.dataplanes[0] as UserspaceDataplane).engineCounters()!;
         const own = Object.values(engine.networks)[0]!;
         assert.ok(own.arpReplies > 0, `no ARP replies counted: ${JSON.stringify(own)}`);
+        // The packet thread slept and was woken for that traffic; its busy-poll
+        // window stays within the default bound of 200 µs.
+        assert.ok(engine.thread.wakeups > 0, JSON.stringify(engine.thread));
+        assert.ok(engine.thread.busyPollWindowUs >= 0 && engine.thread.busyPollWindowUs <= 200);
       });
 
       it('drops traffic to MACs no peer has, and counts it', async () => {
