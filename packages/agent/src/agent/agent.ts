@@ -422,8 +422,12 @@ export class Agent implements AgentBackend, Startable {
   }
 
   status(): Promise<StatusInfo> {
-    return mapped(() => {
+    return mapped(async () => {
       const kv = this.parts.kv?.isOpen ? this.parts.kv.node.status() : undefined;
+      // A client has no Raft state of its own: the leader is the one the servers name.
+      const clientLeader = kv
+        ? undefined
+        : (await this.parts.kv?.raftMembers().catch(() => undefined))?.find((m) => m.leader);
       const role = !kv
         ? 'client'
         : kv.voters.includes(kv.raftId)
@@ -432,13 +436,13 @@ export class Agent implements AgentBackend, Startable {
             ? 'learner'
             : 'unknown';
       // Raft ids are raft addresses; show the leader by its host name when its host is registered.
-      const leaderAddress = kv?.leader.replace(/:\d+$/, '') ?? '';
+      const leaderAddress = (kv?.leader ?? clientLeader?.address ?? '').replace(/:\d+$/, '');
       const leaderHost = this.parts.overlay.hosts().find((h) => h.advertise === leaderAddress);
       return {
         name: this.parts.name,
         advertise: this.parts.advertise,
         role,
-        leader: leaderHost?.name ?? kv?.leader ?? '',
+        leader: leaderHost?.name ?? kv?.leader ?? clientLeader?.name ?? '',
         term: kv?.term ?? 0,
         commitIndex: kv?.commitIndex ?? 0,
         appliedIndex: kv?.appliedIndex ?? 0,
