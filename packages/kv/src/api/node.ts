@@ -364,6 +364,7 @@ export class KvNode implements KvBackend {
    */
   static async open(options: KvNodeOptions): Promise<KvNode> {
     const raftId = raftIdOf(options.listen);
+    checkMembershipOptions(options);
     const cluster = options.cluster ?? DEFAULT_CLUSTER_NAME;
     const peers = (options.peers ?? []).map(raftIdOf).filter((p) => p !== raftId);
     await checkDataDir(options.dataDir);
@@ -452,7 +453,7 @@ export class KvNode implements KvBackend {
       this.leaderDuties();
       void this.checkStillMember();
     }, LEADER_DUTY_INTERVAL_MS);
-    if (joinThrough) await this.joinCluster(joinThrough.map(raftIdOf));
+    if (joinThrough) await this.joinCluster(joinThrough.map(raftIdOf).filter((id) => id !== this.raftId));
   }
 
   // ------------------------------------------------------------------ loop
@@ -1305,16 +1306,20 @@ export class KvNode implements KvBackend {
       demote: () =>
         this.confChange('demote member', [{ type: ConfChangeType.AddLearner, nodeId: action.id }]),
     }[action.type];
-    change()
-      .catch((err) =>
+    change().then(
+      () => {
+        this.membershipBusy = false;
+        // The next step (remove after promote) goes at once, not at the next duty tick.
+        if (!this.closing && this.role === Role.Leader) this.runAutopilot();
+      },
+      (err) => {
+        this.membershipBusy = false;
         this.log.info(
           { member: action.id, err: (err as Error).message },
           `autopilot: ${action.type} not applied; retried later`,
-        ),
-      )
-      .finally(() => {
-        this.membershipBusy = false;
-      });
+        );
+      },
+    );
   }
 
   private async serveJoin(payload: Uint8Array): Promise<Uint8Array> {
@@ -1518,6 +1523,20 @@ async function checkDataDir(dataDir: string): Promise<void> {
       `it is not empty (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}) and holds no ${RAFT_SUBDIR}/ store: not a weft-kv data directory; use an empty or new directory`,
     );
   }
+}
+
+function checkMembershipOptions(options: KvNodeOptions): void {
+  const check = (name: string, value: number | undefined, min: number) => {
+    if (value === undefined || value === Infinity) return;
+    if (!Number.isSafeInteger(value) || value < min)
+      throw new KvInputError(
+        `KvNode option ${name} must be an integer >= ${min} (or Infinity), got ${value}`,
+      );
+  };
+  check('maxVoters', options.maxVoters, 1);
+  check('maxLearners', options.maxLearners, 0);
+  check('deadVoterThresholdMs', options.deadVoterThresholdMs, 1);
+  check('joinTimeoutMs', options.joinTimeoutMs, 1);
 }
 
 function consistencyOf(options: ReadOptions): Consistency {

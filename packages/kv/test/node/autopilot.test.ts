@@ -1,5 +1,8 @@
-// The leader's membership policy, rule by rule (src/api/autopilot.ts).
+// The leader's membership policy, rule by rule (src/api/autopilot.ts), and KvNode's checks of its options.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   type AutopilotInput,
   type AutopilotLimits,
@@ -7,6 +10,7 @@ import {
   type MemberHealth,
   nextMembershipAction,
 } from '../../src/api/autopilot.js';
+import { KvNode } from '../../src/api/node.js';
 
 const limits: AutopilotLimits = {
   maxVoters: 3,
@@ -214,5 +218,19 @@ describe('join limits', () => {
       ),
       undefined,
     );
+  });
+});
+
+describe('KvNode membership options', () => {
+  it('refuses limits that make no sense before touching the data directory', async () => {
+    const dataDir = join(tmpdir(), `weft-never-created-${process.pid}`);
+    const base = { dataDir, id: 'x', listen: '127.0.0.1:1' };
+    await assert.rejects(KvNode.open({ ...base, maxVoters: 0 }), /maxVoters must be an integer >= 1/);
+    await assert.rejects(KvNode.open({ ...base, maxLearners: -1 }), /maxLearners must be an integer >= 0/);
+    await assert.rejects(
+      KvNode.open({ ...base, deadVoterThresholdMs: 1.5 }),
+      /deadVoterThresholdMs must be an integer/,
+    );
+    assert.equal(existsSync(dataDir), false);
   });
 });
