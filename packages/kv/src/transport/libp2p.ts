@@ -60,6 +60,7 @@ import {
   TransportError,
   type TransportLog,
 } from './transport.js';
+import { coalescingTcp, limitWindowUpdates } from './wire-batching.js';
 
 export const PROTOCOLS = {
   hello: '/weft/hello/1.0.0',
@@ -259,6 +260,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
   }
 
   private async doStart(): Promise<void> {
+    limitWindowUpdates();
     const privateKey = await loadOrCreatePrivateKey(this.options.dataDir);
     const psk = this.psk;
     const node = await createLibp2p({
@@ -269,7 +271,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
         listen: this.options.listen.map(toMultiaddrString),
         announce: (this.options.announce ?? []).map(toMultiaddrString),
       },
-      transports: [tcp()],
+      transports: [coalescingTcp(tcp())],
       connectionEncrypters: [noise()],
       // A small stream window bounds what a paused reader must buffer (read buffers reset above 16 MiB).
       streamMuxers: [
