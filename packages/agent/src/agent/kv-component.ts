@@ -95,7 +95,10 @@ export class KvNodeComponent implements Startable, KvNodeLike {
   /** The Raft members: this node's configuration, or as a client the servers' (when the client can tell). */
   async raftMembers(): Promise<RaftMember[] | undefined> {
     if (this.current) return this.current.members();
-    return this.client?.members?.();
+    const client = this.client;
+    if (client?.members) return client.members();
+    if (client?.request) return raftConfigurationOf(client.request.bind(client));
+    return undefined;
   }
 
   /** Called if the KV node stops on its own (e.g. it was removed and the cluster is full). */
@@ -227,4 +230,34 @@ export class KvNodeComponent implements Startable, KvNodeLike {
   renewSession: KvNodeLike['renewSession'] = (...a) => this.store.renewSession(...a);
   destroySession: KvNodeLike['destroySession'] = (...a) => this.store.destroySession(...a);
   watchPrefix: KvNodeLike['watchPrefix'] = (...a) => this.store.watchPrefix(...a);
+}
+
+/**
+ * A server's Raft configuration (Consul's GET /v1/operator/raft/configuration)
+ * for a client agent; undefined when the server cannot tell (then other
+ * hosts' roles show as unknown rather than wrong).
+ */
+async function raftConfigurationOf(
+  request: NonNullable<KvClientStore['request']>,
+): Promise<RaftMember[] | undefined> {
+  try {
+    const res = await request('GET', '/v1/operator/raft/configuration', { timeoutMs: 2_000 });
+    if (res.status !== 200) return undefined;
+    const servers = (JSON.parse(res.body.toString('utf8')) as { Servers?: unknown }).Servers;
+    if (!Array.isArray(servers)) return undefined;
+    return servers.flatMap((x: { Address?: unknown; Node?: unknown; Voter?: unknown; Leader?: unknown }) =>
+      typeof x?.Address === 'string'
+        ? [
+            {
+              address: x.Address,
+              name: typeof x.Node === 'string' ? x.Node : '',
+              role: x.Voter === true ? ('voter' as const) : ('learner' as const),
+              leader: x.Leader === true,
+            },
+          ]
+        : [],
+    );
+  } catch {
+    return undefined;
+  }
 }

@@ -1,13 +1,15 @@
 // Which part each agent plays in the KV store: the plan every agent computes
 // alone, then five agents' KV components as `weft agent` builds them (real
-// KvNodes: LevelDB on disk, libp2p on loopback) with --voters 3 --learners 1.
+// KvNodes: LevelDB on disk, libp2p on loopback; the client a real KvClient)
+// with --voters 3 --learners 1.
 import assert from 'node:assert/strict';
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAgentConfig } from '../../src/agent/config.js';
-import type { KvClientFactory, KvClientStore, KvNodeComponent } from '../../src/agent/kv-component.js';
+import { openKvClientStore } from '../../src/agent/kv-client-store.js';
+import type { KvNodeComponent } from '../../src/agent/kv-component.js';
 import { planKvBootstrap, sortAddresses } from '../../src/agent/kv-role.js';
 import { createKvComponent } from '../../src/agent/main.js';
 import { silentLogger } from '../../src/log/logger.js';
@@ -94,25 +96,6 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
   it('the first three (sorted) are voters, the fourth a learner, the fifth a client; restarts keep the roles', async () => {
     const ports = (await Promise.all([0, 1, 2, 3, 4].map(freePort))).sort((a, b) => a - b);
     const addresses = ports.map((p) => `127.0.0.1:${p}`);
-    const clientCalls: string[][] = [];
-    const openClient: KvClientFactory = async (servers) => {
-      clientCalls.push(servers);
-      const unused = async () => {
-        throw new Error('not used by this test');
-      };
-      return {
-        get: unused,
-        list: unused,
-        put: unused,
-        delete: unused,
-        txn: unused,
-        createSession: unused,
-        renewSession: unused,
-        destroySession: unused,
-        watchPrefix: unused,
-        close: async () => {},
-      } as unknown as KvClientStore;
-    };
     const component = (i: number, withClientMode: boolean) =>
       createKvComponent(
         parseAgentConfig({
@@ -128,7 +111,7 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
           voters: '3',
           learners: '1',
         }),
-        { logger: silentLogger(), hooks: withClientMode ? { openKvClient: openClient } : {} },
+        { logger: silentLogger(), hooks: withClientMode ? { openKvClient: openKvClientStore! } : {} },
       );
 
     const agents = [0, 1, 2, 3, 4].map((i) => component(i, false));
@@ -158,7 +141,14 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
     running.push(client);
     assert.equal(client.kvRole, 'client');
     assert.equal(client.isOpen, false);
-    assert.deepEqual(clientCalls, [addresses.slice(0, 4)]);
+    assert.deepEqual(client.servers, addresses.slice(0, 4));
+    assert.equal(new TextDecoder().decode((await client.get('roles/probe'))?.value), 'x');
+    // It sees the members' roles through a server (what `weft members` shows on a client host).
+    const seen = (await client.raftMembers())?.map((m) => `${m.address}:${m.role}`).sort();
+    assert.deepEqual(
+      seen,
+      [...addresses.slice(0, 3).map((a) => `${a}:voter`), `${addresses[3]}:learner`].sort(),
+    );
 
     // A learner restarted from its data directory is still a learner (not re-bootstrapped, not re-joined).
     await agents[3]!.stop();
