@@ -33,6 +33,9 @@ export const MAX_TUNNEL_STREAMS_PER_CONNECTION = 1024;
  */
 export const TUNNEL_KEEP_ALIVE_TIMEOUT_MS = 30_000;
 
+/** A stream that has not delivered a request's headers by then is reset (node:http's headersTimeout is 60 s). */
+export const TUNNEL_FIRST_REQUEST_TIMEOUT_MS = 30_000;
+
 /** The part of Libp2pTransport the tunnel needs; other transports (in memory) have no tunnel. */
 interface StreamServingTransport {
   handleStream(
@@ -73,6 +76,7 @@ export async function serveHttpTunnel(
           remoteAddress: host ?? connection.remotePeer.toString(),
           ...(Number.isInteger(port) ? { remotePort: port } : {}),
         }),
+        { firstRequestTimeoutMs: TUNNEL_FIRST_REQUEST_TIMEOUT_MS },
       );
     },
     { maxInboundStreams: MAX_TUNNEL_STREAMS_PER_CONNECTION },

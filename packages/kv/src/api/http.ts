@@ -127,6 +127,8 @@ export class ConsulHttpServer {
   private readonly random: () => number;
   /** Aborted on close() so blocked queries return instead of holding the server open. */
   private readonly closing = new AbortController();
+  /** Accepted connections (acceptConnection) still waiting for their first request's headers. */
+  private readonly awaitingFirstRequest = new WeakMap<object, NodeJS.Timeout>();
 
   constructor(
     private readonly backend: KvBackend,
@@ -140,6 +142,10 @@ export class ConsulHttpServer {
     this.random = opts.random ?? Math.random;
     this.server = createServer((req, res) => void this.handle(req, res));
     if (opts.keepAliveTimeoutMs !== undefined) this.server.keepAliveTimeout = opts.keepAliveTimeoutMs;
+    this.server.on('request', (req: IncomingMessage) => {
+      clearTimeout(this.awaitingFirstRequest.get(req.socket));
+      this.awaitingFirstRequest.delete(req.socket);
+    });
     // Requests node:http cannot parse (raw non-ASCII in the URL, oversized headers): say why.
     this.server.on('clientError', (err: NodeJS.ErrnoException & { bytesParsed?: number }, socket) => {
       if (!socket.writable) return socket.destroy();
@@ -160,9 +166,22 @@ export class ConsulHttpServer {
   /**
    * Serves HTTP on a connection that did not come from listen(): a libp2p
    * stream of the KvClient tunnel (api/http-tunnel.ts). Works on a server
-   * that never listens.
+   * that never listens. node:http enforces its headers timeout only on
+   * connections of a listening server, so `firstRequestTimeoutMs` bounds how
+   * long a connection may take to deliver its first request's headers
+   * (later ones are bounded by the keep-alive timeout while idle).
    */
-  acceptConnection(socket: Duplex): void {
+  acceptConnection(socket: Duplex, options: { firstRequestTimeoutMs?: number } = {}): void {
+    const limitMs = options.firstRequestTimeoutMs;
+    if (limitMs !== undefined && limitMs > 0) {
+      const timer = setTimeout(() => {
+        this.awaitingFirstRequest.delete(socket);
+        socket.destroy();
+      }, limitMs);
+      timer.unref();
+      this.awaitingFirstRequest.set(socket, timer);
+      socket.once('close', () => clearTimeout(timer));
+    }
     this.server.emit('connection', socket);
   }
 

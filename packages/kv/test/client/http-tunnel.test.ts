@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Duplex, PassThrough } from 'node:stream';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import type { Connection } from '@libp2p/interface';
@@ -12,7 +13,9 @@ import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
+import { ConsulHttpServer } from '../../src/api/http.js';
 import { KV_HTTP_PROTOCOL } from '../../src/api/http-tunnel.js';
+import { LocalBackend } from '../../src/api/local-backend.js';
 import { KvNode } from '../../src/api/node.js';
 import { multiaddrOf } from '../../src/api/node-address.js';
 import { KvClient } from '../../src/client/kv-client.js';
@@ -121,5 +124,61 @@ describe('HTTP tunnel: bad input', function () {
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(await node!.get('half'), null, 'a body cut short is not written');
     assert.equal(await node!.put('after', new Uint8Array([1])), true);
+  });
+});
+
+describe('ConsulHttpServer.acceptConnection: a connection that never completes its first request', () => {
+  function duplexPair(): [Duplex, Duplex] {
+    const toServer = new PassThrough();
+    const toClient = new PassThrough();
+    return [
+      Duplex.from({ readable: toClient, writable: toServer }),
+      Duplex.from({ readable: toServer, writable: toClient }),
+    ];
+  }
+
+  it('is closed after firstRequestTimeoutMs; one that sent its request is answered and kept', async () => {
+    const server = new ConsulHttpServer(new LocalBackend());
+    try {
+      const [slowClient, slowServerSide] = duplexPair();
+      slowClient.on('error', () => {}); // the pair reports its destruction as an AbortError
+      const slowClosed = new Promise<number>((resolve) => {
+        const start = Date.now();
+        slowServerSide.once('close', () => resolve(Date.now() - start));
+      });
+      server.acceptConnection(slowServerSide, { firstRequestTimeoutMs: 200 });
+      slowClient.write('GET /v1/kv/a HTTP/1.1\r\nHost: x\r\n'); // headers never end
+      const closedAfterMs = await Promise.race([
+        slowClosed,
+        new Promise<number>((r) => setTimeout(() => r(-1), 5_000)),
+      ]);
+      assert.ok(closedAfterMs >= 150, `closed after ${closedAfterMs} ms`);
+
+      const [client, serverSide] = duplexPair();
+      client.on('error', () => {});
+      let closed = false;
+      serverSide.once('close', () => {
+        closed = true;
+      });
+      server.acceptConnection(serverSide, { firstRequestTimeoutMs: 200 });
+      const answer = new Promise<string>((resolve) => {
+        let text = '';
+        client.on('data', (d: Buffer) => {
+          text += d.toString();
+          if (text.includes('\r\n\r\n')) resolve(text);
+        });
+      });
+      client.write('GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n');
+      assert.match(await answer, /^HTTP\/1\.1 200 OK/);
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(
+        closed,
+        false,
+        'a connection that delivered a request is not cut at the first-request deadline',
+      );
+      serverSide.destroy();
+    } finally {
+      await server.close();
+    }
   });
 });
