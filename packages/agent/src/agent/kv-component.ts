@@ -27,7 +27,8 @@ export interface RaftMember {
  */
 export type KvClientStore = KvNodeLike & {
   close(): Promise<void>;
-  members?(): Promise<RaftMember[]>;
+  /** The servers' Raft configuration (KvClient: GET /v1/operator/raft/configuration). */
+  members?(options?: { timeoutMs?: number }): Promise<RaftMember[]>;
   /** Any Consul API request, passed on to a server (the agent's /v1/ API on a client host). */
   request?: ConsulRequester['request'];
 };
@@ -95,10 +96,8 @@ export class KvNodeComponent implements Startable, KvNodeLike {
   /** The Raft members: this node's configuration, or as a client the servers' (when the client can tell). */
   async raftMembers(): Promise<RaftMember[] | undefined> {
     if (this.current) return this.current.members();
-    const client = this.client;
-    if (client?.members) return client.members();
-    if (client?.request) return raftConfigurationOf(client.request.bind(client));
-    return undefined;
+    // Undefined when no server tells in time: other hosts' roles then show as unknown rather than wrong.
+    return this.client?.members?.({ timeoutMs: 2_000 }).catch(() => undefined);
   }
 
   /** Called if the KV node stops on its own (e.g. it was removed and the cluster is full). */
@@ -230,34 +229,4 @@ export class KvNodeComponent implements Startable, KvNodeLike {
   renewSession: KvNodeLike['renewSession'] = (...a) => this.store.renewSession(...a);
   destroySession: KvNodeLike['destroySession'] = (...a) => this.store.destroySession(...a);
   watchPrefix: KvNodeLike['watchPrefix'] = (...a) => this.store.watchPrefix(...a);
-}
-
-/**
- * A server's Raft configuration (Consul's GET /v1/operator/raft/configuration)
- * for a client agent; undefined when the server cannot tell (then other
- * hosts' roles show as unknown rather than wrong).
- */
-async function raftConfigurationOf(
-  request: NonNullable<KvClientStore['request']>,
-): Promise<RaftMember[] | undefined> {
-  try {
-    const res = await request('GET', '/v1/operator/raft/configuration', { timeoutMs: 2_000 });
-    if (res.status !== 200) return undefined;
-    const servers = (JSON.parse(res.body.toString('utf8')) as { Servers?: unknown }).Servers;
-    if (!Array.isArray(servers)) return undefined;
-    return servers.flatMap((x: { Address?: unknown; Node?: unknown; Voter?: unknown; Leader?: unknown }) =>
-      typeof x?.Address === 'string'
-        ? [
-            {
-              address: x.Address,
-              name: typeof x.Node === 'string' ? x.Node : '',
-              role: x.Voter === true ? ('voter' as const) : ('learner' as const),
-              leader: x.Leader === true,
-            },
-          ]
-        : [],
-    );
-  } catch {
-    return undefined;
-  }
 }

@@ -535,9 +535,9 @@ export class KvClient {
   }
 
   /** The Raft members (voters and learners, with names and the leader) as the server asked sees them. */
-  async members(): Promise<MemberInfo[]> {
+  async members(options: { timeoutMs?: number } = {}): Promise<MemberInfo[]> {
     const path = '/v1/operator/raft/configuration';
-    return membersFromJson(`GET ${path}`, await this.readJson(path));
+    return membersFromJson(`GET ${path}`, await this.readJson(path, options));
   }
 
   /** Raft addresses of the voting members. */
