@@ -8,9 +8,9 @@ import { openKvClient } from '../kv-adapter/client-store.js';
 import type { KvClientFactory } from './kv-component.js';
 
 export const openKvClientStore: KvClientFactory | undefined = (servers, options) =>
-  // The cluster name is not checked: the cluster key is what keeps a client out of another cluster.
   openKvClient(servers, {
     ...(options.clusterKey !== undefined ? { clusterKey: options.clusterKey } : {}),
+    ...(options.cluster !== undefined ? { cluster: options.cluster } : {}),
     ...(options.id !== undefined ? { name: options.id } : {}),
     ...(options.log ? { log: options.log } : {}),
   });

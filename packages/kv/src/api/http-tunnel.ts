@@ -15,9 +15,12 @@
 import type { Connection, Stream } from '@libp2p/interface';
 import type { Transport } from '../transport/transport.js';
 import type { KvBackend } from './backend.js';
-import { ConsulHttpServer } from './http.js';
+import { CLUSTER_HEADER, ConsulHttpServer } from './http.js';
 
 export const KV_HTTP_PROTOCOL = '/weft/kv-http/1.0.0';
+
+/** The cluster name members and clients use unless told otherwise (re-exported by node.ts). */
+export const DEFAULT_CLUSTER_NAME = 'weft';
 
 /**
  * HTTP connections (streams) one client connection may hold open at once:
@@ -57,6 +60,7 @@ function servesStreams(transport: Transport): transport is Transport & StreamSer
 export async function serveHttpTunnel(
   transport: Transport,
   backend: KvBackend,
+  cluster: string,
 ): Promise<ConsulHttpServer | undefined> {
   if (!servesStreams(transport)) return undefined;
   // Loaded here, not at import: only a libp2p transport (already loaded) needs it.
@@ -64,6 +68,8 @@ export async function serveHttpTunnel(
   const server = new ConsulHttpServer(backend, {
     sessionTtlMinMs: 1,
     keepAliveTimeoutMs: TUNNEL_KEEP_ALIVE_TIMEOUT_MS,
+    // Clients check it, as members check each other's hello: a client of another cluster is told so.
+    responseHeaders: { [CLUSTER_HEADER]: cluster },
   });
   transport.handleStream(
     KV_HTTP_PROTOCOL,

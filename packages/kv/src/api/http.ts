@@ -71,7 +71,12 @@ export interface ConsulHttpServerOptions {
   random?: () => number;
   /** How long an idle keep-alive connection stays open (node:http's default: 5 s). */
   keepAliveTimeoutMs?: number;
+  /** Headers set on every response (the tunnel names its cluster: CLUSTER_HEADER). */
+  responseHeaders?: Record<string, string>;
 }
+
+/** Response header (a Weft extension) of the KvClient tunnel: the member's cluster name, which clients check. */
+export const CLUSTER_HEADER = 'X-Weft-Cluster';
 
 /**
  * Response header (a Weft extension) on /v1/txn: the Raft index the
@@ -125,6 +130,7 @@ export class ConsulHttpServer {
   private readonly defaultWaitMs: number;
   private readonly maxWaitMs: number;
   private readonly random: () => number;
+  private readonly responseHeaders: [string, string][];
   /** Aborted on close() so blocked queries return instead of holding the server open. */
   private readonly closing = new AbortController();
   /** Accepted connections (acceptConnection) still waiting for their first request's headers. */
@@ -140,6 +146,7 @@ export class ConsulHttpServer {
     this.defaultWaitMs = opts.defaultWaitMs ?? 5 * 60_000;
     this.maxWaitMs = opts.maxWaitMs ?? 10 * 60_000;
     this.random = opts.random ?? Math.random;
+    this.responseHeaders = Object.entries(opts.responseHeaders ?? {});
     this.server = createServer((req, res) => void this.handle(req, res));
     if (opts.keepAliveTimeoutMs !== undefined) this.server.keepAliveTimeout = opts.keepAliveTimeoutMs;
     this.server.on('request', (req: IncomingMessage) => {
@@ -218,6 +225,7 @@ export class ConsulHttpServer {
   // ------------------------------------------------------------ dispatch
 
   private async handle(raw: IncomingMessage, res: ServerResponse): Promise<void> {
+    for (const [name, value] of this.responseHeaders) res.setHeader(name, value);
     const url = raw.url ?? '/';
     const q = url.indexOf('?');
     const req: Request = {

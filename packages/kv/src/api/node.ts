@@ -50,7 +50,7 @@ import { silentLog, type Transport, type TransportLog } from '../transport/trans
 import { type AutopilotLimits, joinRefusal, type MemberHealth, nextMembershipAction } from './autopilot.js';
 import type { AppliedCommand, Consistency, KvBackend, ReadView } from './backend.js';
 import { ConsulHttpServer } from './http.js';
-import { serveHttpTunnel } from './http-tunnel.js';
+import { DEFAULT_CLUSTER_NAME, serveHttpTunnel } from './http-tunnel.js';
 import { formatHostPort, type HostPort, multiaddrOf, parseHostPort, raftIdOf } from './node-address.js';
 import {
   KvInputError,
@@ -76,7 +76,8 @@ const MAX_PROPOSALS_PER_BATCH = 256;
 /** The leader refuses new entries while this many bytes are appended but not applied (back-pressure). */
 const MAX_UNCOMMITTED_ENTRIES_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
-export const DEFAULT_CLUSTER_NAME = 'weft';
+export { DEFAULT_CLUSTER_NAME };
+
 /** How often the leader scans sessions for expired TTLs and learners for promotion. */
 const LEADER_DUTY_INTERVAL_MS = 500;
 /** A learner within this many entries of the leader's commit index is promoted. */
@@ -397,7 +398,7 @@ export class KvNode implements KvBackend {
       });
       const node = new KvNode(options, raftId, cluster, storage, raft, transport);
       try {
-        node.tunnelServer = await serveHttpTunnel(transport, node);
+        node.tunnelServer = await serveHttpTunnel(transport, node, cluster);
         await node.start(peers, fresh && options.join ? [options.join].flat() : undefined);
         if (options.http !== undefined) {
           const { host, port } =

@@ -21,7 +21,8 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Libp2p } from 'libp2p';
-import { TXN_INDEX_HEADER } from '../api/http.js';
+import { CLUSTER_HEADER, TXN_INDEX_HEADER } from '../api/http.js';
+import { DEFAULT_CLUSTER_NAME } from '../api/http-tunnel.js';
 import type {
   CreateSessionOptions,
   DeleteOptions,
@@ -58,6 +59,8 @@ export interface KvClientOptions {
   servers: string[];
   /** The cluster's pre-shared key (file contents, or 64 hex digits): required when the servers use one. */
   clusterKey?: string | Uint8Array;
+  /** The cluster's name (the members' --cluster, default "weft"): a server of another cluster is not used. */
+  cluster?: string;
   /** Node name recorded in the sessions this client creates (default: the host name). */
   name?: string;
   /** connect() waits this long for a first server to answer (default 10 s). */
@@ -122,6 +125,7 @@ export class KvClient {
   private readonly requestTimeoutMs: number;
   private readonly watchWaitMs: number;
   private readonly log: TransportLog;
+  private readonly cluster: string;
   private closed = false;
 
   private constructor(
@@ -135,6 +139,7 @@ export class KvClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.watchWaitMs = options.watchWaitMs ?? 60_000;
     this.log = options.log ?? silentLog;
+    this.cluster = options.cluster ?? DEFAULT_CLUSTER_NAME;
     this.agent = makeAgent({
       dialTimeoutMs: options.dialTimeoutMs ?? 5_000,
       maxStreamsPerServer: options.maxStreamsPerServer ?? 256,
@@ -357,14 +362,28 @@ export class KvClient {
           chunks.push(chunk);
         });
         res.once('end', () =>
-          settle(() =>
+          settle(() => {
+            const cluster = res.headers[CLUSTER_HEADER.toLowerCase()];
+            if (cluster !== this.cluster) {
+              // As if unreachable: a member of another cluster did nothing for us; the next server may do.
+              const named = JSON.stringify(cluster ?? '(none)');
+              reject(
+                new TunnelDialError(
+                  server,
+                  new Error(
+                    `it is a member of cluster ${named}, this client's is ${JSON.stringify(this.cluster)} (check the server addresses and the cluster option)`,
+                  ),
+                ),
+              );
+              return;
+            }
             resolve({
               status: res.statusCode ?? 0,
               headers: res.headers,
               body: Buffer.concat(chunks),
               server,
-            }),
-          ),
+            });
+          }),
         );
         // A response cut short (the connection died mid-body).
         res.once('error', fail);

@@ -112,6 +112,15 @@ describe('KvClient on an in-process 3-node cluster (no HTTP listener)', function
     await assert.rejects(KvClient.connect({ servers: ['nohost'] }), /invalid address "nohost"/);
   });
 
+  it('a client of another cluster name uses no server of this one, and says why', async () => {
+    await assert.rejects(
+      KvClient.connect({ servers: addresses, cluster: 'other', connectTimeoutMs: 500 }),
+      (err: Error) =>
+        err instanceof KvClientUnavailableError &&
+        /it is a member of cluster "weft", this client's is "other"/.test(err.message),
+    );
+  });
+
   it('a raw request reaches any Consul route; the watch sees changes made on members', async () => {
     const c = client!;
     const leader = await c.request('GET', '/v1/status/leader');
