@@ -1,7 +1,11 @@
 // Linearizable reads waiting for a ReadIndex answer, grouped in rounds.
 //
 // Every read waiting when a round starts goes with it (one ReadIndex request,
-// one heartbeat exchange at the leader, for any number of reads). A round not
+// one heartbeat exchange at the leader, for any number of reads). Up to
+// maxInFlight rounds may be out at once: reads that arrive while a round is
+// out start the next one at once instead of waiting for the answer, so a read
+// waits about one round trip, not one and a half (the node starts at most one
+// round per event-loop turn, so concurrent reads still share rounds). A round not
 // answered within retryMs is issued again as a new round with a new context,
 // and so is the round in flight when the leader changes: the request or its
 // answer may have been lost. The superseded round stays listening, though:
@@ -23,23 +27,29 @@ export interface ReadWaiter {
 interface Round {
   waiters: ReadWaiter[];
   sentAtMs: number;
+  /** Issued again (timeout, leader change): still listened to, but no longer counted as in flight. */
+  superseded: boolean;
 }
 
 export class ReadIndexRounds {
   private pending: ReadWaiter[] = [];
-  /** Rounds sent and not answered, by request context (hex); the newest is `current`. */
+  /** Rounds sent and not answered, by request context (hex), oldest first. */
   private readonly rounds = new Map<string, Round>();
-  private current: string | undefined;
+  /** Rounds in `rounds` not superseded. */
+  private inFlight = 0;
 
-  constructor(private readonly retryMs: number) {}
+  constructor(
+    private readonly retryMs: number,
+    private readonly maxInFlight = 1,
+  ) {}
 
   add(waiter: ReadWaiter): void {
     this.pending.push(waiter);
   }
 
-  /** Reads for a new round, if one should start now (some are waiting and no round is current). */
+  /** Reads for a new round, if one should start now (some are waiting and fewer than maxInFlight rounds are out). */
   takeNextRound(): ReadWaiter[] | undefined {
-    if (this.current !== undefined) return undefined; // they go with the next round, once this one is answered
+    if (this.inFlight >= this.maxInFlight) return undefined; // they go with the next round, once one is answered
     const waiters = this.pending.filter((w) => !w.claimed);
     this.pending = [];
     return waiters.length > 0 ? waiters : undefined;
@@ -47,8 +57,8 @@ export class ReadIndexRounds {
 
   /** The round of `waiters` was handed to Raft with request context `ctxHex`. */
   started(ctxHex: string, waiters: ReadWaiter[], nowMs: number): void {
-    this.rounds.set(ctxHex, { waiters, sentAtMs: nowMs });
-    this.current = ctxHex;
+    this.rounds.set(ctxHex, { waiters, sentAtMs: nowMs, superseded: false });
+    this.inFlight++;
   }
 
   /** The round could not start (no leader): its reads wait for the next attempt. */
@@ -64,24 +74,32 @@ export class ReadIndexRounds {
   answered(ctxHex: string): ReadWaiter[] | undefined {
     const round = this.rounds.get(ctxHex);
     if (!round) return undefined;
-    this.rounds.delete(ctxHex);
-    if (this.current === ctxHex) this.current = undefined;
+    this.forget(ctxHex, round);
     const covered = round.waiters.filter((w) => !w.claimed);
     for (const w of covered) w.claimed = true;
     return covered;
   }
 
-  /** The current round is issued again if it has waited longer than retryMs. */
+  /** Rounds in flight for longer than retryMs are issued again. */
   retryIfOverdue(nowMs: number): void {
-    const round = this.current === undefined ? undefined : this.rounds.get(this.current);
-    if (round && nowMs - round.sentAtMs > this.retryMs) this.supersedeCurrent();
+    for (const round of this.rounds.values())
+      if (!round.superseded && nowMs - round.sentAtMs > this.retryMs) this.supersede(round);
   }
 
-  /** Its request or answer may be lost (leader changed, timeout): its reads go again in the next round. */
+  /** Their requests or answers may be lost (leader changed): the reads of every round in flight go again in the next round. */
   supersedeCurrent(): void {
-    const round = this.current === undefined ? undefined : this.rounds.get(this.current);
-    this.current = undefined;
-    if (round) this.pending.push(...round.waiters.filter((w) => !w.claimed));
+    for (const round of this.rounds.values()) if (!round.superseded) this.supersede(round);
+  }
+
+  private supersede(round: Round): void {
+    round.superseded = true;
+    this.inFlight--;
+    this.pending.push(...round.waiters.filter((w) => !w.claimed));
+  }
+
+  private forget(ctxHex: string, round: Round): void {
+    this.rounds.delete(ctxHex);
+    if (!round.superseded) this.inFlight--;
   }
 
   /** Fails the reads past their deadline; forgets rounds with no read left to serve. */
@@ -97,8 +115,7 @@ export class ReadIndexRounds {
     for (const [ctx, round] of this.rounds) {
       round.waiters = round.waiters.filter(keep);
       if (round.waiters.length > 0) continue;
-      this.rounds.delete(ctx);
-      if (ctx === this.current) this.current = undefined; // nothing left to serve: new reads need not wait for it
+      this.forget(ctx, round); // nothing left to serve: new reads need not wait for it
     }
   }
 
@@ -110,7 +127,7 @@ export class ReadIndexRounds {
     }
     this.pending = [];
     this.rounds.clear();
-    this.current = undefined;
+    this.inFlight = 0;
   }
 
   /** Rounds kept (current and superseded); bounded by the read deadline over retryMs. */

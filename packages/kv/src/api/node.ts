@@ -88,6 +88,8 @@ export const DEFAULT_DEAD_VOTER_THRESHOLD_MS = 10_000;
 const REMOVED_CHECK_SILENCE_MS = 2_000;
 /** A ReadIndex request not answered within this long is issued again. */
 const READ_INDEX_RETRY_MS = 500;
+/** ReadIndex rounds out at once (node-reads.ts): reads arriving meanwhile need not wait for an answer to start theirs. */
+const MAX_READ_ROUNDS_IN_FLIGHT = 4;
 
 /** Message types that may be sent before the Ready that holds them is persisted (see handleReady). */
 const SEND_BEFORE_PERSIST: ReadonlySet<MessageType> = new Set([
@@ -294,7 +296,9 @@ export class KvNode implements KvBackend {
 
   /** Proposals refused by the core (no leader yet): retried each tick until their deadline. */
   private retryQueue: Array<{ id: string; attempt: () => void; table: PendingTable<unknown> }> = [];
-  private readonly reads = new ReadIndexRounds(READ_INDEX_RETRY_MS);
+  private readonly reads = new ReadIndexRounds(READ_INDEX_RETRY_MS, MAX_READ_ROUNDS_IN_FLIGHT);
+  /** A ReadIndex round is due at the end of this event-loop turn (readBarrier). */
+  private readRoundScheduled = false;
   private readonly appliedWaiters: Array<{ index: number; resolve: () => void }> = [];
   private readonly leaderWaiters = new Set<() => void>();
   /** Writes this follower handed to a leader, by proposal id: the leader they went to. */
@@ -813,21 +817,29 @@ export class KvNode implements KvBackend {
     if (consistency === 'stale') return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       this.reads.add({ resolve, reject, deadline: Date.now() + this.proposalTimeoutMs });
-      this.issueReadIndex();
+      // Reads that arrive in one turn of the event loop (typically one per
+      // HTTP request parsed in it) share the round started at its end.
+      if (!this.readRoundScheduled) {
+        this.readRoundScheduled = true;
+        setImmediate(() => {
+          this.readRoundScheduled = false;
+          this.issueReadIndex();
+        });
+      }
     });
   }
 
   /**
-   * Starts a ReadIndex round for every read waiting, unless one is already in
-   * flight: then they wait and go together in the next round, which starts as
-   * soon as the current one is answered (etcd's read loop). One round (one
-   * heartbeat exchange with a quorum) thus serves any number of concurrent
-   * reads, instead of one round per read.
+   * Starts a ReadIndex round for every read waiting, unless
+   * MAX_READ_ROUNDS_IN_FLIGHT are already out: then they wait and go together
+   * in the next round, which starts as soon as one is answered. One round
+   * (one heartbeat exchange with a quorum) thus serves any number of
+   * concurrent reads, instead of one round per read.
    */
   private issueReadIndex(): void {
     if (this.closing) return;
     if (!this.leaderId) return; // the core would drop it; retried on the next tick or leader change
-    const waiters = this.reads.takeNextRound(); // none while a round is in flight: they go with the next
+    const waiters = this.reads.takeNextRound(); // none while the most rounds are out: they go with the next
     if (!waiters) return;
     const ctx = randomBytes(8);
     try {

@@ -27,6 +27,34 @@ describe('ReadIndexRounds', () => {
     assert.deepEqual(rounds.takeNextRound(), [b]);
   });
 
+  it('with several rounds allowed out, new reads start a round at once, up to the limit', () => {
+    const rounds = new ReadIndexRounds(500, 2);
+    const [a, b, c, d] = [waiter(5_000), waiter(5_000), waiter(5_000), waiter(5_000)];
+    rounds.add(a);
+    rounds.started('r1', rounds.takeNextRound()!, 0);
+    rounds.add(b);
+    const second = rounds.takeNextRound()!;
+    assert.deepEqual(second, [b], 'a second round starts while the first is out');
+    rounds.started('r2', second, 1);
+    rounds.add(c);
+    assert.equal(rounds.takeNextRound(), undefined, 'two rounds out: the third waits');
+    // Answers may come in any order; each settles only its own reads.
+    assert.deepEqual(rounds.answered('r2'), [b]);
+    rounds.add(d);
+    const third = rounds.takeNextRound()!;
+    assert.deepEqual(third, [c, d], 'one answer frees a slot; everything waiting goes together');
+    rounds.started('r3', third, 2);
+    assert.deepEqual(rounds.answered('r1'), [a]);
+    // A leader change re-issues every round out.
+    rounds.supersedeCurrent();
+    const again = rounds.takeNextRound()!;
+    assert.deepEqual(again, [c, d]);
+    rounds.started('r4', again, 3);
+    assert.deepEqual(rounds.answered('r3'), [c, d], 'the superseded round is still listened to');
+    assert.deepEqual(rounds.answered('r4'), []);
+    assert.equal(rounds.roundCount, 0);
+  });
+
   it('an answer to a round already issued again still settles its reads, once', () => {
     const rounds = new ReadIndexRounds(500);
     const a = waiter(5_000);
