@@ -119,7 +119,8 @@ try {
       const order = round % 2 === 0 ? ['tunnel', 'tcp'] : ['tcp', 'tunnel'];
       for (const path of order) {
         const op = paths[path]!;
-        const r = (results[path] ??= { p50Ms: [], p99Ms: [], opsPerSec: [] });
+        results[path] ??= { p50Ms: [], p99Ms: [], opsPerSec: [] };
+        const r = results[path];
         const lat = await sequential(op);
         r.p50Ms.push(pct(lat, 0.5));
         r.p99Ms.push(pct(lat, 0.99));
