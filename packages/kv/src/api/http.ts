@@ -830,7 +830,7 @@ function kvOk(result: ApplyResult): boolean {
  * `tooLarge(declared length)`; the connection is closed rather than
  * draining what the client keeps sending.
  */
-async function readBody(
+function readBody(
   req: IncomingMessage,
   maxBytes: number,
   tooLarge: (declaredLength: number | undefined) => string,
@@ -838,16 +838,47 @@ async function readBody(
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > maxBytes) {
     req.resume();
-    throw new HttpError(413, tooLarge(Number(declared)), true);
+    return Promise.reject(new HttpError(413, tooLarge(Number(declared)), true));
   }
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > maxBytes) throw new HttpError(413, tooLarge(undefined), true);
-    chunks.push(chunk);
-  }
-  return new Uint8Array(Buffer.concat(chunks));
+  // Listeners, not `for await`: an async iterator per request cost a few
+  // percent of a loaded node's CPU (profiled), for a body that is usually one chunk.
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const done = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      total += chunk.length;
+      if (total > maxBytes) {
+        done();
+        // The rest is discarded; the 413 closes the connection after it.
+        req.resume();
+        reject(new HttpError(413, tooLarge(undefined), true));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(new Uint8Array(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(err);
+    };
+    const onClose = () => {
+      done();
+      reject(new Error('the client closed the connection before the request body arrived'));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
 }
 
 /** A parsed txn op before verb validation (an unknown verb is reported per op with 409, like Consul). */
