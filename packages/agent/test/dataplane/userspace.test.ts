@@ -134,6 +134,10 @@ describe('userspace data plane (native addon)', function () {
       );
       assert.equal((await ping(a!.netns, b!.ip, { waitSeconds: 1 })).ok, false);
       await cluster.dataplanes[0]!.ensureNetwork(cluster.network);
+      // The container's ARP entry for b may still be resolving (or have
+      // failed) from the outage, and would answer this ping with "host
+      // unreachable" once its last probe, sent into the dead TAP, expires.
+      await new NetnsShell(a!.netns).ip(['neigh', 'flush', 'dev', 'eth0']);
       const r = await ping(a!.netns, b!.ip);
       assert.ok(r.ok, `no traffic after ensureNetwork recreated the TAP: ${r.stdout}`);
       const engine = (cluster.dataplanes[0] as UserspaceDataplane).engineCounters()!;
