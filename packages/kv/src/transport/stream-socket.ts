@@ -60,9 +60,21 @@ export class StreamSocket extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.send(chunk, callback);
+  }
+
+  /** node:http corks a message's head and body: they leave as one muxer frame. */
+  override _writev(
+    chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>,
+    callback: (error?: Error | null) => void,
+  ): void {
+    this.send(Buffer.concat(chunks.map((c) => c.chunk)), callback);
+  }
+
+  private send(data: Buffer, callback: (error?: Error | null) => void): void {
     this.touch();
     try {
-      this.stream.send(chunk);
+      this.stream.send(data);
     } catch (err) {
       callback(err as Error);
       return;
