@@ -9,6 +9,7 @@ import { KvNode } from '../../src/api/node.js';
 import { KvInputError } from '../../src/api/node-errors.js';
 import { KvClientUnavailableError } from '../../src/client/errors.js';
 import { KvClient } from '../../src/client/kv-client.js';
+import { MAX_VALUE_BYTES } from '../../src/fsm/types.js';
 import { freePort, ProcessCluster, until } from '../node/process-cluster.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -62,6 +63,19 @@ describe('KvClient on an in-process 3-node cluster (no HTTP listener)', function
     assert.equal(await c.cas('app/a', enc('x'), a!.modifyIndex), true);
     assert.equal(await c.delete('app/', { recurse: true }), true);
     assert.deepEqual(await nodes[0]!.list('app/'), []);
+  });
+
+  it('carries the largest value both ways intact, and refuses one byte more naming the limit', async () => {
+    const c = client!;
+    const big = new Uint8Array(MAX_VALUE_BYTES);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7919) % 251;
+    assert.equal(await c.put('big/v', big), true);
+    const back = await c.get('big/v');
+    assert.equal(Buffer.compare(Buffer.from(back!.value), Buffer.from(big)), 0);
+    await Promise.all(Array.from({ length: 8 }, (_, i) => c.put(`big/${i}`, big)));
+    assert.equal((await c.list('big/')).length, 9);
+    await assert.rejects(c.put('big/over', new Uint8Array(MAX_VALUE_BYTES + 1)), /too large/);
+    await c.delete('big/', { recurse: true });
   });
 
   it('txn returns the index it was applied at; a failed one names the op', async () => {
