@@ -1,9 +1,13 @@
 // Consul's server/client split on real agents in namespace hosts: with
 // --voters 3 --learners 0, the fourth agent replicates nothing and uses the
 // store through the servers (a KvClient over the cluster's libp2p). It
-// registers, creates networks, serves `weft kv`, and keeps doing so after
-// the KV leader is killed -9.
+// registers, creates networks, serves `weft kv`, runs containers that
+// containers on other hosts reach by name, and keeps working after the KV
+// leader is killed -9.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { eventually } from './harness/agents.js';
 import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
 
@@ -17,6 +21,7 @@ interface MemberJson {
 describe('KV client agent: four agents, --voters 3 --learners 0 (e2e, namespaces)', function () {
   this.timeout(240_000);
   let cluster: Cluster;
+  let pageDir: string;
 
   before(async function () {
     const why = preflight();
@@ -24,6 +29,8 @@ describe('KV client agent: four agents, --voters 3 --learners 0 (e2e, namespaces
       console.log(`      skipped: ${why}`);
       this.skip();
     }
+    pageDir = await mkdtemp(join(tmpdir(), 'weft-client-page-'));
+    await writeFile(join(pageDir, 'index.html'), 'served from the client host\n');
     cluster = await startCluster(runPrefix('c'), {
       hosts: 4,
       extraArgs: ['--voters', '3', '--learners', '0', '--dead-voter-threshold', '600000'],
@@ -31,6 +38,7 @@ describe('KV client agent: four agents, --voters 3 --learners 0 (e2e, namespaces
   });
   after(async () => {
     await cluster?.destroy();
+    if (pageDir) await rm(pageDir, { recursive: true, force: true });
   });
 
   const ipKey = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
@@ -66,6 +74,46 @@ describe('KV client agent: four agents, --voters 3 --learners 0 (e2e, namespaces
     assert.equal((await agents[1]!.mustWeft(['kv', 'get', 'demo/greeting'])).trim(), 'hello');
     await agents[2]!.mustWeft(['kv', 'put', 'demo/reply', 'hi']);
     assert.equal((await client.mustWeft(['kv', 'get', 'demo/reply'])).trim(), 'hi');
+  });
+
+  it('a container on the client host serves a container on a voter host, by name', async () => {
+    const agents = byAddress();
+    const client = agents[3]!;
+    await client.mustWeft([
+      'run',
+      '-d',
+      '--net',
+      'c-net',
+      '--name',
+      'cweb',
+      '--',
+      'busybox',
+      'httpd',
+      '-f',
+      '-p',
+      '80',
+      '-h',
+      pageDir,
+    ]);
+    const page = await agents[0]!.weftUntilOk(
+      [
+        'run',
+        '--rm',
+        '--net',
+        'c-net',
+        '--name',
+        'cget',
+        '--',
+        'busybox',
+        'wget',
+        '-q',
+        '-O-',
+        'http://cweb',
+      ],
+      30_000,
+    );
+    assert.equal(page, 'served from the client host\n');
+    await client.mustWeft(['rm', 'cweb']);
   });
 
   it('kill -9 of the KV leader: the client host stays registered and creates networks through another server', async () => {
