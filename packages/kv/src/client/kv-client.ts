@@ -175,7 +175,13 @@ export class KvClient {
     const deadline = Date.now() + timeoutMs;
     for (let pauseMs = RETRY_PAUSE_MS; ; pauseMs = Math.min(pauseMs * 2, MAX_RETRY_PAUSE_MS)) {
       try {
-        await this.exchange('GET', '/v1/status/leader', {}, { retryInFlight: true, retry503: false });
+        const timeoutMs = Math.max(1, deadline - Date.now());
+        await this.exchange(
+          'GET',
+          '/v1/status/leader',
+          { timeoutMs },
+          { retryInFlight: true, retry503: false },
+        );
         return;
       } catch (err) {
         if (!(err instanceof KvClientUnavailableError) || Date.now() + pauseMs > deadline) {
