@@ -33,6 +33,7 @@ try {
   process.exit(1);
 }
 sh('npx', ['tsc', '-b']);
+sh('node', ['packages/agent/scripts/bundle-cli.mjs']); // the `weft` CLI as one file (fast start-up)
 
 const { startCluster, runPrefix } = await import('../test/dist/src/harness/cluster.js');
 const { outsideIp } = await import('../test/dist/src/harness/lab.js');

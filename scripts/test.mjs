@@ -47,8 +47,11 @@ if (existsSync(join(nativeDir, 'binding.gyp'))) {
   }
 }
 
-const build = run('npx', ['tsc', '-b']);
-if (build.status !== 0) {
+// tsc, then the `weft` CLI as one CommonJS file, as the tests run it (packages/agent/scripts/bundle-cli.mjs).
+const built =
+  run('npx', ['tsc', '-b']).status === 0 &&
+  run('node', ['packages/agent/scripts/bundle-cli.mjs']).status === 0;
+if (!built) {
   console.log('\nbuild failed');
   console.log(`test: 0 passed, 1 failed, 0 skipped`);
   process.exit(1);

@@ -89,13 +89,17 @@ export class DataplaneSync {
 
     // Removals first (peers, then local endpoints, then networks), so a
     // changed item is taken down before its replacement goes up.
-    for (const [id, p] of [...this.peers]) {
-      if (same(wantPeers.get(id), p)) continue;
-      if (await call(`peer:${id}`, () => this.dataplane.removePeer(p))) {
-        this.peers.delete(id);
-        result.peersRemoved.push(p);
-      }
-    }
+    // Peer removals are independent of each other: issued together (a dead
+    // host's endpoints go in one batch where the data plane can).
+    const removals = [...this.peers].filter(([id, p]) => !same(wantPeers.get(id), p));
+    const removed = await Promise.all(
+      removals.map(([id, p]) => call(`peer:${id}`, () => this.dataplane.removePeer(p))),
+    );
+    removals.forEach(([id, p], i) => {
+      if (!removed[i]) return;
+      this.peers.delete(id);
+      result.peersRemoved.push(p);
+    });
     for (const [id, ep] of [...this.endpoints]) {
       if (same(wantEps.get(id), ep)) continue;
       const { networkId, endpointId, sandbox, ifName } = ep;
@@ -117,13 +121,18 @@ export class DataplaneSync {
       if (this.endpoints.has(id) || !this.networks.has(ep.networkId)) continue;
       if (await call(`endpoint:${id}`, () => this.dataplane.attach(ep))) this.endpoints.set(id, ep);
     }
-    for (const [id, p] of wantPeers) {
-      if (this.peers.has(id) || !this.networks.has(p.networkId)) continue;
-      if (await call(`peer:${id}`, () => this.dataplane.addPeer(p))) {
-        this.peers.set(id, p);
-        result.peersAdded.push(p);
-      }
-    }
+    // Adds are independent of each other (removals went first): issue them
+    // together, so a data plane can write them in one batch — a host joining
+    // a network learns all its peers at once.
+    const adds = [...wantPeers].filter(([id, p]) => !this.peers.has(id) && this.networks.has(p.networkId));
+    const added = await Promise.all(
+      adds.map(([id, p]) => call(`peer:${id}`, () => this.dataplane.addPeer(p))),
+    );
+    adds.forEach(([id, p], i) => {
+      if (!added[i]) return;
+      this.peers.set(id, p);
+      result.peersAdded.push(p);
+    });
     return result;
   }
 }

@@ -120,6 +120,15 @@ export interface OverlayEvents {
 }
 
 const maxWriteAttempts = 64;
+
+/** What an attach decides from: the network as stored, who holds the name, which addresses are taken. */
+interface AttachState {
+  net: Stored<NetworkRecord>;
+  /** Endpoint ID holding the requested name in the network, if any. */
+  nameHolder: string | undefined;
+  taken: Set<number>;
+}
+
 /** Endpoints per reclaim transaction: 6 ops each plus host checks, under Consul's 64. */
 const reclaimBatch = 8;
 
@@ -473,6 +482,8 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
       `attach "${req.name}" to network "${req.network}"`,
       async (deadline) => {
         const skip = new Set<string>();
+        /** Set once another host took the address a fresh read offered: pick at random from then on. */
+        let contended = false;
         for (let attempt = 0; attempt < maxWriteAttempts; attempt++) {
           deadline.throwIfAborted();
           const session = this.sessionId;
@@ -481,18 +492,11 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
               'unavailable',
               `host "${this.hostname}" is not registered in the store; start the overlay manager first`,
             );
-          // The network's ID from the local view lets its name and address
-          // reads go out with the network's fresh read (one read round, not
-          // two); if the view was wrong, they are read again for the right ID.
-          const guessedId = this.networkIdInView(req.network);
-          const readsFor = (id: string) =>
-            Promise.all([
-              this.store.get(this.keys.endpointName(id, req.name)),
-              this.store.list(this.keys.ipamPrefix(id)),
-            ]);
-          const early = guessedId === undefined ? undefined : readsFor(guessedId);
-          early?.catch(() => {}); // awaited below unless the guess was wrong
-          const net = await this.freshNetwork(req.network);
+          // First try from the local view alone: no read round trip. The
+          // transaction's conditions (network unchanged, name and address
+          // unused) catch a stale view; then every later try reads afresh.
+          const local = attempt === 0 ? this.attachStateInView(req) : undefined;
+          const { net, nameHolder, taken } = local ?? (await this.freshAttachState(req));
           const n = net.record;
           if (n.removing)
             throw new OverlayError(
@@ -500,16 +504,12 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
               `network "${n.name}" is being removed; attach to another network`,
             );
           const space = new NetworkAddressSpace(n.name, n.ipam.config);
-          const [nameEntry, ipamEntries] = await (early && guessedId === n.id ? early : readsFor(n.id));
-          if (nameEntry) {
+          if (nameHolder !== undefined) {
             throw new OverlayError(
               'conflict',
-              `endpoint name "${req.name}" is already in use in network "${n.name}" (endpoint ${decodeText(nameEntry)})`,
+              `endpoint name "${req.name}" is already in use in network "${n.name}" (endpoint ${nameHolder})`,
             );
           }
-          const taken = new Set(
-            ipamEntries.map((e) => parseIp(e.key.slice(e.key.lastIndexOf('/') + 1)) as number),
-          );
           let ip: number;
           if (req.ip !== undefined) {
             ip = space.checkRequested(req.ip);
@@ -522,6 +522,7 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
             }
             const free = space.freeAddresses(taken, 32);
             if (free.length === 0) {
+              if (local !== undefined) continue; // the view may be behind: read before calling it full
               if (this.inFlightIps.size > 0 && attempt < maxWriteAttempts - 1) {
                 await sleep(5); // other local attaches may fail and give theirs back
                 continue;
@@ -529,7 +530,7 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
               throw space.exhaustedError();
             }
             // Lowest free first (Docker-like); after a collision with another host, spread out.
-            ip = attempt === 0 ? free[0] : free[Math.floor(Math.random() * free.length)];
+            ip = contended ? free[Math.floor(Math.random() * free.length)] : free[0];
           }
           const ipText = formatIp(ip);
           const inFlight = `${n.id}/${ipText}`;
@@ -578,6 +579,7 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
               if (req.ip !== undefined)
                 throw new OverlayError('conflict', `IP ${req.ip} is already in use in network "${n.name}"`);
               skip.add(inFlight);
+              if (local === undefined) contended = true; // a stale view's collision is not contention
             }
           } finally {
             this.inFlightIps.delete(inFlight);
@@ -696,6 +698,51 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * What an attach needs to know, from the local view; undefined when the
+   * view would refuse it (network unknown or being removed, name or the
+   * requested address taken): only a fresh read may refuse, and words the
+   * error.
+   */
+  private attachStateInView(req: AttachRequest): AttachState | undefined {
+    const id = this.networkIdInView(req.network);
+    const net = id === undefined ? undefined : this.view.networks.get(id);
+    if (net === undefined || net.record.removing) return undefined;
+    if (this.view.endpointNames.has(`${net.record.id}/${req.name}`)) return undefined;
+    const prefix = `${net.record.id}/`;
+    const taken = new Set<number>();
+    for (const key of this.view.ipam.keys())
+      if (key.startsWith(prefix)) taken.add(parseIp(key.slice(prefix.length)) as number);
+    if (req.ip !== undefined && taken.has(parseIp(req.ip) as number)) return undefined;
+    return { net, nameHolder: undefined, taken };
+  }
+
+  /**
+   * What an attach needs to know, read from the store (linearizable). The
+   * network's ID from the local view lets its name and address reads go out
+   * with the network's fresh read (one read round, not two); if the view was
+   * wrong, they are read again for the right ID.
+   */
+  private async freshAttachState(req: AttachRequest): Promise<AttachState> {
+    const guessedId = this.networkIdInView(req.network);
+    const readsFor = (id: string) =>
+      Promise.all([
+        this.store.get(this.keys.endpointName(id, req.name)),
+        this.store.list(this.keys.ipamPrefix(id)),
+      ]);
+    const early = guessedId === undefined ? undefined : readsFor(guessedId);
+    early?.catch(() => {}); // awaited below unless the guess was wrong
+    const net = await this.freshNetwork(req.network);
+    const [nameEntry, ipamEntries] = await (early && guessedId === net.record.id
+      ? early
+      : readsFor(net.record.id));
+    return {
+      net,
+      nameHolder: nameEntry ? decodeText(nameEntry) : undefined,
+      taken: new Set(ipamEntries.map((e) => parseIp(e.key.slice(e.key.lastIndexOf('/') + 1)) as number)),
+    };
   }
 
   private async freshNetwork(ref: string): Promise<Stored<NetworkRecord>> {

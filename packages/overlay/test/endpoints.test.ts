@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { OverlayError } from '../src/errors.js';
 import type { OverlayManager } from '../src/manager.js';
 import { MemoryKvStore } from '../src/testing/memory-kvstore.js';
-import { contents, startHost, type TestHost } from './helpers.js';
+import { contents, lateWatch, startHost, type TestHost, waitFor } from './helpers.js';
 
 describe('endpoints and IPAM', () => {
   let store: MemoryKvStore;
@@ -118,6 +118,35 @@ describe('endpoints and IPAM', () => {
       assert.match(e.message, /no free IP address left in network "tiny" \(198\.18\.7\.0\/30\)/);
       return true;
     });
+  });
+
+  it('attach decides from the local view (no store read) and stays correct when that view is behind', async () => {
+    const net = await a.createNetwork({ name: 'lag', subnets: [{ subnet: '198.18.9.0/24' }] });
+    const late = lateWatch(store);
+    const d = await startHost(late.store, 'host-d');
+    hosts.push(d);
+    await waitFor(() => d.manager.listNetworks().some((n) => n.id === net.id), 'host-d sees the network');
+    const reads = () => store.opCounts.get + store.opCounts.list;
+    const readsBefore = reads();
+    const first = await d.manager.attach({ network: 'lag', name: 'first' });
+    assert.equal(first.ip, '198.18.9.2');
+    assert.equal(reads() - readsBefore, 0, 'no read round trip when the view is current');
+
+    // host-d stops hearing about changes; host-a takes the next address and a name.
+    late.hold();
+    const taken = await a.attach({ network: 'lag', name: 'taken' });
+    assert.equal(taken.ip, '198.18.9.3');
+    await assert.rejects(d.manager.attach({ network: 'lag', name: 'taken' }), (e: OverlayError) => {
+      assert.equal(e.code, 'conflict');
+      assert.match(e.message, /endpoint name "taken" is already in use in network "lag"/);
+      return true;
+    });
+    const next = d.manager.attach({ network: 'lag', name: 'next' });
+    await new Promise((r) => setTimeout(r, 20)); // committed; waiting for host-d's view
+    late.release();
+    assert.equal((await next).ip, '198.18.9.4', 'the address host-d did not know about is not given twice');
+    const keys = contents(store);
+    assert.equal(keys[`weft/v1/ipam/${net.id}/198.18.9.3`], taken.id);
   });
 
   it('3 hosts x 50 concurrent attaches: 150 endpoints, no address given twice', async function () {

@@ -51,3 +51,38 @@ export function contents(store: MemoryKvStore): Record<string, string> {
   for (const e of store.snapshot() as KvEntry[]) out[e.key] = new TextDecoder().decode(e.value);
   return out;
 }
+
+/**
+ * The store as seen by a host whose watch can fall behind: between `hold()`
+ * and `release()` its watch yields nothing (reads and writes go through), as
+ * when a host's replica lags.
+ */
+export function lateWatch(store: MemoryKvStore): { store: MemoryKvStore; hold(): void; release(): void } {
+  let held: Promise<void> | undefined;
+  let wake = () => {};
+  const watch = async function* (prefix: string, opts?: { index?: number; signal?: AbortSignal }) {
+    for await (const ev of store.watch(prefix, opts)) {
+      while (held) await held;
+      yield ev;
+    }
+  };
+  const proxy = new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'watch') return watch;
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return {
+    store: proxy,
+    hold() {
+      held ??= new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    },
+    release() {
+      held = undefined;
+      wake();
+    },
+  };
+}

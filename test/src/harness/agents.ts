@@ -27,8 +27,15 @@ function findRepoRoot(): string {
 }
 
 export const repoRoot = findRepoRoot();
-/** The built `weft` binary (tsc output); build with `npx tsc -b` first. */
-export const weftBin = join(repoRoot, 'packages', 'agent', 'dist', 'src', 'cli', 'main.js');
+const cliDir = join(repoRoot, 'packages', 'agent', 'dist', 'src', 'cli');
+/**
+ * The built `weft` binary: the one-file CLI (`npm run build`, packages/agent/
+ * scripts/bundle-cli.mjs), which starts faster and runs main.js itself when
+ * older than it, else the tsc output (`npx tsc -b` alone).
+ */
+export const weftBin = existsSync(join(cliDir, 'weft.cjs'))
+  ? join(cliDir, 'weft.cjs')
+  : join(cliDir, 'main.js');
 
 /** Subnet of each host's gateway bridge in tests (inside 198.18.0.0/15, away from test overlays). */
 export const testGatewaySubnet = '198.19.255.0/24';
@@ -105,14 +112,14 @@ export class AgentHandle {
     return result;
   }
 
-  /** Runs the CLI on this host. */
-  weft(args: string[], timeoutMs = 30_000): Promise<ExecResult> {
-    return exec([...enterHost(this.host.netns), process.execPath, weftBin, ...args], { timeoutMs });
+  /** Runs the CLI on this host (with this process's environment unless `env` is given). */
+  weft(args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<ExecResult> {
+    return exec([...enterHost(this.host.netns), process.execPath, weftBin, ...args], { timeoutMs, env });
   }
 
   /** Runs the CLI and fails with its stderr if it exits non-zero. */
-  async mustWeft(args: string[], timeoutMs = 30_000): Promise<string> {
-    const r = await this.weft(args, timeoutMs);
+  async mustWeft(args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<string> {
+    const r = await this.weft(args, timeoutMs, env);
     if (r.code !== 0) {
       throw new Error(
         `weft ${args.join(' ')} on ${this.host.name} exited ${r.code}: ${r.stderr.trim()}\n--- agent log ---\n${this.logTail()}`,

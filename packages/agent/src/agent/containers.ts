@@ -51,6 +51,8 @@ export class ContainerRuntime implements Startable {
   private loaded = false;
   /** Serializes state changes so concurrent API calls never interleave writes. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Pid of each command this process started that has not exited yet, by container name. */
+  private readonly liveCommands = new Map<string, number>();
 
   constructor(private readonly opts: ContainerRuntimeOptions) {
     this.statePath = join(opts.dataDir, 'containers.json');
@@ -119,13 +121,18 @@ export class ContainerRuntime implements Startable {
         // Left over from a container this agent forgot (state file moved away): reuse is unsafe.
         await this.deleteSandbox(sandbox);
       }
-      await createSandbox(sandbox);
-      try {
-        await mkdir(`/etc/netns/${sandbox}`, { recursive: true });
-        await writeFile(`/etc/netns/${sandbox}/resolv.conf`, this.opts.resolvConf());
-      } catch (err) {
-        await this.deleteSandbox(sandbox);
-        throw err;
+      // The namespace and its resolv.conf do not depend on each other: make both at once.
+      const confDir = `/etc/netns/${sandbox}`;
+      const made = await Promise.allSettled([
+        createSandbox(sandbox),
+        mkdir(confDir, { recursive: true }).then(() =>
+          writeFile(`${confDir}/resolv.conf`, this.opts.resolvConf()),
+        ),
+      ]);
+      const failed = made.find((r) => r.status === 'rejected');
+      if (failed) {
+        await this.deleteSandbox(sandbox).catch(() => {});
+        throw failed.reason;
       }
       const record: ContainerRecord = { name, sandbox, created: new Date().toISOString(), command };
       this.records.set(name, record);
@@ -150,7 +157,10 @@ export class ContainerRuntime implements Startable {
             reject(new Error(`cannot start ${record.command[0]}: ${err.message}`)),
           );
         });
+        const pid = child.pid as number;
+        this.liveCommands.set(name, pid);
         child.once('exit', (code, signal) => {
+          if (this.liveCommands.get(name) === pid) this.liveCommands.delete(name);
           const current = this.records.get(name);
           if (current && current.pid === child.pid) {
             current.exitCode = code ?? 128 + (signal === 'SIGKILL' ? 9 : 15);
@@ -180,6 +190,9 @@ export class ContainerRuntime implements Startable {
   async state(
     record: ContainerRecord,
   ): Promise<{ state: 'running' | 'created' | 'exited'; exitCode?: number }> {
+    // The command this agent started is still alive in the namespace: no need to scan every process.
+    if (record.pid !== undefined && this.liveCommands.get(record.name) === record.pid)
+      return { state: 'running' };
     const pids = await this.pids(record.sandbox);
     if (pids.length > 0) return { state: 'running' };
     if (record.pid !== undefined || record.exitCode !== undefined)

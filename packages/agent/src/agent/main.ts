@@ -130,7 +130,7 @@ export async function buildAgent(
     sessionTtlMs: config.hostTtlMs,
   });
   const localEndpoints = () => overlay.listEndpoints().filter((e) => e.host === config.name);
-  const dnsIdentity = new DnsIdentityBook(() => dataplane.plumbing.gatewayVeths(), localEndpoints);
+  const dnsIdentity = new DnsIdentityBook(() => dataplane.plumbing.knownGatewayVeths(), localEndpoints);
   const dnsIp = config.gatewaySubnet ? gatewayBridgeIp(config.gatewaySubnet) : undefined;
   const containers = new ContainerRuntime({
     dataDir: config.dataDir,

@@ -39,10 +39,48 @@ function tableOf(peers: RemotePeer[]): PeerTable {
   return t;
 }
 
+interface PendingPeer {
+  peer: RemotePeer;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+interface PeerBatch {
+  kind: 'add' | 'remove';
+  entries: PendingPeer[];
+}
+
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = out.get(k);
+    if (list) list.push(item);
+    else out.set(k, [item]);
+  }
+  return out;
+}
+
+/** A missing vxlan device means the network was never set up here: say so. */
+function notSetUp(networkId: string, err: unknown): unknown {
+  return err instanceof CommandError && /Cannot find device|does not exist/.test(err.stderr)
+    ? new Error(`network ${networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`)
+    : err;
+}
+
 export class KernelDataplane implements Dataplane {
   readonly plumbing: Plumbing;
   private readonly port: number;
   private readonly queue = new SerialQueue();
+  /**
+   * Per network, the neighbour entries (IP → MAC) on its vxlan device as this
+   * data plane last listed or wrote them; absent while unknown. Lets addPeer
+   * skip reading the entry it replaces (a process on the path from a remote
+   * attach to reachability). Reconcile lists again, repairing any drift.
+   */
+  private readonly knownNeighbours = new Map<string, Map<string, string>>();
+  /** Peer changes not yet written, while no other call came after them (see addPeer). */
+  private openPeerBatch: PeerBatch | undefined;
 
   constructor(readonly options: KernelDataplaneOptions) {
     this.plumbing = new Plumbing(options);
@@ -50,72 +88,186 @@ export class KernelDataplane implements Dataplane {
   }
 
   start(): Promise<void> {
-    return this.queue.run(() => this.plumbing.ensureHost());
+    return this.run(() => this.plumbing.ensureHost());
   }
 
   stop(): Promise<void> {
-    return this.queue.run(() => this.plumbing.teardownHost());
+    return this.run(() => this.plumbing.teardownHost());
   }
 
   ensureNetwork(net: NetworkSpec): Promise<void> {
-    return this.queue.run(() => this.doEnsureNetwork(net));
+    return this.run(() => this.doEnsureNetwork(net));
   }
 
   removeNetwork(networkId: string): Promise<void> {
-    return this.queue.run(() => this.plumbing.removeNetwork(networkId, [vxlanName(networkId)]));
+    return this.run(async () => {
+      this.knownNeighbours.delete(networkId);
+      await this.plumbing.removeNetwork(networkId, [vxlanName(networkId)]);
+    });
   }
 
   attach(ep: LocalEndpoint): Promise<void> {
-    return this.queue.run(() => this.plumbing.attach(ep));
+    return this.run(() => this.plumbing.attach(ep));
   }
 
   detach(ep: Pick<LocalEndpoint, 'networkId' | 'endpointId' | 'sandbox' | 'ifName'>): Promise<void> {
-    return this.queue.run(() => this.plumbing.detach(ep));
+    return this.run(() => this.plumbing.detach(ep));
   }
 
-  /** O(1) in the number of peers: reads only this IP's neighbour entry, then replaces. */
+  /**
+   * Adds that arrive together (the overlay issues a sync's adds at once) are
+   * written together: one `bridge` and one `ip` process for all of them, side
+   * by side. A network whose neighbour table this data plane does not know is
+   * listed first (which doubles as the check that it is set up). O(1) per
+   * peer in the number of peers already programmed.
+   */
   addPeer(peer: RemotePeer): Promise<void> {
-    return this.queue.run(async () => {
+    return this.batchPeer('add', peer);
+  }
+
+  /**
+   * Removes only entries that still point where the peer was: if the
+   * endpoint has since moved to another host (addPeer came first), that
+   * mapping stays. Removals that arrive together (a dead host's endpoints)
+   * are written together, like adds, after one listing per network.
+   */
+  removePeer(peer: RemotePeer): Promise<void> {
+    return this.batchPeer('remove', peer);
+  }
+
+  /** Joins the open batch of the same kind, or opens one that runs on the queue in turn. */
+  private batchPeer(kind: PeerBatch['kind'], peer: RemotePeer): Promise<void> {
+    try {
       validatePeer(peer);
-      const vx = vxlanName(peer.networkId);
-      // An IP that moved to a new MAC leaves its old MAC's FDB entries behind; drop them.
-      let oldMac: string | undefined;
-      try {
-        oldMac = await this.neighbourMac(vx, peer.ip);
-      } catch (e) {
-        // The lookup doubles as the check that the network is set up (one process less).
-        if (e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr)) {
-          throw new Error(
-            `network ${peer.networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`,
-          );
-        }
-        throw e;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      let batch = this.openPeerBatch;
+      if (batch?.kind !== kind) {
+        const opened: PeerBatch = { kind, entries: [] };
+        batch = opened;
+        this.openPeerBatch = opened;
+        void this.queue.run(async () => {
+          if (this.openPeerBatch === opened) this.openPeerBatch = undefined;
+          await (kind === 'add' ? this.writePeers(opened.entries) : this.erasePeers(opened.entries));
+        });
       }
-      if (oldMac !== undefined && oldMac !== peer.mac) await this.deleteFdbEntries(vx, oldMac);
-      await this.plumbing.host.bridgeBatch([
-        `fdb replace ${peer.mac} dev ${vx} dst ${peer.vtep} self permanent`,
-        `fdb replace ${peer.mac} dev ${vx} master static`,
-      ]);
-      await this.plumbing.host.ip(
-        `neigh replace ${peer.ip} lladdr ${peer.mac} dev ${vx} nud permanent`.split(' '),
-      );
+      batch.entries.push({ peer, resolve, reject });
     });
   }
 
-  removePeer(peer: RemotePeer): Promise<void> {
-    return this.queue.run(async () => {
-      validatePeer(peer);
-      const vx = vxlanName(peer.networkId);
-      if ((await this.plumbing.host.link(vx)) === undefined) return; // network gone: nothing to remove
-      // Only entries that still point where this peer was: if the endpoint has
-      // since moved to another host (addPeer came first), that mapping stays.
-      const [self] = await this.fdbGet(vx, peer.mac);
-      if (self !== undefined && self.dst !== peer.vtep) return;
-      await this.deleteFdbEntries(vx, peer.mac);
-      if ((await this.neighbourMac(vx, peer.ip)) === peer.mac) {
-        await this.plumbing.host.ip(['neigh', 'del', peer.ip, 'dev', vx]);
+  /** Any other call closes the open batch of peer changes, so calls still take effect in call order. */
+  private run<T>(op: () => Promise<T>): Promise<T> {
+    this.openPeerBatch = undefined;
+    return this.queue.run(op);
+  }
+
+  private async erasePeers(batch: PendingPeer[]): Promise<void> {
+    const fdb: string[] = [];
+    const neigh: string[] = [];
+    const done: PendingPeer[] = [];
+    for (const [networkId, entries] of groupBy(batch, (e) => e.peer.networkId)) {
+      const vx = vxlanName(networkId);
+      let current: PeerTable;
+      try {
+        current = await this.readPeerTable(networkId);
+      } catch (e) {
+        if (e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr)) {
+          for (const entry of entries) entry.resolve(); // network gone: nothing to remove
+          continue;
+        }
+        for (const entry of entries) entry.reject(e);
+        continue;
       }
-    });
+      for (const entry of entries) {
+        const { mac, ip, vtep } = entry.peer;
+        done.push(entry);
+        const dst = current.vtepByMac.get(mac);
+        if (dst !== undefined && dst !== vtep) continue;
+        if (dst !== undefined) fdb.push(`fdb del ${mac} dev ${vx} self`);
+        if (current.bridgeMacs.has(mac)) fdb.push(`fdb del ${mac} dev ${vx} master`);
+        if (current.macByIp.get(ip) === mac) {
+          neigh.push(`neigh del ${ip} dev ${vx}`);
+          current.macByIp.delete(ip);
+        }
+      }
+      this.knownNeighbours.set(networkId, current.macByIp);
+    }
+    const written = await Promise.allSettled([
+      this.plumbing.host.bridgeBatch(fdb),
+      this.plumbing.host.ipBatch(neigh),
+    ]);
+    const failed = written.find((r) => r.status === 'rejected');
+    if (failed) {
+      for (const e of done) this.knownNeighbours.delete(e.peer.networkId);
+      for (const e of done) e.reject(failed.reason);
+    } else for (const e of done) e.resolve();
+  }
+
+  private async writePeers(batch: PendingPeer[]): Promise<void> {
+    const ready: PendingPeer[] = [];
+    for (const [networkId, entries] of groupBy(batch, (e) => e.peer.networkId)) {
+      if (!this.knownNeighbours.has(networkId)) {
+        try {
+          this.knownNeighbours.set(networkId, await this.readNeighbours(vxlanName(networkId)));
+        } catch (e) {
+          for (const entry of entries) entry.reject(notSetUp(networkId, e));
+          continue;
+        }
+      }
+      ready.push(...entries);
+    }
+    try {
+      for (const { peer } of ready) {
+        // An IP that moved to a new MAC leaves its old MAC's FDB entries behind; drop them.
+        const oldMac = this.knownNeighbours.get(peer.networkId)?.get(peer.ip);
+        if (oldMac !== undefined && oldMac !== peer.mac)
+          await this.deleteFdbEntries(vxlanName(peer.networkId), oldMac);
+      }
+      await this.writePeerEntries(ready.map((e) => e.peer));
+      for (const e of ready) e.resolve();
+    } catch {
+      // Something in the batch failed: one peer at a time, so each caller learns its own outcome.
+      for (const e of ready) {
+        this.knownNeighbours.delete(e.peer.networkId);
+        await this.writePeerEntries([e.peer]).then(e.resolve, (err) =>
+          e.reject(notSetUp(e.peer.networkId, err)),
+        );
+      }
+    }
+  }
+
+  /** FDB and neighbour entries of the peers, in one `bridge` and one `ip` process side by side. */
+  private async writePeerEntries(peers: RemotePeer[]): Promise<void> {
+    const fdb: string[] = [];
+    const neigh: string[] = [];
+    for (const p of peers) {
+      const vx = vxlanName(p.networkId);
+      fdb.push(
+        `fdb replace ${p.mac} dev ${vx} dst ${p.vtep} self permanent`,
+        `fdb replace ${p.mac} dev ${vx} master static`,
+      );
+      neigh.push(`neigh replace ${p.ip} lladdr ${p.mac} dev ${vx} nud permanent`);
+    }
+    const written = await Promise.allSettled([
+      this.plumbing.host.bridgeBatch(fdb),
+      this.plumbing.host.ipBatch(neigh),
+    ]);
+    const failed = written.find((r) => r.status === 'rejected');
+    if (failed) {
+      for (const p of peers) this.knownNeighbours.delete(p.networkId);
+      throw failed.reason;
+    }
+    for (const p of peers) this.knownNeighbours.get(p.networkId)?.set(p.ip, p.mac);
+  }
+
+  /** The vxlan device's neighbour entries (IP → MAC); fails if there is no such device. */
+  private async readNeighbours(vx: string): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const n of await this.plumbing.host.ipJson<IpNeigh>(['neigh', 'show', 'dev', vx]))
+      if (n.lladdr !== undefined) out.set(n.dst, n.lladdr);
+    return out;
   }
 
   reconcile(state: {
@@ -123,7 +275,7 @@ export class KernelDataplane implements Dataplane {
     endpoints: LocalEndpoint[];
     peers: RemotePeer[];
   }): Promise<void> {
-    return this.queue.run(async () => {
+    return this.run(async () => {
       state.networks.forEach(validateNetwork);
       state.peers.forEach(validatePeer);
       await this.plumbing.ensureHost();
@@ -148,11 +300,10 @@ export class KernelDataplane implements Dataplane {
       await this.plumbing.pruneGatewayVeths();
       for (const net of ready) {
         const current = await this.readPeerTable(net.id);
-        await this.writePeerTable(
-          net.id,
-          current,
-          tableOf(state.peers.filter((p) => p.networkId === net.id)),
-        );
+        const wanted = tableOf(state.peers.filter((p) => p.networkId === net.id));
+        this.knownNeighbours.delete(net.id);
+        await this.writePeerTable(net.id, current, wanted);
+        this.knownNeighbours.set(net.id, new Map(wanted.macByIp));
       }
       throwIfFailed(failures);
     });
@@ -160,7 +311,7 @@ export class KernelDataplane implements Dataplane {
 
   /** Per network, the vxlan device's counters (encapsulated = tx, decapsulated = rx). */
   counters(): Promise<DataplaneCounters> {
-    return this.queue.run(async () => {
+    return this.run(async () => {
       const out: DataplaneCounters = {};
       const vxlans = await this.plumbing.host.ipJson<IpLink>(['-s', 'link', 'show', 'type', 'vxlan']);
       const byName = new Map(vxlans.map((l) => [l.ifname, l]));
@@ -202,6 +353,7 @@ export class KernelDataplane implements Dataplane {
       await this.plumbing.host.ip(['link', 'delete', 'dev', name]);
     }
     if (!matches) {
+      this.knownNeighbours.set(net.id, new Map()); // a new device has no entries
       await this.plumbing.host.ip(
         ['link', 'add', name, 'type', 'vxlan', 'id', String(net.vni), 'dstport', String(this.port)].concat([
           'local',
@@ -212,21 +364,6 @@ export class KernelDataplane implements Dataplane {
       );
     }
     await this.plumbing.addToBridge(name, net.id);
-  }
-
-  private async neighbourMac(vx: string, ip: string): Promise<string | undefined> {
-    const [n] = await this.plumbing.host.ipJson<IpNeigh>(['neigh', 'show', ip, 'dev', vx]);
-    return n?.lladdr;
-  }
-
-  /** The vxlan FDB entry for a MAC (empty if none). */
-  private async fdbGet(vx: string, mac: string): Promise<BridgeFdb[]> {
-    try {
-      return await this.plumbing.host.bridgeJson<BridgeFdb>(['fdb', 'get', mac, 'dev', vx, 'self']);
-    } catch (e) {
-      if (e instanceof CommandError && /not found/i.test(e.stderr)) return [];
-      throw e;
-    }
   }
 
   /** Deletes the MAC's vxlan and bridge FDB entries, each if present. */
@@ -240,20 +377,22 @@ export class KernelDataplane implements Dataplane {
     }
   }
 
-  /** The remote entries currently programmed for the network. */
+  /** The remote entries currently programmed for the network (two listings side by side). */
   private async readPeerTable(networkId: string): Promise<PeerTable> {
     const dev = vxlanName(networkId);
     const t: PeerTable = { vtepByMac: new Map(), bridgeMacs: new Set(), macByIp: new Map() };
-    for (const f of await this.plumbing.host.bridgeJson<BridgeFdb>(['fdb', 'show', 'dev', dev])) {
+    const [fdb, neigh] = await Promise.all([
+      this.plumbing.host.bridgeJson<BridgeFdb>(['fdb', 'show', 'dev', dev]),
+      this.plumbing.host.ipJson<IpNeigh>(['neigh', 'show', 'dev', dev]),
+    ]);
+    for (const f of fdb) {
       if (f.flags?.includes('self') && f.dst !== undefined && f.mac !== '00:00:00:00:00:00') {
         t.vtepByMac.set(f.mac, f.dst);
       } else if (f.master !== undefined && f.state === 'static') {
         t.bridgeMacs.add(f.mac); // "permanent" master entries are the port's own MAC: not ours
       }
     }
-    for (const n of await this.plumbing.host.ipJson<IpNeigh>(['neigh', 'show', 'dev', dev])) {
-      if (n.lladdr !== undefined) t.macByIp.set(n.dst, n.lladdr);
-    }
+    for (const n of neigh) if (n.lladdr !== undefined) t.macByIp.set(n.dst, n.lladdr);
     return t;
   }
 

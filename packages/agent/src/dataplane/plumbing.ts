@@ -159,6 +159,21 @@ interface HostView {
   gatewayVeths: GatewayVethInfo[];
 }
 
+/**
+ * What this Plumbing last listed in the host namespace, kept up to date with
+ * what it made and deleted since. It lets attach skip the listing (a process
+ * whose output grows with every container); whatever it gets wrong makes the
+ * optimistic attach fail and the listing path run, except one thing it must
+ * not miss: a gateway veth made by someone else (its address could be given
+ * twice). Hence one Plumbing per host namespace, as the agent has.
+ */
+interface KnownDevices {
+  names: Set<string>;
+  bridges: Map<string, BridgeInfo>;
+  /** By host-side veth name. */
+  gatewayVeths: Map<string, GatewayVethInfo>;
+}
+
 /** `ip -batch` lines for exactly one IPv4 address on a container interface, its MTU, up. */
 function containerInterfaceLines(
   current: IpAddr | undefined,
@@ -185,6 +200,8 @@ export class Plumbing {
   readonly host: NetnsShell;
   private underlayMtuCache: number | undefined;
   private ipv6Enabled: boolean | undefined;
+  /** Undefined until the first listing of the host namespace. */
+  private known: KnownDevices | undefined;
   private readonly gateway: { bridgeIp: string; prefixLength: number; first: number; last: number } | null;
 
   constructor(readonly options: PlumbingOptions) {
@@ -312,8 +329,10 @@ export class Plumbing {
       const present = new Set((await this.host.links()).map((l) => l.ifname));
       try {
         await this.host.ipBatch(names.filter((n) => present.has(n)).map((n) => `link delete dev ${n}`));
+        this.forget(names);
         return;
       } catch (e) {
+        this.known = undefined; // some of them may be gone: list again before trusting it
         // A veth vanishes by itself when its container's namespace is deleted; if one went
         // between listing and deleting, the batch stopped there: list again, once.
         const vanished = e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr);
@@ -336,6 +355,10 @@ export class Plumbing {
     }
     const alias = formatAlias('weft-net', { id: net.id, vni: net.vni, internal: net.internal ? 1 : 0, mtu });
     await this.bringUp(name, ['mtu', String(mtu), 'alias', `"${alias}"`]);
+    if (this.known) {
+      this.known.names.add(name);
+      this.known.bridges.set(net.id, { networkId: net.id, vni: net.vni, internal: net.internal, mtu });
+    }
     return name;
   }
 
@@ -345,18 +368,27 @@ export class Plumbing {
    * the host chatter (router solicitations, MLD) into the overlay.
    */
   private async bringUp(ifName: string, settings: string[], typeSettings: string[] = []): Promise<void> {
-    if (this.ipv6Enabled === undefined) {
-      const disabled = await this.host
-        .exec(['cat', '/proc/sys/net/ipv6/conf/all/disable_ipv6'])
-        .catch(() => '1');
-      this.ipv6Enabled = disabled.trim() === '0';
-    }
-    await this.host.ipBatch([
+    await this.ipv6Known();
+    await this.host.ipBatch(this.upLines(ifName, settings, typeSettings));
+  }
+
+  /** The `ip -batch` lines of bringUp (ipv6Known must have run). */
+  private upLines(ifName: string, settings: string[], typeSettings: string[] = []): string[] {
+    return [
       ...(this.ipv6Enabled ? [`link set dev ${ifName} addrgenmode none`] : []),
       ['link', 'set', 'dev', ifName, ...settings, 'up'].join(' '),
       // Port settings apply only once the device is in its bridge: a second message.
       ...(typeSettings.length > 0 ? [['link', 'set', 'dev', ifName, ...typeSettings].join(' ')] : []),
-    ]);
+    ];
+  }
+
+  /** Whether IPv6 is on in the host namespace (read once): devices then need addrgenmode none. */
+  private async ipv6Known(): Promise<void> {
+    if (this.ipv6Enabled !== undefined) return;
+    const disabled = await this.host
+      .exec(['cat', '/proc/sys/net/ipv6/conf/all/disable_ipv6'])
+      .catch(() => '1');
+    this.ipv6Enabled = disabled.trim() === '0';
   }
 
   /** What the network's bridge says about the network, or undefined if there is no bridge. */
@@ -448,7 +480,32 @@ export class Plumbing {
         view.gatewayVeths.push({ ifName: l.ifname, sandbox: f.sandbox, ip: f.ip });
       }
     }
+    this.known = {
+      names: new Set(view.names),
+      bridges: new Map(view.bridges),
+      gatewayVeths: new Map(view.gatewayVeths.map((g) => [g.ifName, g])),
+    };
     return view;
+  }
+
+  /** Drops deleted devices from what this Plumbing knows. */
+  private forget(names: string[]): void {
+    if (!this.known) return;
+    for (const n of names) {
+      this.known.names.delete(n);
+      this.known.gatewayVeths.delete(n);
+      for (const [id, b] of this.known.bridges)
+        if (bridgeName(b.networkId) === n) this.known.bridges.delete(id);
+    }
+  }
+
+  /**
+   * Gateway veths (host side) with their sandboxes and addresses, from what
+   * this Plumbing knows without listing when it can (see KnownDevices).
+   */
+  async knownGatewayVeths(): Promise<GatewayVethInfo[]> {
+    if (this.known) return [...this.known.gatewayVeths.values()];
+    return this.gatewayVeths();
   }
 
   /** The sandbox's interfaces with their addresses; a clear error if the namespace is missing. */
@@ -473,6 +530,58 @@ export class Plumbing {
    */
   async attach(ep: LocalEndpoint): Promise<void> {
     validateEndpoint(ep);
+    await this.ipv6Known();
+    if (this.gateway !== null) await this.underlayMtu(); // the gateway veth's MTU
+    if (await this.attachFresh(ep)) return;
+    await this.attachByListing(ep);
+  }
+
+  /**
+   * The common case in two `ip` processes, one per namespace, with no
+   * listing: a new endpoint into a sandbox with no Weft interface yet, on a
+   * network whose bridge this Plumbing knows. Returns false, having changed
+   * nothing that attachByListing cannot take over, when any of that is not so
+   * (a device by that name exists, the sandbox is missing, …): the caller
+   * then lists and repairs.
+   */
+  private async attachFresh(ep: LocalEndpoint): Promise<boolean> {
+    const known = this.known;
+    const net = known?.bridges.get(ep.networkId);
+    if (known === undefined || net === undefined) return false;
+    const veth = endpointVethName(ep.networkId, ep.endpointId);
+    const withGateway = !net.internal && this.gateway !== null;
+    const gwVeth = gatewayVethName(ep.sandbox);
+    if (known.names.has(veth) || (withGateway && known.names.has(gwVeth))) return false;
+    let gw: GatewayVethInfo | undefined;
+    if (withGateway) {
+      const ip = this.freeGatewayIp([...known.gatewayVeths.values()]);
+      if (ip === undefined) return false; // perhaps only stale entries: list
+      gw = { ifName: gwVeth, sandbox: ep.sandbox, ip };
+    }
+    const hostLines = [this.endpointVethAddLine(ep, net.mtu), ...this.endpointVethUpLines(ep, net.mtu)];
+    const sandboxLines = containerInterfaceLines(
+      undefined,
+      ep.ifName,
+      `${ep.ip}/${ep.prefixLength}`,
+      net.mtu,
+    );
+    if (gw) {
+      hostLines.push(...this.gatewayVethLines(gw, true));
+      sandboxLines.push(...this.sandboxGatewayLines(undefined, gw.ip));
+    }
+    try {
+      await this.host.ipBatch(hostLines);
+      this.remember(veth, gw);
+      await new NetnsShell(ep.sandbox).ipBatch([...sandboxLines, 'link set dev lo up']);
+      return true;
+    } catch (e) {
+      if (e instanceof CommandError) return false;
+      throw e;
+    }
+  }
+
+  /** The listing path of attach: reads the host and the sandbox, then makes or repairs what is missing. */
+  private async attachByListing(ep: LocalEndpoint): Promise<void> {
     const host = await this.hostView();
     const net = host.bridges.get(ep.networkId);
     if (net === undefined) {
@@ -481,18 +590,12 @@ export class Plumbing {
       );
     }
     const veth = endpointVethName(ep.networkId, ep.endpointId);
-    const sandbox = new NetnsShell(ep.sandbox);
     let inside = await this.sandboxView(ep.sandbox);
-    const alias = formatAlias('weft-ep', {
-      net: ep.networkId,
-      ep: ep.endpointId,
-      sandbox: ep.sandbox,
-      if: ep.ifName,
-    });
-
+    const alias = this.endpointAlias(ep);
     const ours =
       host.endpointVeths.some((v) => v.ifName === veth && v.alias === alias) &&
       inside.get(ep.ifName)?.address === ep.mac;
+    const hostLines: string[] = [];
     if (!ours) {
       if (host.names.has(veth)) {
         // Half-made, or the endpoint moved: start over (this also removes the container end).
@@ -505,40 +608,26 @@ export class Plumbing {
             `${ep.endpointId}; choose another interface name or remove it`,
         );
       }
-      const mtu = String(net.mtu);
-      // The container end is created directly in the sandbox, so container
-      // names (eth0…) never collide in the host namespace.
-      await this.host.ip(
-        ['link', 'add', veth, 'mtu', mtu, 'type', 'veth', 'peer', 'name', ep.ifName].concat([
-          'address',
-          ep.mac,
-          'mtu',
-          mtu,
-          'netns',
-          ep.sandbox,
-        ]),
-      );
+      hostLines.push(this.endpointVethAddLine(ep, net.mtu));
       inside.delete(ep.ifName); // fresh: no addresses to clean up
     }
-    await this.bringUp(veth, [
-      'mtu',
-      String(net.mtu),
-      'alias',
-      `"${alias}"`,
-      'master',
-      bridgeName(ep.networkId),
-    ]);
-
+    hostLines.push(...this.endpointVethUpLines(ep, net.mtu));
     const sandboxLines = containerInterfaceLines(
       inside.get(ep.ifName),
       ep.ifName,
       `${ep.ip}/${ep.prefixLength}`,
       net.mtu,
     );
+    let gw: GatewayVethInfo | undefined;
     if (!net.internal && this.gateway !== null) {
-      sandboxLines.push(...(await this.ensureGatewayVeth(ep.sandbox, host, inside)));
+      const g = await this.prepareGatewayVeth(ep.sandbox, host, inside);
+      gw = g.info;
+      hostLines.push(...this.gatewayVethLines(gw, g.create));
+      sandboxLines.push(...this.sandboxGatewayLines(inside.get(sandboxGatewayIfName), gw.ip));
     }
-    await sandbox.ipBatch([...sandboxLines, 'link set dev lo up']);
+    await this.host.ipBatch(hostLines);
+    this.remember(veth, gw);
+    await new NetnsShell(ep.sandbox).ipBatch([...sandboxLines, 'link set dev lo up']);
   }
 
   /**
@@ -569,64 +658,114 @@ export class Plumbing {
     await this.pruneGatewayVeths();
   }
 
+  /** Records devices just made in what this Plumbing knows. */
+  private remember(endpointVeth: string, gw: GatewayVethInfo | undefined): void {
+    if (!this.known) return;
+    this.known.names.add(endpointVeth);
+    if (gw) {
+      this.known.names.add(gw.ifName);
+      this.known.gatewayVeths.set(gw.ifName, gw);
+    }
+  }
+
+  private endpointAlias(ep: LocalEndpoint): string {
+    return formatAlias('weft-ep', {
+      net: ep.networkId,
+      ep: ep.endpointId,
+      sandbox: ep.sandbox,
+      if: ep.ifName,
+    });
+  }
+
   /**
-   * The sandbox's veth into the gateway bridge (made or repaired here, host
-   * side); returns the sandbox-side lines: its address and default route.
+   * The endpoint's veth pair. The container end is created directly in the
+   * sandbox, so container names (eth0…) never collide in the host namespace.
    */
-  private async ensureGatewayVeth(
+  private endpointVethAddLine(ep: LocalEndpoint, mtu: number): string {
+    const veth = endpointVethName(ep.networkId, ep.endpointId);
+    return `link add ${veth} mtu ${mtu} type veth peer name ${ep.ifName} address ${ep.mac} mtu ${mtu} netns ${ep.sandbox}`;
+  }
+
+  private endpointVethUpLines(ep: LocalEndpoint, mtu: number): string[] {
+    return this.upLines(endpointVethName(ep.networkId, ep.endpointId), [
+      'mtu',
+      String(mtu),
+      'alias',
+      `"${this.endpointAlias(ep)}"`,
+      'master',
+      bridgeName(ep.networkId),
+    ]);
+  }
+
+  /**
+   * Host-side lines of a sandbox's gateway veth: made (with `create`), in the
+   * gateway bridge, up, isolated (ports reach the bridge, the host and NAT,
+   * but not each other: containers of different networks must not meet on
+   * the gateway bridge).
+   */
+  private gatewayVethLines(gw: GatewayVethInfo, create: boolean): string[] {
+    const mtu = this.underlayMtuCache!; // known: ensureHost ran before any attach
+    return [
+      ...(create
+        ? [
+            `link add ${gw.ifName} mtu ${mtu} type veth peer name ${sandboxGatewayIfName} address ${macForIp(gw.ip)} mtu ${mtu} netns ${gw.sandbox}`,
+          ]
+        : []),
+      ...this.upLines(
+        gw.ifName,
+        [
+          ...(create ? ['alias', `"${formatAlias('weft-gw', { sandbox: gw.sandbox, ip: gw.ip })}"`] : []),
+          'master',
+          gatewayBridgeName,
+        ],
+        ['type', 'bridge_slave', 'isolated', 'on'],
+      ),
+    ];
+  }
+
+  /** Sandbox-side lines of the gateway veth: its address and the default route. */
+  private sandboxGatewayLines(current: IpAddr | undefined, ip: string): string[] {
+    const gw = this.gateway!;
+    return [
+      ...containerInterfaceLines(current, sandboxGatewayIfName, `${ip}/${gw.prefixLength}`, undefined),
+      `route replace default via ${gw.bridgeIp} dev ${sandboxGatewayIfName}`,
+    ];
+  }
+
+  /**
+   * The sandbox's gateway veth as it should be: the existing one if usable,
+   * else a new address (broken leftovers are deleted here) to make it with.
+   */
+  private async prepareGatewayVeth(
     sandboxName: string,
     host: HostView,
     inside: Map<string, IpAddr>,
-  ): Promise<string[]> {
-    const gw = this.gateway!;
+  ): Promise<{ info: GatewayVethInfo; create: boolean }> {
     const veth = gatewayVethName(sandboxName);
     const existing = host.gatewayVeths.find((g) => g.ifName === veth);
-    let ip = existing?.ip;
-    const usable =
+    if (
       existing !== undefined &&
       existing.sandbox === sandboxName &&
       inside.has(sandboxGatewayIfName) &&
-      this.inGatewaySubnet(existing.ip);
-    const hostLines: string[] = [];
-    if (!usable) {
-      if (host.names.has(veth)) await this.host.ip(['link', 'delete', 'dev', veth]);
-      if (inside.has(sandboxGatewayIfName)) {
-        // Usually gone with its host side just now; if it belonged to another pair, remove it.
-        await new NetnsShell(sandboxName).ip(['link', 'delete', 'dev', sandboxGatewayIfName]).catch((e) => {
-          if (!(e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr))) throw e;
-        });
-      }
-      inside.delete(sandboxGatewayIfName);
-      ip = this.allocateGatewayIp(host.gatewayVeths.filter((g) => g.ifName !== veth));
-      const mtu = String(await this.underlayMtu());
-      await this.host.ip(
-        ['link', 'add', veth, 'mtu', mtu, 'type', 'veth', 'peer', 'name', sandboxGatewayIfName].concat([
-          'address',
-          macForIp(ip),
-          'mtu',
-          mtu,
-          'netns',
-          sandboxName,
-        ]),
-      );
-      hostLines.push(`"${formatAlias('weft-gw', { sandbox: sandboxName, ip })}"`);
+      this.inGatewaySubnet(existing.ip)
+    ) {
+      return { info: existing, create: false };
     }
-    // Isolated ports reach the bridge (the host, NAT) but not each other: containers of
-    // different networks must not meet on the gateway bridge.
-    await this.bringUp(
-      veth,
-      [...(hostLines.length > 0 ? ['alias', hostLines[0]!] : []), 'master', gatewayBridgeName],
-      ['type', 'bridge_slave', 'isolated', 'on'],
-    );
-    return [
-      ...containerInterfaceLines(
-        inside.get(sandboxGatewayIfName),
-        sandboxGatewayIfName,
-        `${ip}/${gw.prefixLength}`,
-        undefined,
-      ),
-      `route replace default via ${gw.bridgeIp} dev ${sandboxGatewayIfName}`,
-    ];
+    if (host.names.has(veth)) await this.host.ip(['link', 'delete', 'dev', veth]);
+    if (inside.has(sandboxGatewayIfName)) {
+      // Usually gone with its host side just now; if it belonged to another pair, remove it.
+      await new NetnsShell(sandboxName).ip(['link', 'delete', 'dev', sandboxGatewayIfName]).catch((e) => {
+        if (!(e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr))) throw e;
+      });
+    }
+    inside.delete(sandboxGatewayIfName);
+    const ip = this.freeGatewayIp(host.gatewayVeths.filter((g) => g.ifName !== veth));
+    if (ip === undefined) {
+      throw new Error(
+        `gateway subnet ${this.options.gatewaySubnet} is full (${host.gatewayVeths.length} containers); configure a larger gatewaySubnet`,
+      );
+    }
+    return { info: { ifName: veth, sandbox: sandboxName, ip }, create: true };
   }
 
   /** Whether an address recorded on a gateway veth belongs to the configured subnet (it changes with the config). */
@@ -635,14 +774,12 @@ export class Plumbing {
     return n >= this.gateway!.first && n <= this.gateway!.last;
   }
 
-  /** Lowest free address of the gateway subnet, by the addresses recorded on gateway veths. */
-  private allocateGatewayIp(inUse: GatewayVethInfo[]): string {
+  /** Lowest address of the gateway subnet no gateway veth in `inUse` records, or undefined if none is left. */
+  private freeGatewayIp(inUse: GatewayVethInfo[]): string | undefined {
     const gw = this.gateway!;
     const used = new Set(inUse.map((g) => ipv4ToInt(g.ip)));
     for (let n = gw.first; n <= gw.last; n++) if (!used.has(n)) return intToIpv4(n);
-    throw new Error(
-      `gateway subnet ${this.options.gatewaySubnet} is full (${used.size} containers); configure a larger gatewaySubnet`,
-    );
+    return undefined;
   }
 
   /** Deletes gateway veths whose sandbox has no endpoint on a non-internal network left. */

@@ -2,7 +2,11 @@
 // that `ip netns exec <name> <command>` runs a container's process in them and
 // the data plane can find them by name after a restart.
 
-import { CommandError, listNetns, NetnsShell, runCommand } from '../netlink/ip.js';
+import { access } from 'node:fs/promises';
+import { CommandError, NetnsShell, runCommand } from '../netlink/ip.js';
+
+/** Where `ip netns` keeps its named namespaces (bind mounts), as iproute2 does. */
+const netnsRunDir = '/run/netns';
 
 const sandboxNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -19,9 +23,15 @@ export function assertSandboxName(name: string): void {
   assertNetnsName(name);
 }
 
+/** Looks for the name under /run/netns: no `ip netns list`, which opens every namespace on the machine. */
 export async function sandboxExists(name: string): Promise<boolean> {
   assertSandboxName(name);
-  return (await listNetns()).includes(name);
+  try {
+    await access(`${netnsRunDir}/${name}`);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Creates the namespace (if missing) with loopback up. Idempotent. */

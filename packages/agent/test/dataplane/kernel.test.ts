@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { KernelDataplane } from '../../src/dataplane/kernel.js';
 import { bridgeName, gatewayVethName, vxlanName } from '../../src/dataplane/names.js';
+import { createSandbox, deleteSandbox } from '../../src/dataplane/sandbox.js';
 import {
   dataplaneComplianceSuite,
   newEndpoint,
@@ -116,6 +117,41 @@ describe('KernelDataplane specifics', function () {
     assert.deepEqual(await entries(net.id), { vtepByMac: [], bridgeMacs: [], neigh: [] });
   });
 
+  it('applies peers that arrive together (a host joining, a host dying); one on a missing network fails alone', async () => {
+    const dp = await plane(0);
+    const net = newNetwork('b', '198.18.28.0/24');
+    await dp.ensureNetwork(net);
+    const peers = Array.from({ length: 40 }, (_, i) =>
+      peerOf(newEndpoint(net, 'x', `198.18.28.${i + 2}`), i % 2 ? '192.0.2.12' : '192.0.2.13'),
+    );
+    const stray = peerOf(
+      newEndpoint(newNetwork('nowhere', '198.18.29.0/24'), 'x', '198.18.29.2'),
+      '192.0.2.12',
+    );
+    const added = await Promise.allSettled([...peers, stray].map((p) => dp.addPeer(p)));
+    assert.equal(added.filter((r) => r.status === 'fulfilled').length, 40);
+    const [failed] = added.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    assert.match(String(failed?.reason), /network \S+ is not set up on this host/);
+    const all = await entries(net.id);
+    assert.equal(all.vtepByMac.length, 40);
+    assert.equal(all.bridgeMacs.length, 40);
+    assert.equal(all.neigh.length, 40);
+
+    // The host at .13 dies: its 20 endpoints go at once; the other host's stay.
+    const dead = peers.filter((p) => p.vtep === '192.0.2.13');
+    await Promise.all([...dead, stray].map((p) => dp.removePeer(p)));
+    const left = await entries(net.id);
+    assert.deepEqual(
+      left.vtepByMac,
+      peers
+        .filter((p) => p.vtep === '192.0.2.12')
+        .map((p) => `${p.mac}>192.0.2.12`)
+        .sort(),
+    );
+    assert.equal(left.neigh.length, 20);
+    assert.equal(left.bridgeMacs.length, 20);
+  });
+
   it('reconcile leaves exactly the state’s FDB and neighbour entries', async () => {
     const dp = await plane(0);
     const net = newNetwork('r', '198.18.22.0/24');
@@ -216,6 +252,38 @@ describe('KernelDataplane specifics', function () {
       'default',
     ]);
     assert.equal(route?.gateway, '198.19.254.1');
+  });
+
+  it('wires a container correctly when devices changed behind its back (namespace deleted and made again)', async () => {
+    const dp = await plane(0);
+    const net = newNetwork('k', '198.18.27.0/24');
+    await dp.ensureNetwork(net);
+    const first = newEndpoint(net, await topo.addSandbox('again'), '198.18.27.2');
+    const other = newEndpoint(net, await topo.addSandbox('other'), '198.18.27.3');
+    await dp.attach(first);
+    await dp.attach(other);
+    // Someone deletes the container's namespace (its veths go with it) and makes it again.
+    await deleteSandbox(first.sandbox);
+    await createSandbox(first.sandbox);
+    const again = { ...newEndpoint(net, first.sandbox, '198.18.27.4'), endpointId: 'again' };
+    await dp.attach(again);
+    const [eth0] = await new NetnsShell(again.sandbox).ipJson<IpAddr>(['addr', 'show', 'dev', 'eth0']);
+    assert.deepEqual(
+      eth0?.addr_info.filter((a) => a.family === 'inet').map((a) => a.local),
+      [again.ip],
+    );
+    assert.ok((await ping(again.sandbox, other.ip)).ok, 'the new container reaches its neighbour');
+    assert.ok((await ping(again.sandbox, topo.outsideIp)).ok, 'and the outside through its gateway veth');
+    // A foreign eth0 in a fresh namespace is still refused, and left alone.
+    const foreign = await topo.addSandbox('foreign');
+    await new NetnsShell(foreign).ip(['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
+    await assert.rejects(
+      dp.attach(newEndpoint(net, foreign, '198.18.27.5')),
+      /already has an interface eth0 not made by Weft/,
+    );
+    const [kept] = await new NetnsShell(foreign).ipJson<IpLink>(['-d', 'link', 'show', 'dev', 'eth0']);
+    assert.equal(kept?.linkinfo?.info_kind, 'veth');
+    assert.equal(kept?.address === newEndpoint(net, foreign, '198.18.27.5').mac, false);
   });
 
   it('moves containers to a new gateway subnet when restarted with one', async () => {
