@@ -38,6 +38,7 @@ import {
   type ConfState,
   type Entry,
   EntryType,
+  type HardState,
   type Message,
   MessageType,
   type NodeId,
@@ -286,6 +287,8 @@ export class KvNode implements KvBackend {
   private readonly joinTimeoutMs: number;
 
   private appliedIndex = 0;
+  /** The core's hard state as of the last Ready (written with the next synced save). */
+  private latestHardState: HardState;
   private confState: ConfState;
   private leaderId: NodeId = '';
   /** When this node last heard from the leader (X-Consul-LastContact). */
@@ -356,6 +359,7 @@ export class KvNode implements KvBackend {
       ...(options.tombstoneTtlMs !== undefined ? { tombstoneTtlMs: options.tombstoneTtlMs } : {}),
     });
     this.confState = storage.initialState().confState;
+    this.latestHardState = storage.hardState();
     this.names.set(raftId, this.name);
     this.closeSignal = new Promise((resolve) => {
       this.signalClosed = resolve;
@@ -522,23 +526,22 @@ export class KvNode implements KvBackend {
         appliedEarly++;
     }
     // 1. Durable before anything that depends on it leaves this node.
+    // A commit-index-only update promises nothing (a restarted node learns the
+    // commit index from the leader again), so it is not written on its own: it
+    // rides along with the next write that must be durable anyway (and a
+    // snapshot records a commit index at least its own, level-storage.ts).
+    // That halves this node's LevelDB batches under load.
+    if (rd.hardState) this.latestHardState = rd.hardState;
     let saved: Promise<void> | undefined;
-    if (rd.snapshot || rd.entries.length > 0 || rd.hardState) {
+    if (rd.mustSync) {
       saved = this.storage.save(
         {
-          ...(rd.hardState ? { hardState: rd.hardState } : {}),
+          hardState: this.latestHardState,
           ...(rd.snapshot ? { snapshot: rd.snapshot } : {}),
           entries: rd.entries,
         },
-        { sync: rd.mustSync },
+        { sync: true },
       );
-      // A commit-index-only update promises nothing (a restarted node learns
-      // the commit index from the leader again): later saves queue behind it
-      // in order, and nothing waits for it.
-      if (!rd.mustSync) {
-        saved.catch((err: Error) => this.fail(err));
-        saved = undefined;
-      }
     }
     for (let i = 0; i < appliedEarly; i++) this.applyEntry(rd.committedEntries[i]!);
     if (appliedEarly > 0) this.resolveAppliedWaiters();

@@ -425,12 +425,25 @@ export class LevelRaftStorage implements RaftLogStorage {
         data,
       };
       created = snap;
+      const ops: BatchOp[] = [
+        { type: 'put', sublevel: this.meta, key: META.snapshot, value: encodeRecord(snap) },
+      ];
+      // What is applied is committed. The node writes commit-index-only
+      // changes lazily, so the stored commit index may lag: a restart must
+      // never find a snapshot beyond it (the core would start with its
+      // applied index above its commit index).
+      let hard = this.hard;
+      if (hard.commit < index) {
+        hard = { ...hard, commit: index };
+        ops.push({ type: 'put', sublevel: this.meta, key: META.hardState, value: encodeRecord(hard) });
+      }
       return {
-        ops: [{ type: 'put', sublevel: this.meta, key: META.snapshot, value: encodeRecord(snap) }],
+        ops,
         sync: true,
         entries: 0,
         commit: () => {
           this.snap = snap;
+          this.hard = hard;
         },
       };
     }).then(() => created!);

@@ -151,6 +151,19 @@ describe('LevelRaftStorage', () => {
     assert.deepEqual(logKeys, [6, 7, 8]);
   });
 
+  it('a snapshot records a commit index at least its own (the node writes commit-only changes lazily)', async () => {
+    let s = await openStorage();
+    await s.save({ hardState: { term: 2, vote: 'n1', commit: 3 }, entries: range(1, 8, 2) });
+    await s.createSnapshot(6, conf(['n1']), new Uint8Array([6]));
+    s = await reopen(s);
+    assert.deepEqual(s.initialState().hardState, { term: 2, vote: 'n1', commit: 6 });
+    // A stored commit index beyond the snapshot stays as it is.
+    await s.save({ hardState: { term: 2, vote: 'n1', commit: 8 } });
+    await s.createSnapshot(7, conf(['n1']), new Uint8Array([7]));
+    s = await reopen(s);
+    assert.equal(s.initialState().hardState.commit, 8);
+  });
+
   it('installs a received snapshot: replaces the log, and later entries append after it', async () => {
     let s = await openStorage();
     await s.save({ entries: range(1, 5, 1) });
