@@ -15,6 +15,9 @@
 // device belongs to without any state file. Callers serialize calls (see
 // SerialQueue): the methods read, decide, then change.
 
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
 import { CommandError, type IpAddr, type IpLink, NetnsShell } from '../netlink/ip.js';
 import {
@@ -202,6 +205,8 @@ export class Plumbing {
   private ipv6Enabled: boolean | undefined;
   /** Undefined until the first listing of the host namespace. */
   private known: KnownDevices | undefined;
+  /** Counter for unique names of attach's batch files. */
+  private batchFiles = 0;
   private readonly gateway: { bridgeIp: string; prefixLength: number; first: number; last: number } | null;
 
   constructor(readonly options: PlumbingOptions) {
@@ -537,7 +542,7 @@ export class Plumbing {
   }
 
   /**
-   * The common case in two `ip` processes, one per namespace, with no
+   * The common case in one `ip` process (and a fork of it), with no
    * listing: a new endpoint into a sandbox with no Weft interface yet, on a
    * network whose bridge this Plumbing knows. Returns false, having changed
    * nothing that attachByListing cannot take over, when any of that is not so
@@ -569,14 +574,20 @@ export class Plumbing {
       hostLines.push(...this.gatewayVethLines(gw, true));
       sandboxLines.push(...this.sandboxGatewayLines(undefined, gw.ip));
     }
+    // The sandbox's lines go to an `ip -batch` that the host's `ip` runs in
+    // the sandbox (`netns exec`, a fork of a small process): one process
+    // spawned from the agent, whose large heap makes every spawn dear.
+    const file = join(tmpdir(), `weft-attach-${process.pid}-${++this.batchFiles}`);
     try {
-      await this.host.ipBatch(hostLines);
+      await writeFile(file, `${[...sandboxLines, 'link set dev lo up'].join('\n')}\n`);
+      await this.host.ipBatch([...hostLines, `netns exec ${ep.sandbox} ip -batch "${file}"`]);
       this.remember(veth, gw);
-      await new NetnsShell(ep.sandbox).ipBatch([...sandboxLines, 'link set dev lo up']);
       return true;
     } catch (e) {
       if (e instanceof CommandError) return false;
       throw e;
+    } finally {
+      await rm(file, { force: true });
     }
   }
 
