@@ -2,12 +2,8 @@
 //   attach: from `weft run -d` on host A until a ping from a container on
 //           host B to the new container succeeds (p50/p99 over N attaches);
 //           this includes Node's start-up of the CLI (cliStartMs, measured
-//           alone) and the ping (iputils, one probe every 10 ms). When the
-//           environment sets NODE_EXTRA_CA_CERTS (Node 20 parses that CA file
-//           at every start, ~70 ms, before any of our code runs; a CI or
-//           sandbox setting, not something the CLI needs for its loopback
-//           API), every other attach runs the CLI without it, and both series
-//           are printed (withoutExtraCaCerts), measured under the same load;
+//           alone) and the ping (iputils, one probe every 10 ms). The CLI
+//           runs as users run it: packages/agent/bin/weft;
 //   controlPlane: from the start of the API call (POST /v1/weft/containers,
 //           made by a client already running in host A) until host B's
 //           kernel FDB holds the new container's MAC toward A (seen by
@@ -79,29 +75,15 @@ async function main(): Promise<void> {
       }),
     ) as ContainerJson;
 
-    const envs: { label: 'inherited' | 'withoutExtraCaCerts'; env: NodeJS.ProcessEnv }[] = [
-      { label: 'inherited', env: process.env },
-    ];
-    if (process.env.NODE_EXTRA_CA_CERTS !== undefined) {
-      const { NODE_EXTRA_CA_CERTS: _, ...rest } = process.env;
-      envs.push({ label: 'withoutExtraCaCerts', env: rest });
-    }
-    const series = new Map(envs.map((e) => [e.label, new AttachSeries()]));
-    for (let i = 0; i < attaches; i++) {
-      for (const { label, env } of envs) {
-        const name = label === 'inherited' ? `c${i}` : `n${i}`;
-        (series.get(label) as AttachSeries).add(await attachThenPing(cluster, a, pinger.sandbox, name, env));
-      }
-    }
+    const attach = new AttachSeries();
+    for (let i = 0; i < attaches; i++) attach.add(await attachThenPing(cluster, a, pinger.sandbox, `c${i}`));
 
     // Node's start-up of the CLI alone (a command that does not call the API).
-    const cliStart = new Map(envs.map((e) => [e.label, [] as number[]]));
+    const cliStart: number[] = [];
     for (let i = 0; i < Math.min(attaches, 20); i++) {
-      for (const { label, env } of envs) {
-        const t = performance.now();
-        await a.mustWeft(['--help'], 30_000, env);
-        cliStart.get(label)?.push(performance.now() - t);
-      }
+      const t = performance.now();
+      await a.mustWeft(['--help'], 30_000);
+      cliStart.push(performance.now() - t);
     }
 
     // The control plane alone: API call on A → B's FDB entry toward A.
@@ -153,16 +135,8 @@ async function main(): Promise<void> {
       bench: 'convergence',
       hosts: 3,
       dataplane: 'kernel',
-      attachToPing: (series.get('inherited') as AttachSeries).summary(),
-      cliStartMs: summarize(cliStart.get('inherited') as number[]),
-      ...(series.has('withoutExtraCaCerts')
-        ? {
-            withoutExtraCaCerts: {
-              attachToPing: (series.get('withoutExtraCaCerts') as AttachSeries).summary(),
-              cliStartMs: summarize(cliStart.get('withoutExtraCaCerts') as number[]),
-            },
-          }
-        : {}),
+      attachToPing: attach.summary(),
+      cliStartMs: summarize(cliStart),
       controlPlane: {
         apiCallMs: summarize(control.apiMs),
         apiStartToPeerFdbMs: summarize(control.fdbMs),
@@ -198,14 +172,12 @@ async function attachThenPing(
   a: Cluster['agents'][0],
   pingerSandbox: string,
   name: string,
-  env: NodeJS.ProcessEnv,
 ): Promise<{ cliMs: number; pingMs: number }> {
   const t0 = performance.now();
   const info = JSON.parse(
     await a.mustWeft(
       ['--format', 'json', 'run', '-d', '--net', 'bench-net', '--name', name, '--', 'sleep', '3600'],
       30_000,
-      env,
     ),
   ) as ContainerJson;
   const ip = info.endpoints[0]?.ip as string;

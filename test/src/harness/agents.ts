@@ -29,13 +29,15 @@ function findRepoRoot(): string {
 export const repoRoot = findRepoRoot();
 const cliDir = join(repoRoot, 'packages', 'agent', 'dist', 'src', 'cli');
 /**
- * The built `weft` binary: the one-file CLI (`npm run build`, packages/agent/
- * scripts/bundle-cli.mjs), which starts faster and runs main.js itself when
- * older than it, else the tsc output (`npx tsc -b` alone).
+ * The built `weft` program for Node (the agent runs it): the one-file CLI
+ * (`npm run build`, packages/agent/scripts/bundle-cli.mjs), which starts
+ * faster and runs main.js itself when older than it, else the tsc output.
  */
 export const weftBin = existsSync(join(cliDir, 'weft.cjs'))
   ? join(cliDir, 'weft.cjs')
   : join(cliDir, 'main.js');
+/** The `weft` command as users run it (the package's bin): CLI calls go through it. */
+export const weftCommand = join(repoRoot, 'packages', 'agent', 'bin', 'weft');
 
 /** Subnet of each host's gateway bridge in tests (inside 198.18.0.0/15, away from test overlays). */
 export const testGatewaySubnet = '198.19.255.0/24';
@@ -114,7 +116,7 @@ export class AgentHandle {
 
   /** Runs the CLI on this host (with this process's environment unless `env` is given). */
   weft(args: string[], timeoutMs = 30_000, env?: NodeJS.ProcessEnv): Promise<ExecResult> {
-    return exec([...enterHost(this.host.netns), process.execPath, weftBin, ...args], { timeoutMs, env });
+    return exec([...enterHost(this.host.netns), weftCommand, ...args], { timeoutMs, env });
   }
 
   /** Runs the CLI and fails with its stderr if it exits non-zero. */
