@@ -10,13 +10,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 //
 //   npm run bench:kv-client -w @weft/bench -- [--ops 500] [--concurrency 32] [--rounds 3]
 import { Agent, request } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { KvNode } from '@weft/kv/api/node';
 import { KvClient } from '@weft/kv/client/kv-client';
+import { freePort } from './kv/clusters.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -34,17 +34,6 @@ for (const [name, v] of [
   ['rounds', rounds],
 ] as const) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer, got ${v}`);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 type Op = (i: number) => Promise<unknown>;

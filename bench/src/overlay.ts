@@ -17,7 +17,6 @@
 //
 //   npm run bench:overlay -w @weft/bench -- [--attaches 200] [--death-trials 3] [--session-ttl-ms 2000]
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -26,6 +25,7 @@ import { KvNodeStore } from '@weft/agent/kv-adapter/kvnode-store';
 import { KvNode } from '@weft/kv/api/node';
 import { OverlayManager, type RemotePeer } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
+import { freePort } from './kv/clusters.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -68,17 +68,6 @@ function summarize(samples: number[]): Summary {
     minMs: round(s[0] ?? 0),
     maxMs: round(s[s.length - 1] ?? 0),
   };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitUntil(

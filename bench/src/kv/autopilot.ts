@@ -9,11 +9,11 @@
 //
 //   npm run bench:autopilot -w @weft/bench -- [--trials 5] [--threshold-ms 1500] [--victim leader|follower]
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KvNode, type KvNodeOptions } from '@weft/kv/api/node';
+import { freePort } from './clusters.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -31,17 +31,6 @@ if (!Number.isInteger(thresholdMs) || thresholdMs < 100)
   throw new Error(`--threshold-ms must be an integer >= 100, got ${args['threshold-ms']}`);
 if (victimKind !== 'leader' && victimKind !== 'follower')
   throw new Error(`--victim must be leader or follower, got ${victimKind}`);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function until<T>(fn: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
   const deadline = Date.now() + timeoutMs;

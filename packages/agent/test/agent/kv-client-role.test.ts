@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAgentConfig } from '../../src/agent/config.js';
@@ -15,17 +14,7 @@ import type { KvNodeComponent } from '../../src/agent/kv-component.js';
 import { createKvComponent } from '../../src/agent/main.js';
 import { proxyConsulRequest } from '../../src/kv-adapter/client-store.js';
 import { silentLogger } from '../../src/log/logger.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../overlay-kv/fixture.js';
 
 describe('KV roles: the fourth agent with --voters 3 --learners 0 is a client (real client mode)', function () {
   this.timeout(90_000);

@@ -4,7 +4,6 @@
 // with --voters 3 --learners 1.
 import assert from 'node:assert/strict';
 import { access, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAgentConfig } from '../../src/agent/config.js';
@@ -13,17 +12,7 @@ import type { KvNodeComponent } from '../../src/agent/kv-component.js';
 import { planKvBootstrap, sortAddresses } from '../../src/agent/kv-role.js';
 import { createKvComponent } from '../../src/agent/main.js';
 import { silentLogger } from '../../src/log/logger.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../overlay-kv/fixture.js';
 
 async function until<T>(
   what: string,

@@ -3,23 +3,12 @@
 // Once against a single node, once through a follower of a 3-node cluster
 // (writes forwarded to the leader, watches served from the follower).
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvNode } from '@weft/kv/api/node';
 import { kvStoreComplianceSuite } from '@weft/overlay/testing/kvstore-compliance';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../overlay-kv/fixture.js';
 
 async function openCluster(size: number): Promise<{ nodes: KvNode[]; close(): Promise<void> }> {
   const root = await mkdtemp(join(tmpdir(), 'weft-kvstore-'));
