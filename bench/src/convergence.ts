@@ -162,7 +162,13 @@ class AttachSeries {
   }
 
   summary() {
-    return { ...summarize(this.totalMs), cliRun: summarize(this.cliMs), ping: summarize(this.pingMs) };
+    return {
+      ...summarize(this.totalMs),
+      cliRun: summarize(this.cliMs),
+      ping: summarize(this.pingMs),
+      // In order: the first is host A's first container on the network, which also makes the network's bridge and VXLAN device there.
+      samplesMs: this.totalMs.map((ms) => Math.round(ms)),
+    };
   }
 }
 
