@@ -107,7 +107,7 @@ export function createKvComponent(
 export async function buildAgent(
   config: AgentConfig,
   logger = createLogger({ level: config.logLevel, name: config.name }),
-  hooks: AgentHooks = openKvClientStore ? { openKvClient: openKvClientStore } : {},
+  hooks: AgentHooks = { openKvClient: openKvClientStore },
 ): Promise<Agent> {
   await mkdir(config.dataDir, { recursive: true });
   const metrics = new AgentMetrics();
@@ -212,7 +212,7 @@ export async function runAgentProcess(raw: Record<string, unknown>): Promise<num
   let onKvFatal = (_err: Error) => {};
   try {
     agent = await buildAgent(config, logger, {
-      ...(openKvClientStore ? { openKvClient: openKvClientStore } : {}),
+      openKvClient: openKvClientStore,
       onKvFatal: (err) => onKvFatal(err),
     });
   } catch (err) {

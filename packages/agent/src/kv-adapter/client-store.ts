@@ -53,7 +53,8 @@ function transportLog(logger: Logger): TransportLog {
  * no server answers within connectTimeoutMs.
  */
 export async function createClientStore(options: ClientStoreOptions): Promise<ClientStore> {
-  const client = await openKvClient(options.servers, {
+  const client = await KvClient.connect({
+    servers: options.servers,
     ...(options.clusterKey !== undefined ? { clusterKey: options.clusterKey } : {}),
     ...(options.name !== undefined ? { name: options.name } : {}),
     ...(options.logger ? { log: transportLog(options.logger) } : {}),
@@ -61,18 +62,6 @@ export async function createClientStore(options: ClientStoreOptions): Promise<Cl
     ...options.client,
   });
   return { store: new KvNodeStore(client, options.metrics), client, close: () => client.close() };
-}
-
-/**
- * The client alone, for code that wraps it itself (the agent's KV component
- * uses it in place of a KvNode: it has the same store methods and close()).
- * `options.log` takes a KvNode-style log (a pino logger's four levels).
- */
-export function openKvClient(
-  servers: string[],
-  options: Omit<KvClientOptions, 'servers'> = {},
-): Promise<KvClient> {
-  return KvClient.connect({ ...options, servers });
 }
 
 /** The part of KvClient the Consul API proxy needs. */

@@ -45,7 +45,7 @@ describe('KV roles: the fourth agent with --voters 3 --learners 0 is a client (r
           voters: '3',
           learners: '0',
         }),
-        { logger: silentLogger(), hooks: { openKvClient: openKvClientStore! } },
+        { logger: silentLogger(), hooks: { openKvClient: openKvClientStore } },
       ),
     );
     await Promise.all(agents.slice(0, 3).map((a) => a.start()));

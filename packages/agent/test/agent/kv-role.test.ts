@@ -100,7 +100,7 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
           voters: '3',
           learners: '1',
         }),
-        { logger: silentLogger(), hooks: withClientMode ? { openKvClient: openKvClientStore! } : {} },
+        { logger: silentLogger(), hooks: withClientMode ? { openKvClient: openKvClientStore } : {} },
       );
 
     const agents = [0, 1, 2, 3, 4].map((i) => component(i, false));

@@ -4,6 +4,7 @@
 // round them to doubles).
 import {
   decodeStdBase64,
+  goJson,
   JsonNumber,
   type JsonValue,
   parseGoDurationMs,
@@ -151,20 +152,18 @@ export function txnRowsFromJson(what: string, v: JsonValue): { results: DirEntry
   };
 }
 
-/** The /v1/txn body for `ops` (Consul's api.TxnOps: base64 values, decimal uint64 flags). */
+/** The /v1/txn body for `ops` (Consul's api.TxnOps): zero values left out, flags exact, values base64. */
 export function txnBody(ops: readonly TxnOpInput[]): string {
-  const parts = ops.map((op) => {
-    const fields = [`"Verb":${JSON.stringify(op.verb)}`, `"Key":${JSON.stringify(op.key)}`];
-    if (op.value !== undefined && op.value.length > 0) {
-      fields.push(
-        `"Value":"${Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength).toString('base64')}"`,
-      );
-    }
-    // Written by hand: JSON.stringify cannot print a bigint, and a double would round it.
-    if (op.flags !== undefined && op.flags !== 0n) fields.push(`"Flags":${op.flags.toString()}`);
-    if (op.index !== undefined && op.index !== 0) fields.push(`"Index":${op.index}`);
-    if (op.session !== undefined && op.session !== '') fields.push(`"Session":${JSON.stringify(op.session)}`);
-    return `{"KV":{${fields.join(',')}}}`;
-  });
-  return `[${parts.join(',')}]`;
+  return goJson(
+    ops.map((op) => ({
+      KV: {
+        Verb: op.verb,
+        Key: op.key,
+        Value: op.value !== undefined && op.value.length > 0 ? op.value : undefined,
+        Flags: op.flags !== undefined && op.flags !== 0n ? op.flags : undefined,
+        Index: op.index !== undefined && op.index !== 0 ? op.index : undefined,
+        Session: op.session !== undefined && op.session !== '' ? op.session : undefined,
+      },
+    })),
+  );
 }
