@@ -8,13 +8,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseAgentConfig } from '../../src/agent/config.js';
-import { openKvClientStore } from '../../src/agent/kv-client-store.js';
 import type { KvNodeComponent } from '../../src/agent/kv-component.js';
-import { createKvComponent } from '../../src/agent/main.js';
 import { proxyConsulRequest } from '../../src/kv-adapter/client-store.js';
-import { silentLogger } from '../../src/log/logger.js';
-import { freePort } from '../overlay-kv/fixture.js';
+import { loopbackKvAgents } from './kv-agents.js';
 
 describe('KV roles: the fourth agent with --voters 3 --learners 0 is a client (real client mode)', function () {
   this.timeout(90_000);
@@ -32,22 +28,8 @@ describe('KV roles: the fourth agent with --voters 3 --learners 0 is a client (r
   });
 
   it('its store and its Consul API reach the members; its sessions carry its name', async () => {
-    const ports = (await Promise.all([0, 1, 2, 3].map(freePort))).sort((a, b) => a - b);
-    const addresses = ports.map((p) => `127.0.0.1:${p}`);
-    const agents = [0, 1, 2, 3].map((i) =>
-      createKvComponent(
-        parseAgentConfig({
-          name: `h${i}`,
-          advertise: '127.0.0.1',
-          raftPort: String(ports[i]),
-          peers: addresses.filter((_, j) => j !== i).join(','),
-          dataDir: join(root, `h${i}`),
-          voters: '3',
-          learners: '0',
-        }),
-        { logger: silentLogger(), hooks: { openKvClient: openKvClientStore } },
-      ),
-    );
+    const { addresses, component } = await loopbackKvAgents(root, 4, { voters: 3, learners: 0 });
+    const agents = [0, 1, 2, 3].map((i) => component(i, { clientMode: true }));
     await Promise.all(agents.slice(0, 3).map((a) => a.start()));
     running.push(...agents.slice(0, 3));
     const client = agents[3]!;

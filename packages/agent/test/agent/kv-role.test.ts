@@ -6,13 +6,9 @@ import assert from 'node:assert/strict';
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseAgentConfig } from '../../src/agent/config.js';
-import { openKvClientStore } from '../../src/agent/kv-client-store.js';
 import type { KvNodeComponent } from '../../src/agent/kv-component.js';
 import { planKvBootstrap, sortAddresses } from '../../src/agent/kv-role.js';
-import { createKvComponent } from '../../src/agent/main.js';
-import { silentLogger } from '../../src/log/logger.js';
-import { freePort } from '../overlay-kv/fixture.js';
+import { loopbackKvAgents } from './kv-agents.js';
 
 async function until<T>(
   what: string,
@@ -83,25 +79,13 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
   });
 
   it('the first three (sorted) are voters, the fourth a learner, the fifth a client; restarts keep the roles', async () => {
-    const ports = (await Promise.all([0, 1, 2, 3, 4].map(freePort))).sort((a, b) => a - b);
-    const addresses = ports.map((p) => `127.0.0.1:${p}`);
-    const component = (i: number, withClientMode: boolean) =>
-      createKvComponent(
-        parseAgentConfig({
-          name: `h${i}`,
-          advertise: '127.0.0.1',
-          raftPort: String(ports[i]),
-          // Each agent lists every other one, in its own order.
-          peers: addresses
-            .filter((_, j) => j !== i)
-            .reverse()
-            .join(','),
-          dataDir: join(root, `h${i}`),
-          voters: '3',
-          learners: '1',
-        }),
-        { logger: silentLogger(), hooks: withClientMode ? { openKvClient: openKvClientStore } : {} },
-      );
+    // Each agent lists every other one, in its own order.
+    const { addresses, component: agent } = await loopbackKvAgents(root, 5, {
+      voters: 3,
+      learners: 1,
+      reversePeers: true,
+    });
+    const component = (i: number, clientMode: boolean) => agent(i, { clientMode });
 
     const agents = [0, 1, 2, 3, 4].map((i) => component(i, false));
     // The voters form the cluster on their own; the others join through them.
@@ -156,21 +140,8 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
   });
 
   it('a learner removed while down, whose slot was taken, stops on restart with the typed error and records the client role', async () => {
-    const ports = (await Promise.all([0, 1, 2, 3, 4].map(freePort))).sort((a, b) => a - b);
-    const addresses = ports.map((p) => `127.0.0.1:${p}`);
-    const component = (i: number) =>
-      createKvComponent(
-        parseAgentConfig({
-          name: `h${i}`,
-          advertise: '127.0.0.1',
-          raftPort: String(ports[i]),
-          peers: addresses.filter((_, j) => j !== i).join(','),
-          dataDir: join(root, `h${i}`),
-          voters: '3',
-          learners: '1',
-        }),
-        { logger: silentLogger() },
-      );
+    const { addresses, component: agent } = await loopbackKvAgents(root, 5, { voters: 3, learners: 1 });
+    const component = (i: number) => agent(i);
     const agents = [0, 1, 2].map(component);
     await Promise.all(agents.map((a) => a.start()));
     running.push(...agents);
