@@ -76,7 +76,8 @@ describe('userspace data plane (native addon)', function () {
 
       it('carries IPv6 (link-local) TCP: neighbour discovery replicated to every host, TSO6 segmented', async () => {
         const [a, b] = cluster!.containers;
-        const linkLocal = await waitForLinkLocal(b!.netns);
+        // Both ends: a connection from a still-tentative source fails with EADDRNOTAVAIL.
+        const [linkLocal] = await Promise.all([waitForLinkLocal(b!.netns), waitForLinkLocal(a!.netns)]);
         const counters = () =>
           Object.values((cluster!.dataplanes[0] as UserspaceDataplane).engineCounters()!.networks)[0]!;
         const before = counters();
