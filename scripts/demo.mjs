@@ -37,6 +37,7 @@ sh('node', ['packages/agent/scripts/bundle-cli.mjs']); // the `weft` CLI as one 
 
 const { startCluster, runPrefix } = await import('../test/dist/src/harness/cluster.js');
 const { outsideIp } = await import('../test/dist/src/harness/lab.js');
+const { weftRun, httpd, wget, pingOnce } = await import('../test/dist/src/harness/commands.js');
 
 let failures = 0;
 let cluster;
@@ -106,97 +107,33 @@ try {
   );
 
   step('a web server named "web" on host1');
-  await weft(1, [
-    'run',
-    '-d',
-    '--net',
-    'my-net',
-    '--name',
-    'web',
-    '--',
-    'busybox',
-    'httpd',
-    '-f',
-    '-p',
-    '80',
-    '-h',
-    pageDir,
-  ]);
+  await weft(1, weftRun('detach', 'my-net', 'web', httpd(pageDir)));
   await weft(1, ['ps']);
 
   step('from host2: fetch http://web over the overlay');
   await weft(
     2,
-    [
-      'run',
-      '--rm',
-      '--net',
-      'my-net',
-      '--name',
-      'client',
-      '--',
-      'busybox',
-      'wget',
-      '-q',
-      '-O-',
-      'http://web',
-    ],
+    weftRun('rm', 'my-net', 'client', wget('http://web')),
     (r) => r.code === 0 && r.stdout.includes('hello from web on host1'),
     30_000,
   );
 
   step('names resolve across hosts: mongo and mongo.my-net');
-  await weft(3, ['run', '-d', '--net', 'my-net', '--name', 'mongo', '--', 'sleep', '600']);
+  await weft(3, weftRun('detach', 'my-net', 'mongo', ['sleep', '600']));
   for (const name of ['mongo', 'mongo.my-net']) {
     await weft(
       2,
-      [
-        'run',
-        '--rm',
-        '--net',
-        'my-net',
-        '--name',
-        'pinger',
-        '--',
-        'busybox',
-        'ping',
-        '-c',
-        '1',
-        '-W',
-        '2',
-        name,
-      ],
+      weftRun('rm', 'my-net', 'pinger', pingOnce(name)),
       (r) => r.code === 0 && r.stdout.includes('1 packets received'),
       30_000,
     );
   }
 
   step(`out of the overlay through the gateway bridge with NAT (an "outside" namespace at ${outsideIp})`);
-  outside = cluster.lab.spawnIn(cluster.lab.outsideNetns, [
-    'busybox',
-    'httpd',
-    '-f',
-    '-p',
-    '80',
-    '-h',
-    pageDir,
-  ]);
+  outside = cluster.lab.spawnIn(cluster.lab.outsideNetns, httpd(pageDir));
   await weft(
     2,
-    [
-      'run',
-      '--rm',
-      '--net',
-      'my-net',
-      '--name',
-      'natprobe',
-      '--',
-      'busybox',
-      'wget',
-      '-q',
-      '-O-',
-      `http://${outsideIp}/outside.html`,
-    ],
+    weftRun('rm', 'my-net', 'natprobe', wget(`http://${outsideIp}/outside.html`)),
     (r) => r.code === 0 && r.stdout.includes('hello from outside'),
     20_000,
   );

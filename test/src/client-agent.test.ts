@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eventually } from './harness/agents.js';
 import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
+import { httpd, weftRun, wget } from './harness/commands.js';
 
 interface MemberJson {
   name: string;
@@ -79,39 +80,8 @@ describe('KV client agent: four agents, --voters 3 --learners 0 (e2e, namespaces
   it('a container on the client host serves a container on a voter host, by name', async () => {
     const agents = byAddress();
     const client = agents[3]!;
-    await client.mustWeft([
-      'run',
-      '-d',
-      '--net',
-      'c-net',
-      '--name',
-      'cweb',
-      '--',
-      'busybox',
-      'httpd',
-      '-f',
-      '-p',
-      '80',
-      '-h',
-      pageDir,
-    ]);
-    const page = await agents[0]!.weftUntilOk(
-      [
-        'run',
-        '--rm',
-        '--net',
-        'c-net',
-        '--name',
-        'cget',
-        '--',
-        'busybox',
-        'wget',
-        '-q',
-        '-O-',
-        'http://cweb',
-      ],
-      30_000,
-    );
+    await client.mustWeft(weftRun('detach', 'c-net', 'cweb', httpd(pageDir)));
+    const page = await agents[0]!.weftUntilOk(weftRun('rm', 'c-net', 'cget', wget('http://cweb')), 30_000);
     assert.equal(page, 'served from the client host\n');
     await client.mustWeft(['rm', 'cweb']);
   });

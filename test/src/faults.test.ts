@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import type { AgentHandle } from './harness/agents.js';
 import { eventually } from './harness/agents.js';
 import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
+import { pingOnce, weftRun } from './harness/commands.js';
 
 interface StatusJson {
   name: string;
@@ -89,8 +90,8 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
   it('kill -9 of the KV leader: container traffic keeps flowing; attaches work again after re-election', async () => {
     const leader = await leaderAgent();
     const [p, q] = cluster.agents.filter((a) => a !== leader) as [AgentHandle, AgentHandle];
-    await p.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'steady', '--', 'sleep', '600']);
-    await q.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'talker', '--', 'sleep', '600']);
+    await p.mustWeft(weftRun('detach', 'f-net', 'steady', ['sleep', '600']));
+    await q.mustWeft(weftRun('detach', 'f-net', 'talker', ['sleep', '600']));
     const target = (await container(p, 'steady')).endpoints[0]!.ip;
     const talker = await container(q, 'talker');
     await eventually('talker reaches steady', async () => {
@@ -121,34 +122,16 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
       return s.leader && s.leader !== leader.host.name ? s.leader : undefined;
     });
     assert.ok([p.host.name, q.host.name].includes(newLeader));
-    const page = await q.weftUntilOk(
-      [
-        'run',
-        '--rm',
-        '--net',
-        'f-net',
-        '--name',
-        'late',
-        '--',
-        'busybox',
-        'ping',
-        '-c',
-        '1',
-        '-W',
-        '2',
-        'steady',
-      ],
-      30_000,
-    );
+    const page = await q.weftUntilOk(weftRun('rm', 'f-net', 'late', pingOnce('steady')), 30_000);
     assert.match(page, /1 packets received/);
     await restart(leader);
   });
 
   it("a dead host's containers disappear from every other host's DNS and peer table", async () => {
     const [victim, ...others] = cluster.agents as [AgentHandle, ...AgentHandle[]];
-    await victim.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'doomed', '--', 'sleep', '600']);
+    await victim.mustWeft(weftRun('detach', 'f-net', 'doomed', ['sleep', '600']));
     const observer = others[0] as AgentHandle;
-    await observer.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'observer', '--', 'sleep', '600']);
+    await observer.mustWeft(weftRun('detach', 'f-net', 'observer', ['sleep', '600']));
     const obs = await container(observer, 'observer');
     const resolves = async () =>
       (await cluster.lab.exec(obs.sandbox, ['busybox', 'nslookup', 'doomed'])).stdout;
@@ -177,7 +160,7 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
   it('kill -9 and restart of a host with a container: attached again, reachable by name, no duplicate devices', async () => {
     const [, keeperHost, asker] = cluster.agents as [AgentHandle, AgentHandle, AgentHandle];
     for (const a of cluster.agents) if (!a.running) await restart(a); // a quorum must outlive the kill
-    await keeperHost.mustWeft(['run', '-d', '--net', 'f-net', '--name', 'keeper', '--', 'sleep', '600']);
+    await keeperHost.mustWeft(weftRun('detach', 'f-net', 'keeper', ['sleep', '600']));
     const before = await container(keeperHost, 'keeper');
     /** Host-side veths: one per endpoint (wv…) and one per container with endpoints (wg…). */
     const vethCounts = async () => {
@@ -226,25 +209,7 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
       return true;
     });
     assert.deepEqual(await expectedVeths(), endpointsBefore, 'every container on the host is attached again');
-    const out = await asker.weftUntilOk(
-      [
-        'run',
-        '--rm',
-        '--net',
-        'f-net',
-        '--name',
-        'probe',
-        '--',
-        'busybox',
-        'ping',
-        '-c',
-        '1',
-        '-W',
-        '2',
-        'keeper',
-      ],
-      30_000,
-    );
+    const out = await asker.weftUntilOk(weftRun('rm', 'f-net', 'probe', pingOnce('keeper')), 30_000);
     assert.match(out, new RegExp(`\\(${after.endpoints[0]!.ip.replace(/\./g, '\\.')}\\)`));
   });
 });

@@ -2,6 +2,7 @@
 // underlay, and destroy() leaves no namespace behind.
 import assert from 'node:assert/strict';
 import { runPrefix } from './harness/cluster.js';
+import { pingOnce } from './harness/commands.js';
 import { exec, Lab, outsideIp } from './harness/lab.js';
 
 describe('e2e lab (network namespaces as hosts)', function () {
@@ -19,9 +20,9 @@ describe('e2e lab (network namespaces as hosts)', function () {
     const prefix = runPrefix('l');
     lab = await Lab.create(prefix, 2);
     const [h1, h2] = lab.hosts;
-    const ping = await lab.exec(h1!.netns, ['busybox', 'ping', '-c', '1', '-W', '2', h2!.ip]);
+    const ping = await lab.exec(h1!.netns, pingOnce(h2!.ip));
     assert.equal(ping.code, 0, ping.stdout + ping.stderr);
-    const out = await lab.exec(h2!.netns, ['busybox', 'ping', '-c', '1', '-W', '2', outsideIp]);
+    const out = await lab.exec(h2!.netns, pingOnce(outsideIp));
     assert.equal(out.code, 0, out.stdout + out.stderr);
     const noDefault = await lab.exec(h1!.netns, ['ip', 'route', 'show', 'default']);
     assert.equal(noDefault.stdout.trim(), '', 'nothing is routed out of the lab');

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eventually } from './harness/agents.js';
 import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
+import { httpd, pingOnce, weftRun, wget } from './harness/commands.js';
 import { outsideIp } from './harness/lab.js';
 
 describe('tutorial: three hosts, one overlay network (e2e, namespaces)', function () {
@@ -64,13 +65,7 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
   });
 
   it('each agent serves Prometheus metrics on its API address', async () => {
-    const r = await cluster.lab.exec(host(1).host.netns, [
-      'busybox',
-      'wget',
-      '-q',
-      '-O-',
-      'http://127.0.0.1:8500/metrics',
-    ]);
+    const r = await cluster.lab.exec(host(1).host.netns, wget('http://127.0.0.1:8500/metrics'));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^weft_raft_term [1-9]\d*$/m);
     assert.match(r.stdout, /^weft_raft_applied_index [1-9]\d*$/m);
@@ -97,22 +92,7 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
   });
 
   it('from host2, `weft run --rm --net my-net -- wget -O- http://web` prints the page served on host1', async () => {
-    await host(1).mustWeft([
-      'run',
-      '-d',
-      '--net',
-      'my-net',
-      '--name',
-      'web',
-      '--',
-      'busybox',
-      'httpd',
-      '-f',
-      '-p',
-      '80',
-      '-h',
-      pageDir,
-    ]);
+    await host(1).mustWeft(weftRun('detach', 'my-net', 'web', httpd(pageDir)));
     const ps = JSON.parse(await host(1).mustWeft(['--format', 'json', 'ps'])) as {
       name: string;
       state: string;
@@ -121,54 +101,20 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
     const web = ps.find((c) => c.name === 'web');
     assert.equal(web?.state, 'running');
     assert.match(web?.endpoints[0]?.ip ?? '', /^198\.18\.9\.\d+$/);
-    const page = await host(2).weftUntilOk(
-      [
-        'run',
-        '--rm',
-        '--net',
-        'my-net',
-        '--name',
-        'client',
-        '--',
-        'busybox',
-        'wget',
-        '-q',
-        '-O-',
-        'http://web',
-      ],
-      30_000,
-    );
+    const page = await host(2).weftUntilOk(weftRun('rm', 'my-net', 'client', wget('http://web')), 30_000);
     assert.equal(page, 'hello from web on host1\n');
     const left = JSON.parse(await host(2).mustWeft(['--format', 'json', 'ps', '--all'])) as unknown[];
     assert.equal(left.length, 0, '--rm removed the client container');
   });
 
   it('names resolve across hosts as mongo and mongo.my-net', async () => {
-    await host(3).mustWeft(['run', '-d', '--net', 'my-net', '--name', 'mongo', '--', 'sleep', '600']);
+    await host(3).mustWeft(weftRun('detach', 'my-net', 'mongo', ['sleep', '600']));
     const mongo = JSON.parse(await host(3).mustWeft(['--format', 'json', 'ps'])).find(
       (c: { name: string }) => c.name === 'mongo',
     ) as { endpoints: { ip: string }[] };
     const mongoIp = mongo.endpoints[0]!.ip;
     for (const name of ['mongo', 'mongo.my-net']) {
-      const out = await host(2).weftUntilOk(
-        [
-          'run',
-          '--rm',
-          '--net',
-          'my-net',
-          '--name',
-          'resolver',
-          '--',
-          'busybox',
-          'ping',
-          '-c',
-          '1',
-          '-W',
-          '2',
-          name,
-        ],
-        30_000,
-      );
+      const out = await host(2).weftUntilOk(weftRun('rm', 'my-net', 'resolver', pingOnce(name)), 30_000);
       assert.match(
         out,
         new RegExp(`PING ${name.replace('.', '\\.')} \\(${mongoIp.replace(/\./g, '\\.')}\\)`),
@@ -178,30 +124,9 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
   });
 
   it('a container reaches an address outside the overlay through the gateway bridge with NAT', async () => {
-    outsideServer = cluster.lab.spawnIn(cluster.lab.outsideNetns, [
-      'busybox',
-      'httpd',
-      '-f',
-      '-p',
-      '80',
-      '-h',
-      pageDir,
-    ]);
+    outsideServer = cluster.lab.spawnIn(cluster.lab.outsideNetns, httpd(pageDir));
     const page = await host(2).weftUntilOk(
-      [
-        'run',
-        '--rm',
-        '--net',
-        'my-net',
-        '--name',
-        'natprobe',
-        '--',
-        'busybox',
-        'wget',
-        '-q',
-        '-O-',
-        `http://${outsideIp}/outside.html`,
-      ],
+      weftRun('rm', 'my-net', 'natprobe', wget(`http://${outsideIp}/outside.html`)),
       20_000,
     );
     assert.equal(page, 'hello from outside\n');

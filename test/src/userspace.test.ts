@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentHandle } from './harness/agents.js';
 import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
+import { httpd, weftRun, wget } from './harness/commands.js';
 
 describe('userspace data plane and a mixed kernel/userspace cluster (e2e, namespaces)', function () {
   this.timeout(180_000);
@@ -17,24 +18,10 @@ describe('userspace data plane and a mixed kernel/userspace cluster (e2e, namesp
   let u1: AgentHandle;
   let u2: AgentHandle;
 
-  const serve = () => ['--', 'busybox', 'httpd', '-f', '-p', '80', '-h', pageDir];
   /** `wget http://<name>` from a fresh container on `from`: what a user would run. (No `-T`: busybox wget crashes on SIGALRM with it.) */
   const fetch = (from: AgentHandle, name: string) =>
     from.weftUntilOk(
-      [
-        'run',
-        '--rm',
-        '--net',
-        'mixed',
-        '--name',
-        `get-${name}-${from.host.name.slice(-2)}`,
-        '--',
-        'busybox',
-        'wget',
-        '-q',
-        '-O-',
-        `http://${name}`,
-      ],
+      weftRun('rm', 'mixed', `get-${name}-${from.host.name.slice(-2)}`, wget(`http://${name}`)),
       60_000,
     );
 
@@ -52,8 +39,8 @@ describe('userspace data plane and a mixed kernel/userspace cluster (e2e, namesp
     });
     [k, u1, u2] = cluster.agents as [AgentHandle, AgentHandle, AgentHandle];
     await k.mustWeft(['network', 'create', '--subnet', '198.18.40.0/24', 'mixed']);
-    await k.mustWeft(['run', '-d', '--net', 'mixed', '--name', 'kweb', ...serve()]);
-    await u1.mustWeft(['run', '-d', '--net', 'mixed', '--name', 'uweb', ...serve()]);
+    await k.mustWeft(weftRun('detach', 'mixed', 'kweb', httpd(pageDir)));
+    await u1.mustWeft(weftRun('detach', 'mixed', 'uweb', httpd(pageDir)));
   });
   after(async () => {
     await cluster?.destroy();
