@@ -122,6 +122,8 @@ const MAX_ACK_BYTES = 64 * 1024;
 const MAX_BACKOFF_MS = 2000;
 const MAX_BATCH_BYTES = 1024 * 1024;
 const MAX_CONCURRENT_RPC_STREAMS = 256;
+/** Connections a server accepts before libp2p prunes: every client agent holds one (Consul servers serve thousands of clients). */
+const MAX_SERVER_CONNECTIONS = 10_000;
 
 interface PeerLink {
   /** Encoded Raft messages waiting for the stream. */
@@ -271,6 +273,10 @@ export class Libp2pTransport extends TransportBase implements Transport {
         listen: this.options.listen.map(toMultiaddrString),
         announce: (this.options.announce ?? []).map(toMultiaddrString),
       },
+      // libp2p's default cap (300 connections) would make the pruner close
+      // connections, Raft peers' included, once a few hundred client agents
+      // (each holding one to a server) are connected: servers take them all.
+      connectionManager: { maxConnections: MAX_SERVER_CONNECTIONS },
       transports: [coalescingTcp(tcp())],
       connectionEncrypters: [noise()],
       // A small stream window bounds what a paused reader must buffer (read buffers reset above 16 MiB).
