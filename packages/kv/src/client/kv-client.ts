@@ -700,7 +700,7 @@ function firstEntry(what: string, res: KvClientResponse): DirEntry | null {
 }
 
 /**
- * The client's libp2p node: the members' TCP + noise + yamux (+ pnet), no
+ * The client's libp2p node: the members' wire stack (clusterWireStack), no
  * listen address, no DHT (a client finds servers by address, not peer id).
  * Loaded on demand so importing @weft/kv does not load libp2p.
  */
@@ -711,20 +711,8 @@ async function createClientLibp2p(
   const { parseClusterKey } = await import('../transport/identity.js');
   // Parsed before anything starts: a malformed key is reported naming the problem.
   const psk = clusterKey === undefined ? undefined : parseClusterKey(clusterKey);
-  const [
-    { noise },
-    { yamux },
-    { generateKeyPair },
-    { preSharedKey },
-    { tcp },
-    { createLibp2p },
-    { quietLogger },
-  ] = await Promise.all([
-    import('@chainsafe/libp2p-noise'),
-    import('@chainsafe/libp2p-yamux'),
+  const [{ generateKeyPair }, { createLibp2p }, { clusterWireStack, quietLogger }] = await Promise.all([
     import('@libp2p/crypto/keys'),
-    import('@libp2p/pnet'),
-    import('@libp2p/tcp'),
     import('libp2p'),
     import('../transport/libp2p.js'),
   ]);
@@ -734,10 +722,7 @@ async function createClientLibp2p(
     privateKey: await generateKeyPair('Ed25519'), // a client has no identity anyone records
     logger: quietLogger(),
     addresses: { listen: [] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    ...(psk ? { connectionProtector: preSharedKey({ psk }) } : {}),
+    ...clusterWireStack(psk),
   });
   return { node, TunnelAgent };
 }

@@ -29,7 +29,7 @@ import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr } from '@multiformats/multiaddr';
 import * as lp from 'it-length-prefixed';
-import { createLibp2p, type Libp2p } from 'libp2p';
+import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p';
 import { type Message, MessageType, type NodeId } from '../raft/types.js';
 import { TransportBase, withDeadline } from './base.js';
 import {
@@ -124,6 +124,28 @@ const MAX_BATCH_BYTES = 1024 * 1024;
 const MAX_CONCURRENT_RPC_STREAMS = 256;
 /** Connections a server accepts before libp2p prunes: every client agent holds one (Consul servers serve thousands of clients). */
 const MAX_SERVER_CONNECTIONS = 10_000;
+
+/**
+ * The wire stack every cluster process speaks, members and KvClients alike:
+ * TCP with writes coalesced per tick, noise, yamux, and the cluster key's
+ * private network when there is one.
+ */
+export function clusterWireStack(
+  psk: Uint8Array | undefined,
+): Pick<Libp2pOptions, 'transports' | 'connectionEncrypters' | 'streamMuxers' | 'connectionProtector'> {
+  limitWindowUpdates();
+  return {
+    transports: [coalescingTcp(tcp())],
+    connectionEncrypters: [noise()],
+    // A small stream window bounds what a paused reader must buffer (read buffers reset above 16 MiB).
+    streamMuxers: [
+      yamux({
+        streamOptions: { maxStreamWindowSize: 4 * 1024 * 1024, maxReadBufferLength: 16 * 1024 * 1024 },
+      }),
+    ],
+    ...(psk ? { connectionProtector: preSharedKey({ psk }) } : {}),
+  };
+}
 
 interface PeerLink {
   /** Encoded Raft messages waiting for the stream. */
@@ -262,7 +284,6 @@ export class Libp2pTransport extends TransportBase implements Transport {
   }
 
   private async doStart(): Promise<void> {
-    limitWindowUpdates();
     const privateKey = await loadOrCreatePrivateKey(this.options.dataDir);
     const psk = this.psk;
     const node = await createLibp2p({
@@ -277,15 +298,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
       // connections, Raft peers' included, once a few hundred client agents
       // (each holding one to a server) are connected: servers take them all.
       connectionManager: { maxConnections: MAX_SERVER_CONNECTIONS },
-      transports: [coalescingTcp(tcp())],
-      connectionEncrypters: [noise()],
-      // A small stream window bounds what a paused reader must buffer (read buffers reset above 16 MiB).
-      streamMuxers: [
-        yamux({
-          streamOptions: { maxStreamWindowSize: 4 * 1024 * 1024, maxReadBufferLength: 16 * 1024 * 1024 },
-        }),
-      ],
-      ...(psk ? { connectionProtector: preSharedKey({ psk }) } : {}),
+      ...clusterWireStack(psk),
       services: {
         identify: identify(),
         ping: ping(), // kad-dht pings contacts before evicting them from its routing table
