@@ -1,24 +1,30 @@
-// A client agent's store (createClientStore: a KvClient of the servers, no
-// replica) on a real 3-node KvNode cluster: LevelDB, libp2p on loopback, the
+// A client agent's store (the agent's own factory, openKvClientStore: a
+// KvClient of the servers, no replica, under the KvNodeStore adapter) on a real 3-node KvNode cluster: LevelDB, libp2p on loopback, the
 // HTTP tunnel. It passes the overlay's KvStore compliance suite, and an
 // overlay manager on it keeps working when the server it talks to dies.
 import assert from 'node:assert/strict';
+import type { KvClient } from '@weft/kv/client/kv-client';
 import { OverlayManager } from '@weft/overlay';
 import { kvStoreComplianceSuite } from '@weft/overlay/testing/kvstore-compliance';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
-import { type ClientStore, createClientStore } from '../../src/kv-adapter/client-store.js';
+import { openKvClientStore } from '../../src/agent/kv-client-store.js';
+import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
 import { type KvCluster, openKvCluster, testPools, waitFor } from './fixture.js';
 
-describe('createClientStore: a client agent store on a 3-node KvNode cluster', function () {
+describe('client mode: a client agent store on a 3-node KvNode cluster', function () {
   this.timeout(120_000);
   let cluster: KvCluster | undefined;
-  let client: ClientStore | undefined;
+  let client: { store: KvNodeStore; client: KvClient } | undefined;
   before(async () => {
     cluster = await openKvCluster(3);
-    client = await createClientStore({ servers: cluster.nodes.map((n) => n.raftId), name: 'client-host' });
+    const kvClient = (await openKvClientStore(
+      cluster.nodes.map((n) => n.raftId),
+      { id: 'client-host' },
+    )) as KvClient;
+    client = { store: new KvNodeStore(kvClient), client: kvClient };
   });
   after(async () => {
-    await client?.close();
+    await client?.client.close();
     await cluster?.close();
   });
 
