@@ -121,12 +121,16 @@ abstract class ProcessCluster implements BenchCluster {
   }
 
   async stop(): Promise<void> {
+    // SIGTERM first when profiling (WEFT_BENCH_NODE_ARGS=--cpu-prof …): Node writes the profile only on a clean exit.
+    const graceMs = process.env.WEFT_BENCH_NODE_ARGS ? 5_000 : 0;
     const exits = this.procs.map(
       (p) =>
         new Promise<void>((resolve) => {
           if (!p || p.exitCode !== null) return resolve();
           p.once('exit', () => resolve());
-          p.kill('SIGKILL');
+          if (graceMs === 0) return void p.kill('SIGKILL');
+          p.kill('SIGTERM');
+          setTimeout(() => p.kill('SIGKILL'), graceMs).unref();
         }),
     );
     await Promise.all(exits);
@@ -259,9 +263,12 @@ export class WeftKvCluster extends ProcessCluster {
 
   protected spawnNode(i: number): ChildProcess {
     const peers = this.raftPorts.filter((_, j) => j !== i).map((p) => `127.0.0.1:${p}`);
+    // WEFT_BENCH_NODE_ARGS: extra Node flags for the weft-kv processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const nodeArgs = (process.env.WEFT_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
     return spawn(
       process.execPath,
       [
+        ...nodeArgs,
         weftKvBin,
         'serve',
         '--id',

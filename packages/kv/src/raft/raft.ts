@@ -101,6 +101,12 @@ export interface RaftConfig {
   checkQuorum?: boolean;
   /** Followers drop proposals instead of forwarding them to the leader. */
   disableProposalForwarding?: boolean;
+  /**
+   * Each Ready merges consecutive appends to one peer, and successful acks to
+   * one peer, into one message (coalesce.ts). Off by default so that message
+   * transcripts match etcd's; KvNode turns it on.
+   */
+  coalesceMessages?: boolean;
   /** Called with one line per notable event (role change, ...); for traces. */
   logger?: (line: string) => void;
   testingBugs?: TestingBugs;
@@ -122,6 +128,7 @@ export const defaultRaftOptions = {
   preVote: true,
   checkQuorum: true,
   disableProposalForwarding: false,
+  coalesceMessages: false,
 } as const;
 
 export function resolveRaftConfig(c: RaftConfig): ResolvedRaftConfig {

@@ -16,6 +16,7 @@
 //        serve rd.readStates once the state machine has applied up to their index;
 //     4. node.advance().
 
+import { coalesceMessages } from './coalesce.js';
 import { encodeConfChange } from './confchange.js';
 import { RaftUsageError } from './errors.js';
 import type { ProgressState } from './progress.js';
@@ -225,7 +226,7 @@ export class RawNode {
       readStates: r.readStates,
       entries,
       committedEntries: r.log.nextCommittedEntries(),
-      messages: r.msgs,
+      messages: r.cfg.coalesceMessages ? coalesceMessages(r.msgs, r.cfg.maxSizePerMsgBytes) : r.msgs,
       mustSync: false,
     };
     if (ss.leader !== this.prevSoftState.leader || ss.role !== this.prevSoftState.role) rd.softState = ss;

@@ -164,6 +164,8 @@ export interface Regime {
   heartbeatTicks: number;
   /** Persist each Ready asynchronously: the node keeps running while the write is in flight. */
   asyncPersist: boolean;
+  /** RaftConfig.coalesceMessages (KvNode runs with it on). */
+  coalesceMessages: boolean;
   clients: number;
   keys: string[];
   preVote: boolean;
@@ -246,6 +248,7 @@ export class Simulation {
       maxUncommittedEntriesBytes: r.pick([0, 0, 500]),
       heartbeatTicks: r.pick([1, 1, 2]),
       asyncPersist: r.chance(0.5),
+      coalesceMessages: r.chance(0.75),
       ...options.regime,
     };
   }
@@ -292,6 +295,7 @@ export class Simulation {
       maxUncommittedEntriesBytes: this.regime.maxUncommittedEntriesBytes,
       preVote: this.regime.preVote,
       checkQuorum: this.regime.checkQuorum,
+      coalesceMessages: this.regime.coalesceMessages,
       testingBugs: this.opts.testingBugs,
       logger: (line) => this.log(line),
     });

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import type { TestingBugs } from '../../src/raft/raft.js';
+import { RawNode } from '../../src/raft/rawnode.js';
+import { MessageType, type Ready } from '../../src/raft/types.js';
 import { type Regime, runSimulation, type SimResult } from '../../src/sim/simulator.js';
 
 /** Runs seeds first..first+count-1 and returns the first failure, if any. */
@@ -78,5 +80,39 @@ describe('sim: catches deliberate Raft bugs', function () {
     );
     assert.ok(r, 'no violation reported within 60 seeds');
     assert.match(r.failure!, /not linearizable/);
+  });
+});
+
+// The same for message coalescing (RaftConfig.coalesceMessages): a coalescer
+// that folds a rejected append into a success (the highest index of every ack
+// to the peer, reject flag dropped) makes the leader count entries the
+// follower refused towards the commit. It is patched in here for the test
+// only; the simulator must report it.
+describe('sim: catches a broken message coalescer', function () {
+  this.timeout(300_000);
+
+  it('a rejection merged into a success: a commit index beyond what the follower has', () => {
+    const proto = RawNode.prototype as unknown as { ready(): Ready };
+    const ready = proto.ready;
+    proto.ready = function (this: RawNode): Ready {
+      const rd = ready.call(this);
+      const acks = rd.messages.filter((m) => m.type === MessageType.AppResp);
+      if (acks.length === 0) return rd;
+      const highest = Math.max(...acks.map((m) => m.index));
+      const merged = { ...acks[acks.length - 1]!, index: highest, reject: false, rejectHint: 0 };
+      rd.messages = [...rd.messages.filter((m) => m.type !== MessageType.AppResp), merged];
+      return rd;
+    };
+    try {
+      const r = firstFailure(60, {}, { coalesceMessages: true });
+      assert.ok(r, 'no violation reported within 60 seeds');
+      // The follower is told to commit entries it does not have: the core's own invariant check trips first.
+      assert.match(
+        r.failure!,
+        /invariant violated|leader completeness|applied|log matching|committed|linearizable/,
+      );
+    } finally {
+      proto.ready = ready;
+    }
   });
 });
