@@ -52,7 +52,11 @@ async function main(): Promise<void> {
   const why = preflight();
   if (why) throw new Error(why);
 
-  const cluster: Cluster = await startCluster(runPrefix('b'), { hosts: 3 });
+  const cluster: Cluster = await startCluster(runPrefix('b'), {
+    hosts: 3,
+    // Each run's phases are logged at debug level (see runPhases).
+    extraArgs: ['--log-level', 'debug'],
+  });
   try {
     const [a, b, c] = cluster.agents as [Cluster['agents'][0], Cluster['agents'][0], Cluster['agents'][0]];
     await a.mustWeft(['network', 'create', '--subnet', '198.18.20.0/24', 'bench-net']);
@@ -77,6 +81,7 @@ async function main(): Promise<void> {
 
     const attach = new AttachSeries();
     for (let i = 0; i < attaches; i++) attach.add(await attachThenPing(cluster, a, pinger.sandbox, `c${i}`));
+    const agentPhases = runPhases(a, attaches);
 
     // Node's start-up of the CLI alone (a command that does not call the API).
     const cliStart: number[] = [];
@@ -136,6 +141,7 @@ async function main(): Promise<void> {
       hosts: 3,
       dataplane: 'kernel',
       attachToPing: attach.summary(),
+      agentRunPhasesMs: agentPhases,
       cliStartMs: summarize(cliStart),
       controlPlane: {
         apiCallMs: summarize(control.apiMs),
@@ -170,6 +176,40 @@ class AttachSeries {
       samplesMs: this.totalMs.map((ms) => Math.round(ms)),
     };
   }
+}
+
+/**
+ * The agent's own time per `weft run` by phase (its debug log's `container
+ * run` lines, the last `count` of them): p50/p99 over the run, and the first
+ * and last thirds' p50s side by side (does a phase grow as the host fills up?).
+ */
+function runPhases(agent: Cluster['agents'][0], count: number): Record<string, unknown> {
+  const runs: Record<string, number>[] = [];
+  for (const line of agent.logTail(1_000_000).split('\n')) {
+    if (!line.includes('"container run"')) continue;
+    try {
+      const phases = (JSON.parse(line) as { phasesMs?: Record<string, number> }).phasesMs;
+      if (phases) runs.push({ ...phases, total: Object.values(phases).reduce((x, y) => x + y, 0) });
+    } catch {
+      // not one of ours
+    }
+  }
+  const last = runs.slice(-count);
+  if (last.length === 0) return { note: 'no `container run` debug lines (agent log level above debug?)' };
+  const third = Math.max(1, Math.floor(last.length / 3));
+  const out: Record<string, unknown> = {};
+  for (const name of Object.keys(last[0] as Record<string, number>)) {
+    const values = (rs: Record<string, number>[]) => rs.map((r) => r[name] ?? 0);
+    const all = summarize(values(last));
+    out[name] = {
+      p50: all.p50Ms,
+      p99: all.p99Ms,
+      first: values(last.slice(0, 1))[0],
+      p50FirstThird: summarize(values(last.slice(1, third + 1))).p50Ms,
+      p50LastThird: summarize(values(last.slice(-third))).p50Ms,
+    };
+  }
+  return out;
 }
 
 /** `weft run -d` of a new container on host A, then pings from host B's pinger until it answers. */

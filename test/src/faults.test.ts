@@ -85,6 +85,30 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
       alive: boolean;
     }[];
     assert.equal(members.filter((m) => m.alive).length, 3);
+
+    // Every host holds each network's bridge and VXLAN device, containers there or not (a first
+    // container then only wires itself): made on restart for the network created meanwhile,
+    // exactly once each, and removed with the network.
+    const devicesOf = async (netId: string) => {
+      const links = (await cluster.lab.exec(victim.host.netns, ['ip', '-o', 'link', 'show'])).stdout;
+      const short = netId.slice(0, 8);
+      return {
+        bridge: (links.match(new RegExp(`: wb-${short}[:@]`, 'g')) ?? []).length,
+        vxlan: (links.match(new RegExp(`: wx-${short}[:@]`, 'g')) ?? []).length,
+      };
+    };
+    for (const n of after) {
+      await eventually(`${n.name}'s devices on the restarted host`, async () => {
+        const have = await devicesOf(n.id);
+        return have.bridge === 1 && have.vxlan === 1 ? true : undefined;
+      });
+    }
+    await survivor.mustWeft(['network', 'rm', 'while-down']);
+    await eventually('while-down devices removed', async () => {
+      const have = await devicesOf(id);
+      return have.bridge === 0 && have.vxlan === 0 ? true : undefined;
+    });
+    assert.deepEqual(await devicesOf(after.find((n) => n.name === 'f-net')!.id), { bridge: 1, vxlan: 1 });
   });
 
   it('kill -9 of the KV leader: container traffic keeps flowing; attaches work again after re-election', async () => {

@@ -924,10 +924,16 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
       if (!next.networks.has(id)) this.emit('network-removed', networkInfo(n.record));
   }
 
-  /** What this host's data plane should hold: its own endpoints, their networks, and the live remote endpoints on those networks. */
+  /**
+   * What this host's data plane should hold: every network's host devices
+   * (made as soon as the network exists, so a host's first container on it
+   * does not wait for its bridge and VXLAN device; removed with the network),
+   * its own endpoints, and the live remote endpoints on the networks it has
+   * endpoints on (peer tables stay proportional to what the host uses).
+   */
   private desired(view: ClusterView): DesiredDataplane {
     const endpoints: LocalEndpoint[] = [];
-    const joined = new Map<string, NetworkSpec>();
+    const joined = new Set<string>();
     for (const { record: ep } of view.endpoints.values()) {
       if (
         ep.host !== this.hostname ||
@@ -949,17 +955,18 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
         mac: ep.mac,
         gateway: info.gateway,
       });
-      joined.set(n.id, {
-        id: n.id,
-        name: n.name,
-        vni: n.vni,
-        subnets: n.ipam.config.map((c) => ({ subnet: c.subnet, gateway: c.gateway })),
-        ...(n.options.mtu !== undefined ? { mtu: n.options.mtu } : {}),
-        internal: n.options.internal,
-      });
+      joined.add(n.id);
     }
+    const networks: NetworkSpec[] = [...view.networks.values()].map(({ record: n }) => ({
+      id: n.id,
+      name: n.name,
+      vni: n.vni,
+      subnets: n.ipam.config.map((c) => ({ subnet: c.subnet, gateway: c.gateway })),
+      ...(n.options.mtu !== undefined ? { mtu: n.options.mtu } : {}),
+      internal: n.options.internal,
+    }));
     const peers = this.peersIn(view).filter((p) => joined.has(p.networkId));
-    return { networks: [...joined.values()], endpoints, peers };
+    return { networks, endpoints, peers };
   }
 
   private applyToDataplane(view: ClusterView, full: boolean): void {

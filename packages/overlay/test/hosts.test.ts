@@ -84,8 +84,8 @@ describe('hosts, liveness and the peer table', () => {
     assert.equal(first.op, 'reconcile');
     if (first.op === 'reconcile')
       assert.deepEqual(
-        first.state.endpoints.map((e) => e.endpointId),
-        [ep.id],
+        [first.state.networks.map((n) => n.name), first.state.endpoints.map((e) => e.endpointId)],
+        [['n'], [ep.id]],
       );
   });
 
@@ -119,11 +119,23 @@ describe('hosts, liveness and the peer table', () => {
       subnets: [{ subnet: '198.18.1.0/24' }],
       options: { mtu: 1450 },
     });
-    await b.manager.attach({ network: 'n', ...sandboxed('db') });
+    // Every host prepares the network's devices as soon as it learns of it,
+    // before any container there joins (a first attach then only wires the container);
+    // peers come only with a local endpoint on the network.
+    await waitFor(() => b.dataplane.networks.has(net.id), 'host-b prepares the network');
     assert.deepEqual(
       [...b.dataplane.networks.values()].map((n) => [n.id, n.vni, n.mtu, n.subnets]),
       [[net.id, net.vni, 1450, [{ subnet: '198.18.1.0/24', gateway: '198.18.1.1' }]]],
     );
+    const early = await a.manager.attach({ network: 'n', ...sandboxed('early') });
+    await b.manager.attach({ network: 'n', ...sandboxed('db') });
+    assert.deepEqual(
+      [...b.dataplane.peers.values()].map((p) => p.endpointId),
+      [early.id],
+      'host-b learns the peers of a network once it has an endpoint there',
+    );
+    assert.equal(b.dataplane.calls.filter((c) => c.op === 'ensureNetwork').length, 1, 'prepared once');
+    await a.manager.detach('n', 'early');
     const web = await a.manager.attach({ network: 'n', ...sandboxed('web') });
     await waitFor(() => b.dataplane.peers.has(web.id), 'host-b learns web');
     assert.deepEqual(b.dataplane.peers.get(web.id), {
@@ -149,11 +161,15 @@ describe('hosts, liveness and the peer table', () => {
       !a.dataplane.peers.has(web.id) && !a.dataplane.endpoints.has(web.id),
       'host-a detached web locally',
     );
-    // the last local endpoint leaving removes the network from this host's data plane
+    // the last local endpoint leaving drops the peers; the devices stay until the network is removed
     await b.manager.detach('n', 'db');
+    await waitFor(() => b.dataplane.peers.size === 0, 'host-b left the network');
+    assert.ok(b.dataplane.networks.has(net.id), 'host-b keeps the network prepared');
+    await a.manager.detach('n', 'bare');
+    await a.manager.removeNetwork('n');
     await waitFor(
-      () => b.dataplane.networks.size === 0 && b.dataplane.peers.size === 0,
-      'host-b left the network',
+      () => a.dataplane.networks.size === 0 && b.dataplane.networks.size === 0,
+      'the network removed from every host',
     );
   });
 
