@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "packet.h"
+#include "spawn.h"
 
 namespace {
 
@@ -222,6 +223,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Array reasons = Napi::Array::New(env, weft::kDropCount);
   for (int i = 0; i < weft::kDropCount; i++) reasons.Set(uint32_t(i), weft::kDropReasonNames[i]);
   exports.Set("dropReasons", reasons);
+  weft::InitSpawn(env, exports);
   return exports;
 }
 

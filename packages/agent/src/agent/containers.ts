@@ -2,12 +2,11 @@
 // optionally, one command the agent runs in it in the background. Records
 // are kept in <data-dir>/containers.json so an agent killed with -9 finds its
 // containers (namespaces and processes outlive it) when it comes back.
-import { spawn } from 'node:child_process';
 import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSandbox, deleteSandbox, sandboxExists } from '../dataplane/sandbox.js';
 import type { Logger } from '../log/logger.js';
-import { CommandError, listNetns, runCommand } from '../netlink/ip.js';
+import { CommandError, listNetns, runCommand, startDetached } from '../netlink/ip.js';
 import type { Startable } from './startable.js';
 
 /** A network the container was attached to, so a restarted agent can attach it again. */
@@ -147,28 +146,20 @@ export class ContainerRuntime implements Startable {
       const record = this.mustGet(name);
       const log = await open(join(this.opts.dataDir, 'logs', `${name}.log`), 'a');
       try {
-        const child = spawn('ip', ['netns', 'exec', record.sandbox, ...record.command], {
-          detached: true,
-          stdio: ['ignore', log.fd, log.fd],
-        });
-        await new Promise<void>((resolve, reject) => {
-          child.once('spawn', resolve);
-          child.once('error', (err) =>
-            reject(new Error(`cannot start ${record.command[0]}: ${err.message}`)),
-          );
-        });
-        const pid = child.pid as number;
+        const pid = await startDetached(
+          ['ip', 'netns', 'exec', record.sandbox, ...record.command],
+          log.fd,
+          (code) => {
+            if (this.liveCommands.get(name) === pid) this.liveCommands.delete(name);
+            const current = this.records.get(name);
+            if (current && current.pid === pid) {
+              current.exitCode = code;
+              void this.serial(() => this.save());
+            }
+          },
+        );
         this.liveCommands.set(name, pid);
-        child.once('exit', (code, signal) => {
-          if (this.liveCommands.get(name) === pid) this.liveCommands.delete(name);
-          const current = this.records.get(name);
-          if (current && current.pid === child.pid) {
-            current.exitCode = code ?? 128 + (signal === 'SIGKILL' ? 9 : 15);
-            void this.serial(() => this.save());
-          }
-        });
-        child.unref();
-        record.pid = child.pid;
+        record.pid = pid;
         delete record.exitCode;
         await this.save();
         return record;

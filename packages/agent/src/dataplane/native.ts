@@ -85,6 +85,28 @@ export interface NativeAddon {
   /** Native threads currently running, over all engines in this process. */
   liveThreads(): number;
   dropReasons: string[];
+  /** Runs a short command off the event loop (native/src/spawn.cc; netlink/ip.ts's runCommand uses it). */
+  runCommand?: (
+    argv: string[],
+    env: string[],
+    input: Buffer,
+    maxOutputBytes: number,
+  ) => Promise<{
+    exitCode: number | null;
+    signal: number;
+    stdout: Buffer;
+    stderr: Buffer;
+    outputTruncated: boolean;
+  }>;
+  /** Starts a long-running program detached, without forking the agent (native/src/spawn.cc); returns its pid. */
+  spawnDetached?: (
+    argv: string[],
+    env: string[],
+    outputFd: number,
+    onExit: (exitCode: number | null, signal: number) => void,
+  ) => number;
+  /** Whether spawnDetached can watch exits here (pidfds, Linux 5.3+). */
+  spawnDetachedSupported?: () => boolean;
 }
 
 /** The @weft/agent package root, from src/ (tsx) or dist/src/ (compiled). */

@@ -10,6 +10,8 @@
 // `ip netns exec`.
 
 import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { loadNativeAddon, type NativeAddon } from '../dataplane/native.js';
 
 /** A command that exited non-zero; `stderr` is what the tool said. */
 export class CommandError extends Error {
@@ -31,8 +33,75 @@ export interface RunOptions {
   input?: string;
 }
 
+type NativeRun = NonNullable<NativeAddon['runCommand']>;
+type NativeRunResult = Awaited<ReturnType<NativeRun>>;
+
+let nativeAddon: NativeAddon | null | undefined;
+
+/** The addon for starting processes, or null (not built, another platform, or WEFT_SPAWN=child_process). */
+function processAddon(): NativeAddon | null {
+  if (nativeAddon !== undefined) return nativeAddon;
+  nativeAddon = null;
+  if (process.env.WEFT_SPAWN !== 'child_process') {
+    try {
+      nativeAddon = loadNativeAddon();
+    } catch {
+      // no addon: child_process it is
+    }
+  }
+  return nativeAddon;
+}
+
+let nativeRun: NativeRun | null | undefined;
+
+/**
+ * The addon's runner: posix_spawn (vfork-like) on a worker thread, where
+ * child_process.spawn forks the whole agent on its event loop (5-20 ms of a
+ * large process, several times per container). Null without the addon (not
+ * built, another platform) or with WEFT_SPAWN=child_process: then Node's own.
+ */
+function nativeRunner(): NativeRun | null {
+  if (nativeRun === undefined) nativeRun = processAddon()?.runCommand ?? null;
+  return nativeRun;
+}
+
+function spawnFailed(argv: string[], e: NodeJS.ErrnoException): CommandError {
+  const hint =
+    e.code === 'ENOENT' ? ` (is ${argv[0]} installed? Debian package: iproute2/nftables/ethtool)` : '';
+  return new CommandError(argv, null, `${e.message}${hint}`);
+}
+
 /** Runs a command and resolves with its standard output; rejects with CommandError. */
 export function runCommand(argv: string[], opts: RunOptions = {}): Promise<string> {
+  const run = nativeRunner();
+  return run === null ? runWithChildProcess(argv, opts) : runWithNative(run, argv, opts);
+}
+
+/** Both ways of running a command, for the tests that hold them to one contract. */
+export const commandRunners = {
+  native: (argv: string[], opts: RunOptions = {}): Promise<string> => {
+    const run = nativeRunner();
+    if (run === null) throw new Error('the native addon (with runCommand) is not available');
+    return runWithNative(run, argv, opts);
+  },
+  childProcess: (argv: string[], opts: RunOptions = {}): Promise<string> => runWithChildProcess(argv, opts),
+};
+
+async function runWithNative(run: NativeRun, argv: string[], opts: RunOptions): Promise<string> {
+  const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
+  let r: NativeRunResult;
+  try {
+    r = await run(argv, env, Buffer.from(opts.input ?? ''), maxOutputBytes);
+  } catch (e) {
+    throw spawnFailed(argv, e as NodeJS.ErrnoException);
+  }
+  if (r.outputTruncated)
+    throw new CommandError(argv, r.exitCode, `output larger than ${maxOutputBytes} bytes`);
+  if (r.exitCode === 0) return r.stdout.toString('utf8');
+  throw new CommandError(argv, r.exitCode, r.stderr.toString('utf8'));
+}
+
+function runWithChildProcess(argv: string[], opts: RunOptions): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
@@ -44,11 +113,7 @@ export function runCommand(argv: string[], opts: RunOptions = {}): Promise<strin
       else out.push(b);
     });
     child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e: NodeJS.ErrnoException) => {
-      const hint =
-        e.code === 'ENOENT' ? ` (is ${argv[0]} installed? Debian package: iproute2/nftables/ethtool)` : '';
-      reject(new CommandError(argv, null, `${e.message}${hint}`));
-    });
+    child.on('error', (e: NodeJS.ErrnoException) => reject(spawnFailed(argv, e)));
     child.on('close', (code) => {
       if (outBytes > maxOutputBytes) {
         reject(new CommandError(argv, code, `output larger than ${maxOutputBytes} bytes`));
@@ -60,6 +125,42 @@ export function runCommand(argv: string[], opts: RunOptions = {}): Promise<strin
     });
     child.stdin.on('error', () => {}); // a tool that exits early closes stdin; its exit code tells why
     child.stdin.end(opts.input ?? '');
+  });
+}
+
+/**
+ * Starts a long-running program (a container's command) in a session of its
+ * own, stdin from /dev/null, stdout and stderr to `outputFd`; resolves with
+ * its pid once it runs. `onExit` gets its exit code (128 + signal number if a
+ * signal ended it). It does not keep the agent's process alive. With the
+ * native addon the agent is not forked (see runCommand).
+ */
+export function startDetached(
+  argv: string[],
+  outputFd: number,
+  onExit: (exitCode: number) => void,
+): Promise<number> {
+  const addon = processAddon();
+  if (addon?.spawnDetached && addon.spawnDetachedSupported?.()) {
+    try {
+      const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
+      return Promise.resolve(
+        addon.spawnDetached(argv, env, outputFd, (code, signal) => onExit(code ?? 128 + signal)),
+      );
+    } catch (e) {
+      return Promise.reject(new Error(`cannot start ${argv.join(' ')}: ${(e as Error).message}`));
+    }
+  }
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', outputFd, outputFd] });
+    child.once('spawn', () => {
+      child.once('exit', (code, signal) =>
+        onExit(code ?? 128 + (signal ? (osConstants.signals[signal] ?? 15) : 15)),
+      );
+      child.unref();
+      resolve(child.pid as number);
+    });
+    child.once('error', (err) => reject(new Error(`cannot start ${argv.join(' ')}: ${err.message}`)));
   });
 }
 
