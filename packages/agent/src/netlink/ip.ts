@@ -71,10 +71,24 @@ function spawnFailed(argv: string[], e: NodeJS.ErrnoException): CommandError {
   return new CommandError(argv, null, `${e.message}${hint}`);
 }
 
+/**
+ * Native runs wait on libuv's thread pool (4 threads by default), which file
+ * I/O and LevelDB share: at most this many commands hold a thread at once
+ * (a hung `ip` must not stall the store); more go through child_process.
+ */
+const maxNativeRunsInFlight = 2;
+let nativeRunsInFlight = 0;
+
 /** Runs a command and resolves with its standard output; rejects with CommandError. */
-export function runCommand(argv: string[], opts: RunOptions = {}): Promise<string> {
+export async function runCommand(argv: string[], opts: RunOptions = {}): Promise<string> {
   const run = nativeRunner();
-  return run === null ? runWithChildProcess(argv, opts) : runWithNative(run, argv, opts);
+  if (run === null || nativeRunsInFlight >= maxNativeRunsInFlight) return runWithChildProcess(argv, opts);
+  nativeRunsInFlight++;
+  try {
+    return await runWithNative(run, argv, opts);
+  } finally {
+    nativeRunsInFlight--;
+  }
 }
 
 /** Both ways of running a command, for the tests that hold them to one contract. */
