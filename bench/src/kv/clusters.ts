@@ -2,7 +2,7 @@
 // etcd (Debian's etcd-server, v3 JSON gateway). Both expose the same small
 // surface so the benchmark can drive them alternately with one load generator.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,8 @@ export interface BenchCluster {
   kill(i: number): void;
   restart(i: number): Promise<void>;
   alive(i: number): boolean;
+  /** CPU time (user + system) the cluster's live processes used so far, in ms (Linux /proc). */
+  cpuMs(): number;
   put(node: number, key: string, value: Buffer): HttpRequestSpec;
   get(node: number, key: string, mode: ReadMode): HttpRequestSpec;
 }
@@ -35,6 +37,9 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/** /proc/PID/stat counts CPU time in clock ticks: USER_HZ, 100 on Linux. */
+const CLOCK_TICK_MS = 10;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -108,6 +113,22 @@ abstract class ProcessCluster implements BenchCluster {
 
   alive(i: number): boolean {
     return this.procs[i] !== null;
+  }
+
+  cpuMs(): number {
+    let ticks = 0;
+    for (const p of this.procs) {
+      if (!p?.pid) continue;
+      try {
+        // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+        const stat = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        ticks += Number(fields[11]) + Number(fields[12]);
+      } catch {
+        // exited meanwhile
+      }
+    }
+    return ticks * CLOCK_TICK_MS;
   }
 
   kill(i: number): void {
@@ -249,12 +270,19 @@ export class EtcdCluster extends ProcessCluster {
 const weftKvBin = fileURLToPath(new URL('../../../../packages/kv/dist/src/bin/weft-kv.js', import.meta.url));
 
 export class WeftKvCluster extends ProcessCluster {
-  readonly name = 'weft';
   private raftPorts: number[] = [];
   private httpPorts: number[] = [];
 
+  /** `bin`: another build's weft-kv.js, to compare two builds in one run (main.ts --compare-bin). */
+  constructor(
+    readonly name = 'weft',
+    private readonly bin = weftKvBin,
+  ) {
+    super();
+  }
+
   protected async allocatePorts(): Promise<void> {
-    if (!existsSync(weftKvBin)) throw new Error(`${weftKvBin} not found: run \`npm run build\` first`);
+    if (!existsSync(this.bin)) throw new Error(`${this.bin} not found: run \`npm run build\` first`);
     for (let i = 0; i < 3; i++) {
       this.raftPorts.push(await freePort());
       this.httpPorts.push(await freePort());
@@ -269,7 +297,7 @@ export class WeftKvCluster extends ProcessCluster {
       process.execPath,
       [
         ...nodeArgs,
-        weftKvBin,
+        this.bin,
         'serve',
         '--id',
         `n${i + 1}`,

@@ -6,6 +6,10 @@
 //
 //   npm run bench:kv -w @weft/bench -- [--concurrency 64] [--duration-ms 5000] [--rounds 3]
 //        [--value-bytes 128] [--keys 1000] [--workloads put,get,get-stale,mixed] [--failover-trials 5]
+//        [--compare-bin OTHER/packages/kv/dist/src/bin/weft-kv.js]
+// --compare-bin adds a third cluster, "base", running another build of weft-kv
+// (e.g. a worktree of an older commit), alternated with the other two: each
+// line then also holds base's figures and weft's ratio to them.
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { type BenchCluster, EtcdCluster, type ReadMode, WeftKvCluster } from './clusters.js';
@@ -21,6 +25,7 @@ const { values: args } = parseArgs({
     workloads: { type: 'string', default: 'put,get,get-stale,mixed' },
     'failover-trials': { type: 'string', default: '5' },
     'failover-concurrency': { type: 'string', default: '8' },
+    'compare-bin': { type: 'string' },
   },
 });
 
@@ -81,12 +86,13 @@ async function preload(c: BenchCluster): Promise<void> {
   agent.destroy();
 }
 
-function summarize(results: LoadResult[]) {
+function summarize(results: LoadResult[], cpuMsPerOp: number[]) {
   const mean = (f: (r: LoadResult) => number) => results.reduce((s, r) => s + f(r), 0) / results.length;
   return {
     opsPerSecond: Math.round(mean((r) => r.opsPerSecond)),
     p50Ms: Number(mean((r) => r.p50Ms).toFixed(2)),
     p99Ms: Number(mean((r) => r.p99Ms).toFixed(2)),
+    serverCpuMsPerOp: Number((cpuMsPerOp.reduce((s, x) => s + x, 0) / cpuMsPerOp.length).toFixed(3)),
     errors: results.reduce((s, r) => s + r.errors, 0),
     rounds: results.map((r) => Math.round(r.opsPerSecond)),
     ...(results.find((r) => r.firstError)
@@ -141,26 +147,33 @@ async function main(): Promise<void> {
   EtcdCluster.ensureInstalled();
   const weft = new WeftKvCluster();
   const etcd = new EtcdCluster();
-  const clusters: BenchCluster[] = [weft, etcd];
+  const base = args['compare-bin'] ? new WeftKvCluster('base', args['compare-bin']) : undefined;
+  const clusters: BenchCluster[] = base ? [weft, base, etcd] : [weft, etcd];
   const cleanup = async () => {
     await Promise.allSettled(clusters.map((c) => c.stop()));
   };
   process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
   try {
-    await Promise.all(clusters.map((c) => c.start()));
+    // One after the other: freePort() hands out a port that is free now, and a
+    // cluster starting in parallel could be handed the same one before the first binds it.
+    for (const c of clusters) await c.start();
     for (const c of clusters) await preload(c);
     for (const workload of workloads) {
-      const results: Record<string, LoadResult[]> = { weft: [], etcd: [] };
+      const results: Record<string, LoadResult[]> = { weft: [], etcd: [], base: [] };
+      // Server CPU per operation: on a machine shared with other work, throughput follows it.
+      const cpuPerOp: Record<string, number[]> = { weft: [], etcd: [], base: [] };
       for (let round = 0; round < rounds; round++) {
         const order = round % 2 === 0 ? clusters : [...clusters].reverse();
         for (const c of order) {
-          results[c.name]!.push(
-            await runLoad({ concurrency, durationMs, next: (w) => workloadRequest(c, workload, w) }),
-          );
+          const cpuBefore = c.cpuMs();
+          const r = await runLoad({ concurrency, durationMs, next: (w) => workloadRequest(c, workload, w) });
+          cpuPerOp[c.name]!.push((c.cpuMs() - cpuBefore) / Math.max(1, r.ops));
+          results[c.name]!.push(r);
         }
       }
-      const w = summarize(results.weft!);
-      const e = summarize(results.etcd!);
+      const w = summarize(results.weft!, cpuPerOp.weft!);
+      const e = summarize(results.etcd!, cpuPerOp.etcd!);
+      const b = base ? summarize(results.base!, cpuPerOp.base!) : undefined;
       console.log(
         JSON.stringify({
           bench: 'kv',
@@ -173,11 +186,18 @@ async function main(): Promise<void> {
           etcd: e,
           ratio: Number((w.opsPerSecond / e.opsPerSecond).toFixed(3)),
           p99Ratio: Number((w.p99Ms / e.p99Ms).toFixed(3)),
+          ...(b
+            ? {
+                base: b,
+                ratioToBase: Number((w.opsPerSecond / b.opsPerSecond).toFixed(3)),
+                baseRatio: Number((b.opsPerSecond / e.opsPerSecond).toFixed(3)),
+              }
+            : {}),
         }),
       );
     }
     if (failoverTrials > 0) {
-      const windows: Record<string, number[]> = { weft: [], etcd: [] };
+      const windows: Record<string, number[]> = { weft: [], etcd: [], base: [] };
       for (let t = 0; t < failoverTrials; t++) {
         const order = t % 2 === 0 ? clusters : [...clusters].reverse();
         for (const c of order) windows[c.name]!.push(await failoverTrial(c));
@@ -189,6 +209,7 @@ async function main(): Promise<void> {
           concurrency: failoverConcurrency,
           weft: fmt(windows.weft!),
           etcd: fmt(windows.etcd!),
+          ...(base ? { base: fmt(windows.base!) } : {}),
           ratio: Number((median(windows.weft!) / median(windows.etcd!)).toFixed(3)),
         }),
       );

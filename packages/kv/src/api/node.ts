@@ -313,6 +313,7 @@ export class KvNode implements KvBackend {
   private batchedProposals: Array<{ id: string; data: Uint8Array }> = [];
 
   private wakeLoop: (() => void) | undefined;
+  private wakeScheduled = false;
   private loopDone: Promise<void> = Promise.resolve();
   private tickTimer: NodeJS.Timeout | undefined;
   private dutyTimer: NodeJS.Timeout | undefined;
@@ -470,10 +471,22 @@ export class KvNode implements KvBackend {
 
   // ------------------------------------------------------------------ loop
 
+  /**
+   * Wakes the loop once the current turn of the event loop is done (setImmediate
+   * runs after every I/O callback of this poll phase), so that everything that
+   * arrived together (messages from several peers, HTTP requests) goes into
+   * one Ready: one LevelDB batch, one append per follower, instead of a Ready
+   * for the first arrival and another for the rest.
+   */
   private kick(): void {
-    const wake = this.wakeLoop;
-    this.wakeLoop = undefined;
-    wake?.();
+    if (!this.wakeLoop || this.wakeScheduled) return;
+    this.wakeScheduled = true;
+    setImmediate(() => {
+      this.wakeScheduled = false;
+      const wake = this.wakeLoop;
+      this.wakeLoop = undefined;
+      wake?.();
+    });
   }
 
   private async runLoop(): Promise<void> {
