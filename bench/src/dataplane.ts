@@ -5,6 +5,7 @@
 //   userspace    the native addon engine with TSO/GSO/GRO (UserspaceDataplane)
 //   userspace-nooffload   the same engine, one packet per frame (optional)
 //   userspace-nopoll      the same engine without busy polling (optional)
+//   userspace-nofollow    the same engine without CPU following (followWakerCpu false; optional)
 //   userspace-baseline    another build of the addon, given by --baseline-addon
 //                         PATH (e.g. main's, to measure a change in one run)
 // Every variant has its own pair of hosts, all built up front; each round
@@ -36,6 +37,7 @@ type Variant =
   | 'userspace'
   | 'userspace-nooffload'
   | 'userspace-nopoll'
+  | 'userspace-nofollow'
   | 'userspace-baseline';
 
 type Measure = 'throughput' | 'rtt';
@@ -64,6 +66,7 @@ function parseArgs(argv: string[]): Args {
     'userspace',
     'userspace-nooffload',
     'userspace-nopoll',
+    'userspace-nofollow',
     'userspace-baseline',
   ];
   for (const v of variants)
@@ -172,6 +175,7 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
             ...options,
             offloads: variant !== 'userspace-nooffload',
             busyPollUs: variant === 'userspace-nopoll' ? 0 : args.busyPollUs,
+            followWakerCpu: variant !== 'userspace-nofollow',
             addonPath: variant === 'userspace-baseline' ? args.baselineAddon : undefined,
           });
     pair.dataplanes.push(dp);

@@ -68,7 +68,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
 
   // new Engine({ vtep: string, port?: number, netnsPath?: string, offloads?: boolean,
-  //              threadPriority?: string, busyPollUs?: number })
+  //              threadPriority?: string, busyPollUs?: number, followWakerCpu?: boolean })
   explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "options object expected");
@@ -100,6 +100,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       if (!(us >= 0 && us <= 10000) || us != double(uint32_t(us)))
         throw Napi::RangeError::New(env, "options.busyPollUs must be an integer 0..10000 (microseconds; 0 = never busy-poll)");
       opts.busyPollUs = uint32_t(us);
+    }
+    if (o.Has("followWakerCpu") && !o.Get("followWakerCpu").IsUndefined()) {
+      if (!o.Get("followWakerCpu").IsBoolean())
+        throw Napi::TypeError::New(env, "options.followWakerCpu must be a boolean");
+      opts.followWakerCpu = o.Get("followWakerCpu").As<Napi::Boolean>();
     }
     try {
       engine_ = std::make_unique<Engine>(opts);
@@ -180,6 +185,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     thread.Set("wakeups", double(t.wakeups));
     thread.Set("busyPollHits", double(t.busyPollHits));
     thread.Set("busyPollWindowUs", double(t.busyPollWindowNs) / 1000);
+    thread.Set("cpuMoves", double(t.cpuMoves));
+    thread.Set("cpuReleases", double(t.cpuReleases));
+    if (t.cpu >= 0)
+      thread.Set("cpu", double(t.cpu));
+    else
+      thread.Set("cpu", env.Null());
     out.Set("thread", thread);
     return out;
   }

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/udp.h>
@@ -128,9 +129,10 @@ class PriorityGovernor {
     applyThreadPriority(priority);
     realtime_ = wantRealtime_ = sched_getscheduler(0) == SCHED_FIFO;
   }
-  // Called after a round that had work.
-  void busy() {
-    if (!realtime_) return;
+  // Called after a round that had work; true when this round made the
+  // thread step down.
+  bool busy() {
+    if (!realtime_) return false;
     auto now = std::chrono::steady_clock::now();
     if (!busyStarted_) {
       busySince_ = now;
@@ -140,7 +142,9 @@ class PriorityGovernor {
       pthread_setschedparam(pthread_self(), SCHED_OTHER, &p);
       setpriority(PRIO_PROCESS, pid_t(syscall(SYS_gettid)), -10);
       realtime_ = false;
+      return true;
     }
+    return false;
   }
   // Called before blocking: the burst is over.
   void idle() {
@@ -207,6 +211,162 @@ class BusyPoll {
   uint64_t windowNs_ = 0;
 };
 
+}  // namespace
+
+// The CPUs that last made the packet thread runnable: the one whose softirq
+// received the last datagram on the UDP socket, and the one whose process
+// (a container) last sent a frame into a TAP. The kernel records the first
+// (SO_INCOMING_CPU) only for connected sockets, and ours is not, and the
+// second nowhere, so a 13-instruction eBPF program stores the CPU it runs on
+// into its slot of a two-slot array map: as a socket filter on the UDP
+// socket (it accepts the datagram whole) and as the TAPs' queue-steering
+// program (it picks queue 0). Needs CAP_BPF (the agent runs as
+// root); without it the engine just does not follow.
+class WakerCpuProbe {
+ public:
+  enum Slot : uint32_t { kUdp = 0, kTap = 1 };
+  explicit WakerCpuProbe(bool enabled) {
+    if (!enabled) return;
+    bpf_attr a{};
+    a.map_type = BPF_MAP_TYPE_ARRAY;
+    a.key_size = 4;
+    a.value_size = 4;
+    a.max_entries = 2;
+    mapFd_ = int(syscall(SYS_bpf, BPF_MAP_CREATE, &a, sizeof a));
+    if (mapFd_ < 0) return;
+    for (uint32_t slot : {kUdp, kTap}) {  // no CPU seen yet
+      uint32_t none = ~0u;
+      bpf_attr u{};
+      u.map_fd = uint32_t(mapFd_);
+      u.key = uint64_t(uintptr_t(&slot));
+      u.value = uint64_t(uintptr_t(&none));
+      syscall(SYS_bpf, BPF_MAP_UPDATE_ELEM, &u, sizeof u);
+    }
+    udpProgFd_ = load(kUdp, -1);  // a socket filter's result: bytes to keep (all)
+    tapProgFd_ = load(kTap, 0);   // a steering program's result: the queue (0)
+  }
+  ~WakerCpuProbe() {
+    for (int fd : {udpProgFd_, tapProgFd_, mapFd_})
+      if (fd >= 0) ::close(fd);
+  }
+  WakerCpuProbe(const WakerCpuProbe&) = delete;
+  WakerCpuProbe& operator=(const WakerCpuProbe&) = delete;
+  bool attachUdp(int fd) {
+    return udpProgFd_ >= 0 && setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &udpProgFd_, sizeof udpProgFd_) == 0;
+  }
+  bool on() const { return udpProgFd_ >= 0 && tapProgFd_ >= 0; }
+  bool attachTap(int fd) {
+    int prog = tapProgFd_;
+    return prog >= 0 && ioctl(fd, TUNSETSTEERINGEBPF, &prog) == 0;
+  }
+  // The slot's last CPU; -1 if none yet or the probe is off.
+  int lastCpu(Slot slot) const {
+    if (mapFd_ < 0) return -1;
+    uint32_t key = slot, cpu = 0;
+    bpf_attr a{};
+    a.map_fd = uint32_t(mapFd_);
+    a.key = uint64_t(uintptr_t(&key));
+    a.value = uint64_t(uintptr_t(&cpu));
+    if (syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &a, sizeof a) != 0) return -1;
+    return cpu < CPU_SETSIZE ? int(cpu) : -1;
+  }
+
+ private:
+  // map[slot] = bpf_get_smp_processor_id(); return result.
+  int load(Slot slot, int32_t result) {
+    auto insn = [](uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+      bpf_insn i{};
+      i.code = code;
+      i.dst_reg = dst & 0xf;
+      i.src_reg = src & 0xf;
+      i.off = off;
+      i.imm = imm;
+      return i;
+    };
+    const bpf_insn program[] = {
+        insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_smp_processor_id),
+        insn(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, -8, 0),  // value = cpu
+        insn(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, -4, int32_t(slot)),  // key = slot
+        insn(BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, mapFd_),
+        insn(0, 0, 0, 0, 0),  // upper half of the 64-bit immediate
+        insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0),
+        insn(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -4),
+        insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_10, 0, 0),
+        insn(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, -8),
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_4, 0, 0, BPF_ANY),
+        insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_update_elem),
+        insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, result),
+        insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+    };
+    static const char license[] = "GPL";
+    bpf_attr p{};
+    p.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    p.insns = uint64_t(uintptr_t(program));
+    p.insn_cnt = sizeof program / sizeof program[0];
+    p.license = uint64_t(uintptr_t(license));
+    return int(syscall(SYS_bpf, BPF_PROG_LOAD, &p, sizeof p));
+  }
+  int mapFd_ = -1, udpProgFd_ = -1, tapProgFd_ = -1;
+};
+
+namespace {
+
+// Where the thread waits while traffic is sparse. A thread blocked on a CPU
+// other than the one whose softirq makes it runnable is woken by an
+// inter-processor interrupt, and if that CPU idles, a virtual CPU must first
+// be resumed by the host: 40-90 us per wake-up on a 2-vCPU VM, against ~15
+// for a wake-up on the waker's own CPU, where the real-time thread preempts
+// right as the softirq ends (measured: ping RTT through two engines 0.33 ms
+// spread over both CPUs, 0.21 confined to one, kernel VXLAN 0.11). The
+// scheduler does not keep these wakes local: a real-time thread wakes on
+// the CPU it last ran on, or any other if that one is busy. So after a
+// round that followed a sleep of at least kSparseGapNs (request/response
+// traffic, not a stream), the thread confines itself to its waker's CPU,
+// where the kernel's own VXLAN would have done the work: the sender's CPU
+// for a round that forwarded a container's request from a TAP, the
+// receiving CPU (the underlay NIC's, or the sending engine's when both
+// hosts share a machine) for a round that answered a request from the
+// underlay. Two engines on one machine then settle on the pinging
+// container's CPU. A bulk round, or a busy spell, releases the thread to
+// every allowed CPU again, so a stream keeps the parallelism of sender and
+// engine on different CPUs.
+class CpuFollower {
+ public:
+  static constexpr uint64_t kSparseGapNs = 1000000;  // slept >= 1 ms
+  CpuFollower(bool enabled, WakerCpuProbe& probe) : probe_(probe) {
+    enabled_ = enabled && sched_getaffinity(0, sizeof allowed_, &allowed_) == 0 && CPU_COUNT(&allowed_) >= 2;
+  }
+  int cpu() const { return cpu_; }
+  enum class Round { kOther, kBulk, kForwardedRequest, kAnsweredRequest };
+  enum class Change { kNone, kMoved, kReleased };
+  Change afterRound(Round round) {
+    if (!enabled_ || round == Round::kOther) return Change::kNone;
+    if (round == Round::kBulk) return release() ? Change::kReleased : Change::kNone;
+    WakerCpuProbe::Slot slot = round == Round::kForwardedRequest ? WakerCpuProbe::kTap : WakerCpuProbe::kUdp;
+    int cpu = probe_.lastCpu(slot);
+    if (cpu < 0 || !CPU_ISSET(cpu, &allowed_) || cpu == cpu_) return Change::kNone;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return Change::kNone;
+    cpu_ = cpu;
+    return Change::kMoved;
+  }
+  // True if the thread was confined.
+  bool release() {
+    if (cpu_ < 0) return false;
+    sched_setaffinity(0, sizeof allowed_, &allowed_);
+    cpu_ = -1;
+    return true;
+  }
+
+ private:
+  WakerCpuProbe& probe_;
+  bool enabled_;
+  cpu_set_t allowed_;
+  int cpu_ = -1;
+};
+
 // epoll tags: a TAP's tag is its VNI (1..2^24-1).
 constexpr uint64_t kUdpTag = uint64_t(1) << 32;
 constexpr uint64_t kStopTag = uint64_t(2) << 32;
@@ -216,6 +376,7 @@ constexpr int kMaxEvents = 64;
 
 Network::~Network() {
   if (tapFd >= 0) ::close(tapFd);
+  if (spareQueueFd >= 0) ::close(spareQueueFd);
 }
 
 // ---------------------------------------------------------------------------
@@ -462,6 +623,7 @@ class Coalescer {
 
 Engine::Engine(const EngineOptions& options) : options_(options), port_(options.port) {
   networks_ = std::make_shared<NetworkMap>();
+  wakerCpuProbe_ = std::make_unique<WakerCpuProbe>(options_.followWakerCpu);
   runInNetns(options_.netnsPath, [&] {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw std::runtime_error(errnoText("socket(AF_INET, SOCK_DGRAM)"));
@@ -498,6 +660,7 @@ Engine::Engine(const EngineOptions& options) : options_(options), port_(options.
       throw std::runtime_error(msg);
     }
     udpFd_ = fd;
+    wakerCpuProbe_->attachUdp(fd);
   });
   stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   epollFd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -539,9 +702,17 @@ void Engine::addNetwork(uint32_t vni, const std::string& tapName) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) throw std::runtime_error(errnoText("cannot open /dev/net/tun (is the tun module loaded?)"));
     ifreq ifr{};
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    // Two queues when the engine follows its wakers' CPUs: the kernel runs a
+    // TAP's queue-steering program (WakerCpuProbe) only on multi-queue
+    // devices; it sends every frame to queue 0, the second queue just exists.
+    bool multiQueue = wakerCpuProbe_->on();
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multiQueue ? IFF_MULTI_QUEUE : 0);
     std::strncpy(ifr.ifr_name, tapName.c_str(), IFNAMSIZ - 1);
-    if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+    if (multiQueue && ioctl(fd, TUNSETIFF, &ifr) != 0) {
+      multiQueue = false;  // e.g. a single-queue device of that name exists: use it as before
+      ifr.ifr_flags &= ~IFF_MULTI_QUEUE;
+    }
+    if (!multiQueue && ioctl(fd, TUNSETIFF, &ifr) != 0) {
       std::string msg = errnoText(("cannot create TAP device " + tapName).c_str());
       ::close(fd);
       throw std::runtime_error(msg);
@@ -557,6 +728,14 @@ void Engine::addNetwork(uint32_t vni, const std::string& tapName) {
       throw std::runtime_error(msg);
     }
     net->tapFd = fd;
+    if (multiQueue) {
+      int spare = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+      if (spare >= 0 && ioctl(spare, TUNSETIFF, &ifr) == 0 && wakerCpuProbe_->attachTap(fd)) {
+        net->spareQueueFd = spare;
+      } else if (spare >= 0) {
+        ::close(spare);
+      }
+    }
   });
   auto next = std::make_shared<NetworkMap>(*current);
   (*next)[vni] = net;
@@ -636,7 +815,10 @@ std::vector<std::pair<uint32_t, CountersSnapshot>> Engine::networkCounters() con
 
 CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
 
-ThreadStats Engine::threadStats() const { return {wakeups_.load(), busyPollHits_.load(), busyPollWindowNs_.load()}; }
+ThreadStats Engine::threadStats() const {
+  return {wakeups_.load(),  busyPollHits_.load(),   busyPollWindowNs_.load(),
+          cpuMoves_.load(), cpuReleases_.load(), followedCpu_.load()};
+}
 
 // ---------------------------------------------------------------------------
 // TAP -> UDP
@@ -650,7 +832,7 @@ struct TapScratch {
   size_t lengths[kTapReadBatch];
 };
 
-size_t Engine::drainTap(Network* net, TapScratch& scratch, size_t* bytes) {
+size_t Engine::drainTap(Network* net, TapScratch& scratch, size_t* bytes, size_t* unicast) {
   size_t got = 0;
   while (got < kTapReadBatch) {
     ssize_t r = read(net->tapFd, &scratch.frames[got * kMaxFrameBytes], kMaxFrameBytes);
@@ -666,6 +848,8 @@ size_t Engine::drainTap(Network* net, TapScratch& scratch, size_t* bytes) {
       }
       break;
     }
+    const uint8_t* frame = &scratch.frames[got * kMaxFrameBytes];
+    if (size_t(r) >= sizeof(VnetHeader) + kEthHeaderBytes && !isMulticastMac(frame + sizeof(VnetHeader))) ++*unicast;
     scratch.lengths[got++] = size_t(r);
     *bytes += size_t(r);
   }
@@ -809,6 +993,8 @@ struct RxScratch {
 struct RoundResult {
   size_t datagrams = 0;  // received from the underlay
   size_t frames = 0;     // read from TAPs (and sent, answered or dropped)
+  size_t answers = 0;    // of those, read right after delivering datagrams to their TAP
+  size_t unicastFrames = 0;  // of the frames, those to one MAC (not broadcast/multicast)
   size_t bytes = 0;      // of both
 };
 
@@ -851,8 +1037,12 @@ void Engine::receiveBatch(const NetworkMap& nets, RxScratch& rx, RoundResult& re
   // A frame written to a TAP is usually answered before writev returns (the
   // bridge, the container's stack and its reply all run in that call's
   // softirq): send the answer now, not after another trip through epoll.
-  for (Network* net : rx.coalescer.touched())
-    if (!net->tapFailed) result.frames += drainTap(net, rx.tap, &result.bytes);
+  for (Network* net : rx.coalescer.touched()) {
+    if (net->tapFailed) continue;
+    size_t answers = drainTap(net, rx.tap, &result.bytes, &result.unicastFrames);
+    result.frames += answers;
+    result.answers += answers;
+  }
   rx.coalescer.clearTouched();
 }
 
@@ -861,10 +1051,12 @@ void Engine::loop() {
   pthread_setname_np(pthread_self(), "weft-vxlan");  // for top -H and the bench's CPU accounting
   PriorityGovernor governor(options_.priority);
   BusyPoll busyPoll(options_.busyPollUs);
+  CpuFollower follower(options_.followWakerCpu, *wakerCpuProbe_);
   auto scratch = std::make_unique<RxScratch>(this, options_.offloads);
   epoll_event events[kMaxEvents];
   uint64_t spinFromNs = 0;  // end of the last round worth spinning after; 0 = the last was not
   for (;;) {
+    uint64_t sleptNs = 0;  // how long this round's blocking wait took; 0 = found by polling
     // Level-triggered: whatever a round left unread is reported again.
     int n = epoll_wait(epollFd_, events, kMaxEvents, 0);
     if (n == 0 && spinFromNs != 0) {
@@ -877,7 +1069,9 @@ void Engine::loop() {
     }
     if (n == 0) {
       governor.idle();
+      uint64_t blockedAtNs = nowNs();
       n = epoll_wait(epollFd_, events, kMaxEvents, -1);
+      sleptNs = nowNs() - blockedAtNs;
       wakeups_.fetch_add(1, std::memory_order_relaxed);
       if (n > 0 && spinFromNs != 0) {
         busyPoll.blocked(nowNs() - spinFromNs);
@@ -905,7 +1099,7 @@ void Engine::loop() {
         Network* net = it->second.get();
         if (net->tapFailed) continue;
         if (events[i].events & EPOLLIN) {
-          result.frames += drainTap(net, scratch->tap, &result.bytes);
+          result.frames += drainTap(net, scratch->tap, &result.bytes, &result.unicastFrames);
         } else if (events[i].events & (EPOLLERR | EPOLLHUP)) {
           // The TAP of a device someone deleted reports an error for good.
           net->counters.drop(kDropTapReadError);
@@ -915,9 +1109,21 @@ void Engine::loop() {
       }
     }
     if (result.datagrams + result.frames > 0) {
-      governor.busy();
-      bool request = result.frames > 0 && result.bytes <= BusyPoll::kMaxRoundBytes;
+      bool busySpell = governor.busy();  // stepped down from real time: use every CPU too
+      bool light = result.bytes <= BusyPoll::kMaxRoundBytes;
+      bool request = result.frames > 0 && light;
       spinFromNs = request ? nowNs() : 0;
+      auto round = CpuFollower::Round::kOther;
+      if (!light || busySpell)
+        round = CpuFollower::Round::kBulk;
+      else if (sleptNs >= CpuFollower::kSparseGapNs && result.answers > 0)
+        round = CpuFollower::Round::kAnsweredRequest;
+      else if (sleptNs >= CpuFollower::kSparseGapNs && result.frames > result.answers && result.unicastFrames > 0)
+        round = CpuFollower::Round::kForwardedRequest;  // not for the hosts' own multicast chatter
+      auto change = follower.afterRound(round);
+      if (change == CpuFollower::Change::kMoved) cpuMoves_.fetch_add(1, std::memory_order_relaxed);
+      if (change == CpuFollower::Change::kReleased) cpuReleases_.fetch_add(1, std::memory_order_relaxed);
+      followedCpu_.store(follower.cpu(), std::memory_order_relaxed);
     }
   }
 }

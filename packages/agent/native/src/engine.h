@@ -55,6 +55,9 @@ struct Counters {
 // current adaptive busy-poll window.
 struct ThreadStats {
   uint64_t wakeups, busyPollHits, busyPollWindowNs;
+  uint64_t cpuMoves;     // times the thread confined itself to its waker's CPU (CpuFollower)
+  uint64_t cpuReleases;  // times bulk traffic or a busy spell released it to every allowed CPU
+  int32_t cpu;           // the CPU it is confined to now; -1 = every allowed CPU
 };
 
 struct CountersSnapshot {
@@ -73,6 +76,7 @@ struct Network {
   uint32_t vni = 0;
   std::string tapName;
   int tapFd = -1;
+  int spareQueueFd = -1;  // second queue of a multi-queue TAP, never read (see WakerCpuProbe)
   bool tapFailed = false;  // the TAP reported an error and left the poll set; packet thread only
   std::shared_ptr<const PeerTable> peers;  // accessed with std::atomic_load/store
   Counters counters;
@@ -90,6 +94,10 @@ struct EngineOptions {
   // Longest busy-poll window after a round of work, in microseconds; 0 = the
   // thread always blocks when it runs out of work. See BusyPoll in engine.cc.
   uint32_t busyPollUs = 200;
+  // While traffic is sparse (request/response), keep the thread on the CPU
+  // of whoever wakes it, so it wakes without an inter-processor interrupt.
+  // See CpuFollower in engine.cc.
+  bool followWakerCpu = true;
 };
 
 using NetworkMap = std::unordered_map<uint32_t, std::shared_ptr<Network>>;
@@ -99,6 +107,7 @@ class Coalescer;
 struct TapScratch;
 struct RxScratch;
 struct RoundResult;
+class WakerCpuProbe;
 
 class Engine {
  public:
@@ -130,8 +139,9 @@ class Engine {
  private:
   friend class Coalescer;
   void loop();
-  // One batch from the TAP (read, encapsulate, send); frames read.
-  size_t drainTap(Network* net, TapScratch& scratch, size_t* bytes);
+  // One batch from the TAP (read, encapsulate, send); frames read. Adds the
+  // bytes read and the number of unicast frames among them.
+  size_t drainTap(Network* net, TapScratch& scratch, size_t* bytes, size_t* unicast);
   // One recvmmsg batch, delivered, then the answers the TAPs hold sent.
   // Caller holds roundMutex_ and passes the map snapshot it uses.
   void receiveBatch(const NetworkMap& nets, RxScratch& rx, RoundResult& result);
@@ -144,13 +154,15 @@ class Engine {
   uint16_t port_;
   int udpFd_ = -1;
   int stopFd_ = -1;
+  std::unique_ptr<WakerCpuProbe> wakerCpuProbe_;  // CPUs that last made the thread runnable (CpuFollower)
   int epollFd_ = -1;
   std::thread thread_;
   std::mutex controlMutex_;  // serialises add/remove/close
   std::mutex roundMutex_;    // held by the packet thread while it uses a map snapshot
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;
-  std::atomic<uint64_t> wakeups_{0}, busyPollHits_{0}, busyPollWindowNs_{0};
+  std::atomic<uint64_t> wakeups_{0}, busyPollHits_{0}, busyPollWindowNs_{0}, cpuMoves_{0}, cpuReleases_{0};
+  std::atomic<int32_t> followedCpu_{-1};
   bool closed_ = false;
   static std::atomic<int> liveThreads_;
 };

@@ -31,6 +31,18 @@ export interface NativeEngineOptions {
    * data plane uses no CPU. 0 = always sleep.
    */
   busyPollUs?: number;
+  /**
+   * Default true: while traffic is sparse (the thread slept ≥ 1 ms before a
+   * request), the packet thread confines itself to the CPU of whoever woke
+   * it (the container that sent into a TAP, or the CPU that received a
+   * request from the underlay), so the next wake-up happens on the waker's
+   * CPU instead of by an inter-processor interrupt (on a VM: resuming an
+   * idle virtual CPU). Any bulk round or busy spell releases it to every
+   * allowed CPU. Uses a tiny eBPF program (needs CAP_BPF; silently off
+   * without) and makes TAPs multi-queue (2 queues). false = never change the
+   * thread's CPU affinity.
+   */
+  followWakerCpu?: boolean;
 }
 
 export interface NativePeer {
@@ -61,6 +73,12 @@ export interface NativeThreadStats {
   busyPollHits: number;
   /** The adaptive busy-poll window as last updated, µs (0..busyPollUs). */
   busyPollWindowUs: number;
+  /** Times the thread confined itself to its waker's CPU (followWakerCpu). */
+  cpuMoves: number;
+  /** Times bulk traffic or a busy spell released it to every allowed CPU. */
+  cpuReleases: number;
+  /** The CPU the thread is confined to now; null = every allowed CPU. */
+  cpu: number | null;
 }
 
 export interface NativeEngine {

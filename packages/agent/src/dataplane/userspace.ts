@@ -30,6 +30,8 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
   threadPriority?: 'realtime' | 'nice' | 'normal';
   /** Longest adaptive busy-poll window of the packet thread, µs (see NativeEngineOptions); default 200, 0 = off. */
   busyPollUs?: number;
+  /** While traffic is sparse, keep the packet thread on the CPU of whoever wakes it (see NativeEngineOptions); default true. */
+  followWakerCpu?: boolean;
   /** Native addon binary to use instead of the one `npm install` built (benchmarks compare builds). */
   addonPath?: string;
 }
@@ -215,6 +217,7 @@ export class UserspaceDataplane implements Dataplane {
       offloads: this.options.offloads ?? true,
       threadPriority: this.options.threadPriority ?? 'realtime',
       busyPollUs: this.options.busyPollUs,
+      followWakerCpu: this.options.followWakerCpu,
     });
     enginesByHost.set(this.hostKey(), { owner: this, engine: this.engine });
   }

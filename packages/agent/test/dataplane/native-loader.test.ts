@@ -46,6 +46,10 @@ describe('native addon loader', () => {
         () => new Engine({ vtep: '127.0.0.1', busyPollUs }),
         /options\.busyPollUs must be an integer 0\.\.10000/,
       );
+    assert.throws(
+      () => new Engine({ vtep: '127.0.0.1', followWakerCpu: 'yes' as unknown as boolean }),
+      /options\.followWakerCpu must be a boolean/,
+    );
     // An address this host does not have: the bind fails and says what to check.
     assert.throws(
       () => new Engine({ vtep: '192.0.2.250', port: 4789 }),

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { tapName } from '../../src/dataplane/names.js';
 import { loadNativeAddon } from '../../src/dataplane/native.js';
 import { ping, runIn, tcpRoundTrip } from '../../src/dataplane/testing/topology.js';
@@ -16,6 +17,16 @@ async function waitForLinkLocal(netns: string): Promise<string> {
     if (Date.now() > deadline) throw new Error(`no usable link-local address in ${netns}: ${out}`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
+}
+
+/** CPUs this process may run on (its packet threads inherit them). */
+function allowedCpus(): number[] {
+  const list = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '';
+  return list.split(',').flatMap((range) => {
+    const [lo, hi] = range.split('-').map(Number);
+    if (lo === undefined || Number.isNaN(lo)) return [];
+    return Array.from({ length: (hi ?? lo) - lo + 1 }, (_, k) => lo + k);
+  });
 }
 
 describe('userspace data plane (native addon)', function () {
@@ -143,6 +154,49 @@ describe('userspace data plane (native addon)', function () {
       assert.ok(r.ok, `no traffic after ensureNetwork recreated the TAP: ${r.stdout}`);
       const engine = (cluster.dataplanes[0] as UserspaceDataplane).engineCounters()!;
       assert.ok(engine.networks[String(cluster.network.vni)] !== undefined);
+    } finally {
+      await cluster.destroy();
+    }
+  });
+
+  it("while traffic is sparse the packet threads move to the pinging container's CPU; bulk traffic releases them", async function () {
+    skipUnlessNetns(this);
+    const cpus = allowedCpus();
+    if (cpus.length < 2) this.skip(); // nowhere to move
+    const cpu = cpus.at(-1)!;
+    const cluster = await createCluster(['userspace', 'userspace']);
+    try {
+      const [a, b] = cluster.containers;
+      const threads = () =>
+        cluster.dataplanes.map((dp) => (dp as UserspaceDataplane).engineCounters()!.thread);
+      // Pings 50 ms apart from a container pinned to `cpu`: host a's thread
+      // follows the container that wakes it through its TAP, host b's the CPU
+      // that hands it the datagrams (host a's thread, on this machine).
+      const r = await runIn(a!.netns, [
+        'taskset',
+        '-c',
+        String(cpu),
+        'ping',
+        '-n',
+        '-c',
+        '6',
+        '-i',
+        '0.05',
+        b!.ip,
+      ]);
+      assert.equal(r.exitCode, 0, `ping failed: ${r.stdout}${r.stderr}`);
+      for (const [i, t] of threads().entries()) {
+        assert.equal(t.cpu, cpu, `host ${i}'s packet thread is not on CPU ${cpu}: ${JSON.stringify(t)}`);
+        assert.ok(t.cpuMoves >= 1, JSON.stringify(t));
+      }
+      const before = threads();
+      const bulk = await tcpBulkTransfer(b!.netns, a!.netns, b!.ip, 7010, 8 << 20);
+      assert.ok(bulk.ok, bulk.detail);
+      for (const [i, t] of threads().entries())
+        assert.ok(
+          t.cpuReleases > before[i]!.cpuReleases,
+          `host ${i}'s packet thread was not released for the bulk transfer: ${JSON.stringify(t)}`,
+        );
     } finally {
       await cluster.destroy();
     }
