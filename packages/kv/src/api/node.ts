@@ -78,6 +78,12 @@ const MAX_PROPOSALS_PER_BATCH = 256;
 /** The leader refuses new entries while this many bytes are appended but not applied (back-pressure). */
 const MAX_UNCOMMITTED_ENTRIES_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_SNAPSHOT_EVERY_ENTRIES = 10_000;
+/**
+ * Default KvNodeOptions.compactionStepEntries. Compacting 10 000 entries in one
+ * batch held every write queued behind it (storage writes are serialized) for
+ * 0.1-0.9 s on a loaded machine: a stall every snapshot, in the p99 of writes.
+ */
+export const DEFAULT_COMPACTION_STEP_ENTRIES = 1_000;
 export { DEFAULT_CLUSTER_NAME };
 
 /** How often the leader scans sessions for expired TTLs and learners for promotion. */
@@ -147,6 +153,8 @@ export interface KvNodeOptions {
   proposalTimeoutMs?: number;
   /** Take a snapshot and compact the log after this many applied entries. */
   snapshotEveryEntries?: number;
+  /** Log entries removed per compaction batch (default 1000); writes queued meanwhile go between the batches. */
+  compactionStepEntries?: number;
   /** Session TTL grace multiplier (Consul: 2). */
   sessionTtlGraceMultiplier?: number;
   /** How long deletions keep their tombstone before the leader reaps them (Consul's tombstone_ttl, 15 min). */
@@ -275,6 +283,9 @@ export class KvNode implements KvBackend {
   private readonly tickMs: number;
   private readonly proposalTimeoutMs: number;
   private readonly snapshotEveryEntries: number;
+  private readonly compactionStepEntries: number;
+  /** The snapshot being written and the log being compacted, in the background; undefined when idle. */
+  private snapshotting: Promise<void> | undefined;
   private readonly membershipLimits: AutopilotLimits & { maxLearners: number };
   /** When this node last received a message from each member (the leader's autopilot reads it). */
   private readonly lastHeardMs = new Map<NodeId, number>();
@@ -342,6 +353,7 @@ export class KvNode implements KvBackend {
     this.tickMs = options.tickMs ?? DEFAULT_TICK_MS;
     this.proposalTimeoutMs = options.proposalTimeoutMs ?? DEFAULT_PROPOSAL_TIMEOUT_MS;
     this.snapshotEveryEntries = options.snapshotEveryEntries ?? DEFAULT_SNAPSHOT_EVERY_ENTRIES;
+    this.compactionStepEntries = options.compactionStepEntries ?? DEFAULT_COMPACTION_STEP_ENTRIES;
     this.joinTimeoutMs = options.joinTimeoutMs ?? Math.max(this.proposalTimeoutMs * 3, 15_000);
     const electionTimeoutMs = (options.electionTicks ?? DEFAULT_ELECTION_TICKS) * this.tickMs;
     this.membershipLimits = {
@@ -576,7 +588,7 @@ export class KvNode implements KvBackend {
     this.resolveAppliedWaiters();
     // 4. Advance.
     this.raft.advance();
-    await this.maybeSnapshot();
+    this.maybeSnapshot();
   }
 
   private onSoftState(leader: NodeId, role: Role): void {
@@ -654,14 +666,33 @@ export class KvNode implements KvBackend {
     this.appliedIndex = entry.index;
   }
 
-  private async maybeSnapshot(): Promise<void> {
+  /**
+   * Snapshots the state machine and compacts the log behind it, without
+   * holding up the loop: the snapshot write is queued in order with the
+   * Readies' saves (storage writes are serialized), and the compaction goes in
+   * steps of compactionStepEntries, each one atomic batch that moves the log
+   * start with its deletions, so the saves of new Readies go in between.
+   */
+  private maybeSnapshot(): void {
+    if (this.snapshotting || this.closing) return;
     const snapIndex = this.storage.snapshot().metadata.index;
     if (this.appliedIndex - snapIndex < this.snapshotEveryEntries) return;
+    const index = this.appliedIndex;
     const data = this.fsm.snapshot();
-    await this.storage.createSnapshot(this.appliedIndex, this.confState, data);
-    // Compact to the snapshot itself: a restart then restores exactly the snapshot and replays what follows.
-    await this.storage.compact(this.appliedIndex);
-    this.log.info({ index: this.appliedIndex, bytes: data.length }, 'snapshot taken, log compacted');
+    const written = this.storage.createSnapshot(index, structuredClone(this.confState), data);
+    this.snapshotting = (async () => {
+      await written;
+      // Compact to the snapshot itself: a restart then restores exactly the snapshot and replays what follows.
+      for (let to = this.storage.firstIndex() - 1; to < index && !this.closing; ) {
+        to = Math.min(index, to + this.compactionStepEntries);
+        await this.storage.compact(to);
+      }
+      this.log.info({ index, bytes: data.length }, 'snapshot taken, log compacted');
+    })()
+      .catch((err) => this.fail(err as Error))
+      .finally(() => {
+        this.snapshotting = undefined;
+      });
   }
 
   private onMessage(m: Message): void {
@@ -1527,6 +1558,7 @@ export class KvNode implements KvBackend {
     this.proposals.rejectAll(closedError);
     this.confChanges.rejectAll(closedError);
     this.reads.rejectAll(closedError);
+    await this.snapshotting;
     await this.transport.stop().catch(() => {});
     await this.storage.close();
   }

@@ -239,13 +239,17 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('a follower restarted after compaction catches up by snapshot', async () => {
-    cluster = new MemoryCluster(root, addrs, { snapshotEveryEntries: 25 });
+    // Compaction in steps of 4 entries (each its own batch, with writes going on in between).
+    cluster = new MemoryCluster(root, addrs, { snapshotEveryEntries: 25, compactionStepEntries: 4 });
     await Promise.all(addrs.map((x) => cluster.start(x)));
     const leader = await cluster.leader();
     const lagging = addrs.find((x) => x !== leader.raftId)!;
     await cluster.stop(lagging);
     for (let i = 0; i < 80; i++) await leader.put(`s/${i}`, enc(String(i)));
-    const ls = leader.status();
+    const ls = await until('the leader to compact its log up to its snapshot', () => {
+      const st = leader.status();
+      return st.snapshotIndex > 25 && st.firstIndex === st.snapshotIndex + 1 ? st : undefined;
+    });
     assert.ok(ls.firstIndex > 25, `leader compacted its log (first index ${ls.firstIndex})`);
     const node = await cluster.start(lagging);
     await until(
