@@ -180,7 +180,8 @@ class AttachSeries {
 
 /**
  * The agent's own time per `weft run` by phase (its debug log's `container
- * run` lines, the last `count` of them): p50/p99 over the run, and the first
+ * run` lines, the last `count` of them; `attach.*At` are times since the
+ * attach phase began, `attach.wiringMs` the data plane's part): p50/p99 over the run, and the first
  * and last thirds' p50s side by side (does a phase grow as the host fills up?).
  */
 function runPhases(agent: Cluster['agents'][0], count: number): Record<string, unknown> {
@@ -188,8 +189,16 @@ function runPhases(agent: Cluster['agents'][0], count: number): Record<string, u
   for (const line of agent.logTail(1_000_000).split('\n')) {
     if (!line.includes('"container run"')) continue;
     try {
-      const phases = (JSON.parse(line) as { phasesMs?: Record<string, number> }).phasesMs;
-      if (phases) runs.push({ ...phases, total: Object.values(phases).reduce((x, y) => x + y, 0) });
+      const logged = JSON.parse(line) as {
+        phasesMs?: Record<string, number>;
+        attachDetailMs?: Record<string, number>;
+      };
+      const phases = logged.phasesMs;
+      if (phases) {
+        const total = Object.values(phases).reduce((x, y) => x + y, 0);
+        const detail = Object.entries(logged.attachDetailMs ?? {}).map(([k, v]) => [`attach.${k}`, v]);
+        runs.push({ ...phases, total, ...Object.fromEntries(detail) });
+      }
     } catch {
       // not one of ours
     }

@@ -300,6 +300,7 @@ export class Agent implements AgentBackend, Startable {
       this.parts.overlay.inspectNetwork(req.network);
       // Where a run's time goes, for convergence work (debug level).
       const phasesMs: Record<string, number> = {};
+      const attachDetailMs: Record<string, number> = {};
       let mark = performance.now();
       const phase = (name: string) => {
         const now = performance.now();
@@ -314,13 +315,29 @@ export class Agent implements AgentBackend, Startable {
       try {
         if (gate) {
           // Namespace and endpoint at once: the data plane's attach waits for the namespace.
-          const made = this.parts.containers.create(req.name, req.command ?? []);
+          // Loopback comes up with the wiring (the attach's batch in the namespace).
+          const made = this.parts.containers.create(req.name, req.command ?? [], { loopbackUp: false });
           const sandbox = this.parts.containers.sandboxName(req.name);
           gate.hold(sandbox, made);
+          // Debug phases within attach: the namespace made, the endpoint committed and the
+          // data plane told (overlay attach), and the wiring inside that.
+          const startMs = performance.now();
+          const since = (t: number) => Math.round((t - startMs) * 10) / 10;
           const [m, a] = await Promise.allSettled([
-            made,
-            this.attachEndpoint({ name: req.name, sandbox }, req, { record: false }),
+            made.then((r) => {
+              attachDetailMs.sandboxMadeAt = since(performance.now());
+              return r;
+            }),
+            this.attachEndpoint({ name: req.name, sandbox }, req, { record: false }).then((r) => {
+              attachDetailMs.endpointAttachedAt = since(performance.now());
+              return r;
+            }),
           ]);
+          const wired = gate.takeWiringTimes(sandbox);
+          if (wired) {
+            attachDetailMs.wiringStartAt = since(wired.startMs);
+            attachDetailMs.wiringMs = Math.round((wired.endMs - wired.startMs) * 10) / 10;
+          }
           if (m.status === 'rejected') {
             // Nothing of ours exists (the failed attach rolled its endpoint back); keep a leftover from an earlier container.
             if (a.status === 'fulfilled')
@@ -341,7 +358,7 @@ export class Agent implements AgentBackend, Startable {
       }
       const info = await this.containerInfo(this.mustGetContainer(req.name));
       phase('info');
-      this.logger.debug({ container: req.name, phasesMs }, 'container run');
+      this.logger.debug({ container: req.name, phasesMs, attachDetailMs }, 'container run');
       return info;
     });
   }

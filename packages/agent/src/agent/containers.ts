@@ -111,8 +111,12 @@ export class ContainerRuntime implements Startable {
     return `${this.opts.sandboxPrefix}${name}`;
   }
 
-  /** Makes the container's namespace (loopback up, resolv.conf); returns its record. */
-  create(name: string, command: string[]): Promise<ContainerRecord> {
+  /**
+   * Makes the container's namespace (loopback up unless `loopbackUp` is
+   * false: `weft run` leaves that to the attach that wires it, one process
+   * less on its path) and resolv.conf, and records it; returns the record.
+   */
+  create(name: string, command: string[], opts: { loopbackUp?: boolean } = {}): Promise<ContainerRecord> {
     return this.serial(async () => {
       if (this.records.has(name)) throw new Error(`container "${name}" already exists`);
       const sandbox = this.sandboxName(name);
@@ -120,22 +124,26 @@ export class ContainerRuntime implements Startable {
         // Left over from a container this agent forgot (state file moved away): reuse is unsafe.
         await this.deleteSandbox(sandbox);
       }
-      // The namespace and its resolv.conf do not depend on each other: make both at once.
+      // Namespace, resolv.conf and the state file do not depend on each other: all at once. A
+      // record saved for a namespace that then fails is removed again here; one whose namespace
+      // never came (a crash in between) is dropped when the agent starts (see start).
+      const record: ContainerRecord = { name, sandbox, created: new Date().toISOString(), command };
+      this.records.set(name, record);
       const confDir = `/etc/netns/${sandbox}`;
       const made = await Promise.allSettled([
-        createSandbox(sandbox),
+        createSandbox(sandbox, { loopbackUp: opts.loopbackUp ?? true }),
         mkdir(confDir, { recursive: true }).then(() =>
           writeFile(`${confDir}/resolv.conf`, this.opts.resolvConf()),
         ),
+        this.save(),
       ]);
       const failed = made.find((r) => r.status === 'rejected');
       if (failed) {
+        this.records.delete(name);
         await this.deleteSandbox(sandbox).catch(() => {});
+        await this.save().catch(() => {});
         throw failed.reason;
       }
-      const record: ContainerRecord = { name, sandbox, created: new Date().toISOString(), command };
-      this.records.set(name, record);
-      await this.save();
       return record;
     });
   }

@@ -6,8 +6,16 @@
 // overlay then rolls the endpoint back).
 import type { Dataplane, LocalEndpoint } from '@weft/overlay';
 
+/** When the data plane's attach into a held sandbox started and ended (performance.now() ms). */
+export interface WiringTimes {
+  startMs: number;
+  endMs: number;
+}
+
 export class SandboxGate {
   private readonly pending = new Map<string, Promise<void>>();
+  /** Wiring times of held sandboxes, until taken (see takeWiringTimes); for run's debug phases. */
+  private readonly wiring = new Map<string, WiringTimes>();
 
   /** Attaches into `sandbox` wait until `ready` settles (and fail if it rejects). */
   hold(sandbox: string, ready: Promise<unknown>): void {
@@ -35,6 +43,13 @@ export class SandboxGate {
     await this.pending.get(sandbox);
   }
 
+  /** When the data plane wired the sandbox held last (undefined if it did not); forgets it. */
+  takeWiringTimes(sandbox: string): WiringTimes | undefined {
+    const t = this.wiring.get(sandbox);
+    this.wiring.delete(sandbox);
+    return t;
+  }
+
   /** `dataplane` with attach and reconcile gated on namespaces still being made. */
   wrap(dataplane: Dataplane): Dataplane {
     return {
@@ -43,8 +58,11 @@ export class SandboxGate {
       ensureNetwork: (net) => dataplane.ensureNetwork(net),
       removeNetwork: (id) => dataplane.removeNetwork(id),
       attach: async (ep: LocalEndpoint) => {
+        const held = this.pending.has(ep.sandbox);
         await this.ready(ep.sandbox);
+        const startMs = performance.now();
         await dataplane.attach(ep);
+        if (held) this.wiring.set(ep.sandbox, { startMs, endMs: performance.now() });
       },
       detach: (ep) => dataplane.detach(ep),
       addPeer: (peer) => dataplane.addPeer(peer),

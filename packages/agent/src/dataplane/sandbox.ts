@@ -2,7 +2,7 @@
 // that `ip netns exec <name> <command>` runs a container's process in them and
 // the data plane can find them by name after a restart.
 
-import { access } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { CommandError, NetnsShell, runCommand } from '../netlink/ip.js';
 
 /** Where `ip netns` keeps its named namespaces (bind mounts), as iproute2 does. */
@@ -23,32 +23,38 @@ export function assertSandboxName(name: string): void {
   assertNetnsName(name);
 }
 
-/** Looks for the name under /run/netns: no `ip netns list`, which opens every namespace on the machine. */
+/**
+ * Looks for the name under /run/netns: no `ip netns list`, which opens every
+ * namespace on the machine. A synchronous stat of a tmpfs entry (microseconds)
+ * rather than an asynchronous one, which waits its turn in libuv's thread
+ * pool behind file writes, LevelDB and commands.
+ */
 export async function sandboxExists(name: string): Promise<boolean> {
   assertSandboxName(name);
-  try {
-    await access(`${netnsRunDir}/${name}`);
-    return true;
-  } catch {
-    return false;
-  }
+  return existsSync(`${netnsRunDir}/${name}`);
 }
 
-/** Creates the namespace (if missing) with loopback up. Idempotent. */
-export async function createSandbox(name: string): Promise<void> {
+/**
+ * Creates the namespace (if missing), with loopback up unless `loopbackUp`
+ * is false (the caller brings it up with other changes). Idempotent.
+ */
+export async function createSandbox(name: string, opts: { loopbackUp?: boolean } = {}): Promise<void> {
   assertSandboxName(name);
+  const loopbackUp = opts.loopbackUp ?? true;
   if (!(await sandboxExists(name))) {
     try {
-      // One `ip` from Node instead of two (each spawn from the agent's large
-      // process costs more than the fork `ip netns exec` makes in there).
-      await new NetnsShell().ipBatch([`netns add ${name}`, `netns exec ${name} ip link set lo up`]);
+      // One `ip` from Node instead of two (`netns exec` forks that small process, not the agent).
+      await new NetnsShell().ipBatch([
+        `netns add ${name}`,
+        ...(loopbackUp ? [`netns exec ${name} ip link set lo up`] : []),
+      ]);
       return;
     } catch (e) {
       // Lost a race with another creator: that is the state we wanted.
       if (!(e instanceof CommandError && /File exists/.test(e.stderr))) throw e;
     }
   }
-  await new NetnsShell(name).ip(['link', 'set', 'lo', 'up']);
+  if (loopbackUp) await new NetnsShell(name).ip(['link', 'set', 'lo', 'up']);
 }
 
 /**
