@@ -259,8 +259,11 @@ async function iperf(pair: Pair, streams: number, seconds: number): Promise<numb
   }
 }
 
-/** Mean and median RTT in ms over `count` pings 20 ms apart. */
-async function pingRtt(pair: Pair, count: number): Promise<{ meanMs: number; p50Ms: number }> {
+/** Mean and median RTT in ms over `count` pings 20 ms apart, and every ping's. */
+async function pingRtt(
+  pair: Pair,
+  count: number,
+): Promise<{ meanMs: number; p50Ms: number; eachMs: number[] }> {
   const r = await collect(
     netnsExec(pair.containers[0], ['ping', '-n', '-c', String(count), '-i', '0.02', pair.serverIp]),
     count * 20 + 20_000,
@@ -269,7 +272,7 @@ async function pingRtt(pair: Pair, count: number): Promise<{ meanMs: number; p50
   const each = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1]));
   if (m === null || each.length === 0)
     throw new Error(`ping failed (${pair.variant}): ${r.stdout}${r.stderr}`);
-  return { meanMs: Number(m[1]), p50Ms: median(each) };
+  return { meanMs: Number(m[1]), p50Ms: median(each), eachMs: each };
 }
 
 /** CPU time (ns) used so far by this process's native packet threads (named weft-*). */
@@ -314,6 +317,11 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+function percentile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * q))]!;
+}
+
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 async function cleanup(pairs: Pair[]): Promise<void> {
@@ -342,6 +350,7 @@ async function main(): Promise<void> {
         gbps4: number[];
         rttMs: number[];
         rttP50Ms: number[];
+        rttEachMs: number[];
         pingCpuPct: number[];
         wakeupsPerPing: number[];
         busyPollHitsPerPing: number[];
@@ -353,6 +362,7 @@ async function main(): Promise<void> {
         gbps4: [],
         rttMs: [],
         rttP50Ms: [],
+        rttEachMs: [],
         pingCpuPct: [],
         wakeupsPerPing: [],
         busyPollHitsPerPing: [],
@@ -375,6 +385,7 @@ async function main(): Promise<void> {
           const after = threadStats(p);
           r.rttMs.push(value.meanMs);
           r.rttP50Ms.push(value.p50Ms);
+          r.rttEachMs.push(...value.eachMs);
           r.pingCpuPct.push(cpuPct);
           r.wakeupsPerPing.push((after.wakeups - before.wakeups) / args.pings);
           r.busyPollHitsPerPing.push((after.busyPollHits - before.busyPollHits) / args.pings);
@@ -404,6 +415,8 @@ async function main(): Promise<void> {
         // Median of single pings: robust against the outliers a loaded machine adds to the mean.
         rttP50Ms: medianOrNull(r.rttP50Ms),
         rttP50DeltaToKernelMs: r.rttP50Ms.length === 0 ? null : round3(median(r.rttP50Ms) - kRttP50),
+        // 99th percentile of every ping of every round: the tail a loaded machine adds.
+        rttP99Ms: r.rttEachMs.length === 0 ? null : round3(percentile(r.rttEachMs, 0.99)),
         // Both hosts' packet threads, per ping (request + reply); 0 for kernel and underlay.
         wakeupsPerPing: medianOrNull(r.wakeupsPerPing),
         busyPollHitsPerPing: medianOrNull(r.busyPollHitsPerPing),
