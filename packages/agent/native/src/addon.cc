@@ -191,6 +191,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       thread.Set("cpu", double(t.cpu));
     else
       thread.Set("cpu", env.Null());
+    thread.Set("followsWakerCpu", engine(env).followsWakerCpu());
+    std::string followError = engine(env).followWakerCpuError();
+    if (followError.empty())
+      thread.Set("followWakerCpuError", env.Null());
+    else
+      thread.Set("followWakerCpuError", followError);
     out.Set("thread", thread);
     return out;
   }

@@ -227,13 +227,21 @@ class WakerCpuProbe {
   enum Slot : uint32_t { kUdp = 0, kTap = 1 };
   explicit WakerCpuProbe(bool enabled) {
     if (!enabled) return;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) {
+      error_ = "this process may run on one CPU only: nowhere to move";
+      return;
+    }
     bpf_attr a{};
     a.map_type = BPF_MAP_TYPE_ARRAY;
     a.key_size = 4;
     a.value_size = 4;
     a.max_entries = 2;
     mapFd_ = int(syscall(SYS_bpf, BPF_MAP_CREATE, &a, sizeof a));
-    if (mapFd_ < 0) return;
+    if (mapFd_ < 0) {
+      error_ = errnoText("bpf(BPF_MAP_CREATE) (needs CAP_BPF or root)");
+      return;
+    }
     for (uint32_t slot : {kUdp, kTap}) {  // no CPU seen yet
       uint32_t none = ~0u;
       bpf_attr u{};
@@ -244,7 +252,15 @@ class WakerCpuProbe {
     }
     udpProgFd_ = load(kUdp, -1);  // a socket filter's result: bytes to keep (all)
     tapProgFd_ = load(kTap, 0);   // a steering program's result: the queue (0)
+    if (udpProgFd_ < 0 || tapProgFd_ < 0)
+      error_ = errnoText("bpf(BPF_PROG_LOAD) refused the CPU probe");
+    else
+      on_.store(true);
   }
+  // Why the engine does not follow its wakers' CPUs although asked to;
+  // empty if it does (or was not asked). Written and read under the
+  // engine's control mutex (or before the packet thread starts).
+  const std::string& error() const { return error_; }
   ~WakerCpuProbe() {
     for (int fd : {udpProgFd_, tapProgFd_, mapFd_})
       if (fd >= 0) ::close(fd);
@@ -252,12 +268,19 @@ class WakerCpuProbe {
   WakerCpuProbe(const WakerCpuProbe&) = delete;
   WakerCpuProbe& operator=(const WakerCpuProbe&) = delete;
   bool attachUdp(int fd) {
-    return udpProgFd_ >= 0 && setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &udpProgFd_, sizeof udpProgFd_) == 0;
+    if (!on()) return false;
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &udpProgFd_, sizeof udpProgFd_) == 0) return true;
+    fail(errnoText("setsockopt(SO_ATTACH_BPF) on the VXLAN socket"));
+    return false;
   }
-  bool on() const { return udpProgFd_ >= 0 && tapProgFd_ >= 0; }
+  bool on() const { return on_.load(std::memory_order_relaxed); }
+  // A TAP that cannot take the program still works; only its senders are not followed.
   bool attachTap(int fd) {
     int prog = tapProgFd_;
-    return prog >= 0 && ioctl(fd, TUNSETSTEERINGEBPF, &prog) == 0;
+    if (!on()) return false;
+    if (ioctl(fd, TUNSETSTEERINGEBPF, &prog) == 0) return true;
+    fail(errnoText("ioctl(TUNSETSTEERINGEBPF) on a TAP (needs Linux >= 4.16)"));
+    return false;
   }
   // The slot's last CPU; -1 if none yet or the probe is off.
   int lastCpu(Slot slot) const {
@@ -306,7 +329,13 @@ class WakerCpuProbe {
     p.license = uint64_t(uintptr_t(license));
     return int(syscall(SYS_bpf, BPF_PROG_LOAD, &p, sizeof p));
   }
+  void fail(std::string why) {
+    on_.store(false);  // the packet thread reads this every round
+    error_ = std::move(why);
+  }
   int mapFd_ = -1, udpProgFd_ = -1, tapProgFd_ = -1;
+  std::atomic<bool> on_{false};
+  std::string error_;
 };
 
 namespace {
@@ -336,11 +365,14 @@ class CpuFollower {
   CpuFollower(bool enabled, WakerCpuProbe& probe) : probe_(probe) {
     enabled_ = enabled && sched_getaffinity(0, sizeof allowed_, &allowed_) == 0 && CPU_COUNT(&allowed_) >= 2;
   }
+  // Read on every round: a TAP that refused its program turns following off.
+  bool enabled() const { return enabled_ && probe_.on(); }
   int cpu() const { return cpu_; }
   enum class Round { kOther, kBulk, kForwardedRequest, kAnsweredRequest };
   enum class Change { kNone, kMoved, kReleased };
   Change afterRound(Round round) {
-    if (!enabled_ || round == Round::kOther) return Change::kNone;
+    if (round == Round::kOther) return Change::kNone;
+    if (!enabled()) return release() ? Change::kReleased : Change::kNone;
     if (round == Round::kBulk) return release() ? Change::kReleased : Change::kNone;
     WakerCpuProbe::Slot slot = round == Round::kForwardedRequest ? WakerCpuProbe::kTap : WakerCpuProbe::kUdp;
     int cpu = probe_.lastCpu(slot);
@@ -814,6 +846,16 @@ std::vector<std::pair<uint32_t, CountersSnapshot>> Engine::networkCounters() con
 }
 
 CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
+
+std::string Engine::followWakerCpuError() const {
+  std::lock_guard<std::mutex> lock(controlMutex_);
+  return wakerCpuProbe_->error();
+}
+
+bool Engine::followsWakerCpu() const {
+  std::lock_guard<std::mutex> lock(controlMutex_);
+  return wakerCpuProbe_->on();
+}
 
 ThreadStats Engine::threadStats() const {
   return {wakeups_.load(),  busyPollHits_.load(),   busyPollWindowNs_.load(),

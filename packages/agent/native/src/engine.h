@@ -122,6 +122,10 @@ class Engine {
   std::vector<std::pair<uint32_t, CountersSnapshot>> networkCounters() const;
   CountersSnapshot hostCounters() const;
   ThreadStats threadStats() const;
+  // Whether the packet thread follows its wakers' CPUs (EngineOptions::followWakerCpu),
+  // and if it was asked to but cannot, why.
+  bool followsWakerCpu() const;
+  std::string followWakerCpuError() const;
   void close();
 
   // Test hooks (fuzzing): run exactly the code the threads run on one input.
@@ -157,7 +161,7 @@ class Engine {
   std::unique_ptr<WakerCpuProbe> wakerCpuProbe_;  // CPUs that last made the thread runnable (CpuFollower)
   int epollFd_ = -1;
   std::thread thread_;
-  std::mutex controlMutex_;  // serialises add/remove/close
+  mutable std::mutex controlMutex_;  // serialises add/remove/close
   std::mutex roundMutex_;    // held by the packet thread while it uses a map snapshot
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;

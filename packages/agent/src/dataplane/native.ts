@@ -77,6 +77,10 @@ export interface NativeThreadStats {
   cpuMoves: number;
   /** Times bulk traffic or a busy spell released it to every allowed CPU. */
   cpuReleases: number;
+  /** Whether the thread follows its wakers' CPUs (followWakerCpu asked for and available). */
+  followsWakerCpu: boolean;
+  /** Why it does not although followWakerCpu asked for it (e.g. no CAP_BPF); null otherwise. */
+  followWakerCpuError: string | null;
   /** The CPU the thread is confined to now; null = every allowed CPU. */
   cpu: number | null;
 }

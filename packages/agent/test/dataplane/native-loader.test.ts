@@ -57,6 +57,28 @@ describe('native addon loader', () => {
     );
   });
 
+  it("follows its wakers' CPUs only when asked, and says why it cannot", () => {
+    const { Engine } = loadNativeAddon();
+    const off = new Engine({ vtep: '127.0.0.1', port: 14791, followWakerCpu: false });
+    try {
+      const t = off.counters().thread;
+      assert.equal(t.followsWakerCpu, false);
+      assert.equal(t.followWakerCpuError, null);
+      assert.equal(t.cpu, null);
+    } finally {
+      off.close();
+    }
+    const on = new Engine({ vtep: '127.0.0.1', port: 14791 });
+    try {
+      const t = on.counters().thread;
+      // Either it follows, or it names the cause (one CPU, no CAP_BPF, an old kernel).
+      if (t.followsWakerCpu) assert.equal(t.followWakerCpuError, null);
+      else assert.match(String(t.followWakerCpuError), /CPU|bpf|BPF/);
+    } finally {
+      on.close();
+    }
+  });
+
   it('rejects unknown VNIs, out-of-range VNIs and bad TAP names', () => {
     const engine = new (loadNativeAddon().Engine)({
       vtep: '127.0.0.1',

@@ -169,6 +169,8 @@ describe('userspace data plane (native addon)', function () {
       const [a, b] = cluster.containers;
       const threads = () =>
         cluster.dataplanes.map((dp) => (dp as UserspaceDataplane).engineCounters()!.thread);
+      for (const t of threads())
+        assert.ok(t.followsWakerCpu, `the engine cannot follow CPUs: ${t.followWakerCpuError}`);
       // Pings 50 ms apart from a container pinned to `cpu`: host a's thread
       // follows the container that wakes it through its TAP, host b's the CPU
       // that hands it the datagrams (host a's thread, on this machine).
