@@ -24,6 +24,8 @@ export class DataplaneSync {
   private readonly networks = new Map<string, NetworkSpec>();
   private readonly endpoints = new Map<string, LocalEndpoint>();
   private readonly peers = new Map<string, RemotePeer>();
+  /** Endpoints attached ahead of a commit that no synced view has shown yet (see attachAhead). */
+  private readonly ahead = new Set<string>();
   /** Serializes every call into the data plane, so events are applied in order. */
   private tail: Promise<unknown> = Promise.resolve();
 
@@ -36,6 +38,47 @@ export class DataplaneSync {
 
   sync(desired: DesiredDataplane, opts: { full: boolean }): Promise<SyncResult> {
     const run = this.tail.then(() => (opts.full ? this.reconcile(desired) : this.diff(desired)));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Attaches a local endpoint ahead of its commit: the caller knows its
+   * address and MAC before the store does, so the wiring runs while the
+   * transaction commits instead of after. Queued with the other calls and
+   * recorded as applied on success, so the sync that follows the commit does
+   * not repeat it. If the commit fails, the caller undoes it (detachAhead); a
+   * failure here is left to that sync, which attaches and reports as usual.
+   * Only on a network already applied here.
+   */
+  attachAhead(ep: LocalEndpoint): Promise<void> {
+    // Until the store's view has it, a sync from an older view must not take it down.
+    this.ahead.add(ep.endpointId);
+    return this.enqueue(async () => {
+      if (this.endpoints.has(ep.endpointId) || !this.networks.has(ep.networkId)) return;
+      await this.dataplane.attach(ep);
+      this.endpoints.set(ep.endpointId, ep);
+    });
+  }
+
+  /**
+   * Undoes attachAhead for an endpoint whose commit failed: detached even if
+   * the attach failed halfway (detach is idempotent; the endpoint's ID was
+   * never committed, so nothing else uses it).
+   */
+  detachAhead(ep: LocalEndpoint): Promise<void> {
+    return this.enqueue(async () => {
+      this.ahead.delete(ep.endpointId);
+      const applied = this.endpoints.get(ep.endpointId);
+      if (applied !== undefined && !same(applied, ep)) return;
+      const { networkId, endpointId, sandbox, ifName } = ep;
+      await this.dataplane.detach({ networkId, endpointId, sandbox, ifName });
+      this.endpoints.delete(ep.endpointId);
+    });
+  }
+
+  private enqueue(fn: () => Promise<void>): Promise<void> {
+    const run = this.tail.then(fn);
     this.tail = run.catch(() => undefined);
     return run;
   }
@@ -58,6 +101,7 @@ export class DataplaneSync {
       return result;
     }
     const oldPeers = new Map(this.peers);
+    this.ahead.clear(); // reconcile made the devices match the listing: nothing is ahead of it any more
     this.networks.clear();
     this.endpoints.clear();
     this.peers.clear();
@@ -100,8 +144,9 @@ export class DataplaneSync {
       this.peers.delete(id);
       result.peersRemoved.push(p);
     });
+    for (const id of wantEps.keys()) this.ahead.delete(id);
     for (const [id, ep] of [...this.endpoints]) {
-      if (same(wantEps.get(id), ep)) continue;
+      if (same(wantEps.get(id), ep) || this.ahead.has(id)) continue;
       const { networkId, endpointId, sandbox, ifName } = ep;
       if (
         await call(`endpoint:${id}`, () => this.dataplane.detach({ networkId, endpointId, sandbox, ifName }))

@@ -550,36 +550,51 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
               created: new Date(this.clock.now()).toISOString(),
             };
             deadline.throwIfAborted();
-            const r = await this.store.txn([
-              { verb: 'check-index', key: net.key, index: net.modifyIndex },
-              { verb: 'check-session', key: this.keys.host(this.hostname), session },
-              {
-                verb: 'cas',
-                key: this.keys.endpointName(n.id, req.name),
-                value: encodeText(rec.id),
-                index: 0,
-              },
-              { verb: 'cas', key: this.keys.ipam(n.id, ipText), value: encodeText(rec.id), index: 0 },
-              { verb: 'cas', key: this.keys.endpoint(n.id, rec.id), value: encodeJson(rec), index: 0 },
-            ]);
-            if (r.ok && deadline.aborted) {
-              // Committed after the caller was told it failed: undo, or the address would leak.
-              await this.deleteEndpoint(rec);
-              deadline.throwIfAborted();
-            }
-            if (r.ok) return { record: rec, index: r.index, network: n };
-            const failed = new Set(r.errors.map((e) => e.opIndex));
-            if (failed.has(1)) {
-              throw new OverlayError(
-                'unavailable',
-                `host "${this.hostname}" lost its store session (it was unreachable for longer than ${this.sessionTtlMs} ms); it re-registers, retry the attach`,
-              );
-            }
-            if (failed.has(3)) {
-              if (req.ip !== undefined)
-                throw new OverlayError('conflict', `IP ${req.ip} is already in use in network "${n.name}"`);
-              skip.add(inFlight);
-              if (local === undefined) contended = true; // a stale view's collision is not contention
+            // Wire the container while the transaction commits (undone below if it does not).
+            const ahead =
+              rec.sandbox !== undefined && rec.ifName !== undefined && this.dpSync
+                ? this.localEndpoint({ ...rec, sandbox: rec.sandbox, ifName: rec.ifName }, n)
+                : undefined;
+            if (ahead) void this.dpSync?.attachAhead(ahead).catch(() => undefined);
+            let committed = false;
+            try {
+              const r = await this.store.txn([
+                { verb: 'check-index', key: net.key, index: net.modifyIndex },
+                { verb: 'check-session', key: this.keys.host(this.hostname), session },
+                {
+                  verb: 'cas',
+                  key: this.keys.endpointName(n.id, req.name),
+                  value: encodeText(rec.id),
+                  index: 0,
+                },
+                { verb: 'cas', key: this.keys.ipam(n.id, ipText), value: encodeText(rec.id), index: 0 },
+                { verb: 'cas', key: this.keys.endpoint(n.id, rec.id), value: encodeJson(rec), index: 0 },
+              ]);
+              if (r.ok && deadline.aborted) {
+                // Committed after the caller was told it failed: undo, or the address would leak.
+                await this.deleteEndpoint(rec);
+                deadline.throwIfAborted();
+              }
+              if (r.ok) {
+                committed = true;
+                return { record: rec, index: r.index, network: n };
+              }
+              const failed = new Set(r.errors.map((e) => e.opIndex));
+              if (failed.has(1)) {
+                throw new OverlayError(
+                  'unavailable',
+                  `host "${this.hostname}" lost its store session (it was unreachable for longer than ${this.sessionTtlMs} ms); it re-registers, retry the attach`,
+                );
+              }
+              if (failed.has(3)) {
+                if (req.ip !== undefined)
+                  throw new OverlayError('conflict', `IP ${req.ip} is already in use in network "${n.name}"`);
+                skip.add(inFlight);
+                if (local === undefined) contended = true; // a stale view's collision is not contention
+              }
+            } finally {
+              // Before a retry wires the same interface name with another address.
+              if (ahead && !committed) await this.dpSync?.detachAhead(ahead).catch(() => undefined);
             }
           } finally {
             this.inFlightIps.delete(inFlight);
@@ -944,17 +959,7 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
         continue;
       const n = view.networks.get(ep.networkId)?.record;
       if (!n) continue;
-      const info = this.endpointInfo(ep, n);
-      endpoints.push({
-        networkId: n.id,
-        endpointId: ep.id,
-        sandbox: ep.sandbox,
-        ifName: ep.ifName,
-        ip: ep.ip,
-        prefixLength: info.prefixLength,
-        mac: ep.mac,
-        gateway: info.gateway,
-      });
+      endpoints.push(this.localEndpoint(ep as EndpointRecord & { sandbox: string; ifName: string }, n));
       joined.add(n.id);
     }
     const networks: NetworkSpec[] = [...view.networks.values()].map(({ record: n }) => ({
@@ -967,6 +972,24 @@ export class OverlayManager extends EventEmitter<OverlayEvents> {
     }));
     const peers = this.peersIn(view).filter((p) => joined.has(p.networkId));
     return { networks, endpoints, peers };
+  }
+
+  /** A local endpoint as the data plane gets it (one shape for the sync and attachAhead: they are compared). */
+  private localEndpoint(
+    ep: EndpointRecord & { sandbox: string; ifName: string },
+    n: NetworkRecord,
+  ): LocalEndpoint {
+    const info = this.endpointInfo(ep, n);
+    return {
+      networkId: n.id,
+      endpointId: ep.id,
+      sandbox: ep.sandbox,
+      ifName: ep.ifName,
+      ip: ep.ip,
+      prefixLength: info.prefixLength,
+      mac: ep.mac,
+      gateway: info.gateway,
+    };
   }
 
   private applyToDataplane(view: ClusterView, full: boolean): void {

@@ -149,6 +149,49 @@ describe('endpoints and IPAM', () => {
     assert.equal(keys[`weft/v1/ipam/${net.id}/198.18.9.3`], taken.id);
   });
 
+  it('wires a container while its endpoint commits, once; a try whose commit fails is unwired before the next', async () => {
+    const net = await a.createNetwork({ name: 'ahead', subnets: [{ subnet: '198.18.10.0/24' }] });
+    const late = lateWatch(store);
+    const d = await startHost(late.store, 'host-d');
+    hosts.push(d);
+    await waitFor(() => d.dataplane.networks.has(net.id), 'host-d prepared the network');
+    const inSandbox = (sandbox: string) => ({ sandbox, ifName: 'eth0' });
+    const first = await d.manager.attach({ network: 'ahead', name: 'first', ...inSandbox('ns-first') });
+    const attaches = (sandbox: string) =>
+      d.dataplane.calls.flatMap((c) => (c.op === 'attach' && c.ep.sandbox === sandbox ? [c.ep] : []));
+    assert.deepEqual(
+      attaches('ns-first').map((e) => e.endpointId),
+      [first.id],
+      'attached once: ahead of the commit, not again after it',
+    );
+
+    // host-d stops hearing about changes; host-a takes the next address.
+    late.hold();
+    await a.attach({ network: 'ahead', name: 'taken' });
+    const next = d.manager.attach({ network: 'ahead', name: 'next', ...inSandbox('ns-next') });
+    await new Promise((r) => setTimeout(r, 20)); // committed; waiting for host-d's view
+    late.release();
+    const ep = await next;
+    const tries = attaches('ns-next');
+    assert.deepEqual(
+      tries.map((e) => e.ip),
+      ['198.18.10.3', '198.18.10.4'],
+    );
+    const firstTry = tries[0]!;
+    const ops = d.dataplane.calls.map((c) => c.op);
+    const detachAt = d.dataplane.calls.findIndex(
+      (c) => c.op === 'detach' && c.ep.endpointId === firstTry.endpointId,
+    );
+    assert.ok(detachAt >= 0, 'the try that lost its address was unwired');
+    assert.ok(detachAt < ops.lastIndexOf('attach'), 'before the next try was wired');
+    assert.deepEqual(
+      [...d.dataplane.endpoints.values()]
+        .filter((e) => e.sandbox === 'ns-next')
+        .map((e) => [e.endpointId, e.ip]),
+      [[ep.id, '198.18.10.4']],
+    );
+  });
+
   it('3 hosts x 50 concurrent attaches: 150 endpoints, no address given twice', async function () {
     this.timeout(30_000);
     await a.createNetwork({ name: 'busy', subnets: [{ subnet: '198.18.8.0/24' }] });
