@@ -324,6 +324,8 @@ export class KvNode implements KvBackend {
   private batchedProposals: Array<{ id: string; data: Uint8Array }> = [];
 
   private wakeLoop: (() => void) | undefined;
+  /** The loop waits for the save of a Ready without a snapshot (see applyCommittedDuringSave). */
+  private savingWithoutSnapshot = false;
   private wakeScheduled = false;
   private loopDone: Promise<void> = Promise.resolve();
   private tickTimer: NodeJS.Timeout | undefined;
@@ -572,7 +574,15 @@ export class KvNode implements KvBackend {
     }
     for (let i = 0; i < appliedEarly; i++) this.applyEntry(rd.committedEntries[i]!);
     if (appliedEarly > 0) this.resolveAppliedWaiters();
-    if (saved) await saved;
+    if (saved) {
+      // Commits learned while this fsync runs are applied as they arrive (onMessage), not after it.
+      this.savingWithoutSnapshot = !rd.snapshot;
+      try {
+        await saved;
+      } finally {
+        this.savingWithoutSnapshot = false;
+      }
+    }
     // 2. Send.
     if (late.length > 0) this.transport.send(late);
     // 3. Apply.
@@ -708,7 +718,36 @@ export class KvNode implements KvBackend {
       }
       this.log.warn({ from: m.from, type: m.type, err: (err as Error).message }, 'raft message refused');
     }
+    if (this.savingWithoutSnapshot) this.applyCommittedDuringSave();
     this.kick();
+  }
+
+  /**
+   * While the loop waits for an fsync, an ack (at the leader) or a commit
+   * index (at a follower) can commit more entries. They are applied now, in
+   * order, and their writers answered, instead of after the fsync when the
+   * loop gets to the next Ready: under load the loop spends most of its time
+   * in that wait (measured: the leader ~650 ms of every second at ~1700
+   * puts/s). Only entries persisted by earlier Readies
+   * (RaftLog.committedStableIndex): a snapshot may be taken at the applied
+   * index, and must match what the storage holds there; entries of the save
+   * in flight wait for it. They come from the core's log, not the storage's
+   * view. The Ready that later lists them finds them applied (applyEntry
+   * skips them). Stops before a membership change, which goes through the
+   * core only in the Ready order.
+   */
+  private applyCommittedDuringSave(): void {
+    const log = this.raft.core.log;
+    const upTo = log.committedStableIndex();
+    if (upTo <= this.appliedIndex || this.appliedIndex + 1 < log.firstIndex()) return;
+    const entries = log.slice(this.appliedIndex + 1, upTo + 1, Number.MAX_SAFE_INTEGER);
+    let applied = 0;
+    for (const e of entries) {
+      if (e.type === EntryType.ConfChange) break;
+      this.applyEntry(e);
+      applied++;
+    }
+    if (applied > 0) this.resolveAppliedWaiters();
   }
 
   private onTick(): void {

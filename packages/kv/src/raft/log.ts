@@ -255,6 +255,18 @@ export class RaftLog {
     return this.unstable.snapshot !== undefined;
   }
 
+  /**
+   * Highest index both committed and persisted here (handed out in a Ready
+   * that was advanced); 0 while a snapshot is pending. The application may
+   * apply up to it while a later Ready is still being persisted: such
+   * entries are final, and the storage already holds them exactly (below the
+   * unstable offset nothing differs), so a snapshot taken at them is valid.
+   */
+  committedStableIndex(): number {
+    if (this.hasPendingSnapshot()) return 0;
+    return Math.min(this.committed, this.unstable.offset - 1);
+  }
+
   /** Committed entries not yet handed out, within maxCommittedSizePerReadyBytes. */
   nextCommittedEntries(): Entry[] {
     if (this.hasPendingSnapshot()) return []; // the snapshot is applied first

@@ -78,6 +78,7 @@ function main(): number {
     snapshots: 0,
     confChanges: 0,
     opsChecked: 0,
+    appliedDuringSave: 0,
     linearizabilityUnknown: 0,
   };
   let failures = 0;
@@ -89,6 +90,7 @@ function main(): number {
     totals.snapshots += r.stats.snapshots;
     totals.confChanges += r.stats.confChanges;
     totals.opsChecked += r.stats.opsChecked;
+    totals.appliedDuringSave += r.stats.appliedDuringSave;
     totals.linearizabilityUnknown += r.stats.linearizabilityUnknown;
     if (!r.ok) {
       failures++;

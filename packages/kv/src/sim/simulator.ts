@@ -63,6 +63,8 @@ export interface SimStats {
   snapshots: number;
   confChanges: number;
   opsChecked: number;
+  /** Entries applied while their node's Ready was being persisted (regime.applyDuringSave). */
+  appliedDuringSave: number;
   /** 1 if the linearizability check ran out of budget (not a failure). */
   linearizabilityUnknown: number;
   virtualMs: number;
@@ -95,6 +97,8 @@ interface SimNode {
   incarnation: number;
   sm: RegisterMachine;
   readyScheduled: boolean;
+  /** A Ready without a snapshot is being persisted (asyncPersist): its 'persisted' event is pending. */
+  saving: boolean;
   /** Removed from the cluster and shut down for good. */
   retired: boolean;
   /** Client operations this node is the gateway for, by op id. */
@@ -166,6 +170,12 @@ export interface Regime {
   asyncPersist: boolean;
   /** RaftConfig.coalesceMessages (KvNode runs with it on). */
   coalesceMessages: boolean;
+  /**
+   * With asyncPersist: entries that become committed while a Ready's write is
+   * in flight are applied as messages arrive, from the core's log, as KvNode
+   * does (applyCommittedDuringSave), instead of after the write.
+   */
+  applyDuringSave: boolean;
   clients: number;
   keys: string[];
   preVote: boolean;
@@ -204,6 +214,7 @@ export class Simulation {
     snapshots: 0,
     confChanges: 0,
     opsChecked: 0,
+    appliedDuringSave: 0,
     linearizabilityUnknown: 0,
     virtualMs: 0,
   };
@@ -249,6 +260,7 @@ export class Simulation {
       heartbeatTicks: r.pick([1, 1, 2]),
       asyncPersist: r.chance(0.5),
       coalesceMessages: r.chance(0.75),
+      applyDuringSave: r.chance(0.75),
       ...options.regime,
     };
   }
@@ -300,6 +312,7 @@ export class Simulation {
       logger: (line) => this.log(line),
     });
     n.readyScheduled = false;
+    n.saving = false;
     // Nodes tick out of phase with each other.
     this.queue.push(this.nowMs + 1 + this.rng.intn(this.opts.tickMs), {
       kind: 'tick',
@@ -319,6 +332,7 @@ export class Simulation {
       incarnation: 0,
       sm: new RegisterMachine(),
       readyScheduled: false,
+      saving: false,
       retired: false,
       pendingOps: new Map(),
       pendingReads: new Map(),
@@ -334,6 +348,7 @@ export class Simulation {
     n.raw = undefined;
     n.incarnation++;
     n.readyScheduled = false;
+    n.saving = false;
     // The gateway is gone: its clients never hear back (their ops are indeterminate).
     for (const op of n.pendingOps.values()) {
       this.history.push(op.history);
@@ -425,6 +440,7 @@ export class Simulation {
     if (m.type !== MessageType.Heartbeat && m.type !== MessageType.HeartbeatResp)
       this.log(describeMessage(m));
     to.raw.step(m);
+    if (to.saving && this.regime.applyDuringSave) this.applyCommittedDuringSave(to);
     if (m.type === MessageType.Snap) {
       const leader = this.nodes.get(m.from);
       if (leader?.raw) {
@@ -454,6 +470,7 @@ export class Simulation {
       this.checkReady(n, rd);
       const latency =
         1 + (this.regime.diskLatencyMs === 0 ? 0 : this.rng.intn(this.regime.diskLatencyMs + 1));
+      n.saving = !rd.snapshot;
       this.queue.push(this.nowMs + latency, {
         kind: 'persisted',
         node: n.id,
@@ -482,7 +499,11 @@ export class Simulation {
     for (const m of rd.messages) this.send(m);
     // 3. apply
     if (rd.snapshot) this.installSnapshot(n, rd.snapshot.data, rd.snapshot.metadata.index);
-    for (const e of rd.committedEntries) this.applyEntry(n, e);
+    for (const e of rd.committedEntries) {
+      // Entries applied while this Ready was being persisted (applyDuringSave) are not applied twice.
+      if (this.regime.applyDuringSave && e.index <= n.sm.appliedIndex) continue;
+      this.applyEntry(n, e);
+    }
     for (const rs of rd.readStates) {
       const pr = n.pendingReads.get(textDecoder.decode(rs.requestCtx));
       if (pr && pr.readIndex === undefined) pr.readIndex = rs.index;
@@ -567,6 +588,19 @@ export class Simulation {
     const term = n.storage.snapshot().metadata.term;
     if (rec && rec.term !== term)
       this.fail(`snapshot ${term}/${index} on ${n.id} contradicts committed entry ${rec.term}/${index}`);
+  }
+
+  /** KvNode.applyCommittedDuringSave: committed entries persisted by earlier Readies, up to the first membership change. */
+  private applyCommittedDuringSave(n: SimNode): void {
+    const log = n.raw!.core.log;
+    const upTo = log.committedStableIndex();
+    if (upTo <= n.sm.appliedIndex || n.sm.appliedIndex + 1 < log.firstIndex()) return;
+    for (const e of log.slice(n.sm.appliedIndex + 1, upTo + 1, Number.MAX_SAFE_INTEGER)) {
+      if (e.type === EntryType.ConfChange) break;
+      this.applyEntry(n, e);
+      this.stats.appliedDuringSave++;
+    }
+    this.answerClients(n);
   }
 
   private applyEntry(n: SimNode, e: Entry): void {
@@ -999,6 +1033,7 @@ export class Simulation {
       case 'persisted': {
         const n = this.nodes.get(ev.node)!;
         if (!n.raw || n.incarnation !== ev.incarnation) return; // crashed before the write finished
+        n.saving = false;
         if (this.completeReady(n, ev.ready)) {
           this.checkLeaders();
           this.scheduleReady(n);

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
+import type { MemoryStorage } from '../../src/raft/memory-storage.js';
 import type { TestingBugs } from '../../src/raft/raft.js';
 import { RawNode } from '../../src/raft/rawnode.js';
-import { MessageType, type Ready } from '../../src/raft/types.js';
-import { type Regime, runSimulation, type SimResult } from '../../src/sim/simulator.js';
+import { type Entry, EntryType, MessageType, type Ready } from '../../src/raft/types.js';
+import { type Regime, runSimulation, type SimResult, Simulation } from '../../src/sim/simulator.js';
 
 /** Runs seeds first..first+count-1 and returns the first failure, if any. */
 function firstFailure(
@@ -113,6 +114,53 @@ describe('sim: catches a broken message coalescer', function () {
       );
     } finally {
       proto.ready = ready;
+    }
+  });
+});
+
+// Applying commits while a Ready is being persisted (regime.applyDuringSave,
+// KvNode.applyCommittedDuringSave). The broken variant, patched in for the
+// test only, takes the entries from the storage's view up to its last index
+// instead of the core's persisted prefix: a follower whose stale suffix is
+// being replaced by the save in flight applies the stale entries.
+describe('sim: applying commits during a save', function () {
+  this.timeout(300_000);
+  const regime = { asyncPersist: true, applyDuringSave: true, diskLatencyMs: 3 };
+
+  it('happens in the simulation, and seeds pass', () => {
+    let applied = 0;
+    for (let seed = 1; seed <= 8; seed++) {
+      const r = runSimulation({ seed, regime });
+      assert.ok(r.ok, `seed ${seed}: ${r.failure}\n${r.traceTail.join('\n')}`);
+      applied += r.stats.appliedDuringSave;
+    }
+    assert.ok(applied > 100, `only ${applied} entries applied during a save`);
+  });
+
+  it('a broken variant (entries from the storage view, not the core) is caught', () => {
+    interface SimInternals {
+      applyCommittedDuringSave(n: unknown): void;
+      applyEntry(n: unknown, e: Entry): void;
+      answerClients(n: unknown): void;
+    }
+    const proto = Simulation.prototype as unknown as SimInternals;
+    const original = proto.applyCommittedDuringSave;
+    proto.applyCommittedDuringSave = function (this: SimInternals, n: unknown) {
+      const node = n as { raw: RawNode; sm: { appliedIndex: number }; storage: MemoryStorage };
+      const upTo = Math.min(node.raw.core.log.committed, node.storage.lastIndex());
+      if (upTo <= node.sm.appliedIndex || node.sm.appliedIndex + 1 < node.storage.firstIndex()) return;
+      for (const e of node.storage.entries(node.sm.appliedIndex + 1, upTo + 1, Number.MAX_SAFE_INTEGER)) {
+        if (e.type === EntryType.ConfChange) break;
+        this.applyEntry(n, e);
+      }
+      this.answerClients(n);
+    };
+    try {
+      const r = firstFailure(100, {}, regime);
+      assert.ok(r, 'no violation reported within 100 seeds');
+      assert.match(r.failure!, /applied|committed|linearizable|snapshot|invariant/);
+    } finally {
+      proto.applyCommittedDuringSave = original;
     }
   });
 });
