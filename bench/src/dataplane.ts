@@ -290,14 +290,15 @@ function engineCpuNs(): number {
 }
 
 /** Packet-thread wake-ups and busy-poll hits so far, summed over the pair's userspace hosts. */
-function threadStats(pair: Pair): { wakeups: number; busyPollHits: number } {
-  const sum = { wakeups: 0, busyPollHits: 0 };
+function threadStats(pair: Pair): { wakeups: number; busyPollHits: number; cpuMoves: number } {
+  const sum = { wakeups: 0, busyPollHits: 0, cpuMoves: 0 };
   for (const dp of pair.dataplanes) {
     if (!(dp instanceof UserspaceDataplane)) continue;
     const t = dp.engineCounters()?.thread;
     if (t === undefined) continue; // a baseline build without thread stats
     sum.wakeups += t.wakeups;
     sum.busyPollHits += t.busyPollHits;
+    sum.cpuMoves += t.cpuMoves ?? 0; // 0 from a baseline build without CPU following
   }
   return sum;
 }
@@ -354,6 +355,7 @@ async function main(): Promise<void> {
         pingCpuPct: number[];
         wakeupsPerPing: number[];
         busyPollHitsPerPing: number[];
+        cpuMovesPerPing: number[];
       }
     >();
     for (const p of pairs) {
@@ -366,6 +368,7 @@ async function main(): Promise<void> {
         pingCpuPct: [],
         wakeupsPerPing: [],
         busyPollHitsPerPing: [],
+        cpuMovesPerPing: [],
       });
       await pingRtt(p, 10); // warm-up: ARP, caches, busy-poll windows
     }
@@ -389,6 +392,7 @@ async function main(): Promise<void> {
           r.pingCpuPct.push(cpuPct);
           r.wakeupsPerPing.push((after.wakeups - before.wakeups) / args.pings);
           r.busyPollHitsPerPing.push((after.busyPollHits - before.busyPollHits) / args.pings);
+          r.cpuMovesPerPing.push((after.cpuMoves - before.cpuMoves) / args.pings);
         }
       }
     }
@@ -420,6 +424,8 @@ async function main(): Promise<void> {
         // Both hosts' packet threads, per ping (request + reply); 0 for kernel and underlay.
         wakeupsPerPing: medianOrNull(r.wakeupsPerPing),
         busyPollHitsPerPing: medianOrNull(r.busyPollHitsPerPing),
+        // Times a packet thread moved to its waker's CPU (followWakerCpu), per ping.
+        cpuMovesPerPing: medianOrNull(r.cpuMovesPerPing),
         // Native packet threads of every engine in this process, % of one core.
         engineCpuPct: { allIdle: round3(idle.cpuPct), whilePingingThis: medianOrNull(r.pingCpuPct) },
         loadAverage1m: { before: round3(loadBefore), after: round3(loadavg()[0]!) },
