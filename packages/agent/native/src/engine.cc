@@ -60,6 +60,7 @@ constexpr size_t kMaxUdpGsoSegments = 64;                     // UDP_MAX_SEGMENT
 constexpr size_t kMaxUdpPayloadBytes = 65535 - 20 - 8;        // one IPv4 datagram
 constexpr size_t kMaxCoalescedSegments = 64;
 constexpr size_t kMaxCoalescedIpBytes = 65535;
+constexpr size_t kLoneFrameBytes = 2048;                      // a request or answer, not a TSO super-frame
 constexpr int kSocketBufferBytes = 8 << 20;
 
 std::string errnoText(const char* what) { return std::string(what) + ": " + strerror(errno); }
@@ -894,7 +895,7 @@ struct TapScratch {
   size_t lengths[kTapReadBatch];
 };
 
-size_t Engine::drainTap(Network* net, TapScratch& scratch, size_t* bytes, size_t* unicast) {
+size_t Engine::drainTap(Network* net, TapScratch& scratch, bool lone, size_t* bytes, size_t* unicast) {
   size_t got = 0;
   while (got < kTapReadBatch) {
     ssize_t r = read(net->tapFd, &scratch.frames[got * kMaxFrameBytes], kMaxFrameBytes);
@@ -914,6 +915,9 @@ size_t Engine::drainTap(Network* net, TapScratch& scratch, size_t* bytes, size_t
     if (size_t(r) >= sizeof(VnetHeader) + kEthHeaderBytes && !isMulticastMac(frame + sizeof(VnetHeader))) ++*unicast;
     scratch.lengths[got++] = size_t(r);
     *bytes += size_t(r);
+    // A lone request or answer: the read that would only say EAGAIN is
+    // skipped; anything still queued is reported by the next (level-triggered) epoll_wait.
+    if (lone && size_t(r) <= kLoneFrameBytes) break;
   }
   if (got > 0) {
     auto peers = std::atomic_load(&net->peers);
@@ -1060,7 +1064,7 @@ struct RoundResult {
   size_t bytes = 0;      // of both
 };
 
-void Engine::receiveBatch(const NetworkMap& nets, RxScratch& rx, RoundResult& result) {
+void Engine::receiveBatch(const NetworkMap& nets, RxScratch& rx, bool lone, RoundResult& result) {
   for (size_t i = 0; i < kRxMessages; i++) {
     rx.iov[i] = {&rx.buffers[i * kRxBufferBytes], kRxBufferBytes};
     std::memset(&rx.msgs[i], 0, sizeof rx.msgs[i]);
@@ -1101,7 +1105,7 @@ void Engine::receiveBatch(const NetworkMap& nets, RxScratch& rx, RoundResult& re
   // softirq): send the answer now, not after another trip through epoll.
   for (Network* net : rx.coalescer.touched()) {
     if (net->tapFailed) continue;
-    size_t answers = drainTap(net, rx.tap, &result.bytes, &result.unicastFrames);
+    size_t answers = drainTap(net, rx.tap, lone && n == 1, &result.bytes, &result.unicastFrames);
     result.frames += answers;
     result.answers += answers;
   }
@@ -1117,10 +1121,16 @@ void Engine::loop() {
   auto scratch = std::make_unique<RxScratch>(this, options_.offloads);
   epoll_event events[kMaxEvents];
   uint64_t spinFromNs = 0;  // end of the last round worth spinning after; 0 = the last was not
+  // Sparse traffic (a request/response exchange that began after >= 1 ms of
+  // sleep, every round of it light): each round handles one small packet,
+  // and the system calls that would only confirm there is nothing more (a
+  // TAP read saying EAGAIN, a non-blocking epoll_wait before the blocking
+  // one) are skipped; level-triggered epoll reports anything left over at once.
+  bool sparse = false;
   for (;;) {
     uint64_t sleptNs = 0;  // how long this round's blocking wait took; 0 = found by polling
     // Level-triggered: whatever a round left unread is reported again.
-    int n = epoll_wait(epollFd_, events, kMaxEvents, 0);
+    int n = sparse && spinFromNs == 0 ? 0 : epoll_wait(epollFd_, events, kMaxEvents, 0);
     if (n == 0 && spinFromNs != 0) {
       uint64_t deadline = spinFromNs + busyPoll.windowNs();
       while (n == 0 && nowNs() < deadline) {
@@ -1145,6 +1155,7 @@ void Engine::loop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));  // cannot happen on a valid epoll fd
       continue;
     }
+    bool lone = sleptNs >= CpuFollower::kSparseGapNs || (sleptNs == 0 && sparse);
     RoundResult result;
     {
       std::lock_guard<std::mutex> lock(roundMutex_);
@@ -1153,7 +1164,7 @@ void Engine::loop() {
         uint64_t tag = events[i].data.u64;
         if (tag == kStopTag) return;
         if (tag == kUdpTag) {
-          receiveBatch(*nets, *scratch, result);
+          receiveBatch(*nets, *scratch, lone, result);
           continue;
         }
         auto it = nets->find(uint32_t(tag));
@@ -1161,7 +1172,7 @@ void Engine::loop() {
         Network* net = it->second.get();
         if (net->tapFailed) continue;
         if (events[i].events & EPOLLIN) {
-          result.frames += drainTap(net, scratch->tap, &result.bytes, &result.unicastFrames);
+          result.frames += drainTap(net, scratch->tap, lone, &result.bytes, &result.unicastFrames);
         } else if (events[i].events & (EPOLLERR | EPOLLHUP)) {
           // The TAP of a device someone deleted reports an error for good.
           net->counters.drop(kDropTapReadError);
@@ -1173,6 +1184,7 @@ void Engine::loop() {
     if (result.datagrams + result.frames > 0) {
       bool busySpell = governor.busy();  // stepped down from real time: use every CPU too
       bool light = result.bytes <= BusyPoll::kMaxRoundBytes;
+      sparse = lone && light;
       bool request = result.frames > 0 && light;
       spinFromNs = request ? nowNs() : 0;
       auto round = CpuFollower::Round::kOther;

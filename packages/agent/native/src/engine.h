@@ -144,11 +144,12 @@ class Engine {
   friend class Coalescer;
   void loop();
   // One batch from the TAP (read, encapsulate, send); frames read. Adds the
-  // bytes read and the number of unicast frames among them.
-  size_t drainTap(Network* net, TapScratch& scratch, size_t* bytes, size_t* unicast);
+  // bytes read and the number of unicast frames among them. lone: the round
+  // is sparse traffic, stop after one small frame (see Engine::loop).
+  size_t drainTap(Network* net, TapScratch& scratch, bool lone, size_t* bytes, size_t* unicast);
   // One recvmmsg batch, delivered, then the answers the TAPs hold sent.
   // Caller holds roundMutex_ and passes the map snapshot it uses.
-  void receiveBatch(const NetworkMap& nets, RxScratch& rx, RoundResult& result);
+  void receiveBatch(const NetworkMap& nets, RxScratch& rx, bool lone, RoundResult& result);
   void handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch);
   void handleDatagram(const NetworkMap& nets, const uint8_t* p, size_t bytes, Coalescer& coalescer);
   std::shared_ptr<const NetworkMap> networks() const;
