@@ -54,6 +54,35 @@ class FdCloser {
   size_t n_;
 };
 
+/**
+ * posix_spawnp of argv with envp and the given file actions. The child starts
+ * with every signal at its default and none blocked, as libuv's spawn does
+ * (Node ignores SIGPIPE; ignored signals survive exec); `extraFlags` adds
+ * e.g. POSIX_SPAWN_SETSID. Destroys `actions`. Returns 0 or an errno value.
+ */
+int spawnProgram(pid_t* pid, posix_spawn_file_actions_t* actions, std::vector<std::string>& argvStrings,
+                 std::vector<std::string>& envStrings, short extraFlags) {
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | extraFlags);
+  std::vector<char*> argv;
+  for (auto& a : argvStrings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& e : envStrings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  // posix_spawnp searches PATH from the caller's environment; the agent's PATH is the child's.
+  int err = posix_spawnp(pid, argv[0], actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(actions);
+  posix_spawnattr_destroy(&attr);
+  return err;
+}
+
 class RunWorker : public Napi::AsyncWorker {
  public:
   RunWorker(Napi::Env env, std::vector<std::string> argv, std::vector<std::string> env_vars, std::string input,
@@ -76,33 +105,12 @@ class RunWorker : public Napi::AsyncWorker {
       if (pipe2(&fds[2 * i], O_CLOEXEC) != 0) return Fail("pipe2");
     }
     posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&actions);
-    posix_spawnattr_init(&attr);
     posix_spawn_file_actions_adddup2(&actions, fds[0], 0);
     posix_spawn_file_actions_adddup2(&actions, fds[3], 1);
     posix_spawn_file_actions_adddup2(&actions, fds[5], 2);
-    // The child starts with every signal at its default and none blocked, as
-    // libuv's spawn does (Node ignores SIGPIPE; ignored signals survive exec).
-    sigset_t all, none;
-    sigfillset(&all);
-    sigemptyset(&none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
-    std::vector<char*> argv;
-    for (auto& a : argv_) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<char*> envp;
-    for (auto& e : env_) envp.push_back(e.data());
-    envp.push_back(nullptr);
-
     pid_t pid;
-    // posix_spawnp searches PATH from the caller's environment; the agent's PATH is the child's.
-    int err = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
+    int err = spawnProgram(&pid, &actions, argv_, env_, 0);
     if (err != 0) {
       errno_ = err;
       return SetError(std::string(strerror(err)));
@@ -304,28 +312,12 @@ Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
   if (!info[3].IsFunction()) throw Napi::TypeError::New(env, "onExit must be a function");
 
   posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attr);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, outputFd, 1);
   posix_spawn_file_actions_adddup2(&actions, outputFd, 2);
-  sigset_t all, none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (auto& e : envVars) envp.push_back(e.data());
-  envp.push_back(nullptr);
   pid_t pid;
-  int err = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  int err = spawnProgram(&pid, &actions, args, envVars, POSIX_SPAWN_SETSID);
   if (err != 0) {
     Napi::Error e = Napi::Error::New(env, std::string("cannot start ") + args[0] + ": " + strerror(err));
     e.Set("code", err == ENOENT ? "ENOENT" : err == EACCES ? "EACCES" : "ESPAWN");
