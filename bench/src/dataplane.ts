@@ -6,6 +6,8 @@
 //   userspace-nooffload   the same engine, one packet per frame (optional)
 //   userspace-nopoll      the same engine without busy polling (optional)
 //   userspace-nofollow    the same engine without CPU following (followWakerCpu false; optional)
+//   userspace-nice        the same engine as an ordinary nice -10 thread, not SCHED_FIFO
+//                         (threadPriority 'nice'; optional)
 //   userspace-baseline    another build of the addon, given by --baseline-addon
 //                         PATH (e.g. main's, to measure a change in one run)
 // Every variant has its own pair of hosts, all built up front; each round
@@ -38,6 +40,7 @@ type Variant =
   | 'userspace-nooffload'
   | 'userspace-nopoll'
   | 'userspace-nofollow'
+  | 'userspace-nice'
   | 'userspace-baseline';
 
 type Measure = 'throughput' | 'rtt';
@@ -67,6 +70,7 @@ function parseArgs(argv: string[]): Args {
     'userspace-nooffload',
     'userspace-nopoll',
     'userspace-nofollow',
+    'userspace-nice',
     'userspace-baseline',
   ];
   for (const v of variants)
@@ -176,6 +180,7 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
             offloads: variant !== 'userspace-nooffload',
             busyPollUs: variant === 'userspace-nopoll' ? 0 : args.busyPollUs,
             followWakerCpu: variant !== 'userspace-nofollow',
+            threadPriority: variant === 'userspace-nice' ? 'nice' : undefined,
             addonPath: variant === 'userspace-baseline' ? args.baselineAddon : undefined,
           });
     pair.dataplanes.push(dp);

@@ -1129,9 +1129,10 @@ void Engine::loop() {
   bool sparse = false;
   for (;;) {
     uint64_t sleptNs = 0;  // how long this round's blocking wait took; 0 = found by polling
+    bool willSpin = spinFromNs != 0 && busyPoll.windowNs() > 0;
     // Level-triggered: whatever a round left unread is reported again.
-    int n = sparse && spinFromNs == 0 ? 0 : epoll_wait(epollFd_, events, kMaxEvents, 0);
-    if (n == 0 && spinFromNs != 0) {
+    int n = sparse && !willSpin ? 0 : epoll_wait(epollFd_, events, kMaxEvents, 0);
+    if (n == 0 && willSpin) {
       uint64_t deadline = spinFromNs + busyPoll.windowNs();
       while (n == 0 && nowNs() < deadline) {
         sched_yield();  // to the peer engine's thread if it woke on this CPU (same priority)
