@@ -5,9 +5,7 @@
 // by step, printing each command and what came back. Tears everything down
 // at the end; exits 0 only if every step worked. Needs root (namespaces).
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { setup } from './setup.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -37,13 +35,14 @@ sh('node', ['packages/agent/scripts/bundle-cli.mjs']); // the `weft` CLI as one 
 
 const { startCluster, runPrefix } = await import('../test/dist/src/harness/cluster.js');
 const { outsideIp } = await import('../test/dist/src/harness/lab.js');
-const { weftRun, httpd, wget, pingOnce } = await import('../test/dist/src/harness/commands.js');
+const { weftRun, httpd, wget, pingOnce, makePageDir } = await import('../test/dist/src/harness/commands.js');
 
 let failures = 0;
 let cluster;
-const pageDir = await mkdtemp(join(tmpdir(), 'weft-demo-page-'));
-await writeFile(join(pageDir, 'index.html'), '<h1>hello from web on host1</h1>\n');
-await writeFile(join(pageDir, 'outside.html'), 'hello from outside the overlay\n');
+const pageDir = await makePageDir('demo', {
+  'index.html': '<h1>hello from web on host1</h1>\n',
+  'outside.html': 'hello from outside the overlay\n',
+});
 let outside;
 
 function step(title) {

@@ -5,12 +5,10 @@
 // containers on other hosts reach by name, and keeps working after the KV
 // leader is killed -9.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { eventually } from './harness/agents.js';
-import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
-import { httpd, weftRun, wget } from './harness/commands.js';
+import { type Cluster, runPrefix, skipUnlessReady, startCluster } from './harness/cluster.js';
+import { httpd, makePageDir, weftRun, wget } from './harness/commands.js';
 
 interface MemberJson {
   name: string;
@@ -25,13 +23,8 @@ describe('KV client agent: four agents, --voters 3 --learners 0 (e2e, namespaces
   let pageDir: string;
 
   before(async function () {
-    const why = preflight();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
-    pageDir = await mkdtemp(join(tmpdir(), 'weft-client-page-'));
-    await writeFile(join(pageDir, 'index.html'), 'served from the client host\n');
+    skipUnlessReady(this);
+    pageDir = await makePageDir('client', { 'index.html': 'served from the client host\n' });
     cluster = await startCluster(runPrefix('c'), {
       hosts: 4,
       extraArgs: ['--voters', '3', '--learners', '0', '--dead-voter-threshold', '600000'],

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import type { AgentHandle } from './harness/agents.js';
 import { eventually } from './harness/agents.js';
-import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
+import { type Cluster, runPrefix, skipUnlessReady, startCluster } from './harness/cluster.js';
 import { pingOnce, weftRun } from './harness/commands.js';
 
 interface StatusJson {
@@ -29,11 +29,7 @@ describe('faults: kill -9, leader loss, dead hosts (e2e, namespaces)', function 
   let cluster: Cluster;
 
   before(async function () {
-    const why = preflight();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    skipUnlessReady(this);
     cluster = await startCluster(runPrefix('f'), { hosts: 3 });
     await cluster.agents[0]!.mustWeft(['network', 'create', '--subnet', '198.18.30.0/24', 'f-net']);
   });

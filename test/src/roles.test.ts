@@ -4,7 +4,7 @@
 // learner and removes the dead voter, and the cluster keeps working.
 import assert from 'node:assert/strict';
 import { eventually } from './harness/agents.js';
-import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
+import { type Cluster, runPrefix, skipUnlessReady, startCluster } from './harness/cluster.js';
 
 interface MemberJson {
   name: string;
@@ -18,11 +18,7 @@ describe('KV roles: four agents, --voters 3 --learners 1 (e2e, namespaces)', fun
   let cluster: Cluster;
 
   before(async function () {
-    const why = preflight();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    skipUnlessReady(this);
     cluster = await startCluster(runPrefix('r'), {
       hosts: 4,
       // Not lower: under load a voter's agent may start seconds after the others, and would be replaced.

@@ -5,12 +5,10 @@
 // through the per-host gateway bridge with NAT.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import { eventually } from './harness/agents.js';
-import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
-import { httpd, pingOnce, weftRun, wget } from './harness/commands.js';
+import { type Cluster, runPrefix, skipUnlessReady, startCluster } from './harness/cluster.js';
+import { httpd, makePageDir, pingOnce, weftRun, wget } from './harness/commands.js';
 import { outsideIp } from './harness/lab.js';
 
 describe('tutorial: three hosts, one overlay network (e2e, namespaces)', function () {
@@ -20,14 +18,11 @@ describe('tutorial: three hosts, one overlay network (e2e, namespaces)', functio
   let outsideServer: ChildProcess | undefined;
 
   before(async function () {
-    const why = preflight();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
-    pageDir = await mkdtemp(join(tmpdir(), 'weft-page-'));
-    await writeFile(join(pageDir, 'index.html'), 'hello from web on host1\n');
-    await writeFile(join(pageDir, 'outside.html'), 'hello from outside\n');
+    skipUnlessReady(this);
+    pageDir = await makePageDir('tutorial', {
+      'index.html': 'hello from web on host1\n',
+      'outside.html': 'hello from outside\n',
+    });
     cluster = await startCluster(runPrefix('t'), { hosts: 3 });
   });
 

@@ -3,12 +3,10 @@
 // (TAP ⇄ UDP) instead of the kernel's device. One cluster serves both cases
 // to keep the suite short: userspace ⇄ userspace and kernel ⇄ userspace.
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import type { AgentHandle } from './harness/agents.js';
-import { type Cluster, preflight, runPrefix, startCluster } from './harness/cluster.js';
-import { httpd, weftRun, wget } from './harness/commands.js';
+import { type Cluster, runPrefix, skipUnlessReady, startCluster } from './harness/cluster.js';
+import { httpd, makePageDir, weftRun, wget } from './harness/commands.js';
 
 describe('userspace data plane and a mixed kernel/userspace cluster (e2e, namespaces)', function () {
   this.timeout(180_000);
@@ -26,13 +24,8 @@ describe('userspace data plane and a mixed kernel/userspace cluster (e2e, namesp
     );
 
   before(async function () {
-    const why = preflight();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
-    pageDir = await mkdtemp(join(tmpdir(), 'weft-mixed-'));
-    await writeFile(join(pageDir, 'index.html'), 'served over VXLAN\n');
+    skipUnlessReady(this);
+    pageDir = await makePageDir('mixed', { 'index.html': 'served over VXLAN\n' });
     cluster = await startCluster(runPrefix('u'), {
       hosts: 3,
       dataplanes: ['kernel', 'userspace', 'userspace'],

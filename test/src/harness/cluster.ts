@@ -37,6 +37,15 @@ export function preflight(): string | undefined {
   return undefined;
 }
 
+/** Skips the calling suite (in its `before`), saying why, when preflight finds it cannot run here. */
+export function skipUnlessReady(ctx: Mocha.Context): void {
+  const why = preflight();
+  if (why) {
+    console.log(`      skipped: ${why}`);
+    ctx.skip();
+  }
+}
+
 export async function startCluster(prefix: string, opts: ClusterOptions): Promise<Cluster> {
   const workDir = await mkdtemp(join(tmpdir(), `weft-${prefix}-`));
   let lab: Lab | undefined;
