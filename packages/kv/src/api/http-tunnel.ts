@@ -12,7 +12,7 @@
 //
 // Who may connect: whoever completes the libp2p handshake, i.e. holds the
 // cluster key when there is one; the same guard as Raft traffic.
-import type { Connection, Stream } from '@libp2p/interface';
+import type { Libp2pTransport } from '../transport/libp2p.js';
 import type { Transport } from '../transport/transport.js';
 import type { KvBackend } from './backend.js';
 import { CLUSTER_HEADER, ConsulHttpServer } from './http.js';
@@ -40,13 +40,7 @@ export const TUNNEL_KEEP_ALIVE_TIMEOUT_MS = 30_000;
 export const TUNNEL_FIRST_REQUEST_TIMEOUT_MS = 30_000;
 
 /** The part of Libp2pTransport the tunnel needs; other transports (in memory) have no tunnel. */
-interface StreamServingTransport {
-  handleStream(
-    protocol: string,
-    handler: (stream: Stream, connection: Connection) => void,
-    options: { maxInboundStreams: number },
-  ): void;
-}
+type StreamServingTransport = Pick<Libp2pTransport, 'handleStream'>;
 
 function servesStreams(transport: Transport): transport is Transport & StreamServingTransport {
   return typeof (transport as Partial<StreamServingTransport>).handleStream === 'function';

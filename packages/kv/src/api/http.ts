@@ -192,10 +192,6 @@ export class ConsulHttpServer {
     this.server.emit('connection', socket);
   }
 
-  get listening(): boolean {
-    return this.server.listening;
-  }
-
   async listen(): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);

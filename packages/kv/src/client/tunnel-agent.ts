@@ -93,12 +93,6 @@ export class TunnelAgent extends Agent {
     return pending;
   }
 
-  /** The libp2p connection to `server`, if open (for tests and status). */
-  async openConnection(server: string): Promise<Connection | undefined> {
-    const c = await this.connections.get(server)?.catch(() => undefined);
-    return c?.status === 'open' ? c : undefined;
-  }
-
   override destroy(): void {
     super.destroy();
     this.connections.clear();

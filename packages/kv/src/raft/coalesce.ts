@@ -18,24 +18,37 @@
 // reordered relative to other messages to the same peer. Rejections are never
 // merged (each carries its own hint). A merged append stays within
 // maxSizePerMsgBytes.
-import { entrySizeBytes } from './log.js';
+import { entriesSizeBytes } from './log.js';
 import { type Message, MessageType } from './types.js';
 
 /** Merges what `msgs` sends to each peer as described above; returns a new array (messages merged into are copies). */
 export function coalesceMessages(msgs: Message[], maxSizePerMsgBytes: number): Message[] {
   if (msgs.length < 2) return msgs;
   const out: Message[] = [];
-  /** Position in `out` of the last message to each peer, and whether it is already a private copy. */
-  const lastTo = new Map<string, { at: number; copied: boolean; bytes: number }>();
+  /**
+   * Per peer: position in `out` of the last message to it, whether that is
+   * already a private copy, whether its entries array is ours to push into,
+   * and the size of its entries (counted once a merge needs it).
+   */
+  const lastTo = new Map<
+    string,
+    { at: number; copied: boolean; ownEntries: boolean; bytes: number | undefined }
+  >();
   for (const m of msgs) {
     const prev = lastTo.get(m.to);
     const p = prev ? out[prev.at]! : undefined;
     if (prev && p && p.term === m.term && p.from === m.from) {
       if (m.type === MessageType.App && p.type === MessageType.App && continues(p, m)) {
-        const bytes = sizeOf(m);
+        const bytes = entriesSizeBytes(m.entries);
+        prev.bytes ??= entriesSizeBytes(p.entries);
         if (m.entries.length === 0 || prev.bytes + bytes <= maxSizePerMsgBytes) {
           const q = prev.copied ? p : { ...p };
-          q.entries = m.entries.length === 0 ? p.entries : p.entries.concat(m.entries);
+          if (m.entries.length > 0) {
+            // The first merge copies (the entries may be the log's own array); later ones append.
+            if (prev.ownEntries) q.entries.push(...m.entries);
+            else q.entries = p.entries.concat(m.entries);
+            prev.ownEntries = true;
+          }
           q.commit = Math.max(p.commit, m.commit);
           out[prev.at] = q;
           prev.copied = true;
@@ -52,7 +65,7 @@ export function coalesceMessages(msgs: Message[], maxSizePerMsgBytes: number): M
         continue;
       }
     }
-    lastTo.set(m.to, { at: out.length, copied: false, bytes: m.type === MessageType.App ? sizeOf(m) : 0 });
+    lastTo.set(m.to, { at: out.length, copied: false, ownEntries: false, bytes: undefined });
     out.push(m);
   }
   return out;
@@ -63,10 +76,4 @@ function continues(p: Message, m: Message): boolean {
   const pEnd = p.index + p.entries.length;
   const pEndTerm = p.entries.length > 0 ? p.entries[p.entries.length - 1]!.term : p.logTerm;
   return m.index === pEnd && m.logTerm === pEndTerm;
-}
-
-function sizeOf(m: Message): number {
-  let n = 0;
-  for (const e of m.entries) n += entrySizeBytes(e);
-  return n;
 }

@@ -13,6 +13,13 @@ export function entrySizeBytes(e: Entry): number {
   return e.data.byteLength + 16;
 }
 
+/** entrySizeBytes summed over `ents`. */
+export function entriesSizeBytes(ents: Entry[]): number {
+  let n = 0;
+  for (const e of ents) n += entrySizeBytes(e);
+  return n;
+}
+
 /** Leading entries of `ents` within `maxBytes`, always at least one. */
 export function limitSize(ents: Entry[], maxBytes: number): Entry[] {
   if (ents.length === 0) return ents;

@@ -25,7 +25,7 @@ import {
   restoreMembership,
 } from './confchange.js';
 import { invariant, RaftConfigError, RequestDroppedError } from './errors.js';
-import { entrySizeBytes, RaftLog } from './log.js';
+import { entriesSizeBytes, RaftLog } from './log.js';
 import {
   describeMembership,
   isJoint,
@@ -369,9 +369,7 @@ export class Raft {
     m.commit = this.log.committed;
     this.send(m);
     if (ents.length > 0 || pr.state === ProgressState.Probe) {
-      let bytes = 0;
-      for (const e of ents) bytes += entrySizeBytes(e);
-      pr.sentEntries(ents.length > 0 ? ents[ents.length - 1]!.index : prevIndex, bytes);
+      pr.sentEntries(ents.length > 0 ? ents[ents.length - 1]!.index : prevIndex, entriesSizeBytes(ents));
     }
     return true;
   }

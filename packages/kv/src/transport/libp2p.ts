@@ -147,6 +147,15 @@ export function clusterWireStack(
   };
 }
 
+/** Registers a raw stream protocol (handleStream's) on `node`: as many streams out as in. */
+function serveStream(
+  node: Libp2p,
+  protocol: string,
+  { handler, maxInboundStreams }: { handler: RawStreamHandler; maxInboundStreams: number },
+): Promise<void> {
+  return node.handle(protocol, handler, { maxInboundStreams, maxOutboundStreams: maxInboundStreams });
+}
+
 interface PeerLink {
   /** Encoded Raft messages waiting for the stream. */
   queue: Uint8Array[];
@@ -264,12 +273,9 @@ export class Libp2pTransport extends TransportBase implements Transport {
     this.streamHandlers.set(protocol, { handler, maxInboundStreams: options.maxInboundStreams });
     const node = this.node;
     if (node) {
-      void node
-        .handle(protocol, handler, {
-          maxInboundStreams: options.maxInboundStreams,
-          maxOutboundStreams: options.maxInboundStreams,
-        })
-        .catch((err) => this.log.warn({ protocol, err: errorText(err) }, 'cannot serve stream protocol'));
+      void serveStream(node, protocol, this.streamHandlers.get(protocol)!).catch((err) =>
+        this.log.warn({ protocol, err: errorText(err) }, 'cannot serve stream protocol'),
+      );
     }
   }
 
@@ -322,9 +328,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
       maxInboundStreams: MAX_CONCURRENT_RPC_STREAMS,
       maxOutboundStreams: MAX_CONCURRENT_RPC_STREAMS,
     });
-    for (const [protocol, { handler, maxInboundStreams }] of this.streamHandlers) {
-      await node.handle(protocol, handler, { maxInboundStreams, maxOutboundStreams: maxInboundStreams });
-    }
+    for (const [protocol, entry] of this.streamHandlers) await serveStream(node, protocol, entry);
     node.addEventListener('connection:close', (event) => this.helloByConnection.delete(event.detail.id));
     try {
       await node.start();
