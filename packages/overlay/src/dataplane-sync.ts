@@ -37,9 +37,7 @@ export class DataplaneSync {
   }
 
   sync(desired: DesiredDataplane, opts: { full: boolean }): Promise<SyncResult> {
-    const run = this.tail.then(() => (opts.full ? this.reconcile(desired) : this.diff(desired)));
-    this.tail = run.catch(() => undefined);
-    return run;
+    return this.enqueue(() => (opts.full ? this.reconcile(desired) : this.diff(desired)));
   }
 
   /**
@@ -77,7 +75,8 @@ export class DataplaneSync {
     });
   }
 
-  private enqueue(fn: () => Promise<void>): Promise<void> {
+  /** Runs `fn` after every call queued before it: one data-plane change at a time, in call order. */
+  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.tail.then(fn);
     this.tail = run.catch(() => undefined);
     return run;

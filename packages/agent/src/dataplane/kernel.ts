@@ -7,7 +7,7 @@
 // so no multicast, flooding or learning ever crosses the underlay.
 
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
-import { type BridgeFdb, CommandError, type IpLink, type IpNeigh } from '../netlink/ip.js';
+import { type BridgeFdb, CommandError, type IpLink, type IpNeigh, isMissingDevice } from '../netlink/ip.js';
 import { vxlanName } from './names.js';
 import { Plumbing, type PlumbingOptions, throwIfFailed, validateNetwork, validatePeer } from './plumbing.js';
 import { SerialQueue } from './serial.js';
@@ -63,7 +63,7 @@ function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
 
 /** A missing vxlan device means the network was never set up here: say so. */
 function notSetUp(networkId: string, err: unknown): unknown {
-  return err instanceof CommandError && /Cannot find device|does not exist/.test(err.stderr)
+  return isMissingDevice(err)
     ? new Error(`network ${networkId.slice(0, 12)} is not set up on this host: call ensureNetwork first`)
     : err;
 }
@@ -96,7 +96,9 @@ export class KernelDataplane implements Dataplane {
   }
 
   ensureNetwork(net: NetworkSpec): Promise<void> {
-    return this.run(() => this.doEnsureNetwork(net));
+    return this.run(async () => {
+      await this.doEnsureNetwork(net);
+    });
   }
 
   removeNetwork(networkId: string): Promise<void> {
@@ -173,7 +175,7 @@ export class KernelDataplane implements Dataplane {
       try {
         current = await this.readPeerTable(networkId);
       } catch (e) {
-        if (e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr)) {
+        if (isMissingDevice(e)) {
           for (const entry of entries) entry.resolve(); // network gone: nothing to remove
           continue;
         }
@@ -283,9 +285,10 @@ export class KernelDataplane implements Dataplane {
       await this.plumbing.removeStaleDevices(keep);
       const failures: Error[] = [];
       const ready: NetworkSpec[] = [];
+      const created = new Set<string>(); // new vxlan devices: nothing to list
       for (const net of state.networks) {
         try {
-          await this.doEnsureNetwork(net);
+          if (await this.doEnsureNetwork(net)) created.add(net.id);
           ready.push(net);
         } catch (e) {
           failures.push(
@@ -299,7 +302,7 @@ export class KernelDataplane implements Dataplane {
       );
       await this.plumbing.pruneGatewayVeths();
       for (const net of ready) {
-        const current = await this.readPeerTable(net.id);
+        const current = created.has(net.id) ? tableOf([]) : await this.readPeerTable(net.id);
         const wanted = tableOf(state.peers.filter((p) => p.networkId === net.id));
         this.knownNeighbours.delete(net.id);
         await this.writePeerTable(net.id, current, wanted);
@@ -335,7 +338,8 @@ export class KernelDataplane implements Dataplane {
     });
   }
 
-  private async doEnsureNetwork(net: NetworkSpec): Promise<void> {
+  /** Makes the network's bridge and vxlan device as they should be; true when the vxlan device was (re)made. */
+  private async doEnsureNetwork(net: NetworkSpec): Promise<boolean> {
     validateNetwork(net);
     await this.plumbing.ensureBridge(net);
     const name = vxlanName(net.id);
@@ -364,6 +368,7 @@ export class KernelDataplane implements Dataplane {
       );
     }
     await this.plumbing.addToBridge(name, net.id);
+    return !matches;
   }
 
   /** Deletes the MAC's vxlan and bridge FDB entries, each if present. */

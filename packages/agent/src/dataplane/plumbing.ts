@@ -19,7 +19,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
-import { CommandError, type IpAddr, type IpLink, NetnsShell } from '../netlink/ip.js';
+import { CommandError, type IpAddr, type IpLink, isMissingDevice, NetnsShell } from '../netlink/ip.js';
 import {
   assertNetworkId,
   bridgeName,
@@ -340,7 +340,7 @@ export class Plumbing {
         this.known = undefined; // some of them may be gone: list again before trusting it
         // A veth vanishes by itself when its container's namespace is deleted; if one went
         // between listing and deleting, the batch stopped there: list again, once.
-        const vanished = e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr);
+        const vanished = isMissingDevice(e);
         if (!vanished || attempt >= 2) throw e;
       }
     }
@@ -766,7 +766,7 @@ export class Plumbing {
     if (inside.has(sandboxGatewayIfName)) {
       // Usually gone with its host side just now; if it belonged to another pair, remove it.
       await new NetnsShell(sandboxName).ip(['link', 'delete', 'dev', sandboxGatewayIfName]).catch((e) => {
-        if (!(e instanceof CommandError && /Cannot find device|does not exist/.test(e.stderr))) throw e;
+        if (!isMissingDevice(e)) throw e;
       });
     }
     inside.delete(sandboxGatewayIfName);

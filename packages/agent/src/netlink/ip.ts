@@ -25,6 +25,11 @@ export class CommandError extends Error {
   }
 }
 
+/** Whether `err` is iproute2 saying the device (or namespace) it was pointed at does not exist. */
+export function isMissingDevice(err: unknown): err is CommandError {
+  return err instanceof CommandError && /Cannot find device|does not exist/.test(err.stderr);
+}
+
 /** Output cap per command: a full FDB dump of a large network is a few MB. */
 const maxOutputBytes = 64 * 1024 * 1024;
 
@@ -38,13 +43,20 @@ type NativeRunResult = Awaited<ReturnType<NativeRun>>;
 
 let nativeAddon: NativeAddon | null | undefined;
 
-/** The addon for starting processes, or null (not built, another platform, or WEFT_SPAWN=child_process). */
+/**
+ * The addon for starting processes: posix_spawn (vfork-like), where
+ * child_process.spawn forks the whole agent on its event loop (5-20 ms of a
+ * large process, several times per container). Null without the addon (not
+ * built, another platform) or with WEFT_SPAWN=child_process: then Node's own.
+ * Whether this kernel has pidfds (for spawnDetached) is asked once, here.
+ */
 function processAddon(): NativeAddon | null {
   if (nativeAddon !== undefined) return nativeAddon;
   nativeAddon = null;
   if (process.env.WEFT_SPAWN !== 'child_process') {
     try {
       nativeAddon = loadNativeAddon();
+      detachedSupported = Boolean(nativeAddon.spawnDetached && nativeAddon.spawnDetachedSupported?.());
     } catch {
       // no addon: child_process it is
     }
@@ -52,17 +64,16 @@ function processAddon(): NativeAddon | null {
   return nativeAddon;
 }
 
-let nativeRun: NativeRun | null | undefined;
+let detachedSupported = false;
 
-/**
- * The addon's runner: posix_spawn (vfork-like) on a worker thread, where
- * child_process.spawn forks the whole agent on its event loop (5-20 ms of a
- * large process, several times per container). Null without the addon (not
- * built, another platform) or with WEFT_SPAWN=child_process: then Node's own.
- */
+/** The addon's runCommand (on a worker thread), or null: see processAddon. */
 function nativeRunner(): NativeRun | null {
-  if (nativeRun === undefined) nativeRun = processAddon()?.runCommand ?? null;
-  return nativeRun;
+  return processAddon()?.runCommand ?? null;
+}
+
+/** The environment a started command gets: the agent's own, as child_process passes it. */
+function childEnv(): string[] {
+  return Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
 }
 
 function spawnFailed(argv: string[], e: NodeJS.ErrnoException): CommandError {
@@ -102,10 +113,9 @@ export const commandRunners = {
 };
 
 async function runWithNative(run: NativeRun, argv: string[], opts: RunOptions): Promise<string> {
-  const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
   let r: NativeRunResult;
   try {
-    r = await run(argv, env, Buffer.from(opts.input ?? ''), maxOutputBytes);
+    r = await run(argv, childEnv(), Buffer.from(opts.input ?? ''), maxOutputBytes);
   } catch (e) {
     throw spawnFailed(argv, e as NodeJS.ErrnoException);
   }
@@ -155,11 +165,10 @@ export function startDetached(
   onExit: (exitCode: number) => void,
 ): Promise<number> {
   const addon = processAddon();
-  if (addon?.spawnDetached && addon.spawnDetachedSupported?.()) {
+  if (addon?.spawnDetached && detachedSupported) {
     try {
-      const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
       return Promise.resolve(
-        addon.spawnDetached(argv, env, outputFd, (code, signal) => onExit(code ?? 128 + signal)),
+        addon.spawnDetached(argv, childEnv(), outputFd, (code, signal) => onExit(code ?? 128 + signal)),
       );
     } catch (e) {
       return Promise.reject(new Error(`cannot start ${argv.join(' ')}: ${(e as Error).message}`));
@@ -287,7 +296,7 @@ export class NetnsShell {
       const links = await this.ipJson<IpLink>(['-d', 'link', 'show', 'dev', name]);
       return links[0];
     } catch (e) {
-      if (e instanceof CommandError && /does not exist|Cannot find device/.test(e.stderr)) return undefined;
+      if (isMissingDevice(e)) return undefined;
       throw e;
     }
   }
