@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { KvNode } from '@weft/kv/api/node';
 import { KvClient } from '@weft/kv/client/kv-client';
-import { freePort } from './kv/clusters.js';
+import { freePort } from '@weft/kv/testing/free-port';
 
 const { values: args } = parseArgs({
   options: {

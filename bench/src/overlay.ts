@@ -23,9 +23,9 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { KvNodeStore } from '@weft/agent/kv-adapter/kvnode-store';
 import { KvNode } from '@weft/kv/api/node';
+import { freePort } from '@weft/kv/testing/free-port';
 import { OverlayManager, type RemotePeer } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
-import { freePort } from './kv/clusters.js';
 
 const { values: args } = parseArgs({
   options: {

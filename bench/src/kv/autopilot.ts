@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KvNode, type KvNodeOptions } from '@weft/kv/api/node';
-import { freePort } from './clusters.js';
+import { freePort } from '@weft/kv/testing/free-port';
 
 const { values: args } = parseArgs({
   options: {

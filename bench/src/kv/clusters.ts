@@ -4,10 +4,10 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '@weft/kv/testing/free-port';
 import { type HttpRequestSpec, request } from './loadgen.js';
 
 export type ReadMode = 'linearizable' | 'stale';
@@ -25,17 +25,6 @@ export interface BenchCluster {
   cpuMs(): number;
   put(node: number, key: string, value: Buffer): HttpRequestSpec;
   get(node: number, key: string, mode: ReadMode): HttpRequestSpec;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** /proc/PID/stat counts CPU time in clock ticks: USER_HZ, 100 on Linux. */

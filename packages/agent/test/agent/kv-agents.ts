@@ -1,12 +1,12 @@
 // KV components of agents on loopback, as `weft agent` builds them (real
 // KvNodes: LevelDB under `root`, libp2p on 127.0.0.1), for the role tests.
 import { join } from 'node:path';
+import { freePort } from '@weft/kv/testing/free-port';
 import { parseAgentConfig } from '../../src/agent/config.js';
 import { openKvClientStore } from '../../src/agent/kv-client-store.js';
 import type { KvNodeComponent } from '../../src/agent/kv-component.js';
 import { createKvComponent } from '../../src/agent/main.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { freePort } from '../overlay-kv/fixture.js';
 
 export interface LoopbackKvAgents {
   /** Raft addresses in sorted order: agent i is the i-th of the sorted set, so agents 0..voters-1 bootstrap. */

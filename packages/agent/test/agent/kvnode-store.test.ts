@@ -6,9 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvNode } from '@weft/kv/api/node';
+import { freePort } from '@weft/kv/testing/free-port';
 import { kvStoreComplianceSuite } from '@weft/overlay/testing/kvstore-compliance';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
-import { freePort } from '../overlay-kv/fixture.js';
 
 async function openCluster(size: number): Promise<{ nodes: KvNode[]; close(): Promise<void> }> {
   const root = await mkdtemp(join(tmpdir(), 'weft-kvstore-'));

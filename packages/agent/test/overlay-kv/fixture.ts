@@ -4,27 +4,16 @@
 // Data planes are RecordingDataplanes: these tests are about the control
 // plane on the replicated store; devices are covered in test/dataplane.
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvNode } from '@weft/kv/api/node';
+import { freePort } from '@weft/kv/testing/free-port';
 import { OverlayManager, type OverlayManagerOptions } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
 
 /** Overlay subnets in tests come from 198.18.0.0/15, never from private ranges. */
 export const testPools = [{ base: '198.18.0.0/15', size: 24 }];
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface KvCluster {
   nodes: KvNode[];

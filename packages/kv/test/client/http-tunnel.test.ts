@@ -19,9 +19,9 @@ import { LocalBackend } from '../../src/api/local-backend.js';
 import { KvNode } from '../../src/api/node.js';
 import { multiaddrOf } from '../../src/api/node-address.js';
 import { KvClient } from '../../src/client/kv-client.js';
+import { freePort } from '../../src/testing/free-port.js';
 import { parseClusterKey } from '../../src/transport/identity.js';
 import { quietLogger } from '../../src/transport/libp2p.js';
-import { freePort } from '../node/process-cluster.js';
 
 const CLUSTER_KEY = '5c'.repeat(32);
 

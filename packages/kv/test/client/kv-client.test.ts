@@ -10,7 +10,8 @@ import { KvInputError } from '../../src/api/node-errors.js';
 import { KvClientUnavailableError } from '../../src/client/errors.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { MAX_VALUE_BYTES } from '../../src/fsm/types.js';
-import { freePort, ProcessCluster, until } from '../node/process-cluster.js';
+import { freePort } from '../../src/testing/free-port.js';
+import { ProcessCluster, until } from '../node/process-cluster.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);

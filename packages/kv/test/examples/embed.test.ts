@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KvNode } from '../../src/api/node.js';
-import { freePort } from '../node/process-cluster.js';
+import { freePort } from '../../src/testing/free-port.js';
 
 /** packages/kv, found from this file whether it runs from test/ (tsx) or dist/test/. */
 function packageRoot(): string {

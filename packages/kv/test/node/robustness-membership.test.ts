@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
-import { freePort } from './process-cluster.js';
+import { freePort } from '../../src/testing/free-port.js';
 import { dec, enc, until } from './robustness-cluster.js';
 
 describe('KvNode membership over libp2p', function () {
