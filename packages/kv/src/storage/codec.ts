@@ -61,14 +61,20 @@ export function decodeRecord(bytes: Uint8Array, what: string): unknown {
   }
 }
 
-/** Log keys are 8-byte big-endian indexes so that LevelDB's byte order is index order. */
-export function encodeIndexKey(index: number): Uint8Array {
-  const key = new Uint8Array(8);
+/**
+ * Log keys are 8-byte big-endian indexes so that LevelDB's byte order is index
+ * order; `prefix` (a sublevel's prefix in the root database) goes in front.
+ */
+export function encodeIndexKey(index: number, prefix: Uint8Array = NO_PREFIX): Uint8Array {
+  const key = new Uint8Array(prefix.length + 8);
+  key.set(prefix);
   const view = new DataView(key.buffer);
-  view.setUint32(0, Math.floor(index / 0x100000000));
-  view.setUint32(4, index >>> 0);
+  view.setUint32(prefix.length, Math.floor(index / 0x100000000));
+  view.setUint32(prefix.length + 4, index >>> 0);
   return key;
 }
+
+const NO_PREFIX = new Uint8Array(0);
 
 export function decodeIndexKey(key: Uint8Array): number {
   if (key.length !== 8) throw new RecordCorruptError('log key', `key is ${key.length} bytes, expected 8`);

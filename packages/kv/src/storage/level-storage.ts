@@ -81,13 +81,23 @@ interface LogStart {
 }
 
 type Db = ClassicLevel<string, Uint8Array>;
-// Sublevels are handed to batch operations of the root db; abstract-level's
-// generics cannot express a mix of key types, so they are kept untyped here.
+// Sublevels are kept untyped here: abstract-level's generics cannot express a
+// sublevel with other key types than its parent.
 // biome-ignore lint/suspicious/noExplicitAny: see above
 type Sub = any;
+/**
+ * One write of a batch, by its full key in the root database (the sublevel's
+ * prefix included, see metaKey/logKey): writes go through a chained batch of
+ * the root, not through the sublevels' array batches, whose per-operation
+ * re-encoding and prefixing cost a loaded node ~10% of its CPU (profiled:
+ * ~300 µs of main-thread time per 11-operation Ready, against ~90 µs).
+ */
 type BatchOp =
-  | { type: 'put'; sublevel: Sub; key: string | Uint8Array; value: Uint8Array }
-  | { type: 'del'; sublevel: Sub; key: string | Uint8Array };
+  | { type: 'put'; key: string | Uint8Array; value: Uint8Array }
+  | { type: 'del'; key: string | Uint8Array };
+
+const BINARY_KEY = { keyEncoding: 'view' };
+const UTF8_KEY = { keyEncoding: 'utf8' };
 
 const META = {
   format: 'format',
@@ -111,16 +121,30 @@ export class LevelRaftStorage implements RaftLogStorage {
   private writeChain: Promise<void> = Promise.resolve();
   private closed = false;
   readonly stats: StorageStats = { batches: 0, syncedBatches: 0, entriesWritten: 0 };
+  /** The sublevels' key prefixes in the root database ("!log!", "!meta!"), for BatchOp keys. */
+  private readonly logPrefix: Uint8Array;
+  private readonly metaPrefix: string;
 
   private constructor(
     readonly dir: string,
     private readonly db: Db,
-    private readonly meta: Sub,
-    private readonly logDb: Sub,
+    meta: Sub,
+    logDb: Sub,
     readonly identity: StorageIdentity,
     /** True when this open created the store (no earlier state existed). */
     readonly created: boolean,
-  ) {}
+  ) {
+    this.logPrefix = new TextEncoder().encode(logDb.prefix as string);
+    this.metaPrefix = meta.prefix as string;
+  }
+
+  private logKey(index: number): Uint8Array {
+    return encodeIndexKey(index, this.logPrefix);
+  }
+
+  private metaKey(name: string): string {
+    return this.metaPrefix + name;
+  }
 
   static async open(options: OpenStorageOptions): Promise<LevelRaftStorage> {
     const { dir, nodeId } = options;
@@ -343,6 +367,8 @@ export class LevelRaftStorage implements RaftLogStorage {
       let log = this.log;
       let snap = this.snap;
       let hard = this.hard;
+      /** With new entries: how many of `log`'s entries stay in front of them. */
+      let keepEntries: number | undefined;
       if (update.snapshot) {
         const incoming = update.snapshot;
         if (incoming.metadata.index <= snap.metadata.index) {
@@ -351,13 +377,13 @@ export class LevelRaftStorage implements RaftLogStorage {
           );
         }
         for (let i = logStart.index + 1; i <= logStart.index + log.length; i++) {
-          ops.push({ type: 'del', sublevel: this.logDb, key: encodeIndexKey(i) });
+          ops.push({ type: 'del', key: this.logKey(i) });
         }
         snap = incoming;
         logStart = { index: incoming.metadata.index, term: incoming.metadata.term };
         log = [];
-        ops.push({ type: 'put', sublevel: this.meta, key: META.snapshot, value: encodeRecord(snap) });
-        ops.push({ type: 'put', sublevel: this.meta, key: META.logStart, value: encodeRecord(logStart) });
+        ops.push({ type: 'put', key: this.metaKey(META.snapshot), value: encodeRecord(snap) });
+        ops.push({ type: 'put', key: this.metaKey(META.logStart), value: encodeRecord(logStart) });
       }
       let entries = update.entries ?? [];
       if (entries.length > 0) {
@@ -376,27 +402,31 @@ export class LevelRaftStorage implements RaftLogStorage {
         }
         const newLast = first + entries.length - 1;
         // Drop the conflicting suffix that the new entries do not overwrite.
-        for (let i = newLast + 1; i <= last; i++)
-          ops.push({ type: 'del', sublevel: this.logDb, key: encodeIndexKey(i) });
+        for (let i = newLast + 1; i <= last; i++) ops.push({ type: 'del', key: this.logKey(i) });
         for (const e of entries) {
           ops.push({
             type: 'put',
-            sublevel: this.logDb,
-            key: encodeIndexKey(e.index),
+            key: this.logKey(e.index),
             value: encodeRecord({ term: e.term, type: e.type, data: e.data }),
           });
         }
-        log = log.slice(0, first - logStart.index - 1).concat(entries.map(copyEntry));
+        keepEntries = first - logStart.index - 1;
       }
       if (update.hardState) {
         hard = { ...update.hardState };
-        ops.push({ type: 'put', sublevel: this.meta, key: META.hardState, value: encodeRecord(hard) });
+        ops.push({ type: 'put', key: this.metaKey(META.hardState), value: encodeRecord(hard) });
       }
       return {
         ops,
         sync: options.sync ?? true,
         entries: entries.length,
         commit: () => {
+          // In place (entries() hands out copies): re-copying the whole live tail
+          // on every Ready cost time proportional to the log's length.
+          if (keepEntries !== undefined) {
+            log.length = keepEntries;
+            for (const e of entries) log.push(copyEntry(e));
+          }
           this.logStart = logStart;
           this.log = log;
           this.snap = snap;
@@ -425,9 +455,7 @@ export class LevelRaftStorage implements RaftLogStorage {
         data,
       };
       created = snap;
-      const ops: BatchOp[] = [
-        { type: 'put', sublevel: this.meta, key: META.snapshot, value: encodeRecord(snap) },
-      ];
+      const ops: BatchOp[] = [{ type: 'put', key: this.metaKey(META.snapshot), value: encodeRecord(snap) }];
       // What is applied is committed. The node writes commit-index-only
       // changes lazily, so the stored commit index may lag: a restart must
       // never find a snapshot beyond it (the core would start with its
@@ -435,7 +463,7 @@ export class LevelRaftStorage implements RaftLogStorage {
       let hard = this.hard;
       if (hard.commit < index) {
         hard = { ...hard, commit: index };
-        ops.push({ type: 'put', sublevel: this.meta, key: META.hardState, value: encodeRecord(hard) });
+        ops.push({ type: 'put', key: this.metaKey(META.hardState), value: encodeRecord(hard) });
       }
       return {
         ops,
@@ -461,10 +489,10 @@ export class LevelRaftStorage implements RaftLogStorage {
       if (index <= this.logStart.index) return { ops: [], sync: false, entries: 0, commit: () => {} };
       const ops: BatchOp[] = [];
       for (let i = this.logStart.index + 1; i <= index; i++) {
-        ops.push({ type: 'del', sublevel: this.logDb, key: encodeIndexKey(i) });
+        ops.push({ type: 'del', key: this.logKey(i) });
       }
       const logStart = { index, term: this.term(index) };
-      ops.push({ type: 'put', sublevel: this.meta, key: META.logStart, value: encodeRecord(logStart) });
+      ops.push({ type: 'put', key: this.metaKey(META.logStart), value: encodeRecord(logStart) });
       return {
         ops,
         sync: true,
@@ -507,7 +535,19 @@ export class LevelRaftStorage implements RaftLogStorage {
       if (this.closed) throw new Error(`raft storage at ${this.dir} is closed`);
       const p = plan();
       if (p.ops.length > 0) {
-        await this.db.batch(p.ops as never, { sync: p.sync });
+        const batch = this.db.batch();
+        try {
+          for (const op of p.ops) {
+            // Binary keys (log entries) need the 'view' key encoding; strings (meta records) are utf8.
+            const options: object = typeof op.key === 'string' ? UTF8_KEY : BINARY_KEY;
+            if (op.type === 'put') batch.put(op.key as string, op.value, options);
+            else batch.del(op.key as string, options);
+          }
+        } catch (err) {
+          await batch.close();
+          throw err;
+        }
+        await batch.write({ sync: p.sync });
         this.stats.batches++;
         if (p.sync) this.stats.syncedBatches++;
         this.stats.entriesWritten += p.entries;
