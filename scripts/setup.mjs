@@ -25,6 +25,9 @@ const debianTools = [
   ['python3', 'python3'],
 ];
 
+/** Header → Debian package, for what the native addon links against (libmnl: rtnetlink messages). */
+const debianHeaders = [['/usr/include/libmnl/libmnl.h', 'libmnl-dev']];
+
 function run(cmd, args, env = process.env) {
   console.log(`$ ${cmd} ${args.join(' ')}`);
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env });
@@ -40,6 +43,7 @@ const hasIputilsPing = () =>
 
 export function setup({ quiet = false } = {}) {
   const missing = debianTools.filter(([tool]) => !has(tool)).map(([, pkg]) => pkg);
+  for (const [header, pkg] of debianHeaders) if (!existsSync(header)) missing.push(pkg);
   if (!hasIputilsPing()) missing.push('iputils-ping');
   if (missing.length > 0) {
     if (process.getuid?.() !== 0) {

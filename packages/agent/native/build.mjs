@@ -24,7 +24,7 @@ const r = spawnSync('node-gyp', args, { stdio: 'inherit', shell: false });
 if (r.error || r.status !== 0) {
   console.error(
     `weft: building the native addon failed (${r.error?.message ?? `node-gyp exit ${r.status}`}). ` +
-      'It needs g++, make, python3 and Node headers (Debian: build-essential python3 nodejs-dev or libnode-dev). ' +
+      'It needs g++, make, python3, libmnl and Node headers (Debian: build-essential python3 libmnl-dev nodejs-dev or libnode-dev). ' +
       'Retry with `npm rebuild -w @weft/agent` or `node packages/agent/native/build.mjs`.',
   );
   process.exit(1);

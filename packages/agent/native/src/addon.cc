@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "engine.h"
+#include "netlink.h"
 #include "packet.h"
 #include "spawn.h"
 
@@ -241,6 +242,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   for (int i = 0; i < weft::kDropCount; i++) reasons.Set(uint32_t(i), weft::kDropReasonNames[i]);
   exports.Set("dropReasons", reasons);
   weft::InitSpawn(env, exports);
+  weft::InitNetlink(env, exports);
   return exports;
 }
 

@@ -19,7 +19,15 @@ import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
-import { CommandError, type IpAddr, type IpLink, isMissingDevice, NetnsShell } from '../netlink/ip.js';
+import {
+  CommandError,
+  type IpAddr,
+  type IpLink,
+  isMissingDevice,
+  NetlinkError,
+  NetnsShell,
+} from '../netlink/ip.js';
+import { applyNetlinkOps, ipBatchLines, type NetlinkOp, nativeNetlink } from '../netlink/rtnetlink.js';
 import {
   assertNetworkId,
   bridgeName,
@@ -177,21 +185,47 @@ interface KnownDevices {
   gatewayVeths: Map<string, GatewayVethInfo>;
 }
 
-/** `ip -batch` lines for exactly one IPv4 address on a container interface, its MTU, up. */
-function containerInterfaceLines(
+/**
+ * Exactly one IPv4 address on an interface: `ip`/`prefixLength` replaces what
+ * else `current` (the interface as last listed) has.
+ */
+function oneAddressOps(
+  netns: string | undefined,
   current: IpAddr | undefined,
   ifName: string,
-  cidr: string,
+  ip: string,
+  prefixLength: number,
+): NetlinkOp[] {
+  const stale: NetlinkOp[] = (current?.addr_info ?? [])
+    .filter((a) => a.family === 'inet' && !(a.local === ip && a.prefixlen === prefixLength))
+    .map((a) => ({ op: 'addrDelete', netns, dev: ifName, ip: a.local, prefixLength: a.prefixlen }));
+  return [...stale, { op: 'addrReplace', netns, dev: ifName, ip, prefixLength }];
+}
+
+/** The interface's address, MTU (if given), up: a container's side of a veth. */
+function containerSideOps(
+  netns: string,
+  current: IpAddr | undefined,
+  ifName: string,
+  address: { ip: string; prefixLength: number },
   mtu: number | undefined,
-): string[] {
-  const stale = (current?.addr_info ?? [])
-    .filter((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` !== cidr)
-    .map((a) => `address delete ${a.local}/${a.prefixlen} dev ${ifName}`);
+): NetlinkOp[] {
   return [
-    ...stale,
-    `address replace ${cidr} dev ${ifName}`,
-    `link set dev ${ifName}${mtu === undefined ? '' : ` mtu ${mtu}`} up`,
+    ...oneAddressOps(netns, current, ifName, address.ip, address.prefixLength),
+    { op: 'linkSet', netns, name: ifName, mtu, up: true },
   ];
+}
+
+/** Link settings that bringUp applies. */
+interface LinkSettings {
+  mtu?: number;
+  alias?: string;
+  master?: string;
+}
+
+/** Loopback up in the sandbox (a new namespace has it down). */
+function loopbackUpOp(sandbox: string): NetlinkOp {
+  return { op: 'linkSet', netns: sandbox, name: 'lo', up: true };
 }
 
 /** The gateway bridge's own address (first host of the subnet): containers' default gateway, a home for host services such as DNS. */
@@ -264,16 +298,13 @@ export class Plumbing {
     if ((await this.host.link(gatewayBridgeName)) === undefined) {
       await this.host.ip(['link', 'add', gatewayBridgeName, 'type', 'bridge']);
     }
-    const cidr = `${this.gateway.bridgeIp}/${this.gateway.prefixLength}`;
     // An address from an earlier gatewaySubnet would keep routing the old subnet here.
     const [current] = await this.host.ipJson<IpAddr>(['addr', 'show', 'dev', gatewayBridgeName]);
-    await this.host.ipBatch([
-      ...(current?.addr_info ?? [])
-        .filter((a) => a.family === 'inet' && `${a.local}/${a.prefixlen}` !== cidr)
-        .map((a) => `address delete ${a.local}/${a.prefixlen} dev ${gatewayBridgeName}`),
-      `address replace ${cidr} dev ${gatewayBridgeName}`,
-    ]);
-    await this.bringUp(gatewayBridgeName, []);
+    const { bridgeIp, prefixLength } = this.gateway;
+    await applyNetlinkOps(
+      oneAddressOps(this.options.hostNetns, current, gatewayBridgeName, bridgeIp, prefixLength),
+    );
+    await this.bringUp(gatewayBridgeName, {});
     await this.applyNatTable();
   }
 
@@ -333,7 +364,11 @@ export class Plumbing {
     for (let attempt = 1; ; attempt++) {
       const present = new Set((await this.host.links()).map((l) => l.ifname));
       try {
-        await this.host.ipBatch(names.filter((n) => present.has(n)).map((n) => `link delete dev ${n}`));
+        await applyNetlinkOps(
+          names
+            .filter((n) => present.has(n))
+            .map((n) => ({ op: 'linkDelete', netns: this.options.hostNetns, name: n })),
+        );
         this.forget(names);
         return;
       } catch (e) {
@@ -359,7 +394,7 @@ export class Plumbing {
       await this.host.ip(['link', 'add', name, 'type', 'bridge']);
     }
     const alias = formatAlias('weft-net', { id: net.id, vni: net.vni, internal: net.internal ? 1 : 0, mtu });
-    await this.bringUp(name, ['mtu', String(mtu), 'alias', `"${alias}"`]);
+    await this.bringUp(name, { mtu, alias });
     if (this.known) {
       this.known.names.add(name);
       this.known.bridges.set(net.id, { networkId: net.id, vni: net.vni, internal: net.internal, mtu });
@@ -372,18 +407,20 @@ export class Plumbing {
    * addresses: these are layer-2 devices, and a link-local address would make
    * the host chatter (router solicitations, MLD) into the overlay.
    */
-  private async bringUp(ifName: string, settings: string[], typeSettings: string[] = []): Promise<void> {
+  private async bringUp(ifName: string, settings: LinkSettings): Promise<void> {
     await this.ipv6Known();
-    await this.host.ipBatch(this.upLines(ifName, settings, typeSettings));
+    await applyNetlinkOps(this.upOps(ifName, settings));
   }
 
-  /** The `ip -batch` lines of bringUp (ipv6Known must have run). */
-  private upLines(ifName: string, settings: string[], typeSettings: string[] = []): string[] {
+  /** The changes of bringUp (ipv6Known must have run), then the bridge port's isolation if given. */
+  private upOps(ifName: string, settings: LinkSettings, isolatedPort?: boolean): NetlinkOp[] {
+    const netns = this.options.hostNetns;
     return [
-      ...(this.ipv6Enabled ? [`link set dev ${ifName} addrgenmode none`] : []),
-      ['link', 'set', 'dev', ifName, ...settings, 'up'].join(' '),
+      { op: 'linkSet', netns, name: ifName, ...settings, up: true, addrGenModeNone: this.ipv6Enabled },
       // Port settings apply only once the device is in its bridge: a second message.
-      ...(typeSettings.length > 0 ? [['link', 'set', 'dev', ifName, ...typeSettings].join(' ')] : []),
+      ...(isolatedPort === undefined
+        ? []
+        : [{ op: 'bridgePortSet', netns, name: ifName, isolated: isolatedPort } as const]),
     ];
   }
 
@@ -417,7 +454,7 @@ export class Plumbing {
   /** Puts a device (the vxlan or TAP) into the network's bridge with the overlay MTU, up. */
   async addToBridge(ifName: string, networkId: string): Promise<void> {
     const info = await this.requireBridge(networkId);
-    await this.bringUp(ifName, ['mtu', String(info.mtu), 'master', bridgeName(networkId)]);
+    await this.bringUp(ifName, { mtu: info.mtu, master: bridgeName(networkId) });
   }
 
   private async requireBridge(networkId: string): Promise<BridgeInfo> {
@@ -563,29 +600,36 @@ export class Plumbing {
       if (ip === undefined) return false; // perhaps only stale entries: list
       gw = { ifName: gwVeth, sandbox: ep.sandbox, ip };
     }
-    const hostLines = [this.endpointVethAddLine(ep, net.mtu), ...this.endpointVethUpLines(ep, net.mtu)];
-    const sandboxLines = containerInterfaceLines(
-      undefined,
-      ep.ifName,
-      `${ep.ip}/${ep.prefixLength}`,
-      net.mtu,
-    );
+    const hostOps = [this.endpointVethAddOp(ep, net.mtu), ...this.endpointVethUpOps(ep, net.mtu)];
+    const sandboxOps = this.containerInterfaceOps(ep, undefined, net.mtu);
     if (gw) {
-      hostLines.push(...this.gatewayVethLines(gw, true));
-      sandboxLines.push(...this.sandboxGatewayLines(undefined, gw.ip));
+      hostOps.push(...this.gatewayVethOps(gw, true));
+      sandboxOps.push(...this.sandboxGatewayOps(ep.sandbox, undefined, gw.ip));
     }
-    // The sandbox's lines go to an `ip -batch` that the host's `ip` runs in
-    // the sandbox (`netns exec`, a fork of a small process): one process
-    // spawned from the agent, whose large heap makes every spawn dear.
-    const file = join(tmpdir(), `weft-attach-${process.pid}-${++this.batchFiles}`);
+    sandboxOps.push(loopbackUpOp(ep.sandbox));
     try {
-      await writeFile(file, `${[...sandboxLines, 'link set dev lo up'].join('\n')}\n`);
-      await this.host.ipBatch([...hostLines, `netns exec ${ep.sandbox} ip -batch "${file}"`]);
+      await this.applyHostThenSandbox(hostOps, ep.sandbox, sandboxOps);
       this.remember(veth, gw);
       return true;
     } catch (e) {
-      if (e instanceof CommandError) return false;
+      if (e instanceof CommandError || e instanceof NetlinkError) return false;
       throw e;
+    }
+  }
+
+  /**
+   * Host changes, then the sandbox's. Natively that is one call on a worker
+   * thread; with iproute2, the sandbox's lines go to an `ip -batch` that the
+   * host's `ip` runs in the sandbox (`netns exec`, a fork of a small
+   * process): one process spawned from the agent, whose large heap makes
+   * every spawn dear.
+   */
+  private async applyHostThenSandbox(hostOps: NetlinkOp[], sandbox: string, sandboxOps: NetlinkOp[]) {
+    if (nativeNetlink() !== null) return applyNetlinkOps([...hostOps, ...sandboxOps]);
+    const file = join(tmpdir(), `weft-attach-${process.pid}-${++this.batchFiles}`);
+    try {
+      await writeFile(file, `${ipBatchLines(sandboxOps).join('\n')}\n`);
+      await this.host.ipBatch([...ipBatchLines(hostOps), `netns exec ${sandbox} ip -batch "${file}"`]);
     } finally {
       await rm(file, { force: true });
     }
@@ -606,11 +650,11 @@ export class Plumbing {
     const ours =
       host.endpointVeths.some((v) => v.ifName === veth && v.alias === alias) &&
       inside.get(ep.ifName)?.address === ep.mac;
-    const hostLines: string[] = [];
+    const hostOps: NetlinkOp[] = [];
     if (!ours) {
       if (host.names.has(veth)) {
         // Half-made, or the endpoint moved: start over (this also removes the container end).
-        await this.host.ip(['link', 'delete', 'dev', veth]);
+        await this.deleteVanishingLink(veth);
         inside = await this.sandboxView(ep.sandbox);
       }
       if (inside.has(ep.ifName)) {
@@ -619,26 +663,21 @@ export class Plumbing {
             `${ep.endpointId}; choose another interface name or remove it`,
         );
       }
-      hostLines.push(this.endpointVethAddLine(ep, net.mtu));
+      hostOps.push(this.endpointVethAddOp(ep, net.mtu));
       inside.delete(ep.ifName); // fresh: no addresses to clean up
     }
-    hostLines.push(...this.endpointVethUpLines(ep, net.mtu));
-    const sandboxLines = containerInterfaceLines(
-      inside.get(ep.ifName),
-      ep.ifName,
-      `${ep.ip}/${ep.prefixLength}`,
-      net.mtu,
-    );
+    hostOps.push(...this.endpointVethUpOps(ep, net.mtu));
+    const sandboxOps = this.containerInterfaceOps(ep, inside.get(ep.ifName), net.mtu);
     let gw: GatewayVethInfo | undefined;
     if (!net.internal && this.gateway !== null) {
       const g = await this.prepareGatewayVeth(ep.sandbox, host, inside);
       gw = g.info;
-      hostLines.push(...this.gatewayVethLines(gw, g.create));
-      sandboxLines.push(...this.sandboxGatewayLines(inside.get(sandboxGatewayIfName), gw.ip));
+      hostOps.push(...this.gatewayVethOps(gw, g.create));
+      sandboxOps.push(...this.sandboxGatewayOps(ep.sandbox, inside.get(sandboxGatewayIfName), gw.ip));
     }
-    await this.host.ipBatch(hostLines);
+    await applyNetlinkOps(hostOps);
     this.remember(veth, gw);
-    await new NetnsShell(ep.sandbox).ipBatch([...sandboxLines, 'link set dev lo up']);
+    await applyNetlinkOps([...sandboxOps, loopbackUpOp(ep.sandbox)]);
   }
 
   /**
@@ -692,20 +731,36 @@ export class Plumbing {
    * The endpoint's veth pair. The container end is created directly in the
    * sandbox, so container names (eth0…) never collide in the host namespace.
    */
-  private endpointVethAddLine(ep: LocalEndpoint, mtu: number): string {
-    const veth = endpointVethName(ep.networkId, ep.endpointId);
-    return `link add ${veth} mtu ${mtu} type veth peer name ${ep.ifName} address ${ep.mac} mtu ${mtu} netns ${ep.sandbox}`;
+  private endpointVethAddOp(ep: LocalEndpoint, mtu: number): NetlinkOp {
+    return {
+      op: 'vethAdd',
+      netns: this.options.hostNetns,
+      name: endpointVethName(ep.networkId, ep.endpointId),
+      mtu,
+      peerName: ep.ifName,
+      peerMac: ep.mac,
+      peerMtu: mtu,
+      peerNetns: ep.sandbox,
+    };
   }
 
-  private endpointVethUpLines(ep: LocalEndpoint, mtu: number): string[] {
-    return this.upLines(endpointVethName(ep.networkId, ep.endpointId), [
-      'mtu',
-      String(mtu),
-      'alias',
-      `"${this.endpointAlias(ep)}"`,
-      'master',
-      bridgeName(ep.networkId),
-    ]);
+  private endpointVethUpOps(ep: LocalEndpoint, mtu: number): NetlinkOp[] {
+    return this.upOps(endpointVethName(ep.networkId, ep.endpointId), {
+      mtu,
+      alias: this.endpointAlias(ep),
+      master: bridgeName(ep.networkId),
+    });
+  }
+
+  /** The container's interface in its sandbox: its address, MTU, up. */
+  private containerInterfaceOps(ep: LocalEndpoint, current: IpAddr | undefined, mtu: number): NetlinkOp[] {
+    return containerSideOps(
+      ep.sandbox,
+      current,
+      ep.ifName,
+      { ip: ep.ip, prefixLength: ep.prefixLength },
+      mtu,
+    );
   }
 
   /**
@@ -714,32 +769,34 @@ export class Plumbing {
    * but not each other: containers of different networks must not meet on
    * the gateway bridge).
    */
-  private gatewayVethLines(gw: GatewayVethInfo, create: boolean): string[] {
+  private gatewayVethOps(gw: GatewayVethInfo, create: boolean): NetlinkOp[] {
     const mtu = this.underlayMtuCache!; // known: ensureHost ran before any attach
-    return [
-      ...(create
-        ? [
-            `link add ${gw.ifName} mtu ${mtu} type veth peer name ${sandboxGatewayIfName} address ${macForIp(gw.ip)} mtu ${mtu} netns ${gw.sandbox}`,
-          ]
-        : []),
-      ...this.upLines(
-        gw.ifName,
-        [
-          ...(create ? ['alias', `"${formatAlias('weft-gw', { sandbox: gw.sandbox, ip: gw.ip })}"`] : []),
-          'master',
-          gatewayBridgeName,
-        ],
-        ['type', 'bridge_slave', 'isolated', 'on'],
-      ),
-    ];
+    const add: NetlinkOp = {
+      op: 'vethAdd',
+      netns: this.options.hostNetns,
+      name: gw.ifName,
+      mtu,
+      peerName: sandboxGatewayIfName,
+      peerMac: macForIp(gw.ip),
+      peerMtu: mtu,
+      peerNetns: gw.sandbox,
+    };
+    const alias = create ? formatAlias('weft-gw', { sandbox: gw.sandbox, ip: gw.ip }) : undefined;
+    return [...(create ? [add] : []), ...this.upOps(gw.ifName, { alias, master: gatewayBridgeName }, true)];
   }
 
-  /** Sandbox-side lines of the gateway veth: its address and the default route. */
-  private sandboxGatewayLines(current: IpAddr | undefined, ip: string): string[] {
+  /** Sandbox-side changes of the gateway veth: its address and the default route. */
+  private sandboxGatewayOps(sandbox: string, current: IpAddr | undefined, ip: string): NetlinkOp[] {
     const gw = this.gateway!;
     return [
-      ...containerInterfaceLines(current, sandboxGatewayIfName, `${ip}/${gw.prefixLength}`, undefined),
-      `route replace default via ${gw.bridgeIp} dev ${sandboxGatewayIfName}`,
+      ...containerSideOps(
+        sandbox,
+        current,
+        sandboxGatewayIfName,
+        { ip, prefixLength: gw.prefixLength },
+        undefined,
+      ),
+      { op: 'routeReplaceDefault', netns: sandbox, dev: sandboxGatewayIfName, gateway: gw.bridgeIp },
     ];
   }
 
@@ -762,12 +819,14 @@ export class Plumbing {
     ) {
       return { info: existing, create: false };
     }
-    if (host.names.has(veth)) await this.host.ip(['link', 'delete', 'dev', veth]);
+    if (host.names.has(veth)) await this.deleteVanishingLink(veth);
     if (inside.has(sandboxGatewayIfName)) {
       // Usually gone with its host side just now; if it belonged to another pair, remove it.
-      await new NetnsShell(sandboxName).ip(['link', 'delete', 'dev', sandboxGatewayIfName]).catch((e) => {
-        if (!isMissingDevice(e)) throw e;
-      });
+      await applyNetlinkOps([{ op: 'linkDelete', netns: sandboxName, name: sandboxGatewayIfName }]).catch(
+        (e) => {
+          if (!isMissingDevice(e)) throw e;
+        },
+      );
     }
     inside.delete(sandboxGatewayIfName);
     const ip = this.freeGatewayIp(host.gatewayVeths.filter((g) => g.ifName !== veth));
@@ -777,6 +836,16 @@ export class Plumbing {
       );
     }
     return { info: { ifName: veth, sandbox: sandboxName, ip }, create: true };
+  }
+
+  /**
+   * Deletes a veth of the host namespace that may be going away by itself: the
+   * kernel removes a veth some time after its peer's namespace was deleted.
+   */
+  private async deleteVanishingLink(name: string): Promise<void> {
+    await applyNetlinkOps([{ op: 'linkDelete', netns: this.options.hostNetns, name }]).catch((e) => {
+      if (!isMissingDevice(e)) throw e;
+    });
   }
 
   /** Whether an address recorded on a gateway veth belongs to the configured subnet (it changes with the config). */

@@ -3,7 +3,8 @@
 // the data plane can find them by name after a restart.
 
 import { existsSync } from 'node:fs';
-import { CommandError, NetnsShell, runCommand } from '../netlink/ip.js';
+import { CommandError, NetlinkError, NetnsShell, runCommand } from '../netlink/ip.js';
+import { applyNetlinkOps, createNetns } from '../netlink/rtnetlink.js';
 
 /** Where `ip netns` keeps its named namespaces (bind mounts), as iproute2 does. */
 const netnsRunDir = '/run/netns';
@@ -36,25 +37,26 @@ export async function sandboxExists(name: string): Promise<boolean> {
 
 /**
  * Creates the namespace (if missing), with loopback up unless `loopbackUp`
- * is false (the caller brings it up with other changes). Idempotent.
+ * is false (the caller brings it up with other changes). Idempotent. Native
+ * rtnetlink when the addon has it (no process), else `ip netns add`; either
+ * way an `ip netns` namespace that `ip netns del` removes.
  */
 export async function createSandbox(name: string, opts: { loopbackUp?: boolean } = {}): Promise<void> {
   assertSandboxName(name);
   const loopbackUp = opts.loopbackUp ?? true;
   if (!(await sandboxExists(name))) {
     try {
-      // One `ip` from Node instead of two (`netns exec` forks that small process, not the agent).
-      await new NetnsShell().ipBatch([
-        `netns add ${name}`,
-        ...(loopbackUp ? [`netns exec ${name} ip link set lo up`] : []),
-      ]);
+      await createNetns(name, { loopbackUp });
       return;
     } catch (e) {
       // Lost a race with another creator: that is the state we wanted.
-      if (!(e instanceof CommandError && /File exists/.test(e.stderr))) throw e;
+      const exists =
+        (e instanceof CommandError && /File exists/.test(e.stderr)) ||
+        (e instanceof NetlinkError && e.code === 'EEXIST');
+      if (!exists) throw e;
     }
   }
-  if (loopbackUp) await new NetnsShell(name).ip(['link', 'set', 'lo', 'up']);
+  if (loopbackUp) await applyNetlinkOps([{ op: 'linkSet', netns: name, name: 'lo', up: true }]);
 }
 
 /**

@@ -25,9 +25,32 @@ export class CommandError extends Error {
   }
 }
 
-/** Whether `err` is iproute2 saying the device (or namespace) it was pointed at does not exist. */
-export function isMissingDevice(err: unknown): err is CommandError {
-  return err instanceof CommandError && /Cannot find device|does not exist/.test(err.stderr);
+/** A change the kernel refused (the native path of netlink/rtnetlink.ts); `code` is the errno name (ENODEV, EEXIST…). */
+export class NetlinkError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly errno: number,
+    /** What was being done, e.g. "create veth wv12ab (peer eth0 in netns c1)". */
+    readonly operation: string,
+    readonly device: string,
+    /** The namespace it was done in; "" = the agent's own. */
+    readonly netns: string,
+  ) {
+    super(message);
+    this.name = 'NetlinkError';
+  }
+}
+
+/**
+ * Whether `err` says the device (or namespace) it was pointed at does not
+ * exist: iproute2's words, or ENODEV from the native path.
+ */
+export function isMissingDevice(err: unknown): err is CommandError | NetlinkError {
+  return (
+    (err instanceof CommandError && /Cannot find device|does not exist/.test(err.stderr)) ||
+    (err instanceof NetlinkError && err.code === 'ENODEV')
+  );
 }
 
 /** Output cap per command: a full FDB dump of a large network is a few MB. */

@@ -1,0 +1,744 @@
+// rtnetlink for the container wiring path: making a container's namespace and
+// its veths, addresses and routes without starting `ip` (a process spawned
+// from the agent and, for the sandbox side, a fork of it: ~3 ms each, where
+// the kernel work is a fraction of that). Messages are built with libmnl
+// (netfilter.org's minimal netlink library, the one iproute2 and nftables
+// use); the work runs on a libuv worker thread so the event loop never waits.
+//
+// A network namespace belongs to a THREAD on Linux. The worker enters other
+// namespaces only for a moment (to open a socket there, or to make a new
+// namespace), and ThreadNetnsGuard puts it back in the namespace it came
+// from on every path, aborting the process if it cannot: a pool thread left
+// in a container's namespace would run the next `ip` command (posix_spawn
+// inherits the thread's namespace) or the next file operation there.
+//
+// netnsCreate(name: string, loopbackUp: boolean) -> Promise<void>
+//   what `ip netns add NAME` does: /run/netns made a shared mount point once,
+//   the file created, a new namespace bind-mounted onto it (so `ip netns`,
+//   `ip netns del` and every other tool see it); loopback brought up in it.
+// netlinkApply(ops: object[]) -> Promise<void>
+//   applies the changes in order, stopping at the first failure; see NetlinkOp
+//   in src/netlink/rtnetlink.ts for the operations. A failure rejects with an
+//   Error carrying code (ENODEV…), errno, operation, device, netns, opIndex.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <linux/if_addr.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <napi.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "netlink.h"
+
+namespace {
+
+constexpr const char* kNetnsRunDir = "/run/netns";
+/** Room for any request we build and any single answer we read (a link's attributes are a few KB). */
+constexpr size_t kNetlinkBufferBytes = 32 * 1024;
+/** IFALIASZ (256) with its terminating NUL: the kernel's limit on a link alias. */
+constexpr size_t kMaxAliasBytes = 256;
+
+/** What failed, for the JavaScript error. */
+struct OpFailure {
+  int errnum = 0;
+  std::string operation;  // e.g. "create veth wv12ab (peer eth0 in netns c1)"
+  std::string device;
+  std::string netns;  // "" = the agent's own
+  std::string kernelMessage;  // the kernel's extended ack text, if any
+};
+
+/**
+ * Keeps the calling thread's network namespace: after enter()/enterNew(), the
+ * destructor (or restore()) puts the thread back where it was. If that is
+ * impossible the process aborts, loudly, rather than hand a thread in the
+ * wrong namespace back to libuv's pool.
+ */
+class ThreadNetnsGuard {
+ public:
+  ThreadNetnsGuard() : original_(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) {}
+  ThreadNetnsGuard(const ThreadNetnsGuard&) = delete;
+  ThreadNetnsGuard& operator=(const ThreadNetnsGuard&) = delete;
+  ~ThreadNetnsGuard() {
+    restore();
+    if (original_ >= 0) close(original_);
+  }
+
+  /** errno if the thread's own namespace could not be opened (then nothing may move it). */
+  int openError() const { return original_ >= 0 ? 0 : errno_; }
+
+  /** setns into the namespace `nsFd` refers to; 0 or errno. */
+  int enter(int nsFd) {
+    moved_ = true;
+    return setns(nsFd, CLONE_NEWNET) == 0 ? 0 : errno;
+  }
+
+  /** A new, empty namespace for this thread; 0 or errno. */
+  int enterNew() {
+    moved_ = true;
+    return unshare(CLONE_NEWNET) == 0 ? 0 : errno;
+  }
+
+  void restore() {
+    if (!moved_) return;
+    if (setns(original_, CLONE_NEWNET) != 0) {
+      fprintf(stderr,
+              "weft native: cannot return a worker thread to its network namespace (%s); aborting rather "
+              "than let it run later work in a container's namespace\n",
+              strerror(errno));
+      abort();
+    }
+    moved_ = false;
+  }
+
+ private:
+  int original_;
+  int errno_ = original_ >= 0 ? 0 : errno;
+  bool moved_ = false;
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string netnsPath(const std::string& name) { return std::string(kNetnsRunDir) + "/" + name; }
+
+/** One rtnetlink socket, bound to the namespace the thread was in when it was opened. */
+class Rtnl {
+ public:
+  Rtnl() : buffer_(new char[kNetlinkBufferBytes]) {}
+  ~Rtnl() {
+    if (nl_ != nullptr) mnl_socket_close(nl_);
+  }
+  Rtnl(const Rtnl&) = delete;
+  Rtnl& operator=(const Rtnl&) = delete;
+
+  /** Opens it in the thread's current namespace; 0 or errno. */
+  int open() {
+    nl_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
+    if (nl_ == nullptr) return errno;
+    int on = 1;
+    // The kernel's reason in words ("Master device not found"…) with each error; short acks.
+    mnl_socket_setsockopt(nl_, NETLINK_EXT_ACK, &on, sizeof on);
+    mnl_socket_setsockopt(nl_, NETLINK_CAP_ACK, &on, sizeof on);
+    if (mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0) return errno;
+    portid_ = mnl_socket_get_portid(nl_);
+    return 0;
+  }
+
+  /** A fresh request header of `type` in the buffer. */
+  nlmsghdr* begin(uint16_t type, uint16_t flags) {
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buffer_.get());
+    nlh->nlmsg_type = type;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    nlh->nlmsg_seq = ++seq_;
+    return nlh;
+  }
+
+  /**
+   * Sends the request in the buffer and reads until its acknowledgement; 0 or
+   * errno (the kernel's text in `kernelMessage`). `ifindex` gets the index of a
+   * link the kernel answers with (RTM_GETLINK).
+   */
+  int transact(std::string* kernelMessage, int* ifindex = nullptr) {
+    nlmsghdr* nlh = reinterpret_cast<nlmsghdr*>(buffer_.get());
+    if (mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len) < 0) return errno;
+    Reply reply;
+    reply.kernelMessage = kernelMessage;
+    reply.ifindex = ifindex;
+    mnl_cb_t control[NLMSG_MIN_TYPE] = {};
+    control[NLMSG_ERROR] = OnError;
+    for (;;) {
+      ssize_t n = mnl_socket_recvfrom(nl_, buffer_.get(), kNetlinkBufferBytes);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      int r = mnl_cb_run2(buffer_.get(), size_t(n), seq_, portid_, OnData, &reply, control, NLMSG_MIN_TYPE);
+      if (r == MNL_CB_ERROR) return reply.errnum != 0 ? reply.errnum : errno;
+      if (r == MNL_CB_STOP) return 0;
+    }
+  }
+
+  /** The index of the link called `name`; 0 or errno. */
+  int linkIndex(const std::string& name, int* index, std::string* kernelMessage) {
+    nlmsghdr* nlh = begin(RTM_GETLINK, 0);
+    auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+    ifm->ifi_family = AF_UNSPEC;
+    mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    mnl_attr_put_strz(nlh, IFLA_IFNAME, name.c_str());
+    *index = 0;
+    int err = transact(kernelMessage, index);
+    if (err == 0 && *index <= 0) err = ENODEV;
+    return err;
+  }
+
+ private:
+  struct Reply {
+    int errnum = 0;
+    std::string* kernelMessage;
+    int* ifindex;
+  };
+
+  static int OnData(const nlmsghdr* nlh, void* data) {
+    auto* reply = static_cast<Reply*>(data);
+    if (nlh->nlmsg_type == RTM_NEWLINK && reply->ifindex != nullptr &&
+        mnl_nlmsg_get_payload_len(nlh) >= sizeof(ifinfomsg)) {
+      *reply->ifindex = static_cast<const ifinfomsg*>(mnl_nlmsg_get_payload(nlh))->ifi_index;
+    }
+    return MNL_CB_OK;
+  }
+
+  static int OnExtAckAttr(const nlattr* attr, void* data) {
+    if (mnl_attr_get_type(attr) == NLMSGERR_ATTR_MSG && mnl_attr_validate(attr, MNL_TYPE_NUL_STRING) == 0)
+      *static_cast<std::string*>(data) = mnl_attr_get_str(attr);
+    return MNL_CB_OK;
+  }
+
+  static int OnError(const nlmsghdr* nlh, void* data) {
+    auto* reply = static_cast<Reply*>(data);
+    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(nlmsgerr)) {
+      reply->errnum = EBADMSG;
+      errno = EBADMSG;
+      return MNL_CB_ERROR;
+    }
+    const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+    if (err->error == 0) return MNL_CB_STOP;  // the acknowledgement
+    // NETLINK_CAP_ACK: the request is not echoed, so the attributes follow the nlmsgerr.
+    if ((nlh->nlmsg_flags & NLM_F_ACK_TLVS) && (nlh->nlmsg_flags & NLM_F_CAPPED) && reply->kernelMessage) {
+      const char* tlvs = static_cast<const char*>(mnl_nlmsg_get_payload(nlh)) + NLMSG_ALIGN(sizeof(nlmsgerr));
+      size_t tlvBytes = mnl_nlmsg_get_payload_len(nlh) - NLMSG_ALIGN(sizeof(nlmsgerr));
+      mnl_attr_parse_payload(tlvs, tlvBytes, OnExtAckAttr, reply->kernelMessage);
+    }
+    reply->errnum = -err->error;
+    errno = -err->error;
+    return MNL_CB_ERROR;
+  }
+
+  mnl_socket* nl_ = nullptr;
+  unsigned portid_ = 0;
+  unsigned seq_ = 0;
+  std::unique_ptr<char[]> buffer_;
+};
+
+// ------------------------------------------------------------------ operations
+
+enum class OpKind { VethAdd, LinkSet, BridgePortSet, AddrReplace, AddrDelete, RouteReplaceDefault, LinkDelete };
+
+/** One change, parsed on the JavaScript thread (see NetlinkOp in rtnetlink.ts). */
+struct Op {
+  OpKind kind = OpKind::LinkSet;
+  std::string netns;  // "" = the agent's own
+  std::string name;   // link (or dev for addresses and routes)
+  int mtu = -1;
+  std::string alias;
+  bool hasAlias = false;
+  std::string master;
+  int up = -1;  // -1 unchanged, 0 down, 1 up
+  bool addrGenModeNone = false;
+  std::string peerName;
+  uint8_t peerMac[6] = {};
+  bool hasPeerMac = false;
+  int peerMtu = -1;
+  std::string peerNetns;
+  int isolated = -1;
+  in_addr address{};
+  int prefixLength = 0;
+  in_addr gateway{};
+};
+
+std::string describe(const Op& op) {
+  char ip[INET_ADDRSTRLEN];
+  switch (op.kind) {
+    case OpKind::VethAdd:
+      return "create veth " + op.name + " (peer " + op.peerName + " in netns " + op.peerNetns + ")";
+    case OpKind::LinkSet:
+      return "set link " + op.name + (op.master.empty() ? "" : " (master " + op.master + ")");
+    case OpKind::BridgePortSet:
+      return "set bridge port options of " + op.name;
+    case OpKind::AddrReplace:
+    case OpKind::AddrDelete:
+      inet_ntop(AF_INET, &op.address, ip, sizeof ip);
+      return std::string(op.kind == OpKind::AddrReplace ? "add address " : "delete address ") + ip + "/" +
+             std::to_string(op.prefixLength) + " on " + op.name;
+    case OpKind::RouteReplaceDefault:
+      inet_ntop(AF_INET, &op.gateway, ip, sizeof ip);
+      return std::string("set default route via ") + ip + " dev " + op.name;
+    case OpKind::LinkDelete:
+      return "delete link " + op.name;
+  }
+  return "?";
+}
+
+/** Sockets per namespace for one batch: each opened once, in its namespace, then used from ours. */
+class Sockets {
+ public:
+  /** The socket for `netns` ("" = the thread's own); 0 or errno. */
+  int get(const std::string& netns, Rtnl** out) {
+    auto it = sockets_.find(netns);
+    if (it != sockets_.end()) {
+      *out = it->second.get();
+      return 0;
+    }
+    auto rtnl = std::make_unique<Rtnl>();
+    int err;
+    if (netns.empty()) {
+      err = rtnl->open();
+    } else {
+      Fd nsFd(open(netnsPath(netns).c_str(), O_RDONLY | O_CLOEXEC));
+      if (nsFd.get() < 0) return errno;
+      ThreadNetnsGuard guard;
+      if ((err = guard.openError()) != 0) return err;
+      err = guard.enter(nsFd.get());
+      if (err == 0) err = rtnl->open();
+    }  // back in our own namespace here
+    if (err != 0) return err;
+    *out = rtnl.get();
+    sockets_[netns] = std::move(rtnl);
+    return 0;
+  }
+
+ private:
+  std::map<std::string, std::unique_ptr<Rtnl>> sockets_;
+};
+
+/** Applies one change; 0 or errno with the kernel's message in `failure`. */
+int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
+  Rtnl* rtnl = nullptr;
+  int err = sockets.get(op.netns, &rtnl);
+  if (err != 0) {
+    if (err == ENOENT) failure.kernelMessage = "network namespace \"" + op.netns + "\" does not exist";
+    return err;
+  }
+  std::string& msg = failure.kernelMessage;
+  switch (op.kind) {
+    case OpKind::VethAdd: {
+      Fd peerNs(open(netnsPath(op.peerNetns).c_str(), O_RDONLY | O_CLOEXEC));
+      if (peerNs.get() < 0) {
+        int e = errno;
+        if (e == ENOENT) msg = "network namespace \"" + op.peerNetns + "\" does not exist";
+        return e;
+      }
+      nlmsghdr* nlh = rtnl->begin(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
+      auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+      ifm->ifi_family = AF_UNSPEC;
+      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+      if (op.mtu > 0) mnl_attr_put_u32(nlh, IFLA_MTU, uint32_t(op.mtu));
+      nlattr* linkinfo = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
+      mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "veth");
+      nlattr* data = mnl_attr_nest_start(nlh, IFLA_INFO_DATA);
+      nlattr* peer = mnl_attr_nest_start(nlh, VETH_INFO_PEER);
+      // The peer is described as a link of its own: an ifinfomsg, then its attributes.
+      auto* peerIfm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+      peerIfm->ifi_family = AF_UNSPEC;
+      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.peerName.c_str());
+      if (op.hasPeerMac) mnl_attr_put(nlh, IFLA_ADDRESS, 6, op.peerMac);
+      if (op.peerMtu > 0) mnl_attr_put_u32(nlh, IFLA_MTU, uint32_t(op.peerMtu));
+      mnl_attr_put_u32(nlh, IFLA_NET_NS_FD, uint32_t(peerNs.get()));
+      mnl_attr_nest_end(nlh, peer);
+      mnl_attr_nest_end(nlh, data);
+      mnl_attr_nest_end(nlh, linkinfo);
+      return rtnl->transact(&msg);
+    }
+    case OpKind::LinkSet: {
+      // addrgenmode first, by itself, as `ip` does: the kernel applies IFLA_AF_SPEC after
+      // bringing the link up, by when an IPv6 link-local address would already exist.
+      if (op.addrGenModeNone) {
+        nlmsghdr* nlh = rtnl->begin(RTM_NEWLINK, 0);
+        auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+        ifm->ifi_family = AF_UNSPEC;
+        mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+        nlattr* spec = mnl_attr_nest_start(nlh, IFLA_AF_SPEC);
+        nlattr* inet6 = mnl_attr_nest_start(nlh, AF_INET6);
+        mnl_attr_put_u8(nlh, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE);
+        mnl_attr_nest_end(nlh, inet6);
+        mnl_attr_nest_end(nlh, spec);
+        if ((err = rtnl->transact(&msg)) != 0) return err;
+      }
+      int masterIndex = 0;
+      if (!op.master.empty()) {
+        if ((err = rtnl->linkIndex(op.master, &masterIndex, &msg)) != 0) {
+          if (err == ENODEV) msg = "master device " + op.master + " does not exist";
+          return err;
+        }
+      }
+      nlmsghdr* nlh = rtnl->begin(RTM_NEWLINK, 0);
+      auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+      ifm->ifi_family = AF_UNSPEC;
+      if (op.up >= 0) {
+        ifm->ifi_change = IFF_UP;
+        ifm->ifi_flags = op.up == 1 ? IFF_UP : 0;
+      }
+      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+      if (op.mtu > 0) mnl_attr_put_u32(nlh, IFLA_MTU, uint32_t(op.mtu));
+      if (op.hasAlias) mnl_attr_put_strz(nlh, IFLA_IFALIAS, op.alias.c_str());
+      if (masterIndex > 0) mnl_attr_put_u32(nlh, IFLA_MASTER, uint32_t(masterIndex));
+      return rtnl->transact(&msg);
+    }
+    case OpKind::BridgePortSet: {
+      nlmsghdr* nlh = rtnl->begin(RTM_NEWLINK, 0);
+      auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+      ifm->ifi_family = AF_UNSPEC;
+      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+      nlattr* linkinfo = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
+      mnl_attr_put_strz(nlh, IFLA_INFO_SLAVE_KIND, "bridge");
+      nlattr* data = mnl_attr_nest_start(nlh, IFLA_INFO_SLAVE_DATA);
+      if (op.isolated >= 0) mnl_attr_put_u8(nlh, IFLA_BRPORT_ISOLATED, uint8_t(op.isolated));
+      mnl_attr_nest_end(nlh, data);
+      mnl_attr_nest_end(nlh, linkinfo);
+      return rtnl->transact(&msg);
+    }
+    case OpKind::AddrReplace:
+    case OpKind::AddrDelete: {
+      int index = 0;
+      if ((err = rtnl->linkIndex(op.name, &index, &msg)) != 0) return err;
+      bool add = op.kind == OpKind::AddrReplace;
+      nlmsghdr* nlh = rtnl->begin(add ? RTM_NEWADDR : RTM_DELADDR, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+      auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifaddrmsg)));
+      ifa->ifa_family = AF_INET;
+      ifa->ifa_prefixlen = uint8_t(op.prefixLength);
+      ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+      ifa->ifa_index = uint32_t(index);
+      mnl_attr_put(nlh, IFA_LOCAL, sizeof(in_addr), &op.address);
+      mnl_attr_put(nlh, IFA_ADDRESS, sizeof(in_addr), &op.address);
+      return rtnl->transact(&msg);
+    }
+    case OpKind::RouteReplaceDefault: {
+      int index = 0;
+      if ((err = rtnl->linkIndex(op.name, &index, &msg)) != 0) return err;
+      nlmsghdr* nlh = rtnl->begin(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
+      auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(rtmsg)));
+      rtm->rtm_family = AF_INET;
+      rtm->rtm_dst_len = 0;
+      rtm->rtm_table = RT_TABLE_MAIN;
+      rtm->rtm_protocol = RTPROT_BOOT;  // what `ip route` records for routes it adds
+      rtm->rtm_scope = RT_SCOPE_UNIVERSE;
+      rtm->rtm_type = RTN_UNICAST;
+      mnl_attr_put(nlh, RTA_GATEWAY, sizeof(in_addr), &op.gateway);
+      mnl_attr_put_u32(nlh, RTA_OIF, uint32_t(index));
+      return rtnl->transact(&msg);
+    }
+    case OpKind::LinkDelete: {
+      nlmsghdr* nlh = rtnl->begin(RTM_DELLINK, 0);
+      auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+      ifm->ifi_family = AF_UNSPEC;
+      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+      return rtnl->transact(&msg);
+    }
+  }
+  return EINVAL;
+}
+
+// ------------------------------------------------------------------ namespaces
+
+/** /run/netns as a shared mount point, as `ip netns add` makes it, so mounts in it propagate. 0 or errno. */
+int ensureNetnsRunDir() {
+  mkdir(kNetnsRunDir, 0755);
+  bool madeMountPoint = false;
+  while (mount("", kNetnsRunDir, "none", MS_SHARED | MS_REC, nullptr) != 0) {
+    // EINVAL: not a mount point yet; make it one (a bind mount onto itself), once.
+    if (errno != EINVAL || madeMountPoint) return errno;
+    if (mount(kNetnsRunDir, kNetnsRunDir, "none", MS_BIND | MS_REC, nullptr) != 0) return errno;
+    madeMountPoint = true;
+  }
+  return 0;
+}
+
+/** Makes the named namespace as `ip netns add` does; loopback up if asked. 0 or errno with `failure` filled. */
+int createNetns(const std::string& name, bool loopbackUp, OpFailure& failure) {
+  failure.netns = name;
+  failure.operation = "create network namespace " + name;
+  int err = ensureNetnsRunDir();
+  if (err != 0) {
+    failure.kernelMessage = std::string("cannot make ") + kNetnsRunDir + " a shared mount point";
+    return err;
+  }
+  std::string path = netnsPath(name);
+  {
+    Fd file(open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0));
+    if (file.get() < 0) {
+      err = errno;
+      if (err == EEXIST) failure.kernelMessage = "network namespace \"" + name + "\" already exists";
+      return err;
+    }
+  }
+  {
+    ThreadNetnsGuard guard;
+    if ((err = guard.openError()) != 0 || (err = guard.enterNew()) != 0) {
+      unlink(path.c_str());
+      return err;
+    }
+    // Keeps the namespace alive without a process in it, where `ip netns` looks.
+    if (mount("/proc/thread-self/ns/net", path.c_str(), "none", MS_BIND, nullptr) != 0) {
+      err = errno;
+      guard.restore();
+      unlink(path.c_str());
+      return err;
+    }
+    if (loopbackUp) {
+      // A socket opened now belongs to the new namespace; it stays there after the thread leaves.
+      Rtnl rtnl;
+      err = rtnl.open();
+      guard.restore();
+      if (err == 0) {
+        nlmsghdr* nlh = rtnl.begin(RTM_NEWLINK, 0);
+        auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+        ifm->ifi_family = AF_UNSPEC;
+        ifm->ifi_change = IFF_UP;
+        ifm->ifi_flags = IFF_UP;
+        mnl_attr_put_strz(nlh, IFLA_IFNAME, "lo");
+        err = rtnl.transact(&failure.kernelMessage);
+      }
+      if (err != 0) {
+        failure.operation = "bring up lo in new network namespace " + name;
+        umount2(path.c_str(), MNT_DETACH);
+        unlink(path.c_str());
+        return err;
+      }
+    }
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------------ JavaScript
+
+/** The Error a failure rejects with: message, code (ENODEV…), errno, operation, device, netns. */
+Napi::Error toJsError(Napi::Env env, const OpFailure& f, int opIndex) {
+  bool named = f.netns.empty() || f.operation.find("namespace " + f.netns) != std::string::npos;
+  std::string where = named ? "" : " in netns " + f.netns;
+  std::string text = f.operation + where + ": " + strerror(f.errnum);
+  if (!f.kernelMessage.empty()) text += " (" + f.kernelMessage + ")";
+  Napi::Error e = Napi::Error::New(env, text);
+  const char* name = strerrorname_np(f.errnum);
+  e.Set("code", name != nullptr ? name : "EUNKNOWN");
+  e.Set("errno", Napi::Number::New(env, f.errnum));
+  e.Set("operation", f.operation);
+  e.Set("device", f.device);
+  e.Set("netns", f.netns);
+  if (opIndex >= 0) e.Set("opIndex", Napi::Number::New(env, opIndex));
+  return e;
+}
+
+class NetlinkWorker : public Napi::AsyncWorker {
+ public:
+  NetlinkWorker(Napi::Env env, std::vector<Op> ops, std::string createName, bool loopbackUp)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        ops_(std::move(ops)),
+        createName_(std::move(createName)),
+        loopbackUp_(loopbackUp) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    if (!createName_.empty()) {
+      failure_.errnum = createNetns(createName_, loopbackUp_, failure_);
+      if (failure_.errnum != 0) SetError("netns");
+      return;
+    }
+    Sockets sockets;
+    for (size_t i = 0; i < ops_.size(); i++) {
+      int err = applyOp(sockets, ops_[i], failure_);
+      if (err != 0) {
+        failure_.errnum = err;
+        failure_.operation = describe(ops_[i]);
+        failure_.device = ops_[i].name;
+        failure_.netns = ops_[i].netns;
+        failedIndex_ = int(i);
+        SetError("netlink");
+        return;
+      }
+    }
+  }
+
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+
+  void OnError(const Napi::Error&) override {
+    deferred_.Reject(toJsError(Env(), failure_, failedIndex_).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<Op> ops_;
+  std::string createName_;
+  bool loopbackUp_;
+  OpFailure failure_;
+  int failedIndex_ = -1;
+};
+
+// Argument parsing (JavaScript thread). rtnetlink.ts validates first; these
+// checks keep a wrong call from reaching the kernel as garbage.
+
+std::string ifName(Napi::Env env, const Napi::Object& o, const char* key, bool required = true) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() && !required) return "";
+  if (!v.IsString()) throw Napi::TypeError::New(env, std::string(key) + " must be a string");
+  std::string s = v.As<Napi::String>().Utf8Value();
+  if (s.empty() || s.size() >= IFNAMSIZ || s.find('/') != std::string::npos || s.find('\0') != std::string::npos)
+    throw Napi::TypeError::New(env, std::string(key) + " \"" + s + "\" is not an interface name");
+  return s;
+}
+
+std::string nsName(Napi::Env env, const Napi::Object& o, const char* key, bool required) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (required) throw Napi::TypeError::New(env, std::string(key) + " (a netns name) is required");
+    return "";
+  }
+  if (!v.IsString()) throw Napi::TypeError::New(env, std::string(key) + " must be a string");
+  std::string s = v.As<Napi::String>().Utf8Value();
+  if (s.empty() || s.size() > 64 || s.find('/') != std::string::npos || s[0] == '.' ||
+      s.find('\0') != std::string::npos)
+    throw Napi::TypeError::New(env, std::string(key) + " \"" + s + "\" is not a netns name");
+  return s;
+}
+
+int optionalInt(Napi::Env env, const Napi::Object& o, const char* key, int min, int max) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return -1;
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string(key) + " must be a number");
+  int n = v.As<Napi::Number>().Int32Value();
+  if (n < min || n > max || double(n) != v.As<Napi::Number>().DoubleValue())
+    throw Napi::RangeError::New(env, std::string(key) + " out of range");
+  return n;
+}
+
+in_addr ipv4(Napi::Env env, const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  in_addr a{};
+  if (!v.IsString() || inet_pton(AF_INET, v.As<Napi::String>().Utf8Value().c_str(), &a) != 1)
+    throw Napi::TypeError::New(env, std::string(key) + " must be an IPv4 address");
+  return a;
+}
+
+int optionalBool(Napi::Env env, const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return -1;
+  if (!v.IsBoolean()) throw Napi::TypeError::New(env, std::string(key) + " must be a boolean");
+  return v.As<Napi::Boolean>().Value() ? 1 : 0;
+}
+
+Op parseOp(Napi::Env env, const Napi::Object& o) {
+  std::string kind = o.Get("op").IsString() ? o.Get("op").As<Napi::String>().Utf8Value() : "";
+  Op op;
+  op.netns = nsName(env, o, "netns", false);
+  if (kind == "vethAdd") {
+    op.kind = OpKind::VethAdd;
+    op.name = ifName(env, o, "name");
+    op.mtu = optionalInt(env, o, "mtu", 68, 65535);
+    op.peerName = ifName(env, o, "peerName");
+    op.peerMtu = optionalInt(env, o, "peerMtu", 68, 65535);
+    op.peerNetns = nsName(env, o, "peerNetns", true);
+    Napi::Value mac = o.Get("peerMac");
+    if (!mac.IsUndefined()) {
+      unsigned b[6];
+      char tail;
+      std::string text = mac.IsString() ? mac.As<Napi::String>().Utf8Value() : "";
+      if (sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+        throw Napi::TypeError::New(env, "peerMac \"" + text + "\" is not of the form aa:bb:cc:dd:ee:ff");
+      for (int i = 0; i < 6; i++) op.peerMac[i] = uint8_t(b[i]);
+      op.hasPeerMac = true;
+    }
+  } else if (kind == "linkSet") {
+    op.name = ifName(env, o, "name");
+    op.mtu = optionalInt(env, o, "mtu", 68, 65535);
+    Napi::Value alias = o.Get("alias");
+    if (!alias.IsUndefined()) {
+      if (!alias.IsString()) throw Napi::TypeError::New(env, "alias must be a string");
+      op.alias = alias.As<Napi::String>().Utf8Value();
+      if (op.alias.size() >= kMaxAliasBytes || op.alias.find('\0') != std::string::npos)
+        throw Napi::RangeError::New(env, "alias longer than 255 bytes or containing NUL");
+      op.hasAlias = true;
+    }
+    op.master = ifName(env, o, "master", false);
+    op.up = optionalBool(env, o, "up");
+    op.addrGenModeNone = optionalBool(env, o, "addrGenModeNone") == 1;
+  } else if (kind == "bridgePortSet") {
+    op.kind = OpKind::BridgePortSet;
+    op.name = ifName(env, o, "name");
+    op.isolated = optionalBool(env, o, "isolated");
+  } else if (kind == "addrReplace" || kind == "addrDelete") {
+    op.kind = kind == "addrReplace" ? OpKind::AddrReplace : OpKind::AddrDelete;
+    op.name = ifName(env, o, "dev");
+    op.address = ipv4(env, o, "ip");
+    op.prefixLength = optionalInt(env, o, "prefixLength", 0, 32);
+    if (op.prefixLength < 0) throw Napi::TypeError::New(env, "prefixLength is required");
+  } else if (kind == "routeReplaceDefault") {
+    op.kind = OpKind::RouteReplaceDefault;
+    op.name = ifName(env, o, "dev");
+    op.gateway = ipv4(env, o, "gateway");
+  } else if (kind == "linkDelete") {
+    op.kind = OpKind::LinkDelete;
+    op.name = ifName(env, o, "name");
+  } else {
+    throw Napi::TypeError::New(env, "unknown netlink operation \"" + kind + "\"");
+  }
+  return op;
+}
+
+Napi::Value NetlinkApply(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "ops must be an array");
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<Op> ops;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value v = list.Get(i);
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "each op must be an object");
+    ops.push_back(parseOp(env, v.As<Napi::Object>()));
+  }
+  auto* worker = new NetlinkWorker(env, std::move(ops), "", false);
+  Napi::Promise p = worker->Promise();
+  worker->Queue();
+  return p;
+}
+
+Napi::Value NetnsCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "name must be a string");
+  Napi::Object args = Napi::Object::New(env);
+  args.Set("name", info[0]);
+  std::string name = nsName(env, args, "name", true);
+  bool loopbackUp = info.Length() > 1 && info[1].ToBoolean().Value();
+  auto* worker = new NetlinkWorker(env, {}, name, loopbackUp);
+  Napi::Promise p = worker->Promise();
+  worker->Queue();
+  return p;
+}
+
+}  // namespace
+
+namespace weft {
+
+void InitNetlink(Napi::Env env, Napi::Object exports) {
+  exports.Set("netlinkApply", Napi::Function::New(env, NetlinkApply));
+  exports.Set("netnsCreate", Napi::Function::New(env, NetnsCreate));
+}
+
+}  // namespace weft
