@@ -120,6 +120,10 @@ export class MemoryStorage implements RaftLogStorage {
     if (index <= this.snap.metadata.index) throw new SnapshotOutOfDateError(index, this.snap.metadata.index);
     invariant(index <= this.lastIndex(), `snapshot index ${index} beyond the last index ${this.lastIndex()}`);
     this.snap = { metadata: { index, term: this.term(index), confState }, data };
+    // What is applied is committed; the stored commit index may lag it (entries
+    // applied while the Ready that commits them is saved). Raise it, as
+    // LevelRaftStorage does: a restart must not find a snapshot above it.
+    if (this.hardState.commit < index) this.hardState = { ...this.hardState, commit: index };
     return this.snap;
   }
 

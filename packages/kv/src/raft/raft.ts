@@ -14,7 +14,8 @@
 //  - one membership change at a time: a leader accepts a ConfChange only after
 //    the previous one was applied and after it has committed an entry of its term;
 //  - a ReadIndex is served only after the leader committed an entry of its
-//    term and a quorum acknowledged a heartbeat sent after the request arrived.
+//    term and a quorum acknowledged a heartbeat sent after the request arrived,
+//    or (leaseReads) while its leader lease holds (lease.ts has the argument).
 import {
   applyConfChangeTo,
   ConfChangeError,
@@ -25,6 +26,7 @@ import {
   restoreMembership,
 } from './confchange.js';
 import { invariant, RaftConfigError, RequestDroppedError } from './errors.js';
+import { LeaderLease, leaseDurationMs } from './lease.js';
 import { entriesSizeBytes, RaftLog } from './log.js';
 import {
   describeMembership,
@@ -67,6 +69,10 @@ export interface TestingBugs {
   readIndexWithoutQuorum?: boolean;
   /** Grant votes without comparing logs (breaks leader completeness). */
   voteWithoutLogCheck?: boolean;
+  /** Count a leader lease from when the acknowledgements arrived, not from when the round was sent. */
+  leaseFromAckArrival?: boolean;
+  /** Keep serving lease reads after sending TimeoutNow (a transfer). */
+  leaseKeptAcrossTransfer?: boolean;
 }
 
 export interface RaftConfig {
@@ -107,14 +113,32 @@ export interface RaftConfig {
    * transcripts match etcd's; KvNode turns it on.
    */
   coalesceMessages?: boolean;
+  /**
+   * Answer ReadIndex requests at once while the leader lease holds (lease.ts),
+   * instead of confirming leadership with a heartbeat round each time. Needs
+   * leaseClockMs and tickIntervalMs. Every voter must run with it: it makes a
+   * node refuse votes and elections for electionTimeoutTicks after it heard
+   * from a leader or started, which is what the lease relies on.
+   */
+  leaseReads?: boolean;
+  /** This node's monotonic clock in milliseconds (not wall time); with leaseReads. */
+  leaseClockMs?: () => number;
+  /** Shortest interval between two tick() calls, in ms of this node's clock; with leaseReads. */
+  tickIntervalMs?: number;
+  /**
+   * Assumption of leaseReads: no node's clock (and tick rate) runs more than
+   * (1 + maxClockDriftRatio) times as fast as another's. The lease is
+   * shortened by this factor.
+   */
+  maxClockDriftRatio?: number;
   /** Called with one line per notable event (role change, ...); for traces. */
   logger?: (line: string) => void;
   testingBugs?: TestingBugs;
 }
 
 /** Resolved configuration with every default filled in. */
-export type ResolvedRaftConfig = Required<Omit<RaftConfig, 'logger' | 'testingBugs'>> &
-  Pick<RaftConfig, 'logger'> & { testingBugs: TestingBugs };
+export type ResolvedRaftConfig = Required<Omit<RaftConfig, 'logger' | 'testingBugs' | 'leaseClockMs'>> &
+  Pick<RaftConfig, 'logger' | 'leaseClockMs'> & { testingBugs: TestingBugs };
 
 export const defaultRaftOptions = {
   electionTimeoutTicks: 10,
@@ -129,6 +153,10 @@ export const defaultRaftOptions = {
   checkQuorum: true,
   disableProposalForwarding: false,
   coalesceMessages: false,
+  leaseReads: false,
+  /** 0 = not given (required with leaseReads). */
+  tickIntervalMs: 0,
+  maxClockDriftRatio: 0.1,
 } as const;
 
 export function resolveRaftConfig(c: RaftConfig): ResolvedRaftConfig {
@@ -157,6 +185,18 @@ export function resolveRaftConfig(c: RaftConfig): ResolvedRaftConfig {
   for (const name of ['maxInflightBytes', 'maxUncommittedEntriesBytes', 'appliedIndex'] as const) {
     if (!Number.isInteger(r[name]) || r[name] < 0)
       throw new RaftConfigError(`${name} must be a non-negative integer`);
+  }
+  if (!Number.isFinite(r.maxClockDriftRatio) || r.maxClockDriftRatio < 0)
+    throw new RaftConfigError(
+      `maxClockDriftRatio must be a non-negative number (got ${String(r.maxClockDriftRatio)})`,
+    );
+  if (r.leaseReads) {
+    if (typeof r.leaseClockMs !== 'function')
+      throw new RaftConfigError('leaseReads needs leaseClockMs (a monotonic clock in ms)');
+    if (!Number.isFinite(r.tickIntervalMs) || r.tickIntervalMs <= 0)
+      throw new RaftConfigError(
+        `leaseReads needs tickIntervalMs, the shortest interval between ticks in ms (got ${String(r.tickIntervalMs)})`,
+      );
   }
   return r;
 }
@@ -262,6 +302,16 @@ export class Raft {
   private readOnly = new ReadOnlyQueue();
   /** ReadIndex requests that arrived before this leader committed an entry of its term. */
   private pendingReadIndexMessages: Message[] = [];
+  /** Leader with leaseReads: the lease, until step-down, a term change or a transfer's TimeoutNow. */
+  private lease: LeaderLease | undefined;
+  /**
+   * Ticks since this node last heard from the leader of its term, or since it
+   * started; not reset by term changes. With leaseReads it votes for nobody
+   * and does not campaign until this reaches electionTimeoutTicks (lease.ts).
+   */
+  ticksSinceLeaderContact = 0;
+  /** ReadIndex requests this leader answered from its lease / after a heartbeat round (status). */
+  readonly readsServed = { lease: 0, quorumRound: 0 };
   /** Ticks since the last election timeout (follower: since hearing from the leader). */
   electionElapsed = 0;
   heartbeatElapsed = 0;
@@ -395,9 +445,11 @@ export class Raft {
     for (const id of this.tracker.ids()) if (id !== this.id) this.sendAppend(id);
   }
 
-  private sendHeartbeat(to: NodeId, ctx: Uint8Array | undefined): void {
+  private sendHeartbeat(to: NodeId, ctx: Uint8Array | undefined, leaseRound: number): void {
     const pr = this.tracker.progress.get(to)!;
     const m = this.msg(MessageType.Heartbeat, to);
+    // The lease round this heartbeat belongs to (0 without leaseReads); the answer echoes it.
+    m.index = leaseRound;
     // Never tell a follower to commit beyond what it is known to have.
     m.commit = Math.min(pr.match, this.log.committed);
     if (ctx) m.context = ctx;
@@ -405,10 +457,17 @@ export class Raft {
   }
 
   private bcastHeartbeat(ctx = this.readOnly.lastContext()): void {
-    for (const id of this.tracker.ids()) if (id !== this.id) this.sendHeartbeat(id, ctx);
+    const leaseRound = this.lease?.startRound() ?? 0;
+    for (const id of this.tracker.ids()) if (id !== this.id) this.sendHeartbeat(id, ctx, leaseRound);
   }
 
   private sendTimeoutNow(to: NodeId): void {
+    // The target campaigns with votes forced past the followers' promises, and
+    // its vote requests may arrive long after: no lease reads for the rest of this term.
+    if (this.lease && !this.cfg.testingBugs.leaseKeptAcrossTransfer) {
+      this.lease = undefined;
+      this.trace('dropped its leader lease: TimeoutNow sent');
+    }
     this.send(this.msg(MessageType.TimeoutNow, to));
   }
 
@@ -436,6 +495,7 @@ export class Raft {
     this.uncommittedSizeBytes = 0;
     this.pendingReadIndexMessages = [];
     this.readOnly = new ReadOnlyQueue();
+    this.lease = undefined;
   }
 
   becomeFollower(term: number, lead: NodeId): void {
@@ -469,6 +529,14 @@ export class Raft {
     this.lead = this.id;
     this.role = Role.Leader;
     this.tracker.progress.get(this.id)?.becomeReplicate();
+    if (this.cfg.leaseReads) {
+      this.lease = new LeaderLease(
+        this.id,
+        leaseDurationMs(this.cfg.electionTimeoutTicks, this.cfg.tickIntervalMs, this.cfg.maxClockDriftRatio),
+        this.cfg.leaseClockMs!,
+        this.cfg.testingBugs.leaseFromAckArrival === true,
+      );
+    }
     // Conf changes in the log we have not applied may be uncommitted; refuse
     // new ones until everything up to here is applied.
     this.pendingConfIndex = this.log.lastIndex();
@@ -481,6 +549,10 @@ export class Raft {
 
   private hup(t: CampaignType): void {
     if (this.role === Role.Leader) return;
+    if (t !== CampaignType.Transfer && this.leasePromiseHeld()) {
+      this.trace('heard from a leader (or started) less than an election timeout ago; not campaigning');
+      return;
+    }
     if (!this.promotable()) {
       this.trace('is not promotable; not campaigning');
       return;
@@ -543,6 +615,7 @@ export class Raft {
   // --- ticks ------------------------------------------------------------------
 
   tick(): void {
+    if (this.ticksSinceLeaderContact < this.cfg.electionTimeoutTicks) this.ticksSinceLeaderContact++;
     if (this.role === Role.Leader) this.tickHeartbeat();
     else this.tickElection();
   }
@@ -613,6 +686,11 @@ export class Raft {
     return this.log.term(this.log.committed) === this.term;
   }
 
+  /** leaseReads: this node promised not to help elect anyone yet (lease.ts, point 1). */
+  private leasePromiseHeld(): boolean {
+    return this.cfg.leaseReads && this.ticksSinceLeaderContact < this.cfg.electionTimeoutTicks;
+  }
+
   // --- step -------------------------------------------------------------------
 
   /**
@@ -620,6 +698,20 @@ export class Raft {
    * machine. Throws RequestDroppedError when a local request cannot be accepted.
    */
   step(m: Message): void {
+    if (
+      (m.type === MessageType.Vote || m.type === MessageType.PreVote) &&
+      m.term >= this.term &&
+      !(m.term === this.term && this.vote === m.from) &&
+      !isCampaignTransfer(m.context) &&
+      this.leasePromiseHeld()
+    ) {
+      // Checked before any term change, and also at our own term: a term
+      // reached through another message (with no leader) must not free the vote.
+      this.trace(
+        `ignored ${MessageType[m.type]} from ${m.from} at term ${m.term}: heard from a leader (or started) ${this.ticksSinceLeaderContact} ticks ago`,
+      );
+      return;
+    }
     if (m.term === 0) {
       // local message or a forwarded proposal / read request
     } else if (m.term > this.term) {
@@ -665,6 +757,10 @@ export class Raft {
       return; // ignore other stale messages
     }
 
+    if (m.type === MessageType.App || m.type === MessageType.Heartbeat || m.type === MessageType.Snap) {
+      // From the leader of our term (m.term === this.term here).
+      this.ticksSinceLeaderContact = 0;
+    }
     switch (m.type) {
       case MessageType.Hup:
         this.hup(this.cfg.preVote ? CampaignType.PreElection : CampaignType.Election);
@@ -885,6 +981,7 @@ export class Raft {
         // probably lost. Free one slot so replication cannot stall forever.
         if (pr.state === ProgressState.Replicate && pr.inflights.full()) pr.inflights.freeFirstOne();
         if (pr.match < this.log.lastIndex() || pr.state === ProgressState.Probe) this.sendAppend(m.from);
+        if (m.index > 0) this.lease?.acknowledged(m.from, m.index);
         if (m.context.byteLength === 0) return;
         const acks = this.readOnly.ack(m.from, m.context);
         if (!acks) return;
@@ -895,7 +992,10 @@ export class Raft {
           VoteResult.Won
         )
           return;
-        for (const rs of this.readOnly.advance(m.context)) this.respondReadIndex(rs.req, rs.index);
+        for (const rs of this.readOnly.advance(m.context)) {
+          this.readsServed.quorumRound++;
+          this.respondReadIndex(rs.req, rs.index);
+        }
         return;
       }
       case MessageType.SnapStatus: {
@@ -946,6 +1046,12 @@ export class Raft {
 
   private startReadIndex(m: Message): void {
     if (this.cfg.testingBugs.readIndexWithoutQuorum) {
+      this.respondReadIndex(m, this.log.committed);
+      return;
+    }
+    // Callers checked that an entry of this term is committed (lease.ts, point 5).
+    if (this.lease?.valid(this.tracker.config.incoming, this.tracker.config.outgoing)) {
+      this.readsServed.lease++;
       this.respondReadIndex(m, this.log.committed);
       return;
     }
@@ -1109,6 +1215,7 @@ export class Raft {
     this.log.commitTo(m.commit);
     const r = this.msg(MessageType.HeartbeatResp, m.from);
     r.context = m.context;
+    r.index = m.index; // the leader's lease round
     this.send(r);
   }
 

@@ -10,6 +10,8 @@ const bugNames = [
   'skipVotePersist',
   'readIndexWithoutQuorum',
   'voteWithoutLogCheck',
+  'leaseFromAckArrival',
+  'leaseKeptAcrossTransfer',
 ] as const;
 
 function main(): number {
@@ -79,6 +81,7 @@ function main(): number {
     confChanges: 0,
     opsChecked: 0,
     appliedDuringSave: 0,
+    leaseReads: 0,
     linearizabilityUnknown: 0,
   };
   let failures = 0;
@@ -91,6 +94,7 @@ function main(): number {
     totals.confChanges += r.stats.confChanges;
     totals.opsChecked += r.stats.opsChecked;
     totals.appliedDuringSave += r.stats.appliedDuringSave;
+    totals.leaseReads += r.stats.leaseReads;
     totals.linearizabilityUnknown += r.stats.linearizabilityUnknown;
     if (!r.ok) {
       failures++;

@@ -4,8 +4,11 @@
 // reordering, partitions of several shapes), crashes that lose whatever was not
 // persisted and restarts from what was, membership changes, leadership
 // transfers, snapshots and log compaction, and clients issuing writes, CAS and
-// linearizable reads against a per-key register state machine. Time is
-// virtual (milliseconds); nothing depends on the wall clock.
+// linearizable reads (by ReadIndex or leader lease) against a per-key register
+// state machine. Time is virtual (milliseconds); nothing depends on the wall
+// clock. Each node has its own clock running at its own rate (within
+// regime.clockDriftRatio of the others): it ticks and measures its leader
+// lease by it.
 //
 // After every step the simulator asserts: at most one leader per term; log
 // matching; leader completeness; every node's applied sequence agrees with
@@ -65,6 +68,8 @@ export interface SimStats {
   opsChecked: number;
   /** Entries applied while their node's Ready was being persisted (regime.applyDuringSave). */
   appliedDuringSave: number;
+  /** Reads answered by a leader from its lease (regime.leaseReads). */
+  leaseReads: number;
   /** 1 if the linearizability check ran out of budget (not a failure). */
   linearizabilityUnknown: number;
   virtualMs: number;
@@ -101,6 +106,12 @@ interface SimNode {
   saving: boolean;
   /** Removed from the cluster and shut down for good. */
   retired: boolean;
+  /** This incarnation's clock: it reads clockLocalStartMs at virtual time clockRealStartMs and runs at clockRate. */
+  clockRate: number;
+  clockRealStartMs: number;
+  clockLocalStartMs: number;
+  /** The node's clock at its last tick: ticks are tickMs of its own clock apart, whatever its rate does. */
+  lastTickLocalMs: number;
   /** Client operations this node is the gateway for, by op id. */
   pendingOps: Map<string, PendingOp>;
   /** Read requests by context. */
@@ -123,12 +134,13 @@ type SimEvent =
   | { kind: 'tick'; node: NodeId; incarnation: number }
   | { kind: 'ready'; node: NodeId; incarnation: number }
   | { kind: 'persisted'; node: NodeId; incarnation: number; ready: Ready }
-  | { kind: 'deliver'; msg: Message }
+  | { kind: 'deliver'; msg: Message; sentAtMs: number }
   | { kind: 'snapStatus'; leader: NodeId; incarnation: number; to: NodeId; ok: boolean }
   | { kind: 'unreachable'; node: NodeId; incarnation: number; peer: NodeId }
   | { kind: 'restart'; node: NodeId }
   | { kind: 'retire'; node: NodeId }
   | { kind: 'heal' }
+  | { kind: 'isolate'; node: NodeId; incarnation: number }
   | { kind: 'fault' }
   | { kind: 'client'; clientId: number }
   | { kind: 'timeouts' };
@@ -149,6 +161,10 @@ export interface Regime {
   electionTimeoutTicks: number;
   /** Probability of crashing a node right after it granted a vote. */
   crashAfterVoteRate: number;
+  /** Messages already on their way when a link is cut still arrive (only new sends are dropped). */
+  inFlightSurvivesPartition: boolean;
+  /** Probability of cutting a leader off from the others right after it sent TimeoutNow (a transfer). */
+  isolateAfterTimeoutNowRate: number;
   /** Probability of crashing a leader right after it persisted and sent new entries. */
   crashLeaderAfterAppendRate: number;
   clientTimeoutMs: number;
@@ -178,8 +194,27 @@ export interface Regime {
   applyDuringSave: boolean;
   clients: number;
   keys: string[];
+  /** Share of client operations that are linearizable reads, in percent (the rest: writes and CAS). */
+  readPercent: number;
   preVote: boolean;
   checkQuorum: boolean;
+  /** RaftConfig.leaseReads (KvNode runs with it on). */
+  leaseReads: boolean;
+  /** RaftConfig.maxClockDriftRatio: the drift the lease allows for. */
+  maxClockDriftRatio: number;
+  /**
+   * How far apart the nodes' clock rates really are: each node's clock runs at
+   * 1 to 1 + clockDriftRatio times virtual time. Drawn within
+   * maxClockDriftRatio; a test sets it beyond to show that the lease depends
+   * on that assumption.
+   */
+  clockDriftRatio: number;
+  /**
+   * Whenever a node becomes leader its clock moves to the slow end of the
+   * spread and every other's to the fast end. Fast clocks win elections, so
+   * otherwise the leader is rarely the slow one, the case a lease must survive.
+   */
+  slowLeaderClock: boolean;
 }
 
 export class Simulation {
@@ -191,8 +226,8 @@ export class Simulation {
   private nowMs = 0;
   private steps = 0;
   private readonly opts: Required<Omit<SimOptions, 'testingBugs'>> & { testingBugs: TestingBugs };
-  /** Directed links that currently drop messages, as "from>to". */
-  private blocked = new Set<string>();
+  /** Directed links that currently drop messages, as "from>to", with the time they were cut. */
+  private blocked = new Map<string, number>();
   private faultsOn = true;
   private nextNodeNumber = 1;
   private readonly trace: string[] = [];
@@ -215,6 +250,7 @@ export class Simulation {
     confChanges: 0,
     opsChecked: 0,
     appliedDuringSave: 0,
+    leaseReads: 0,
     linearizabilityUnknown: 0,
     virtualMs: 0,
   };
@@ -261,15 +297,24 @@ export class Simulation {
       asyncPersist: r.chance(0.5),
       coalesceMessages: r.chance(0.75),
       applyDuringSave: r.chance(0.75),
+      leaseReads: r.chance(0.6),
+      maxClockDriftRatio: r.pick([0.05, 0.1, 0.2]),
+      clockDriftRatio: 0, // drawn below, within maxClockDriftRatio
+      slowLeaderClock: r.chance(0.3),
+      readPercent: r.pick([40, 40, 70]),
+      isolateAfterTimeoutNowRate: r.pick([0, 0.3]),
+      inFlightSurvivesPartition: r.chance(0.5),
       ...options.regime,
     };
+    if (options.regime?.clockDriftRatio === undefined)
+      this.regime.clockDriftRatio = this.regime.maxClockDriftRatio * r.pick([0.5, 1, 1]);
   }
 
   // --- tracing ------------------------------------------------------------------
 
   private log(line: string): void {
     const max = this.opts.traceLines;
-    const s = `${String(this.nowMs).padStart(6)}ms ${line}`;
+    const s = `${this.nowMs.toFixed(1).padStart(8)}ms ${line}`;
     if (this.trace.length < max) this.trace.push(s);
     else {
       this.trace[this.traceHead] = s;
@@ -295,6 +340,9 @@ export class Simulation {
     n.incarnation++;
     const snap = n.storage.snapshot();
     n.sm = RegisterMachine.fromSnapshot(snap.data, snap.metadata.index);
+    n.clockRealStartMs = this.nowMs;
+    n.clockLocalStartMs = this.rng.intn(1_000_000);
+    n.clockRate = this.drawClockRate();
     n.raw = new RawNode({
       id: n.id,
       storage: n.storage,
@@ -308,17 +356,42 @@ export class Simulation {
       preVote: this.regime.preVote,
       checkQuorum: this.regime.checkQuorum,
       coalesceMessages: this.regime.coalesceMessages,
+      leaseReads: this.regime.leaseReads,
+      leaseClockMs: () => this.localClockMs(n),
+      tickIntervalMs: this.opts.tickMs,
+      maxClockDriftRatio: this.regime.maxClockDriftRatio,
       testingBugs: this.opts.testingBugs,
       logger: (line) => this.log(line),
     });
     n.readyScheduled = false;
     n.saving = false;
-    // Nodes tick out of phase with each other.
-    this.queue.push(this.nowMs + 1 + this.rng.intn(this.opts.tickMs), {
+    // Nodes tick out of phase with each other, every tickMs of their own clock.
+    const firstTickInMs = 1 + this.rng.intn(this.opts.tickMs);
+    n.lastTickLocalMs = this.localClockMs(n) + firstTickInMs - this.opts.tickMs;
+    this.queue.push(this.nowMs + firstTickInMs / n.clockRate, {
       kind: 'tick',
       node: n.id,
       incarnation: n.incarnation,
     });
+  }
+
+  private localClockMs(n: SimNode): number {
+    return n.clockLocalStartMs + (this.nowMs - n.clockRealStartMs) * n.clockRate;
+  }
+
+  /** A clock rate within the regime's spread; both ends of it are the interesting ones. */
+  private drawClockRate(): number {
+    const drift = this.regime.clockDriftRatio;
+    return this.rng.pick([1, 1 + drift, 1 + drift * this.rng.float()]);
+  }
+
+  /** A node's clock changes its rate, to `rate` or one drawn within the spread. */
+  private changeClockRate(n: SimNode, rate = this.drawClockRate()): void {
+    if (!n.raw) return;
+    n.clockLocalStartMs = this.localClockMs(n);
+    n.clockRealStartMs = this.nowMs;
+    n.clockRate = rate;
+    this.log(`CLOCK ${n.id} runs at ${n.clockRate.toFixed(3)}x`);
   }
 
   private addNode(bootstrapVoters?: NodeId[]): SimNode {
@@ -334,6 +407,10 @@ export class Simulation {
       readyScheduled: false,
       saving: false,
       retired: false,
+      clockRate: 1,
+      clockRealStartMs: 0,
+      clockLocalStartMs: 0,
+      lastTickLocalMs: 0,
       pendingOps: new Map(),
       pendingReads: new Map(),
     };
@@ -345,6 +422,7 @@ export class Simulation {
   private crash(n: SimNode, why: string): void {
     if (!n.raw) return;
     this.log(`CRASH ${n.id} (${why}); unpersisted state lost`);
+    this.stats.leaseReads += n.raw.core.readsServed.lease;
     n.raw = undefined;
     n.incarnation++;
     n.readyScheduled = false;
@@ -409,7 +487,7 @@ export class Simulation {
       let delay = this.regime.minDelayMs + net.intn(this.regime.jitterMs + 1);
       if (this.faultsOn && this.regime.longDelayRate > 0 && net.chance(this.regime.longDelayRate))
         delay += net.intn(300);
-      this.queue.push(this.nowMs + delay, { kind: 'deliver', msg: m });
+      this.queue.push(this.nowMs + delay, { kind: 'deliver', msg: m, sentAtMs: this.nowMs });
     }
   }
 
@@ -427,13 +505,14 @@ export class Simulation {
     });
   }
 
-  private deliver(m: Message): void {
+  private deliver(m: Message, sentAtMs: number): void {
     const to = this.nodes.get(m.to);
     if (!to?.raw) {
       this.afterLostSnapshot(m);
       return;
     }
-    if (this.blocked.has(`${m.from}>${m.to}`)) {
+    const cutAtMs = this.blocked.get(`${m.from}>${m.to}`);
+    if (cutAtMs !== undefined && !(this.regime.inFlightSurvivesPartition && sentAtMs < cutAtMs)) {
       this.afterLostSnapshot(m);
       return;
     }
@@ -515,6 +594,14 @@ export class Simulation {
     if (rd.softState?.role === Role.Leader) {
       this.stats.elections++;
       this.log(`LEADER ${n.id} term ${raw.core.term}`);
+      if (this.regime.slowLeaderClock) {
+        // The worst placement for a lease: leaders' clocks (also a deposed one
+        // that does not know it yet) at the slow end, everyone else's at the fast end.
+        for (const other of this.alive()) {
+          if (other.raw!.core.role === Role.Leader) this.changeClockRate(other, 1);
+          else this.changeClockRate(other, 1 + this.regime.clockDriftRatio);
+        }
+      }
     }
     // Crash at an interesting point: right after promising a vote. The
     // promise must survive the restart (it was persisted before sending).
@@ -527,6 +614,18 @@ export class Simulation {
       // Back quickly, while other candidates' requests for the same term are still in flight.
       this.queue.push(this.nowMs + 1 + this.rng.intn(3), { kind: 'restart', node: n.id });
       return false;
+    }
+    // ... a leader right after handing over leadership (TimeoutNow) is cut
+    // off: a transfer often comes before a node goes away. If it kept its
+    // lease, its clients would read while the new leader writes.
+    if (
+      this.faultsOn &&
+      rd.messages.some((m) => m.type === MessageType.TimeoutNow) &&
+      this.rng.chance(this.regime.isolateAfterTimeoutNowRate)
+    ) {
+      // Once the TimeoutNow has arrived (unless the network delayed it longer).
+      const afterMs = this.regime.minDelayMs + this.regime.jitterMs + 1;
+      this.queue.push(this.nowMs + afterMs, { kind: 'isolate', node: n.id, incarnation: n.incarnation });
     }
     // ... and a leader right after sending new entries: leaves uncommitted,
     // diverging suffixes behind (the raw material of Raft's figure 8).
@@ -713,9 +812,9 @@ export class Simulation {
       preferred?.raw && !preferred.retired && this.rng.chance(0.8) ? preferred : this.rng.pick(gateways);
     const key = this.rng.pick(this.regime.keys);
     const opId = `c${clientId}.${++this.opCounter}`;
-    const roll = this.rng.intn(10);
+    const roll = this.rng.intn(100);
     const raw = g.raw!;
-    if (roll < 4) {
+    if (roll < this.regime.readPercent) {
       const h: HistoryOp = { clientId, key, kind: 'read', call: this.nowMs, ret: null };
       try {
         raw.readIndex(textEncoder.encode(opId));
@@ -735,7 +834,8 @@ export class Simulation {
       const value = `${opId}`;
       let h: HistoryOp;
       let data: Uint8Array;
-      if (roll < 7) {
+      // The rest: writes and CAS, half each.
+      if (roll < (100 + this.regime.readPercent) / 2) {
         h = { clientId, key, kind: 'write', value, call: this.nowMs, ret: null };
         data = encodeCommand({ op: opId, kind: 'write', key, value });
       } else {
@@ -846,6 +946,9 @@ export class Simulation {
     } else if (roll < 85) {
       this.blocked.clear();
       this.log('HEAL');
+    } else if (roll < 93 && this.regime.clockDriftRatio > 0) {
+      const nodes = this.alive();
+      if (nodes.length > 0) this.changeClockRate(r.pick(nodes));
     }
   }
 
@@ -854,7 +957,7 @@ export class Simulation {
     const ids = this.members().map((n) => n.id);
     if (ids.length < 2) return;
     const block = (a: NodeId, b: NodeId): void => {
-      this.blocked.add(`${a}>${b}`);
+      this.blocked.set(`${a}>${b}`, this.nowMs);
     };
     const cutBoth = (a: NodeId, b: NodeId): void => {
       block(a, b);
@@ -878,15 +981,8 @@ export class Simulation {
       for (const y of shuffled.slice(1)) if (r.chance(0.7)) block(from, y);
       this.log(`PARTITION one-way: ${from} cannot send to some peers`);
     } else if (kind === 'leader-isolated') {
-      const l = this.leader()?.id ?? shuffled[0]!;
-      for (const y of ids) if (y !== l) cutBoth(l, y);
-      // Clients are spread over the network too: some keep talking to the
-      // isolated (possibly deposed, not yet aware) leader, the rest to the others.
-      const others = ids.filter((y) => y !== l);
-      for (let c = 1; c <= this.regime.clients; c++) {
-        this.clientGateway.set(c, r.chance(0.5) ? l : r.pick(others));
-      }
-      this.log(`PARTITION leader ${l} isolated`);
+      this.isolate(this.leader()?.id ?? shuffled[0]!, ids);
+      return;
     } else {
       if (shuffled.length < 3) return;
       const bridge = shuffled[0]!;
@@ -898,6 +994,24 @@ export class Simulation {
       this.log(`PARTITION bridge ${bridge} between ${a.join(',')} | ${b.join(',')}`);
     }
     this.queue.push(this.nowMs + 200 + r.intn(1500), { kind: 'heal' });
+  }
+
+  /** Cuts `l` (a leader) off from the others, both ways, until a heal. */
+  private isolate(l: NodeId, ids: NodeId[]): void {
+    this.blocked.clear();
+    for (const y of ids) {
+      if (y === l) continue;
+      this.blocked.set(`${l}>${y}`, this.nowMs);
+      this.blocked.set(`${y}>${l}`, this.nowMs);
+    }
+    // Clients are spread over the network too: some keep talking to the
+    // isolated (possibly deposed, not yet aware) leader, the rest to the others.
+    const others = ids.filter((y) => y !== l);
+    for (let c = 1; c <= this.regime.clients; c++) {
+      this.clientGateway.set(c, this.rng.chance(0.5) ? l : this.rng.pick(others));
+    }
+    this.log(`PARTITION leader ${l} isolated`);
+    this.queue.push(this.nowMs + 200 + this.rng.intn(1500), { kind: 'heal' });
   }
 
   private changeMembership(leader: SimNode | undefined): void {
@@ -965,7 +1079,8 @@ export class Simulation {
       else failure = `unexpected error: ${(err as Error).stack ?? String(err)}`;
     }
     this.stats.steps = this.steps;
-    this.stats.virtualMs = this.nowMs;
+    this.stats.virtualMs = Math.round(this.nowMs);
+    for (const n of this.nodes.values()) this.stats.leaseReads += n.raw?.core.readsServed.lease ?? 0;
     return {
       seed: this.opts.seed,
       ok: failure === undefined,
@@ -1019,9 +1134,16 @@ export class Simulation {
       case 'tick': {
         const n = this.nodes.get(ev.node)!;
         if (!n.raw || n.incarnation !== ev.incarnation) return;
+        // Scheduled at the rate of the time; if the clock slowed since, it is not time yet.
+        const untilTickMs = n.lastTickLocalMs + this.opts.tickMs - this.localClockMs(n);
+        if (untilTickMs > 1e-6) {
+          this.queue.push(this.nowMs + untilTickMs / n.clockRate, ev);
+          return;
+        }
+        n.lastTickLocalMs = this.localClockMs(n);
         n.raw.tick();
         this.scheduleReady(n);
-        this.queue.push(this.nowMs + this.opts.tickMs, ev);
+        this.queue.push(this.nowMs + this.opts.tickMs / n.clockRate, ev);
         return;
       }
       case 'ready': {
@@ -1041,7 +1163,7 @@ export class Simulation {
         return;
       }
       case 'deliver':
-        this.deliver(ev.msg);
+        this.deliver(ev.msg, ev.sentAtMs);
         return;
       case 'snapStatus': {
         const n = this.nodes.get(ev.leader)!;
@@ -1075,6 +1197,15 @@ export class Simulation {
         this.crash(n, 'removed from the cluster');
         n.retired = true;
         this.log(`RETIRE ${n.id}`);
+        return;
+      }
+      case 'isolate': {
+        const n = this.nodes.get(ev.node)!;
+        if (!this.faultsOn || !n.raw || n.incarnation !== ev.incarnation) return;
+        this.isolate(
+          n.id,
+          this.members().map((m) => m.id),
+        );
         return;
       }
       case 'heal':

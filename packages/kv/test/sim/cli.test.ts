@@ -34,7 +34,7 @@ describe('sim: command line', function () {
   });
 
   it('exits non-zero and prints the seed and a trace tail when a seed fails', () => {
-    const { status, lines, summary } = run(['--seeds', '3', '--bug', 'voteWithoutLogCheck']);
+    const { status, lines, summary } = run(['--first', '4', '--seeds', '3', '--bug', 'voteWithoutLogCheck']);
     assert.notEqual(status, 0);
     assert.ok((summary.failures as number) > 0);
     const failing = summary.firstFailingSeed as number;

@@ -164,3 +164,59 @@ describe('sim: applying commits during a save', function () {
     }
   });
 });
+
+// Leader leases (regime.leaseReads, lease.ts). Each node's clock runs at its
+// own rate; the lease allows for rates up to maxClockDriftRatio apart. The
+// regime below makes stale reads easy to see if the lease were wrong: one
+// key, mostly reads, leaders on the slow clock and followers on the fast one,
+// long election timeouts (long leases), leaders cut off right after a transfer.
+describe('sim: leader lease reads', function () {
+  this.timeout(300_000);
+  const exposing: Partial<Regime> = {
+    leaseReads: true,
+    maxClockDriftRatio: 0.1,
+    keys: ['a'],
+    initialVoters: 3,
+    clients: 6,
+    readPercent: 70,
+    clientTimeoutMs: 300,
+    faultEveryMs: 150,
+    dropRate: 0,
+    crashAfterVoteRate: 0,
+    crashLeaderAfterAppendRate: 0,
+    slowLeaderClock: true,
+  };
+
+  it('are served, and seeds pass, with clocks drifting within the bound', () => {
+    let leaseReads = 0;
+    for (let seed = 1; seed <= 8; seed++) {
+      const regime = {
+        ...exposing,
+        clockDriftRatio: 0.1,
+        electionTimeoutTicks: seed % 2 === 0 ? 10 : 30,
+        isolateAfterTimeoutNowRate: 1,
+      };
+      const r = runSimulation({ seed, regime });
+      assert.ok(r.ok, `seed ${seed}: ${r.failure}\n${r.traceTail.join('\n')}`);
+      leaseReads += r.stats.leaseReads;
+    }
+    assert.ok(leaseReads > 1000, `only ${leaseReads} reads served from a lease`);
+  });
+
+  it('clocks drifting far beyond the bound the lease allows for: stale reads', () => {
+    // The lease's assumption broken: followers' clocks 6x as fast as the leader's, the lease allows 1.1x.
+    const r = firstFailure(20, {}, { ...exposing, clockDriftRatio: 5, electionTimeoutTicks: 30 });
+    assert.ok(r, 'no violation reported within 20 seeds');
+    assert.match(r.failure!, /not linearizable/);
+  });
+
+  it('a lease kept after TimeoutNow (testingBugs.leaseKeptAcrossTransfer): stale reads', () => {
+    const r = firstFailure(
+      30,
+      { leaseKeptAcrossTransfer: true },
+      { ...exposing, clockDriftRatio: 0.1, electionTimeoutTicks: 10, isolateAfterTimeoutNowRate: 1 },
+    );
+    assert.ok(r, 'no violation reported within 30 seeds');
+    assert.match(r.failure!, /not linearizable/);
+  });
+});
