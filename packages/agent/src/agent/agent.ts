@@ -314,15 +314,27 @@ export class Agent implements AgentBackend, Startable {
       }
       try {
         if (gate) {
-          // Namespace and endpoint at once: the data plane's attach waits for the namespace.
-          // Loopback comes up with the wiring (the attach's batch in the namespace).
-          const made = this.parts.containers.create(req.name, req.command ?? [], { loopbackUp: false });
-          const sandbox = this.parts.containers.sandboxName(req.name);
-          gate.hold(sandbox, made);
-          // Debug phases within attach: the namespace made, the endpoint committed and the
-          // data plane told (overlay attach), and the wiring inside that.
+          // Namespace and endpoint at once: the data plane's attach waits for the namespace
+          // only (not the container's files). Loopback comes up with the wiring.
+          // Debug phases within attach: the namespace made, the container's files written,
+          // the endpoint committed and the data plane told (overlay attach), and the wiring.
           const startMs = performance.now();
           const since = (t: number) => Math.round((t - startMs) * 10) / 10;
+          let namespaceMade!: (err?: unknown) => void;
+          const namespace = new Promise<void>((resolve, reject) => {
+            namespaceMade = (err) => (err === undefined ? resolve() : reject(err));
+          });
+          const made = this.parts.containers.create(req.name, req.command ?? [], {
+            loopbackUp: false,
+            onNamespace: () => {
+              attachDetailMs.namespaceMadeAt = since(performance.now());
+              namespaceMade();
+            },
+          });
+          // A create that fails before (or without) the namespace releases the attach with its cause.
+          made.then(() => namespaceMade(), namespaceMade);
+          const sandbox = this.parts.containers.sandboxName(req.name);
+          gate.hold(sandbox, namespace);
           const [m, a] = await Promise.allSettled([
             made.then((r) => {
               attachDetailMs.sandboxMadeAt = since(performance.now());

@@ -113,10 +113,17 @@ export class ContainerRuntime implements Startable {
 
   /**
    * Makes the container's namespace (loopback up unless `loopbackUp` is
-   * false: `weft run` leaves that to the attach that wires it, one process
+   * false: `weft run` leaves that to the attach that wires it, one change
    * less on its path) and resolv.conf, and records it; returns the record.
+   * `onNamespace` is called as soon as the namespace exists, before
+   * resolv.conf and the state file are written (they wait for the thread
+   * pool, which the store's writes keep busy): wiring needs only the namespace.
    */
-  create(name: string, command: string[], opts: { loopbackUp?: boolean } = {}): Promise<ContainerRecord> {
+  create(
+    name: string,
+    command: string[],
+    opts: { loopbackUp?: boolean; onNamespace?: () => void } = {},
+  ): Promise<ContainerRecord> {
     return this.serial(async () => {
       if (this.records.has(name)) throw new Error(`container "${name}" already exists`);
       const sandbox = this.sandboxName(name);
@@ -131,7 +138,7 @@ export class ContainerRuntime implements Startable {
       this.records.set(name, record);
       const confDir = `/etc/netns/${sandbox}`;
       const made = await Promise.allSettled([
-        createSandbox(sandbox, { loopbackUp: opts.loopbackUp ?? true }),
+        createSandbox(sandbox, { loopbackUp: opts.loopbackUp ?? true }).then(() => opts.onNamespace?.()),
         mkdir(confDir, { recursive: true }).then(() =>
           writeFile(`${confDir}/resolv.conf`, this.opts.resolvConf()),
         ),

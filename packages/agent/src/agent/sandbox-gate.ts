@@ -1,6 +1,6 @@
 // Lets `weft run` commit a container's endpoint to the store while its
 // network namespace is still being made: other hosts learn the endpoint one
-// namespace creation (two `ip` processes) sooner. The data plane the overlay
+// namespace creation sooner. The data plane the overlay
 // drives is wrapped so that attaching into a namespace that is still being
 // made waits for it, and fails with the cause if making it failed (the
 // overlay then rolls the endpoint back).
