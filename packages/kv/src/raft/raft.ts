@@ -686,6 +686,19 @@ export class Raft {
     return this.log.term(this.log.committed) === this.term;
   }
 
+  /**
+   * The index at which a linearizable read may be served right now from the
+   * leader lease, once the state machine has applied it; undefined when this
+   * node is not a leader holding a valid lease with an entry of its term
+   * committed (lease.ts, points 4 and 5).
+   */
+  leaseReadIndex(): number | undefined {
+    if (this.role !== Role.Leader || !this.lease || !this.committedEntryInCurrentTerm()) return undefined;
+    if (!this.lease.valid(this.tracker.config.incoming, this.tracker.config.outgoing)) return undefined;
+    this.readsServed.lease++;
+    return this.log.committed;
+  }
+
   /** leaseReads: this node promised not to help elect anyone yet (lease.ts, point 1). */
   private leasePromiseHeld(): boolean {
     return this.cfg.leaseReads && this.ticksSinceLeaderContact < this.cfg.electionTimeoutTicks;
@@ -1049,10 +1062,9 @@ export class Raft {
       this.respondReadIndex(m, this.log.committed);
       return;
     }
-    // Callers checked that an entry of this term is committed (lease.ts, point 5).
-    if (this.lease?.valid(this.tracker.config.incoming, this.tracker.config.outgoing)) {
-      this.readsServed.lease++;
-      this.respondReadIndex(m, this.log.committed);
+    const leaseIndex = this.leaseReadIndex();
+    if (leaseIndex !== undefined) {
+      this.respondReadIndex(m, leaseIndex);
       return;
     }
     this.readOnly.add(this.log.committed, m);

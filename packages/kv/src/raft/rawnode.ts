@@ -152,6 +152,15 @@ export class RawNode {
     }
   }
 
+  /**
+   * With leaseReads, at a leader whose lease holds: the index a linearizable
+   * read may be served at once the state machine has applied it, without a
+   * ReadIndex round or a Ready. Undefined otherwise: use readIndex().
+   */
+  leaseRead(): number | undefined {
+    return this.raft.leaseReadIndex();
+  }
+
   /** Asks the leader to hand leadership to `transferee` (a voter). Best effort; check status().leader. */
   transferLeadership(transferee: NodeId): void {
     this.stepLocal(emptyMessage(MessageType.TransferLeader, transferee, this.raft.id, 0));
