@@ -73,7 +73,7 @@ export interface NativeThreadStats {
   busyPollHits: number;
   /** The adaptive busy-poll window as last updated, µs (0..busyPollUs). */
   busyPollWindowUs: number;
-  /** Times the thread confined itself to its waker's CPU (followWakerCpu). */
+  /** Times the thread confined itself to its waker's CPU (followWakerCpu): once the same other CPU woke it twice in a row, as it next blocks with no answer outstanding. */
   cpuMoves: number;
   /** Times bulk traffic or a busy spell released it to every allowed CPU. */
   cpuReleases: number;

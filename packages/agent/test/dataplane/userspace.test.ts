@@ -173,7 +173,8 @@ describe('userspace data plane (native addon)', function () {
         assert.ok(t.followsWakerCpu, `the engine cannot follow CPUs: ${t.followWakerCpuError}`);
       // Pings 50 ms apart from a container pinned to `cpu`: host a's thread
       // follows the container that wakes it through its TAP, host b's the CPU
-      // that hands it the datagrams (host a's thread, on this machine).
+      // that hands it the datagrams (host a's thread, on this machine), each
+      // once the same CPU has woken it twice in a row.
       const r = await runIn(a!.netns, [
         'taskset',
         '-c',
@@ -181,7 +182,7 @@ describe('userspace data plane (native addon)', function () {
         'ping',
         '-n',
         '-c',
-        '6',
+        '10',
         '-i',
         '0.05',
         b!.ip,
@@ -199,6 +200,32 @@ describe('userspace data plane (native addon)', function () {
           t.cpuReleases > before[i]!.cpuReleases,
           `host ${i}'s packet thread was not released for the bulk transfer: ${JSON.stringify(t)}`,
         );
+    } finally {
+      await cluster.destroy();
+    }
+  });
+
+  it('a packet thread woken alternately from two CPUs stays where it is', async function () {
+    skipUnlessNetns(this);
+    const cpus = allowedCpus();
+    if (cpus.length < 2) this.skip();
+    const cluster = await createCluster(['userspace', 'userspace']);
+    try {
+      const [a, b] = cluster.containers;
+      const hostA = () => (cluster.dataplanes[0] as UserspaceDataplane).engineCounters()!.thread;
+      assert.ok(hostA().followsWakerCpu, `the engine cannot follow CPUs: ${hostA().followWakerCpuError}`);
+      // Two pingers in one container, pinned to different CPUs, 200 ms apart
+      // each and 100 ms out of step: host a's TAP is written from the two
+      // CPUs in turn, never twice in a row from the same one.
+      const pinger = (cpu: number) =>
+        runIn(a!.netns, ['taskset', '-c', String(cpu), 'ping', '-n', '-c', '6', '-i', '0.2', b!.ip]);
+      const first = pinger(cpus[0]!);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const results = await Promise.all([first, pinger(cpus[1]!)]);
+      for (const r of results) assert.equal(r.exitCode, 0, `ping failed: ${r.stdout}${r.stderr}`);
+      const t = hostA();
+      assert.equal(t.cpuMoves, 0, `host a's packet thread chased its wakers: ${JSON.stringify(t)}`);
+      assert.equal(t.cpu, null, JSON.stringify(t));
     } finally {
       await cluster.destroy();
     }
