@@ -60,7 +60,7 @@ import {
   TransportError,
   type TransportLog,
 } from './transport.js';
-import { coalescingTcp, limitWindowUpdates } from './wire-batching.js';
+import { coalescingTcp, decodeWithoutThrowing, limitWindowUpdates } from './wire-batching.js';
 
 export const PROTOCOLS = {
   hello: '/weft/hello/1.0.0',
@@ -134,6 +134,7 @@ export function clusterWireStack(
   psk: Uint8Array | undefined,
 ): Pick<Libp2pOptions, 'transports' | 'connectionEncrypters' | 'streamMuxers' | 'connectionProtector'> {
   limitWindowUpdates();
+  decodeWithoutThrowing();
   return {
     transports: [coalescingTcp(tcp())],
     connectionEncrypters: [noise()],

@@ -11,7 +11,7 @@ import {
   emptyConfState,
   UnavailableError,
 } from '../../src/raft/types.js';
-import { encodeIndexKey, encodeRecord } from '../../src/storage/codec.js';
+import { crc32, encodeIndexKey, encodeRecord } from '../../src/storage/codec.js';
 import { LevelRaftStorage, StorageOpenError } from '../../src/storage/level-storage.js';
 
 function entry(index: number, term: number, text = `e${index}t${term}`): Entry {
@@ -309,5 +309,12 @@ describe('LevelRaftStorage', () => {
     // Saves issued concurrently are applied in order.
     await Promise.all([s.save({ entries: [entry(101, 1)] }), s.save({ entries: [entry(102, 1)] })]);
     assert.equal(s.lastIndex(), 102);
+  });
+
+  it('checksums records with standard CRC-32, so stores written by earlier builds still open', () => {
+    // The CRC-32 check value (IEEE 802.3 / zlib), and the checksum in front of a record.
+    assert.equal(crc32(new TextEncoder().encode('123456789')), 0xcbf43926);
+    const record = encodeRecord({ term: 3, type: 0, data: new Uint8Array([1, 2]) });
+    assert.equal(Buffer.from(record).readUInt32BE(0), crc32(record.subarray(4)));
   });
 });

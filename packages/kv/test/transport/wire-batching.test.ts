@@ -6,7 +6,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { StreamState, YamuxStream } from '@chainsafe/libp2p-yamux/stream';
 import type { MultiaddrConnection } from '@libp2p/interface';
-import { corkPerTick, limitWindowUpdates } from '../../src/transport/wire-batching.js';
+import { LengthPrefixedDecoder } from '@libp2p/utils';
+import { corkPerTick, decodeWithoutThrowing, limitWindowUpdates } from '../../src/transport/wire-batching.js';
 
 describe('wire batching', () => {
   describe('corkPerTick', () => {
@@ -125,6 +126,48 @@ describe('wire batching', () => {
       stream.sendWindowUpdate();
       assert.equal(frames.length, 1);
       assert.notEqual(frames[0]!.flag, 0);
+    });
+  });
+
+  describe('decodeWithoutThrowing', () => {
+    before(() => decodeWithoutThrowing());
+
+    /** Noise's frame length: 2 bytes big-endian, RangeError when fewer are buffered. */
+    function noiseLikeDecoder() {
+      const stats = { emptyThrows: 0 };
+      const decoder = new LengthPrefixedDecoder({
+        lengthDecoder: (data) => {
+          if (data.byteLength < 2) {
+            if (data.byteLength === 0) stats.emptyThrows++;
+            throw new RangeError('Could not decode int16BE');
+          }
+          const byte = (k: number) => (data instanceof Uint8Array ? data[k]! : data.get(k));
+          return (byte(0) << 8) | byte(1);
+        },
+        encodingLength: () => 2,
+      });
+      return { decoder, stats };
+    }
+
+    it('yields the same frames for every way of cutting the stream, without throwing at an empty buffer', () => {
+      const payloads = [new Uint8Array([1, 2, 3]), new Uint8Array(300).fill(7), new Uint8Array([9])];
+      const wire = Buffer.concat(
+        payloads.map((p) => Buffer.concat([Buffer.from([p.length >> 8, p.length & 0xff]), p])),
+      );
+      for (let cut1 = 0; cut1 <= wire.length; cut1 += 1) {
+        const cut2 = Math.min(wire.length, cut1 + 150);
+        const { decoder, stats } = noiseLikeDecoder();
+        const frames: number[][] = [];
+        for (const chunk of [wire.subarray(0, cut1), wire.subarray(cut1, cut2), wire.subarray(cut2)]) {
+          for (const f of decoder.decode(chunk)) frames.push([...f.subarray()]);
+        }
+        assert.deepEqual(
+          frames,
+          payloads.map((p) => [...p]),
+          `cut at ${cut1}/${cut2}`,
+        );
+        assert.equal(stats.emptyThrows, 0, 'the length decoder was asked to throw for an empty buffer');
+      }
     });
   });
 });
