@@ -55,6 +55,15 @@ function nonNegativeInt(value: string): number {
   return n;
 }
 
+function driftRatio(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 10)
+    throw new InvalidArgumentError(
+      `expected a ratio between 0 and 10 (0.1 = 10%), got ${JSON.stringify(value)}`,
+    );
+  return n;
+}
+
 /** Exit status when the cluster refused this node because its voter and learner slots are full. */
 const EXIT_MEMBERSHIP_FULL = 3;
 
@@ -76,6 +85,8 @@ interface ServeOptions {
   clusterKey?: string;
   tickMs: number;
   snapshotEntries: number;
+  leaseReads: boolean;
+  maxClockDriftRatio?: number;
   logLevel: string;
 }
 
@@ -108,6 +119,8 @@ async function serve(opts: ServeOptions): Promise<void> {
     ...(opts.deadVoterThresholdMs !== undefined ? { deadVoterThresholdMs: opts.deadVoterThresholdMs } : {}),
     tickMs: opts.tickMs,
     snapshotEveryEntries: opts.snapshotEntries,
+    leaseReads: opts.leaseReads,
+    ...(opts.maxClockDriftRatio !== undefined ? { maxClockDriftRatio: opts.maxClockDriftRatio } : {}),
     log,
   });
   const httpAddress = node.httpAddress();
@@ -194,6 +207,15 @@ program
     'snapshot and compact the log every N applied entries',
     positiveInt,
     DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+  )
+  .option(
+    '--no-lease-reads',
+    'serve every linearizable read by a ReadIndex round, not from the leader lease (give it to every member alike; for machines whose monotonic clock can stop, e.g. suspended VMs)',
+  )
+  .option(
+    '--max-clock-drift-ratio <r>',
+    'how much faster one member clock may run than another, for leader leases (default 0.1)',
+    driftRatio,
   )
   .option('--log-level <level>', 'pino log level (stderr)', 'info')
   .action(async (opts: ServeOptions) => {

@@ -12,6 +12,10 @@
 //    holds whatever happens to its term meanwhile: a higher-term message that
 //    is not a vote request moves it to that term with no leader, which alone
 //    would let it vote at once; the contact counter is not reset by that.
+//    Its own election timer is randomized in [E, 2E) ticks, never below E,
+//    and campaigning is refused while the promise holds in any case (Raft.hup:
+//    also RawNode.campaign, and a node that just restarted). The leader's
+//    heartbeat interval plays no part: only when rounds were made and answered.
 //    Only a transfer's forced campaign overrides the promise, see 4.
 // 2. Tick granularity. The first of those ticks may come right after the
 //    contact, so the promise lasts (E-1) full tick intervals, each at least
