@@ -67,6 +67,11 @@ export class LeaderLease {
   private readonly ackedSeq = new Map<NodeId, number>();
   /** Per voter, with testingBugs.leaseFromAckArrival: when its last acknowledgement arrived. */
   private readonly ackArrivedAtMs = new Map<NodeId, number>();
+  /**
+   * When the lease ends, as of the last round, acknowledgement or configuration
+   * change (computed then, not on every read); undefined = to be recomputed.
+   */
+  private validUntilMs: number | undefined;
 
   constructor(
     private readonly self: NodeId,
@@ -82,6 +87,7 @@ export class LeaderLease {
     while (this.rounds.length > 0 && this.rounds[0]!.sentAtMs + this.durationMs <= now) this.rounds.shift();
     const seq = this.nextSeq++;
     this.rounds.push({ seq, sentAtMs: now });
+    this.validUntilMs = undefined;
     return seq;
   }
 
@@ -92,6 +98,12 @@ export class LeaderLease {
     if (this.countFromAckArrival) this.ackArrivedAtMs.set(from, this.clockMs());
     if (seq <= (this.ackedSeq.get(from) ?? 0)) return;
     this.ackedSeq.set(from, seq);
+    this.validUntilMs = undefined;
+  }
+
+  /** The voters changed: the next check counts the quorum anew. */
+  configurationChanged(): void {
+    this.validUntilMs = undefined;
   }
 
   /** Whether the lease holds now under `incoming` / `outgoing` voters (the current configuration). */
@@ -104,14 +116,18 @@ export class LeaderLease {
       );
       return now < since + this.durationMs;
     }
+    this.validUntilMs ??= this.computeValidUntilMs(incoming, outgoing);
+    return now < this.validUntilMs;
+  }
+
+  private computeValidUntilMs(incoming: ReadonlySet<NodeId>, outgoing: ReadonlySet<NodeId>): number {
     const latest = this.nextSeq - 1;
     const seq = jointCommittedIndex(incoming, outgoing, (id) =>
       id === this.self ? latest : (this.ackedSeq.get(id) ?? 0),
     );
     const first = this.rounds[0];
-    if (!first || seq < first.seq) return false; // no acknowledged round recent enough
-    const round = this.rounds[seq - first.seq]!;
-    return now < round.sentAtMs + this.durationMs;
+    if (!first || seq < first.seq) return Number.NEGATIVE_INFINITY; // no acknowledged round recent enough
+    return this.rounds[seq - first.seq]!.sentAtMs + this.durationMs;
   }
 }
 

@@ -1293,6 +1293,7 @@ export class Raft {
   private switchToConfig(config: MembershipConfig, progress: Map<NodeId, Progress>): void {
     this.tracker.config = config;
     this.tracker.progress = progress;
+    this.lease?.configurationChanged();
     this.trace(`switched to configuration ${describeMembership(config)}`);
     const pr = progress.get(this.id);
     if (this.role !== Role.Leader) return;
