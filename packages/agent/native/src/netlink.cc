@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -457,8 +458,16 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
 
 // ------------------------------------------------------------------ namespaces
 
-/** /run/netns as a shared mount point, as `ip netns add` makes it, so mounts in it propagate. 0 or errno. */
+/** Set once /run/netns is known to be a shared mount point (see ensureNetnsRunDir). */
+std::atomic<bool> netnsRunDirShared{false};
+
+/**
+ * /run/netns as a shared mount point, as `ip netns add` makes it, so mounts in
+ * it propagate. Once per process: `ip` does it on every call, but with MS_REC
+ * that walks every namespace mounted under it. 0 or errno.
+ */
 int ensureNetnsRunDir() {
+  if (netnsRunDirShared.load(std::memory_order_acquire)) return 0;
   mkdir(kNetnsRunDir, 0755);
   bool madeMountPoint = false;
   while (mount("", kNetnsRunDir, "none", MS_SHARED | MS_REC, nullptr) != 0) {
@@ -467,6 +476,7 @@ int ensureNetnsRunDir() {
     if (mount(kNetnsRunDir, kNetnsRunDir, "none", MS_BIND | MS_REC, nullptr) != 0) return errno;
     madeMountPoint = true;
   }
+  netnsRunDirShared.store(true, std::memory_order_release);
   return 0;
 }
 
