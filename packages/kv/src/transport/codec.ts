@@ -64,8 +64,52 @@ type Decoded = Record<string, unknown>;
 function seal(kind: FrameKind, value: Decoded): Uint8Array {
   // Plain objects encode directly (fromObject would only re-copy what validation already checked).
   const payload = types[kind].encode(value).finish();
-  const envelope = types.Envelope.create({ version: WIRE_VERSION, payload, crc32: crc32(payload) });
-  return types.Envelope.encode(envelope).finish();
+  return encodeEnvelope(WIRE_VERSION, payload, crc32(payload));
+}
+
+/**
+ * The Envelope's protobuf bytes, written directly: field 1 (varint version),
+ * field 2 (length-delimited payload), field 3 (fixed32 CRC), exactly what
+ * protobufjs writes for it (a test compares them). protobufjs took ~6 µs per
+ * 2 KiB append to build and copy the envelope, one copy of the payload ~0.3 µs.
+ */
+export function encodeEnvelope(version: number, payload: Uint8Array, crc: number): Uint8Array {
+  // proto3 leaves out a zero version and an empty payload; the CRC field is `optional`: always there.
+  const versionBytes = version === 0 ? 0 : 1 + varintBytes(version);
+  const payloadBytes = payload.length === 0 ? 0 : 1 + varintBytes(payload.length) + payload.length;
+  const out = Buffer.allocUnsafe(versionBytes + payloadBytes + 5);
+  let at = 0;
+  if (versionBytes > 0) {
+    out[at++] = 0x08; // field 1, varint
+    at = writeVarint(out, at, version);
+  }
+  if (payloadBytes > 0) {
+    out[at++] = 0x12; // field 2, length-delimited
+    at = writeVarint(out, at, payload.length);
+    out.set(payload, at);
+    at += payload.length;
+  }
+  out[at++] = 0x1d; // field 3, fixed32
+  out.writeUInt32LE(crc >>> 0, at);
+  return out;
+}
+
+function varintBytes(n: number): number {
+  let bytes = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80);
+    bytes++;
+  }
+  return bytes;
+}
+
+function writeVarint(out: Buffer, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n % 0x80) | 0x80;
+    n = Math.floor(n / 0x80);
+  }
+  out[at++] = n;
+  return at;
 }
 
 function decodeRaw(kind: FrameKind, bytes: Uint8Array): Decoded {

@@ -11,6 +11,7 @@ import {
   decodeRpcResponse,
   decodeSnapshotAck,
   decodeSnapshotHeader,
+  encodeEnvelope,
   encodeHello,
   encodeHelloReply,
   encodeMessage,
@@ -227,6 +228,25 @@ describe('transport codec', () => {
     assert.throws(() => decodeMessage(seal(new Uint8Array([0xff, 0xff]))), /malformed Message/);
     const wrongVersion = envelopeType.encode({ version: 2, payload: new Uint8Array(0), crc32: 0 }).finish();
     assert.throws(() => decodeMessage(wrongVersion), /wire version 2/);
+  });
+
+  it('writes envelopes byte for byte as protobufjs does', async () => {
+    const protobuf = (await import('protobufjs')).default;
+    const envelopeType = protobuf.parse(RAFT_PROTO_SCHEMA).root.lookupType('weft.raft.Envelope');
+    for (const length of [0, 1, 127, 128, 300, 16_383, 16_384, 2_100_000]) {
+      const payload = new Uint8Array(length).map((_, i) => i * 7);
+      for (const crc of [0, 1, 0x7fffffff, 0xffffffff]) {
+        for (const version of [0, 1, 2, 300]) {
+          const expected = envelopeType
+            .encode(envelopeType.create({ version, payload, crc32: crc }))
+            .finish();
+          assert.ok(
+            Buffer.from(encodeEnvelope(version, payload, crc)).equals(Buffer.from(expected)),
+            `length ${length}, crc ${crc}, version ${version}`,
+          );
+        }
+      }
+    }
   });
 
   it('round-trips and validates the control frames', () => {
