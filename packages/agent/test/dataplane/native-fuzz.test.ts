@@ -5,23 +5,12 @@
 // process must survive, count what it dropped, and still work afterwards.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { seededFloats } from '@weft/kv/raft/rand';
 import { loadNativeAddon, type NativeEngine } from '../../src/dataplane/native.js';
 import { createSandbox, deleteSandbox } from '../../src/dataplane/sandbox.js';
 import { runIn, uniquePrefix } from '../../src/dataplane/testing/topology.js';
 import { NetnsShell } from '../../src/netlink/ip.js';
 import { skipUnlessNetns } from './userspace-fixture.js';
-
-/** mulberry32: small seeded PRNG, so a failing seed can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const vni = 77;
 const peerMac = '02:42:c6:12:00:63';
@@ -109,7 +98,7 @@ describe('native engine fuzzing', function () {
   });
 
   it('survives random frames with random virtio-net headers on the send path', () => {
-    const rand = prng(seed);
+    const rand = seededFloats(seed);
     for (let i = 0; i < 20_000; i++) {
       const kind = rand();
       let frame: Buffer;
@@ -135,7 +124,7 @@ describe('native engine fuzzing', function () {
   });
 
   it('survives random datagrams and GRO batches on the receive path', () => {
-    const rand = prng(seed + 1);
+    const rand = seededFloats(seed + 1);
     for (let i = 0; i < 20_000; i++) {
       const kind = rand();
       let d: Buffer;
@@ -201,7 +190,7 @@ describe('native engine fuzzing', function () {
     arp.set([198, 18, 0, 10], 28);
     arp.set([198, 18, 0, 99], 38);
     engine!.injectTapFrame(vni, Buffer.concat([Buffer.alloc(10), arp]));
-    const frame = tcpFrame(prng(1), 100);
+    const frame = tcpFrame(seededFloats(1), 100);
     engine!.injectTapFrame(vni, Buffer.concat([Buffer.alloc(10), frame]));
     const after = engine!.counters().networks[String(vni)]!;
     assert.equal(after.arpReplies, before.arpReplies + 1);

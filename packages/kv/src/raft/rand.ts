@@ -79,3 +79,12 @@ export class SeededRandom implements RandomSource {
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
+
+/**
+ * Floats in [0, 1) from a SeededRandom, shaped like Math.random: for test
+ * generators and fuzzers, so a failing case replays from its seed.
+ */
+export function seededFloats(seed: number): () => number {
+  const random = new SeededRandom(seed);
+  return () => random.float();
+}

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { seededFloats } from '../../src/raft/rand.js';
 import { checkLinearizability, type HistoryOp } from '../../src/sim/linearizability.js';
 
 const w = (clientId: number, key: string, value: string, call: number, ret: number | null): HistoryOp => ({
@@ -33,18 +34,6 @@ const cas = (
   ret: number | null,
 ): HistoryOp => ({ clientId, key, kind: 'cas', expected, value, ok, call, ret });
 
-/** Tiny deterministic PRNG so every generated history is reproducible from its seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * A history produced by a real sequential register: each op takes effect at a
  * distinct linearization point and its [call, ret] interval is stretched
@@ -57,7 +46,7 @@ function linearizableHistory(
   keys: string[],
   indeterminateRate = 0,
 ): HistoryOp[] {
-  const rand = mulberry32(seed);
+  const rand = seededFloats(seed);
   const state = new Map<string, string | null>();
   const ops: HistoryOp[] = [];
   for (let i = 0; i < opCount; i++) {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { seededFloats } from '../../src/raft/rand.js';
 import { EntryType, emptyConfState, type Message, MessageType } from '../../src/raft/types.js';
 import {
   decodeHello,
@@ -23,18 +24,6 @@ import {
   WireFormatError,
 } from '../../src/transport/codec.js';
 import { RAFT_PROTO_SCHEMA } from '../../src/transport/schema.js';
-
-/** Small deterministic PRNG (mulberry32) so a failing fuzz case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(rand: () => number, length: number): Uint8Array {
   const out = new Uint8Array(length);
@@ -183,7 +172,7 @@ describe('transport codec', () => {
   });
 
   it('rejects random bytes with WireFormatError, never anything else', () => {
-    const rand = prng(0xc0ffee);
+    const rand = seededFloats(0xc0ffee);
     for (let i = 0; i < 3000; i++) {
       const bytes = randomBytes(rand, Math.floor(rand() * 200));
       try {
