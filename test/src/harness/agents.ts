@@ -4,6 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type Probe, waitUntil } from '@weft/kv/testing/wait-until';
 import { type ExecResult, exec, type Lab, type LabHost } from './lab.js';
 
 /**
@@ -176,25 +177,16 @@ export class AgentHandle {
   }
 }
 
-/** Retries `check` until it returns a value (not undefined) or the time is up. */
-export async function eventually<T>(
+/**
+ * Retries `check` until it answers a value (not undefined or false) or the
+ * time is up. Agents start, restart and die during these tests, so a thrown
+ * error (a refused connection, a failing command) counts as "not yet".
+ */
+export function eventually<T>(
   what: string,
-  check: () => Promise<T | undefined>,
+  check: () => Promise<Probe<T>>,
   timeoutMs = 30_000,
   stepMs = 300,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastError = err;
-    }
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`,
-  );
+  return waitUntil(what, check, timeoutMs, { intervalMs: stepMs, retryErrors: true });
 }

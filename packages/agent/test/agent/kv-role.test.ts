@@ -6,23 +6,10 @@ import assert from 'node:assert/strict';
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitUntil } from '@weft/kv/testing/wait-until';
 import type { KvNodeComponent } from '../../src/agent/kv-component.js';
 import { planKvBootstrap, sortAddresses } from '../../src/agent/kv-role.js';
 import { loopbackKvAgents } from './kv-agents.js';
-
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('KV roles: the bootstrap plan', () => {
   it('every agent computes the same initial voters from its own address and the same peers', () => {
@@ -130,8 +117,11 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
     await learnerAgain.start();
     running.push(learnerAgain);
     assert.equal(learnerAgain.kvRole, 'learner');
-    await until('the restarted learner to catch up', () =>
-      learnerAgain.node.status().appliedIndex >= agents[0]!.node.status().commitIndex ? true : undefined,
+    await waitUntil(
+      'the restarted learner to catch up',
+      () =>
+        learnerAgain.node.status().appliedIndex >= agents[0]!.node.status().commitIndex ? true : undefined,
+      20_000,
     );
     assert.equal(
       new TextDecoder().decode((await learnerAgain.get('roles/probe', { stale: true }))?.value),
@@ -150,12 +140,18 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
     assert.equal(learner.kvRole, 'learner');
     await agents[0]!.put('roles/probe', new TextEncoder().encode('x'));
     // Caught up, so its data directory holds the cluster's state (a still-empty one would just join anew).
-    await until('the learner to catch up', () =>
-      learner.node.status().appliedIndex >= agents[0]!.node.status().commitIndex ? true : undefined,
+    await waitUntil(
+      'the learner to catch up',
+      () => (learner.node.status().appliedIndex >= agents[0]!.node.status().commitIndex ? true : undefined),
+      20_000,
     );
     await learner.stop();
     // While it is down the leader drops it (as the autopilot does with a silent learner) and another agent takes the slot.
-    const leader = await until('a leader', () => agents.find((a) => a.node.status().role === 'leader'));
+    const leader = await waitUntil(
+      'a leader',
+      () => agents.find((a) => a.node.status().role === 'leader'),
+      20_000,
+    );
     await leader.node.removeMember(addresses[3]!);
     const newcomer = component(4);
     await newcomer.start();
@@ -169,13 +165,17 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
     const err = await fatal;
     assert.equal((err as { code?: string }).code, 'membership-full');
     assert.match(err.message, /3 voters \(maxVoters 3\) and 1 learners \(maxLearners 1\)/);
-    await until('the client role to be recorded', async () => {
-      try {
-        await access(join(root, 'h3', 'kv-role'));
-        return true;
-      } catch {
-        return undefined;
-      }
-    });
+    await waitUntil(
+      'the client role to be recorded',
+      async () => {
+        try {
+          await access(join(root, 'h3', 'kv-role'));
+          return true;
+        } catch {
+          return undefined;
+        }
+      },
+      20_000,
+    );
   });
 });

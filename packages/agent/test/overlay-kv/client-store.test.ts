@@ -4,12 +4,13 @@
 // overlay manager on it keeps working when the server it talks to dies.
 import assert from 'node:assert/strict';
 import type { KvClient } from '@weft/kv/client/kv-client';
+import { waitUntil } from '@weft/kv/testing/wait-until';
 import { OverlayManager } from '@weft/overlay';
 import { kvStoreComplianceSuite } from '@weft/overlay/testing/kvstore-compliance';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
 import { openKvClientStore } from '../../src/agent/kv-client-store.js';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
-import { type KvCluster, openKvCluster, testPools, waitFor } from './fixture.js';
+import { type KvCluster, openKvCluster, testPools } from './fixture.js';
 
 describe('client mode: a client agent store on a 3-node KvNode cluster', function () {
   this.timeout(120_000);
@@ -81,9 +82,9 @@ describe('client mode: a client agent store on a 3-node KvNode cluster', functio
       await member.start();
       try {
         await member.createNetwork({ name: 'after-kill', subnets: [{ subnet: '198.18.77.0/24' }] });
-        await waitFor(
-          () => manager!.listNetworks().some((n) => n.name === 'after-kill'),
+        await waitUntil(
           'the client host to see the network created after its server died',
+          () => manager!.listNetworks().some((n) => n.name === 'after-kill'),
           20_000,
         );
         // The client writes through another server.
@@ -91,9 +92,8 @@ describe('client mode: a client agent store on a 3-node KvNode cluster', functio
           name: 'from-client',
           subnets: [{ subnet: '198.18.78.0/24' }],
         });
-        await waitFor(
-          () => member.listNetworks().some((n) => n.id === mine.id),
-          'the member to see from-client',
+        await waitUntil('the member to see from-client', () =>
+          member.listNetworks().some((n) => n.id === mine.id),
         );
         assert.notEqual(c.client.currentServer(), victim);
         // Several TTLs later the client host is still registered: its session renewals went elsewhere.

@@ -105,14 +105,3 @@ export async function startHosts(
 export async function stopHosts(hosts: OverlayHost[] | undefined): Promise<void> {
   await Promise.allSettled((hosts ?? []).map((h) => h.manager.stop()));
 }
-
-/** Polls a condition (the other hosts learn of changes through their watches); fails naming `what`. */
-export async function waitFor(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<number> {
-  const started = Date.now();
-  while (!cond()) {
-    if (Date.now() - started > timeoutMs)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return Date.now() - started;
-}

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import { waitUntil } from '@weft/kv/testing/wait-until';
 import {
   DnsServer,
   type EndpointInfo,
@@ -20,14 +21,7 @@ import {
 } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
-import {
-  type KvCluster,
-  type OverlayHost,
-  openKvCluster,
-  startHosts,
-  stopHosts,
-  waitFor,
-} from './fixture.js';
+import { type KvCluster, type OverlayHost, openKvCluster, startHosts, stopHosts } from './fixture.js';
 
 const run = promisify(execFile);
 const prefix = 'weft/v1/';
@@ -101,7 +95,7 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     const name = unique('visible');
     const created = await h1.manager.createNetwork({ name, subnets: [{ subnet: '198.18.200.0/24' }] });
     for (const h of [h0, h2]) {
-      await waitFor(() => h.manager.listNetworks().some((n) => n.name === name), `${name} on ${h.name}`);
+      await waitUntil(`${name} on ${h.name}`, () => h.manager.listNetworks().some((n) => n.name === name));
     }
     for (const h of hosts) {
       const seen = h.manager.inspectNetwork(name);
@@ -144,7 +138,9 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
       const vniKey = await hosts[2]!.store.get(`${prefix}vni/${winner.vni}`);
       assert.equal(vniKey && new TextDecoder().decode(vniKey.value), winner.id);
       for (const h of hosts)
-        await waitFor(() => h.manager.listNetworks().some((n) => n.id === winner.id), `${name} on ${h.name}`);
+        await waitUntil(`${name} on ${h.name}`, () =>
+          h.manager.listNetworks().some((n) => n.id === winner.id),
+        );
     }
   });
 
@@ -154,9 +150,8 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
       names.map((name, i) => hosts[i % hosts.length]!.manager.createNetwork({ name })),
     );
     const everyNetwork = hosts[0]!.manager.listNetworks();
-    await waitFor(
-      () => hosts.every((h) => names.every((n) => h.manager.listNetworks().some((x) => x.name === n))),
-      'all new networks on all hosts',
+    await waitUntil('all new networks on all hosts', () =>
+      hosts.every((h) => names.every((n) => h.manager.listNetworks().some((x) => x.name === n))),
     );
     const all = hosts[0]!.manager.listNetworks();
     assert.ok(all.length >= everyNetwork.length);
@@ -173,7 +168,7 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
       subnets: [{ subnet: '198.18.100.0/24' }],
     });
     for (const h of hosts)
-      await waitFor(() => h.manager.listNetworks().some((n) => n.id === net.id), `network on ${h.name}`);
+      await waitUntil(`network on ${h.name}`, () => h.manager.listNetworks().some((n) => n.id === net.id));
     const perHost = 50;
     const attached = await Promise.all(
       hosts.flatMap((h) =>
@@ -204,11 +199,11 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     // Every host ends up with every endpoint; its peer table (and data plane) holds exactly the remote ones.
     for (const h of hosts) {
       const remote = attached.filter((e) => e.host !== h.name);
-      await waitFor(
+      await waitUntil(
+        `${h.name} sees all ${attached.length} endpoints and ${remote.length} peers`,
         () =>
           h.manager.listEndpoints(net.id).length === attached.length &&
           h.dataplane.peerIps(net.id).length === remote.length,
-        `${h.name} sees all ${attached.length} endpoints and ${remote.length} peers`,
       );
       assert.deepEqual(h.dataplane.peerIps(net.id), remote.map((e) => e.ip).sort());
       const vtepOf = new Map(hosts.map((x) => [x.name, x.manager.vtep]));
@@ -228,7 +223,7 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
       subnets: [{ subnet: '198.18.110.0/24' }],
     });
     for (const h of hosts)
-      await waitFor(() => h.manager.listNetworks().some((n) => n.id === net.id), `network on ${h.name}`);
+      await waitUntil(`network on ${h.name}`, () => h.manager.listNetworks().some((n) => n.id === net.id));
     const requests = hosts.flatMap((h) =>
       Array.from({ length: 20 }, (_, i) => ({ host: h, name: `${h.name}-m${i}` })),
     );
@@ -271,7 +266,8 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     assert.equal(names.length, endpoints.length, 'one name key per endpoint');
     assert.equal(new Set(endpoints.map((e) => e.ip)).size, endpoints.length, 'no duplicate address');
     for (const h of hosts)
-      await waitFor(
+      await waitUntil(
+        `${h.name} sees exactly the acknowledged endpoints`,
         () =>
           h.manager
             .listEndpoints(net.id)
@@ -282,7 +278,6 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
             .map((e) => e.id)
             .sort()
             .join(),
-        `${h.name} sees exactly the acknowledged endpoints`,
       );
   });
 
@@ -293,7 +288,7 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
       subnets: [{ subnet: '198.18.150.0/24' }],
     });
     const ep = await h1.manager.attach({ network: net.name, name: 'web', ip: '198.18.150.10' });
-    await waitFor(() => h2.manager.listEndpoints(net.id).length === 1, 'endpoint on host2');
+    await waitUntil('endpoint on host2', () => h2.manager.listEndpoints(net.id).length === 1);
     const before = await storeContents(h0.store);
 
     await expectRejection(
@@ -419,9 +414,8 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     await h0.store.put(badKey, new TextEncoder().encode('{not json'));
     try {
       for (const h of hosts)
-        await waitFor(
-          () => h.warnings.some((w) => w.message.includes(badKey)),
-          `${h.name} warns about ${badKey}`,
+        await waitUntil(`${h.name} warns about ${badKey}`, () =>
+          h.warnings.some((w) => w.message.includes(badKey)),
         );
       assert.deepEqual(
         h2.manager.listNetworks().map((n) => n.id),
@@ -474,38 +468,37 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     });
     await h0.manager.attach({ network: net.id, name: 'watcher', sandbox: 'sb-watcher', ifName: 'eth0' });
     const old = await h1.manager.attach({ network: net.id, name: 'old', sandbox: 'sb-old', ifName: 'eth0' });
-    await waitFor(() => h0.dataplane.peerIps(net.id).includes(old.ip), 'host0 has the endpoint as a peer');
+    await waitUntil('host0 has the endpoint as a peer', () => h0.dataplane.peerIps(net.id).includes(old.ip));
     const lostSession = h1.manager.session as string;
     const lost = new Promise<{ session: string }>((resolve) => h1.manager.once('session-lost', resolve));
 
     await h2.store.destroySession(lostSession); // what the leader does when the TTL runs out
 
     assert.equal((await lost).session, lostSession);
-    await waitFor(
+    await waitUntil(
+      'every host sees host1 back under a new session',
       () =>
         hosts.every((h) => h.manager.hosts().some((x) => x.name === 'host1' && x.session !== lostSession)),
-      'every host sees host1 back under a new session',
       reclaimBoundMs,
     );
     assert.notEqual(h1.manager.session, lostSession);
     for (const h of hosts)
-      await waitFor(
-        () => h.manager.listEndpoints(net.id).every((e) => e.id !== old.id),
+      await waitUntil(
         `${h.name} drops the endpoint made under the lost session`,
+        () => h.manager.listEndpoints(net.id).every((e) => e.id !== old.id),
         reclaimBoundMs,
       );
     assert.equal(await h2.store.get(`${prefix}ipam/${net.id}/${old.ip}`), null, 'its address is free');
-    await waitFor(() => !h0.dataplane.peerIps(net.id).includes(old.ip), 'host0 drops the peer');
-    await waitFor(() => !h1.dataplane.endpoints.has(old.id), 'host1 unplumbs it');
+    await waitUntil('host0 drops the peer', () => !h0.dataplane.peerIps(net.id).includes(old.ip));
+    await waitUntil('host1 unplumbs it', () => !h1.dataplane.endpoints.has(old.id));
     const again = await h1.manager.attach({
       network: net.id,
       name: 'old',
       sandbox: 'sb-old',
       ifName: 'eth0',
     });
-    await waitFor(
-      () => h0.dataplane.peerIps(net.id).includes(again.ip),
-      'the re-attached endpoint reaches host0',
+    await waitUntil('the re-attached endpoint reaches host0', () =>
+      h0.dataplane.peerIps(net.id).includes(again.ip),
     );
   });
 
@@ -534,12 +527,12 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
     const where = await server.start();
     try {
       const ask = (name: string) => dig(where, client.ip, name);
-      await waitFor(() => h2.manager.listEndpoints(net.id).length === 3, 'host2 sees all three endpoints');
+      await waitUntil('host2 sees all three endpoints', () => h2.manager.listEndpoints(net.id).length === 3);
       assert.deepEqual(await ask('web'), { status: 'NOERROR', addresses: [web.ip] });
       assert.deepEqual(await ask('www'), { status: 'NOERROR', addresses: [web.ip] });
       assert.deepEqual(await ask(`mongo.${net.name}`), { status: 'NOERROR', addresses: [mongo.ip] });
       await h1.manager.detach(net.id, 'mongo');
-      await waitFor(() => h2.manager.listEndpoints(net.id).length === 2, 'host2 sees the detach');
+      await waitUntil('host2 sees the detach', () => h2.manager.listEndpoints(net.id).length === 2);
       assert.deepEqual(await ask(`mongo.${net.name}`), { status: 'NXDOMAIN', addresses: [] });
       // A bare name that is no longer local goes upstream (Docker does the same); ours is dead.
       assert.deepEqual(await ask('mongo'), { status: 'SERVFAIL', addresses: [] });
@@ -608,9 +601,8 @@ async function killHostAndExpectReclaim(
   );
   const doomedIps = doomed.map((e) => e.ip).sort();
   for (const h of survivors)
-    await waitFor(
-      () => doomedIps.every((ip) => h.dataplane.peerIps(net.id).includes(ip)),
-      `${h.name} has the victim's endpoints as peers`,
+    await waitUntil(`${h.name} has the victim's endpoints as peers`, () =>
+      doomedIps.every((ip) => h.dataplane.peerIps(net.id).includes(ip)),
     );
   const hostDown = survivors.map(
     (h) =>
@@ -629,12 +621,12 @@ async function killHostAndExpectReclaim(
 
   const isVictims = (p: { vtep: string }) => p.vtep === victim.manager.vtep;
   for (const h of survivors) {
-    await waitFor(
+    await waitUntil(
+      `${h.name} drops the dead host's peers and endpoints`,
       () =>
         h.manager.peers(net.id).filter(isVictims).length === 0 &&
         [...h.dataplane.peers.values()].filter(isVictims).length === 0 &&
         h.manager.listEndpoints(net.id).every((e) => e.host !== victim.name),
-      `${h.name} drops the dead host's peers and endpoints`,
       boundMs - (Date.now() - killedAt),
     );
     // The survivors' own peer tables still hold each other.

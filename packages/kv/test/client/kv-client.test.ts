@@ -11,7 +11,7 @@ import { KvClientUnavailableError } from '../../src/client/errors.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { MAX_VALUE_BYTES } from '../../src/fsm/types.js';
 import { freePort } from '../../src/testing/free-port.js';
-import { ProcessCluster, until } from '../node/process-cluster.js';
+import { ProcessCluster, waitForProcesses } from '../node/process-cluster.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);
@@ -156,9 +156,9 @@ describe('KvClient on an in-process 3-node cluster (no HTTP listener)', function
         if (seen.length === 3) ac.abort();
       }
     })();
-    await until('the watch to start', () => (seen.length === 1 ? true : undefined));
+    await waitForProcesses('the watch to start', () => (seen.length === 1 ? true : undefined));
     await nodes[2]!.put('w/1', enc('1'));
-    await until('the first change', () => (seen.length === 2 ? true : undefined));
+    await waitForProcesses('the first change', () => (seen.length === 2 ? true : undefined));
     await nodes[0]!.put('w/2', enc('2'));
     await watching;
     assert.deepEqual(seen, [[], ['w/1'], ['w/1', 'w/2']]);
@@ -211,7 +211,7 @@ describe('KvClient fails over when its server is killed (weft-kv serve processes
       for await (const ev of c.watchPrefix('f/', { signal: ac.signal }))
         seen.push(ev.entries.map((e) => e.key));
     })();
-    await until('the watch to list f/before', () => (seen.length === 1 ? true : undefined));
+    await waitForProcesses('the watch to list f/before', () => (seen.length === 1 ? true : undefined));
 
     // A blocking query held by the victim: it is in flight when the server dies.
     const index = (await c.getIndexed('f/before')).index;
@@ -229,14 +229,14 @@ describe('KvClient fails over when its server is killed (weft-kv serve processes
     assert.match(err.message, new RegExp(`server ${victimAddress.replace(/\./g, '\\.')} took the request`));
 
     // The next requests go to a live server (a new leader may still be in election).
-    await until(
+    await waitForProcesses(
       'a write through another server',
       async () => ((await c.put('f/after', enc('2'))) ? true : undefined),
       30_000,
     );
     assert.notEqual(c.currentServer(), victimAddress);
     assert.equal(dec((await c.get('f/after'))?.value), '2');
-    await until('the watch to see f/after', () =>
+    await waitForProcesses('the watch to see f/after', () =>
       seen.some((keys) => keys.includes('f/after')) ? true : undefined,
     );
     ac.abort();

@@ -7,17 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Consul from 'consul';
 import { KvNode } from '../../src/api/node.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
 import { MemoryNetwork, type MemoryTransport } from '../../src/transport/memory.js';
-
-async function until<T>(what: string, fn: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function clientOf(node: KvNode): Consul {
   const [host, port] = (node.httpAddress() as string).split(':');
@@ -53,7 +44,7 @@ describe('http: the npm consul client against a 3-node cluster, through follower
         }),
       ),
     );
-    await until('a leader', () => nodes.some((n) => n.status().role === 'leader'));
+    await waitUntil('a leader', () => nodes.some((n) => n.status().role === 'leader'), 15_000);
   });
 
   afterEach(async () => {
@@ -115,9 +106,9 @@ describe('http: the npm consul client against a 3-node cluster, through follower
     const errors: unknown[] = [];
     watch.on('error', (e: unknown) => errors.push(e));
     try {
-      await until('the first listing', () => seen.some((l) => l.includes('cfg/a=1')));
+      await waitUntil('the first listing', () => seen.some((l) => l.includes('cfg/a=1')), 15_000);
       await f1.kv.set('cfg/b', '2');
-      await until('the change', () => seen.some((l) => l.length === 2));
+      await waitUntil('the change', () => seen.some((l) => l.length === 2), 15_000);
       assert.deepEqual(seen.at(-1), ['cfg/a=1', 'cfg/b=2']);
       assert.deepEqual(errors, []);
     } finally {

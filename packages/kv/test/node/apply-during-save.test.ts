@@ -4,7 +4,8 @@
 // the leader's next, unrelated disk write to finish.
 import assert from 'node:assert/strict';
 import { MessageType } from '../../src/raft/types.js';
-import { dec, enc, RobustCluster, until } from './robustness-cluster.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
+import { dec, enc, RobustCluster } from './robustness-cluster.js';
 
 interface Internals {
   storage: { save: (...args: unknown[]) => Promise<void> };
@@ -51,15 +52,18 @@ describe('KvNode applies commits that arrive while it waits for an fsync', funct
       return ok;
     });
     // k1's Ready is saved (not held); then the loop is held in the save of k2's Ready.
-    await until('the leader to save k1', () => saves > 0 || undefined);
+    await waitUntil('the leader to save k1', () => saves > 0 || undefined);
     holding = true;
     const second = leader.put('k2', enc('v2'));
-    await until('k1 to be answered while the loop is held in the save of k2', () => firstDone || undefined);
+    await waitUntil(
+      'k1 to be answered while the loop is held in the save of k2',
+      () => firstDone || undefined,
+    );
     assert.equal(await first, true);
     assert.equal(dec((await leader.get('k1', { stale: true }))?.value), 'v1');
     release();
     assert.equal(await second, true);
-    await until('k2 everywhere', async () => {
+    await waitUntil('k2 everywhere', async () => {
       for (const n of cluster!.nodes.values())
         if (dec((await n.get('k2', { stale: true }))?.value) !== 'v2') return undefined;
       return true;

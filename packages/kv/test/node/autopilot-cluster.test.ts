@@ -1,7 +1,7 @@
 // Voter/learner limits and the autopilot with real `weft-kv serve` processes
 // (LevelDB on disk, libp2p on loopback), observed through the Consul HTTP API.
 import assert from 'node:assert/strict';
-import { ProcessCluster, type ProcessNode, until } from './process-cluster.js';
+import { ProcessCluster, type ProcessNode, waitForProcesses } from './process-cluster.js';
 
 interface RaftServer {
   ID: string;
@@ -42,7 +42,7 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
 
     const n4 = await c.addNode('n4', ['--join', seeds, ...limits]);
     await c.start(n4);
-    await until('n4 to be a learner', async () => {
+    await waitForProcesses('n4 to be a learner', async () => {
       const r = await roles(n1);
       return r.includes('n4:learner') ? r : undefined;
     });
@@ -74,13 +74,13 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
       }
     })();
     try {
-      await until('a few writes', () => (acknowledged.length >= 5 ? true : undefined));
+      await waitForProcesses('a few writes', () => (acknowledged.length >= 5 ? true : undefined));
       const leader = await c.agreedLeader();
       assert.notEqual(leader, n4, 'a learner never leads');
       killed = leader;
       await c.kill(leader);
       const survivor = [n1, n2, n3].find((n) => n !== leader)!;
-      const replaced = await until(
+      const replaced = await waitForProcesses(
         `the learner to replace ${leader.name}`,
         async () => {
           const servers = await configuration(survivor);
@@ -91,7 +91,7 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
       );
       assert.equal(replaced.length, 3, `three voters, no learner: ${replaced.join(', ')}`);
       const before = acknowledged.length;
-      await until('writes after the replacement', () =>
+      await waitForProcesses('writes after the replacement', () =>
         acknowledged.length >= before + 5 ? true : undefined,
       );
     } finally {
@@ -102,7 +102,7 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
     const removed = killed;
     // n4's promotion freed the learner slot: n5, refused before, now joins.
     await c.start(n5);
-    await until('n5 to be a learner', async () =>
+    await waitForProcesses('n5 to be a learner', async () =>
       (await roles(n4)).includes('n5:learner') ? true : undefined,
     );
 
@@ -117,14 +117,14 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
 
     // A learner killed -9 and silent past the threshold is removed, freeing its slot...
     await c.kill(n5);
-    await until(
+    await waitForProcesses(
       'the dead learner n5 to be removed',
       async () => (!(await configuration(n4)).some((x) => x.ID === n5.raft) ? true : undefined),
       30_000,
     );
     // ...and the removed voter, started again, joins as a learner with its data.
     await c.start(removed);
-    await until(
+    await waitForProcesses(
       `${removed.name} to be back as a learner`,
       async () => ((await roles(n4)).includes(`${removed.name}:learner`) ? true : undefined),
       30_000,
@@ -133,7 +133,7 @@ describe('autopilot: weft-kv processes with maxVoters 3, maxLearners 1', functio
     assert.equal(live.length, 4);
     const want = [...acknowledged].sort();
     for (const node of live) {
-      await until(`${node.name} to hold all ${want.length} acknowledged writes`, async () => {
+      await waitForProcesses(`${node.name} to hold all ${want.length} acknowledged writes`, async () => {
         const keys = await c.keys(node, 'w/', 'stale');
         return want.every((k) => keys.includes(k)) ? true : undefined;
       });

@@ -9,24 +9,11 @@ import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
 import { KvNodeUnavailableError } from '../../src/api/node-errors.js';
 import type { KvStateMachine } from '../../src/fsm/state-machine.js';
 import { checkLinearizability, type HistoryOp } from '../../src/sim/linearizability.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
 import { MemoryNetwork, type MemoryTransport } from '../../src/transport/memory.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);
-
-async function until<T>(
-  what: string,
-  fn: () => T | undefined | Promise<T | undefined>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** WEFT_TEST_LOG=1 prints the nodes' logs (debugging). */
 const testLog = process.env.WEFT_TEST_LOG
@@ -83,7 +70,7 @@ class MemoryCluster {
   }
 
   async leader(): Promise<KvNode> {
-    return until('a leader', () => {
+    return waitUntil('a leader', () => {
       for (const n of this.nodes.values()) if (n.status().role === 'leader') return n;
       return undefined;
     });
@@ -227,7 +214,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
       acked.push(`w/${i}`);
     }
     const restarted = await cluster.start(firstAddr);
-    await until(
+    await waitUntil(
       'restarted node to catch up',
       async () => (await restarted.list('w/', { stale: true })).length === 40 || undefined,
     );
@@ -244,7 +231,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     const follower = [...cluster.nodes.values()].find((n) => n !== oldLeader)!;
     const others = addrs.filter((x) => x !== oldLeader.raftId);
     // The follower must know the old leader before the cut, or it has nobody to forward to.
-    await until('the follower to know the leader', () =>
+    await waitUntil('the follower to know the leader', () =>
       follower.status().leader === oldLeader.raftId ? true : undefined,
     );
     cluster.network.partition([oldLeader.raftId], others);
@@ -255,7 +242,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
       assert.match(err.message, /may or may not have been applied/);
       return true;
     });
-    const newLeader = await until('a leader among the majority', () =>
+    const newLeader = await waitUntil('a leader among the majority', () =>
       others.map((x) => cluster.nodes.get(x)!).find((n) => n.status().role === 'leader'),
     );
     assert.notEqual(newLeader.raftId, oldLeader.raftId);
@@ -271,13 +258,13 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     const lagging = addrs.find((x) => x !== leader.raftId)!;
     await cluster.stop(lagging);
     for (let i = 0; i < 80; i++) await leader.put(`s/${i}`, enc(String(i)));
-    const ls = await until('the leader to compact its log up to its snapshot', () => {
+    const ls = await waitUntil('the leader to compact its log up to its snapshot', () => {
       const st = leader.status();
       return st.snapshotIndex > 25 && st.firstIndex === st.snapshotIndex + 1 ? st : undefined;
     });
     assert.ok(ls.firstIndex > 25, `leader compacted its log (first index ${ls.firstIndex})`);
     const node = await cluster.start(lagging);
-    await until(
+    await waitUntil(
       'lagging follower to catch up',
       async () => (await node.list('s/', { stale: true })).length === 80 || undefined,
     );
@@ -300,7 +287,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     for (let i = 0; i < 10; i++) await leader.put(`j/${i}`, enc(String(i)));
     const newcomer = '127.0.0.1:17004';
     const node = await cluster.start(newcomer, { peers: [], join: addrs[0]!, id: 'n4' });
-    await until('the new node to be promoted', () =>
+    await waitUntil('the new node to be promoted', () =>
       leader.members().find((m) => m.id === newcomer && m.role === 'voter'),
     );
     assert.equal((await node.list('j/')).length, 10);
@@ -317,10 +304,10 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     const leader = await cluster.leader();
     const target = nodes.find((n) => n !== leader)!;
     await leader.transferLeadership(target.raftId);
-    await until('the target to lead', () => (target.status().role === 'leader' ? true : undefined));
+    await waitUntil('the target to lead', () => (target.status().role === 'leader' ? true : undefined));
     const removed = nodes.find((n) => n !== target && n.raftId !== target.raftId && n !== leader)!;
     await target.removeMember(removed.raftId);
-    await until('everyone to see two voters', () =>
+    await waitUntil('everyone to see two voters', () =>
       [leader, target].every((n) => n.status().voters.length === 2) ? true : undefined,
     );
     assert.deepEqual(target.status().voters.sort(), [leader.raftId, target.raftId].sort());
@@ -403,7 +390,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
         if (seen.length === 3) abort.abort();
       }
     })();
-    await until('first listing', () => seen.length >= 1 || undefined);
+    await waitUntil('first listing', () => seen.length >= 1 || undefined);
     await leader.put('w/a', enc('1'));
     await leader.put('w/b', enc('2'));
     await watching;
@@ -411,7 +398,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
 
     const session = await follower.createSession({ ttlMs: 300, behavior: 'delete' });
     assert.equal(await follower.put('lock/x', enc('held'), { acquire: session }), true);
-    await until(
+    await waitUntil(
       'session to expire',
       async () => ((await leader.session(session)) === null ? true : undefined),
       5_000,
@@ -426,7 +413,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     await leader.put('gone', enc('1'));
     await leader.delete('gone');
     for (const n of nodes)
-      await until(
+      await waitUntil(
         `${n.name} to apply the delete`,
         async () => (await n.get('gone', { stale: true })) === null || undefined,
       );
@@ -435,7 +422,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
       'the delete left a tombstone everywhere',
     );
     for (const n of nodes)
-      await until(
+      await waitUntil(
         `${n.name} to reap the tombstone`,
         () => (n.state as KvStateMachine).tombstoneCount() === 0 || undefined,
         5_000,

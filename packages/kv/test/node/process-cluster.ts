@@ -7,29 +7,20 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../src/testing/free-port.js';
+import { type Probe, waitUntil } from '../../src/testing/wait-until.js';
 import { spawnScript } from '../storage/spawn-script.js';
 
-export async function until<T>(
+/**
+ * Waits on real processes: a refused connection while one starts or restarts
+ * counts as "not yet", and start-up plus an election on a shared machine gets
+ * 20 s unless the caller says otherwise.
+ */
+export function waitForProcesses<T>(
   what: string,
-  fn: () => Promise<T | undefined> | T | undefined,
+  probe: () => Probe<T> | Promise<Probe<T>>,
   timeoutMs = 20_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  return waitUntil(what, probe, timeoutMs, { retryErrors: true, intervalMs: 100 });
 }
 
 export interface ProcessNode {
@@ -231,7 +222,7 @@ export class ProcessCluster {
 
   /** Waits until every running node names the same leader; returns that node. */
   async agreedLeader(timeoutMs = 20_000): Promise<ProcessNode> {
-    return until(
+    return waitForProcesses(
       'all running nodes to agree on a leader',
       async () => {
         const leaders = await Promise.all(this.running().map((n) => this.leader(n)));

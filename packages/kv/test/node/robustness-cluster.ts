@@ -6,24 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
 import type { Message, NodeId } from '../../src/raft/types.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
 import { MemoryNetwork } from '../../src/transport/memory.js';
 
 export const enc = (s: string) => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);
-
-export async function until<T>(
-  what: string,
-  fn: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs = 10_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** How long to hold a message arriving at `to` before handing it to the node (0 = at once). */
 export type InboundDelay = (to: NodeId, message: Message) => number;
@@ -83,12 +70,12 @@ export class RobustCluster {
   }
 
   async leader(): Promise<KvNode> {
-    return until('a leader', () => [...this.nodes.values()].find((n) => n.status().role === 'leader'));
+    return waitUntil('a leader', () => [...this.nodes.values()].find((n) => n.status().role === 'leader'));
   }
 
   async followerOf(leader: KvNode): Promise<KvNode> {
     const f = [...this.nodes.values()].find((n) => n !== leader)!;
-    await until(`${f.name} to know the leader`, () => f.status().leader === leader.raftId);
+    await waitUntil(`${f.name} to know the leader`, () => f.status().leader === leader.raftId);
     return f;
   }
 

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import type { KvNode } from '../../src/api/node.js';
 import { KvNodeUnavailableError } from '../../src/api/node-errors.js';
-import { dec, enc, RobustCluster, until } from './robustness-cluster.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
+import { dec, enc, RobustCluster } from './robustness-cluster.js';
 
 /** Settles every promise; the rejections' messages, and how many resolved. */
 async function outcomes(promises: Array<Promise<unknown>>): Promise<{ ok: number; errors: Error[] }> {
@@ -59,7 +60,10 @@ describe('KvNode requests in flight across a leader change', function () {
         [],
         'reads are sent again to the new leader',
       );
-      await until('the follower to know the new leader', () => follower.status().leader === target.raftId);
+      await waitUntil(
+        'the follower to know the new leader',
+        () => follower.status().leader === target.raftId,
+      );
       // Every write either succeeded or can be retried now; after the retries all 30 are there.
       for (let i = 0; i < 30; i++) assert.equal(await follower.put(`t/${i}`, enc(String(i))), true);
       const listed = await follower.list('t/');
@@ -125,7 +129,7 @@ describe('KvNode requests in flight across a leader change', function () {
     cluster.network.partition([oldLeader.raftId], others);
     // Appended to the old leader's log, never committed: the majority is on the other side.
     const stranded = Promise.allSettled([oldLeader.put('o/1', enc('lost'))]);
-    const newLeader = await until('a leader among the majority', () =>
+    const newLeader = await waitUntil('a leader among the majority', () =>
       others.map((a) => cluster!.nodes.get(a)!).find((n) => n.status().role === 'leader'),
     );
     assert.equal(await newLeader.put('o/2', enc('kept')), true);

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
 import { freePort } from '../../src/testing/free-port.js';
-import { dec, enc, until } from './robustness-cluster.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
+import { dec, enc } from './robustness-cluster.js';
 
 describe('KvNode membership over libp2p', function () {
   this.timeout(90_000);
@@ -34,7 +35,7 @@ describe('KvNode membership over libp2p', function () {
       ...extra,
     });
     for (const n of await Promise.all(addrs.map((a) => KvNode.open(options(a))))) nodes.set(n.raftId, n);
-    const leader = await until('a leader', () =>
+    const leader = await waitUntil('a leader', () =>
       [...nodes.values()].find((n) => n.status().role === 'leader'),
     );
     assert.equal(await leader.put('m/k', enc('before')), true);
@@ -46,14 +47,14 @@ describe('KvNode membership over libp2p', function () {
     // The disk is lost: a new data directory means a new libp2p identity at the same address.
     await rm(options(goneAddress).dataDir, { recursive: true, force: true });
     for (const n of nodes.values())
-      await until(
+      await waitUntil(
         `${n.name} to apply the removal`,
         () => !n.status().voters.includes(goneAddress) || undefined,
       );
 
     const back = await KvNode.open(options(goneAddress, { peers: [], join: leader.raftId }));
     nodes.set(back.raftId, back);
-    await until('the rejoined node to become a voter', () =>
+    await waitUntil('the rejoined node to become a voter', () =>
       leader.status().voters.includes(goneAddress) ? true : undefined,
     );
     assert.equal(dec((await back.get('m/k'))?.value), 'before', 'it caught up');

@@ -3,7 +3,8 @@
 // fsync. Writes it forwards in that window go to the new leader and must not
 // be failed as "forwarded to the old leader" when the loop catches up.
 import assert from 'node:assert/strict';
-import { dec, enc, RobustCluster, until } from './robustness-cluster.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
+import { dec, enc, RobustCluster } from './robustness-cluster.js';
 
 interface Internals {
   storage: { save: (...args: unknown[]) => Promise<void> };
@@ -40,7 +41,11 @@ describe('KvNode on a slow disk across a leader change', function () {
       for (let i = 0; i < 6; i++) await leader.put(`s/bg${i}`, enc('x')).catch(() => false);
     })();
     const transfer = leader.transferLeadership(other.raftId);
-    await until('the follower core to follow the new leader', () => coreLeader() === other.raftId, 20_000);
+    await waitUntil(
+      'the follower core to follow the new leader',
+      () => coreLeader() === other.raftId,
+      20_000,
+    );
     // The window under test: the core follows `other`, the loop has not yet seen it.
     assert.notEqual(follower.status().leader, other.raftId, 'precondition: the loop lags behind the core');
     for (let i = 0; i < 5; i++) results.push(follower.put(`s/${i}`, enc(String(i))));

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ProcessCluster, type ProcessNode, until } from './process-cluster.js';
+import { ProcessCluster, type ProcessNode, waitForProcesses } from './process-cluster.js';
 
 type Cluster = ProcessCluster;
 
@@ -29,7 +29,7 @@ describe('weft-kv serve (real processes on loopback)', function () {
   ): Promise<void> {
     const want = [...expected].sort();
     for (const node of nodes) {
-      await until(
+      await waitForProcesses(
         `${node.name} to hold all ${want.length} acknowledged keys under ${prefix}`,
         async () => {
           const keys = (await c.keys(node, prefix, 'stale')).sort();
@@ -49,7 +49,7 @@ describe('weft-kv serve (real processes on loopback)', function () {
     assert.equal(await cluster.put(n2, 'app/config', 'v1'), true);
     assert.equal(await cluster.get(n1, 'app/config'), 'v1');
     await cluster.start(n3);
-    await until('n3 to catch up', async () =>
+    await waitForProcesses('n3 to catch up', async () =>
       (await cluster!.get(n3, 'app/config', 'stale')) === 'v1' ? true : undefined,
     );
     assert.equal(await cluster.put(n3, 'app/other', 'v2'), true, 'a follower accepts writes (forwarded)');
@@ -82,10 +82,10 @@ describe('weft-kv serve (real processes on loopback)', function () {
         }
       }
     });
-    await until('some writes before the kill', () => (acked.length >= 20 ? true : undefined));
+    await waitForProcesses('some writes before the kill', () => (acked.length >= 20 ? true : undefined));
     await c.kill(leader);
     const atKill = acked.length;
-    await until(
+    await waitForProcesses(
       'writes to resume after the leader died',
       () => (acked.length >= atKill + 20 ? true : undefined),
       30_000,
@@ -166,7 +166,7 @@ describe('weft-kv serve (real processes on loopback)', function () {
     for (let i = 0; i < 10; i++) await c.put(leader, `j/${i}`, String(i));
     const joiner = await c.addNode('n4', ['--join', c.nodes[0]!.raft]);
     await c.start(joiner);
-    await until(
+    await waitForProcesses(
       'n4 to become a voter',
       async () => ((await c.peers(leader)).includes(joiner.raft) ? true : undefined),
       30_000,
@@ -178,7 +178,7 @@ describe('weft-kv serve (real processes on loopback)', function () {
     await c.kill(joiner);
     joiner.args = joiner.args.filter((a, i, all) => a !== '--join' && all[i - 1] !== '--join');
     await c.start(joiner);
-    await until('n4 to serve after restart', async () =>
+    await waitForProcesses('n4 to serve after restart', async () =>
       (await c.get(joiner, 'j/from-n4', 'stale')) === 'x' ? true : undefined,
     );
   });

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { emptyConfState, emptyMessage, type Message, MessageType } from '../../src/raft/types.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
 import { Libp2pTransport } from '../../src/transport/libp2p.js';
 import { MemoryNetwork } from '../../src/transport/memory.js';
 import {
@@ -19,14 +20,6 @@ interface Harness {
   /** Started transports for `ids`, each knowing the others. */
   cluster(ids: string[]): Promise<Transport[]>;
   cleanup(): Promise<void>;
-}
-
-async function eventually(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 function heartbeat(from: string, to: string, commit: number): Message {
@@ -110,7 +103,7 @@ for (const [name, makeHarness] of [
       b.onMessage((m) => atB.push(m));
       a.send([1, 2, 3].map((i) => heartbeat('a', 'b', i)));
       b.send([heartbeat('b', 'a', 9)]);
-      await eventually('delivery', () => atB.length === 3 && atA.length === 1);
+      await waitUntil('delivery', () => atB.length === 3 && atA.length === 1);
       assert.deepStrictEqual(
         atB.map((m) => m.commit),
         [1, 2, 3],
@@ -127,7 +120,7 @@ for (const [name, makeHarness] of [
       await b.stop();
       assert.doesNotThrow(() => a.send([heartbeat('a', 'b', 1)]));
       assert.doesNotThrow(() => a.send([heartbeat('a', 'nobody-knows', 1)]));
-      await eventually(
+      await waitUntil(
         'unreachable reported',
         () => unreachable.includes('b') && unreachable.includes('nobody-knows'),
       );
@@ -149,7 +142,7 @@ for (const [name, makeHarness] of [
         },
       });
       a.send([snap('b'), snap('c')]);
-      await eventually('two statuses', () => statuses.length === 2);
+      await waitUntil('two statuses', () => statuses.length === 2);
       assert.deepStrictEqual(statuses.sort(), [
         ['b', 'finished'],
         ['c', 'failed'],
@@ -162,7 +155,7 @@ for (const [name, makeHarness] of [
       const atB: Message[] = [];
       b.onMessage((m) => atB.push(m));
       a.send([emptyMessage(MessageType.Hup, 'a', 'b', 1), heartbeat('b', 'b', 1), heartbeat('a', 'b', 7)]);
-      await eventually('the valid one', () => atB.length === 1);
+      await waitUntil('the valid one', () => atB.length === 1);
       await new Promise((resolve) => setTimeout(resolve, 100));
       assert.deepStrictEqual(
         atB.map((m) => m.commit),

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as lp from 'it-length-prefixed';
 import { EntryType, emptyConfState, emptyMessage, type Message, MessageType } from '../../src/raft/types.js';
+import { waitUntil } from '../../src/testing/wait-until.js';
 import { decodeSnapshotAck, encodeMessage, encodeSnapshotHeader } from '../../src/transport/codec.js';
 import { generateClusterKey, IDENTITY_KEY_FILE } from '../../src/transport/identity.js';
 import { Libp2pTransport, type Libp2pTransportOptions, PROTOCOLS } from '../../src/transport/libp2p.js';
@@ -14,15 +15,6 @@ import {
   TransportError,
   type TransportLog,
 } from '../../src/transport/transport.js';
-
-/** Polls `check` every 50 ms until it returns true; fails with `what` after timeoutMs. */
-async function eventually(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 function heartbeat(from: string, to: string, commit: number): Message {
   return {
@@ -111,7 +103,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
     const b = await node('b', { peers });
     const c = await node('c', { peers });
-    await eventually('a learns b and c by hello', () => a.transport.members().length === 2);
+    await waitUntil('a learns b and c by hello', () => a.transport.members().length === 2);
     assert.deepStrictEqual(updates.sort(), [`b=${b.transport.peerId}`, `c=${c.transport.peerId}`]);
     assert.deepStrictEqual(
       a.transport
@@ -124,12 +116,12 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
       ],
     );
     // c never dialed b; it learned b's peer id from a's address book.
-    await eventually('c learns b from a', () => c.transport.members().some((m) => m.nodeId === 'b'));
+    await waitUntil('c learns b from a', () => c.transport.members().some((m) => m.nodeId === 'b'));
 
     a.transport.send([heartbeat('a', 'b', 1), heartbeat('a', 'c', 2)]);
     b.transport.send([heartbeat('b', 'a', 3)]);
     c.transport.send([heartbeat('c', 'b', 4)]);
-    await eventually(
+    await waitUntil(
       'all four messages arrive',
       () => a.received.length + b.received.length + c.received.length === 4,
     );
@@ -147,7 +139,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
       entries: [{ term: 3, index: i + 1, type: EntryType.Normal, data: new Uint8Array(100).fill(i & 0xff) }],
     }));
     a.transport.send(batch);
-    await eventually('500 appends arrive', () => b.received.length === 502);
+    await waitUntil('500 appends arrive', () => b.received.length === 502);
     assert.deepStrictEqual(
       b.received.slice(2).map((m) => m.index),
       batch.map((m) => m.index),
@@ -169,14 +161,14 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
       t.setMember({ nodeId: bAddress, multiaddrs: [bAddress] }),
     );
     const b = await node(bAddress, { dataDir: bDir, listen: [bAddress], peers: [aAddress] });
-    await eventually('a learns b’s peer id', () => a.transport.members()[0]?.peerId === b.transport.peerId);
+    await waitUntil('a learns b’s peer id', () => a.transport.members()[0]?.peerId === b.transport.peerId);
     // Setting the member again without a peer id (as KvNode does on every config change) keeps the learned one.
     a.transport.setMember({ nodeId: bAddress, multiaddrs: [bAddress] });
     assert.equal(a.transport.members()[0].peerId, b.transport.peerId);
     b.transport.setMember({ nodeId: aAddress, multiaddrs: [aAddress] });
     a.transport.send([heartbeat(aAddress, bAddress, 1)]);
     b.transport.send([heartbeat(bAddress, aAddress, 2)]);
-    await eventually('both directions', () => a.received.length === 1 && b.received.length === 1);
+    await waitUntil('both directions', () => a.received.length === 1 && b.received.length === 1);
     assert.equal(
       await b.transport
         .request(aAddress, 'missing', new Uint8Array())
@@ -229,7 +221,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
   it('streams a large snapshot in chunks with back-pressure and reports the outcome', async () => {
     const a = await node('a');
     const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
-    await eventually('hello', () => a.transport.members().length === 1);
+    await waitUntil('hello', () => a.transport.members().length === 1);
     const statuses: Array<[string, SnapshotStatus]> = [];
     a.transport.onSnapshotStatus((id, status) => statuses.push([id, status]));
 
@@ -246,7 +238,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     a.transport.send([snapshot]);
     // Raft traffic keeps flowing on its own stream meanwhile.
     a.transport.send([heartbeat('a', 'b', 11)]);
-    await eventually('snapshot status', () => statuses.length === 1, 20_000);
+    await waitUntil('snapshot status', () => statuses.length === 1, 20_000);
     assert.deepStrictEqual(statuses, [['b', 'finished']]);
     const got = b.received.find((m) => m.type === MessageType.Snap);
     assert.ok(got?.snapshot);
@@ -278,7 +270,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     a.transport.send(Array.from({ length: 100 }, (_, i) => heartbeat('a', 'b', i + 1)));
     assert.equal(unreachable.length, 90);
     assert.equal(a.transport.stats.messagesDropped, 90);
-    await eventually('the queued 10 arrive', () => b.received.length === 10);
+    await waitUntil('the queued 10 arrive', () => b.received.length === 10);
     assert.deepStrictEqual(
       b.received.map((m) => m.commit),
       [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
@@ -297,7 +289,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     await first.transport.stop();
     a.transport.setMember({ nodeId: 'b', peerId: bPeerId, multiaddrs: [`127.0.0.1:${port}`] });
     a.transport.send([heartbeat('a', 'b', 1)]);
-    await eventually('b reported unreachable', () => unreachable.includes('b'));
+    await waitUntil('b reported unreachable', () => unreachable.includes('b'));
 
     const b = await node('b', { dataDir: bDir, listen: [`127.0.0.1:${port}`] });
     await sendUntilReceived(a.transport, heartbeat('a', 'b', 2), b.received);
@@ -306,7 +298,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
   it('refuses oversized and truncated snapshots; nothing partial is delivered', async () => {
     const a = await node('a');
     const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`], maxSnapshotBytes: 100_000 });
-    await eventually('hello', () => a.transport.members().length === 1);
+    await waitUntil('hello', () => a.transport.members().length === 1);
     const statuses: Array<[string, SnapshotStatus]> = [];
     a.transport.onSnapshotStatus((id, status) => statuses.push([id, status]));
     const snap = (bytes: number): Message => ({
@@ -314,7 +306,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
       snapshot: { metadata: { index: 5, term: 2, confState: emptyConfState() }, data: new Uint8Array(bytes) },
     });
     a.transport.send([snap(200_000)]);
-    await eventually('status', () => statuses.length === 1);
+    await waitUntil('status', () => statuses.length === 1);
     assert.deepStrictEqual(statuses, [['b', 'failed']]);
 
     // A raw sender that announces 50 000 bytes and stops after 1 000.
@@ -343,14 +335,14 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
         snapshot: { metadata: { index: 1, term: 1, confState: emptyConfState() }, data: new Uint8Array(10) },
       },
     ]);
-    await eventually('snapshot failure reported', () => statuses.length === 1);
+    await waitUntil('snapshot failure reported', () => statuses.length === 1);
     assert.deepStrictEqual(statuses, [['gone', 'failed']]);
   });
 
   it('answers requests, and reports missing handlers and handler errors', async () => {
     const a = await node('a');
     const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
-    await eventually('hello', () => b.transport.members().length === 1);
+    await waitUntil('hello', () => b.transport.members().length === 1);
     a.transport.handle(
       'kv/forward',
       (payload, from) => new Uint8Array([...payload, ...new TextEncoder().encode(from)]),
@@ -389,13 +381,13 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     const a = await node('a', { log });
     const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
     const b = await node('b', { peers });
-    await eventually('b known', () => a.transport.members().length === 1);
+    await waitUntil('b known', () => a.transport.members().length === 1);
     const impostorLog = capturingLog();
     const impostor = await node('b', { peers, log: impostorLog });
-    await eventually('refusal logged', () => log.errors.length > 0);
+    await waitUntil('refusal logged', () => log.errors.length > 0);
     assert.match(log.errors[0], new RegExp(`node id "b" belongs to peer ${b.transport.peerId}`));
     assert.match(log.errors[0], new RegExp(`peer ${impostor.transport.peerId}`));
-    await eventually('impostor logs the refusal', () => impostorLog.errors.length > 0);
+    await waitUntil('impostor logs the refusal', () => impostorLog.errors.length > 0);
     assert.match(impostorLog.errors[0], /refused our hello/);
     assert.deepStrictEqual(
       a.transport.members().map((m) => m.peerId),
@@ -411,9 +403,9 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     const b = await node('b', { clusterKey: key, peers });
     const other = await node('x', { clusterKey: generateClusterKey(), peers });
     const none = await node('y', { peers });
-    await eventually('b (same key) joins', () => a.transport.members().some((m) => m.nodeId === 'b'));
+    await waitUntil('b (same key) joins', () => a.transport.members().some((m) => m.nodeId === 'b'));
     b.transport.send([heartbeat('b', 'a', 5)]);
-    await eventually('b reaches a', () => a.received.length === 1);
+    await waitUntil('b reaches a', () => a.received.length === 1);
 
     for (const outsider of [other.transport, none.transport]) {
       outsider.setMember({ nodeId: 'a', multiaddrs: peers });
@@ -433,7 +425,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     const a = await node('a');
     const peers = [`127.0.0.1:${tcpPort(a.transport)}`];
     const b = await node('b', { peers });
-    await eventually('b said hello to a', () => a.transport.members().length === 1);
+    await waitUntil('b said hello to a', () => a.transport.members().length === 1);
     // c knows b only by peer id (as a KvNode would from the Raft membership), never an address:
     // its own entry wins over what a's hello tells, so only the DHT can say where b is.
     const c = await node('c', { peers }, (t) =>
@@ -448,7 +440,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     const b = await node('b', { peers });
     const cDir = await dataDir();
     const c1 = await node('c', { peers, dataDir: cDir });
-    await eventually('a knows b and c', () => a.transport.members().length === 2);
+    await waitUntil('a knows b and c', () => a.transport.members().length === 2);
     // c dials b (it learned b from a's address book); c's hello gives b c's current address.
     await sendUntilReceived(c1.transport, heartbeat('c', 'b', 1), b.received);
     assert.ok(b.transport.members().find((m) => m.nodeId === 'c')?.multiaddrs.length);
@@ -477,13 +469,13 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
   it('drops malformed and forged frames from a peer without harm', async () => {
     const a = await node('a');
     const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
-    await eventually('hello', () => a.transport.members().length === 1);
+    await waitUntil('hello', () => a.transport.members().length === 1);
     // Write raw frames on b's connection, bypassing b's encoder.
     const stream = await b.transport.libp2p.dialProtocol(a.transport.libp2p.peerId, PROTOCOLS.raft);
     stream.send(lp.encode.single(new Uint8Array([1, 2, 3, 4, 5])));
     stream.send(lp.encode.single(encodeMessage(heartbeat('c', 'a', 1)))); // b pretending to be c
     stream.send(lp.encode.single(encodeMessage(heartbeat('b', 'a', 2))));
-    await eventually('the valid frame arrives', () => a.received.length === 1);
+    await waitUntil('the valid frame arrives', () => a.received.length === 1);
     assert.equal(a.received[0].commit, 2);
     assert.equal(a.transport.stats.malformedFrames, 2);
     // An oversized length prefix ends that stream but not the node.
@@ -495,7 +487,7 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
       await garbage.close();
     }
     b.transport.send([heartbeat('b', 'a', 3)]);
-    await eventually('a still receives', () => a.received.length === 2);
+    await waitUntil('a still receives', () => a.received.length === 2);
     assert.deepStrictEqual(
       await b.transport.request('a', 'missing', new Uint8Array()).catch((err: TransportError) => err.code),
       'no-handler',
