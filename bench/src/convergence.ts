@@ -16,27 +16,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { enterHost, eventually } from '@weft/e2e/harness/agents';
 import { type Cluster, preflight, runPrefix, startCluster } from '@weft/e2e/harness/cluster';
-
-interface Summary {
-  count: number;
-  p50Ms: number;
-  p99Ms: number;
-  minMs: number;
-  maxMs: number;
-}
-
-function summarize(samples: number[]): Summary {
-  const s = [...samples].sort((a, b) => a - b);
-  const pick = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] as number;
-  const round = (x: number) => Math.round(x * 10) / 10;
-  return {
-    count: s.length,
-    p50Ms: round(pick(0.5)),
-    p99Ms: round(pick(0.99)),
-    minMs: round(s[0] ?? 0),
-    maxMs: round(s[s.length - 1] ?? 0),
-  };
-}
+import { summarizeMs } from './stats.js';
 
 interface ContainerJson {
   name: string;
@@ -142,10 +122,10 @@ async function main(): Promise<void> {
       dataplane: 'kernel',
       attachToPing: attach.summary(),
       agentRunPhasesMs: agentPhases,
-      cliStartMs: summarize(cliStart),
+      cliStartMs: summarizeMs(cliStart),
       controlPlane: {
-        apiCallMs: summarize(control.apiMs),
-        apiStartToPeerFdbMs: summarize(control.fdbMs),
+        apiCallMs: summarizeMs(control.apiMs),
+        apiStartToPeerFdbMs: summarizeMs(control.fdbMs),
       },
       deadHostEndpointsGoneMs: { perHost: goneMs, max: Math.max(...Object.values(goneMs)) },
     };
@@ -169,9 +149,9 @@ class AttachSeries {
 
   summary() {
     return {
-      ...summarize(this.totalMs),
-      cliRun: summarize(this.cliMs),
-      ping: summarize(this.pingMs),
+      ...summarizeMs(this.totalMs),
+      cliRun: summarizeMs(this.cliMs),
+      ping: summarizeMs(this.pingMs),
       // In order: the first is host A's first container on the network, which also makes the network's bridge and VXLAN device there.
       samplesMs: this.totalMs.map((ms) => Math.round(ms)),
     };
@@ -209,13 +189,13 @@ function runPhases(agent: Cluster['agents'][0], count: number): Record<string, u
   const out: Record<string, unknown> = {};
   for (const name of Object.keys(last[0] as Record<string, number>)) {
     const values = (rs: Record<string, number>[]) => rs.map((r) => r[name] ?? 0);
-    const all = summarize(values(last));
+    const all = summarizeMs(values(last));
     out[name] = {
       p50: all.p50Ms,
       p99: all.p99Ms,
       first: values(last.slice(0, 1))[0],
-      p50FirstThird: summarize(values(last.slice(1, third + 1))).p50Ms,
-      p50LastThird: summarize(values(last.slice(-third))).p50Ms,
+      p50FirstThird: summarizeMs(values(last.slice(1, third + 1))).p50Ms,
+      p50LastThird: summarizeMs(values(last.slice(-third))).p50Ms,
     };
   }
   return out;

@@ -32,6 +32,7 @@ import { macForIp } from '@weft/agent/dataplane/names';
 import { UserspaceDataplane } from '@weft/agent/dataplane/userspace';
 import { NetnsShell, runCommand } from '@weft/agent/netlink/ip';
 import type { Dataplane, LocalEndpoint, NetworkSpec } from '@weft/overlay';
+import { median, percentile } from './stats.js';
 
 type Variant =
   | 'underlay'
@@ -315,17 +316,6 @@ async function withEngineCpu<T>(fn: () => Promise<T>): Promise<{ value: T; cpuPc
   const value = await fn();
   const wallNs = Number(process.hrtime.bigint() - t0);
   return { value, cpuPct: ((engineCpuNs() - cpu0) / wallNs) * 100 };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-function percentile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(s.length * q))]!;
 }
 
 const round3 = (x: number) => Math.round(x * 1000) / 1000;

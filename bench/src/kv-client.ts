@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { KvNode } from '@weft/kv/api/node';
 import { KvClient } from '@weft/kv/client/kv-client';
 import { freePort } from '@weft/kv/testing/free-port';
+import { median, percentileOfSorted } from './stats.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -37,9 +38,6 @@ for (const [name, v] of [
 }
 
 type Op = (i: number) => Promise<unknown>;
-const pct = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
-
 async function sequential(op: Op): Promise<number[]> {
   const ms: number[] = [];
   for (let i = 0; i < ops; i++) {
@@ -111,12 +109,11 @@ try {
         results[path] ??= { p50Ms: [], p99Ms: [], opsPerSec: [] };
         const r = results[path];
         const lat = await sequential(op);
-        r.p50Ms.push(pct(lat, 0.5));
-        r.p99Ms.push(pct(lat, 0.99));
+        r.p50Ms.push(percentileOfSorted(lat, 0.5));
+        r.p99Ms.push(percentileOfSorted(lat, 0.99));
         r.opsPerSec.push(await throughput(op));
       }
     }
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const summary = Object.fromEntries(
       Object.entries(results).map(([k, r]) => [
         k,

@@ -24,8 +24,10 @@ import { parseArgs } from 'node:util';
 import { KvNodeStore } from '@weft/agent/kv-adapter/kvnode-store';
 import { KvNode } from '@weft/kv/api/node';
 import { freePort } from '@weft/kv/testing/free-port';
+import { waitUntil } from '@weft/kv/testing/wait-until';
 import { OverlayManager, type RemotePeer } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
+import { summarizeMs } from './stats.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -48,39 +50,8 @@ const sessionTtlMs = intArg('session-ttl-ms', args['session-ttl-ms'], 500, 10_00
 /** The whole run must stay bounded; past this the process exits non-zero. */
 const runBudgetMs = 115_000;
 const tickMs = 50;
-
-interface Summary {
-  count: number;
-  p50Ms: number;
-  p99Ms: number;
-  minMs: number;
-  maxMs: number;
-}
-
-function summarize(samples: number[]): Summary {
-  const s = [...samples].sort((a, b) => a - b);
-  const pick = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] ?? 0;
-  const round = (x: number) => Math.round(x * 10) / 10;
-  return {
-    count: s.length,
-    p50Ms: round(pick(0.5)),
-    p99Ms: round(pick(0.99)),
-    minMs: round(s[0] ?? 0),
-    maxMs: round(s[s.length - 1] ?? 0),
-  };
-}
-
-async function waitUntil(
-  cond: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs: number,
-): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await cond())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+/** The store is polled this often while timing its reclaim (the peer events carry their own timestamps). */
+const pollEvery = { intervalMs: 2 };
 
 interface Host {
   name: string;
@@ -187,7 +158,12 @@ async function benchAttach(bed: Bed): Promise<void> {
       ifName: 'eth0',
     });
     attachCall.push(performance.now() - t0);
-    await waitUntil(() => to.peerAddedAt.has(ep.id), `peer-added for ${ep.name} on ${to.name}`, 10_000);
+    await waitUntil(
+      `peer-added for ${ep.name} on ${to.name}`,
+      () => to.peerAddedAt.has(ep.id),
+      10_000,
+      pollEvery,
+    );
     toPeer.push((to.peerAddedAt.get(ep.id) as number) - t0);
   }
   console.log(
@@ -195,8 +171,8 @@ async function benchAttach(bed: Bed): Promise<void> {
       bench: 'overlay.attach-to-peer-added',
       cluster: '3 KvNodes (LevelDB, libp2p on loopback), 3 OverlayManagers',
       tickMs,
-      attachToPeerAdded: summarize(toPeer),
-      attachCall: summarize(attachCall),
+      attachToPeerAdded: summarizeMs(toPeer),
+      attachCall: summarizeMs(attachCall),
     }),
   );
 }
@@ -211,9 +187,10 @@ async function benchConcurrentAttach(bed: Bed): Promise<void> {
   });
   for (const h of hosts)
     await waitUntil(
-      () => h.manager.listNetworks().some((n) => n.id === net.id),
       `bench-burst on ${h.name}`,
+      () => h.manager.listNetworks().some((n) => n.id === net.id),
       10_000,
+      pollEvery,
     );
   let sessionsLost = 0;
   for (const h of hosts) h.manager.on('session-lost', () => sessionsLost++);
@@ -247,7 +224,7 @@ async function benchConcurrentAttach(bed: Bed): Promise<void> {
       sessionTtlMs,
       wallMs: Math.round(wallMs),
       attachesPerSecond: Math.round((ips.length / wallMs) * 1000),
-      attachCall: summarize(latencies),
+      attachCall: summarizeMs(latencies),
     }),
   );
 }
@@ -285,9 +262,10 @@ async function deathTrial(bed: Bed, victimRole: 'follower' | 'leader'): Promise<
   if (!doomed.every((e) => doomedIds.includes(e.id)))
     throw new Error('the victim does not list its own endpoints');
   await waitUntil(
-    () => survivors.every((h) => doomedIds.every((id) => h.peerAddedAt.has(id))),
     'survivors to see the victim endpoints as peers',
+    () => survivors.every((h) => doomedIds.every((id) => h.peerAddedAt.has(id))),
     10_000,
+    pollEvery,
   );
 
   const t0 = performance.now();
@@ -297,6 +275,7 @@ async function deathTrial(bed: Bed, victimRole: 'follower' | 'leader'): Promise<
   let storeReclaimedAt = 0;
   const store = survivors[0]!.store;
   await waitUntil(
+    'the dead host endpoints to be reclaimed everywhere',
     async () => {
       if (storeReclaimedAt === 0) {
         const left = await store.list('weft/v1/endpoints/', { stale: true });
@@ -305,8 +284,8 @@ async function deathTrial(bed: Bed, victimRole: 'follower' | 'leader'): Promise<
       }
       return storeReclaimedAt > 0 && survivors.every((h) => doomedIds.every((id) => h.peerRemovedAt.has(id)));
     },
-    'the dead host endpoints to be reclaimed everywhere',
     boundMs,
+    pollEvery,
   );
   const peersDroppedAt = Math.max(
     ...survivors.flatMap((h) => doomedIds.map((id) => h.peerRemovedAt.get(id) as number)),
@@ -351,8 +330,8 @@ async function main(): Promise<void> {
         sessionTtlMs,
         // Sessions expire between TTL and 2 × TTL after the last renewal (Consul's grace), later after a leader change.
         expiryWindowMs: [sessionTtlMs, 2 * sessionTtlMs],
-        peersDropped: summarize(samples.map((s) => s.peersDroppedMs)),
-        storeReclaimed: summarize(samples.map((s) => s.storeReclaimedMs)),
+        peersDropped: summarizeMs(samples.map((s) => s.peersDroppedMs)),
+        storeReclaimed: summarizeMs(samples.map((s) => s.storeReclaimedMs)),
         trials: samples,
       }),
     );

@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { KvNode, type KvNodeOptions } from '@weft/kv/api/node';
 import { freePort } from '@weft/kv/testing/free-port';
+import { waitUntil } from '@weft/kv/testing/wait-until';
+import { median } from '../stats.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -31,16 +33,6 @@ if (!Number.isInteger(thresholdMs) || thresholdMs < 100)
   throw new Error(`--threshold-ms must be an integer >= 100, got ${args['threshold-ms']}`);
 if (victimKind !== 'leader' && victimKind !== 'follower')
   throw new Error(`--victim must be leader or follower, got ${victimKind}`);
-
-async function until<T>(fn: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 interface Trial {
   promotedMs: number;
@@ -66,11 +58,7 @@ async function trial(root: string): Promise<Trial> {
     await Promise.all(nodes.map((n) => n.waitForLeader(30_000)));
     const learner = await KvNode.open({ ...base(3), join: addresses.slice(0, 3) });
     nodes.push(learner);
-    await until(
-      () => (learner.status().appliedIndex > 0 ? true : undefined),
-      30_000,
-      'the learner to catch up',
-    );
+    await waitUntil('the learner to catch up', () => learner.status().appliedIndex > 0, 30_000);
     let writing = true;
     let writes = 0;
     let lastAckMs = Date.now();
@@ -97,17 +85,14 @@ async function trial(root: string): Promise<Trial> {
     longestWriteGapMs = 0;
     await victim.close();
     const survivor = nodes.slice(0, 3).find((n) => n !== victim)!;
-    await until(
-      () => (survivor.status().voters.includes(learner.raftId) ? true : undefined),
-      60_000,
-      'the promotion',
-    );
+    // Polled every 10 ms: the promotion and removal times are read when this returns.
+    await waitUntil('the promotion', () => survivor.status().voters.includes(learner.raftId), 60_000, {
+      intervalMs: 10,
+    });
     const promotedMs = Date.now() - t0;
-    await until(
-      () => (!survivor.status().voters.includes(victim.raftId) ? true : undefined),
-      60_000,
-      'the removal',
-    );
+    await waitUntil('the removal', () => !survivor.status().voters.includes(victim.raftId), 60_000, {
+      intervalMs: 10,
+    });
     const removedMs = Date.now() - t0;
     await new Promise((r) => setTimeout(r, 300));
     writing = false;
@@ -129,7 +114,6 @@ for (let i = 0; i < trials; i++) {
     await rm(root, { recursive: true, force: true });
   }
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 console.log(
   JSON.stringify({
     bench: 'autopilot',

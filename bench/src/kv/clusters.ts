@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@weft/kv/testing/free-port';
+import { waitUntil } from '@weft/kv/testing/wait-until';
 import { type HttpRequestSpec, request } from './loadgen.js';
 
 export type ReadMode = 'linearizable' | 'stale';
@@ -29,25 +30,6 @@ export interface BenchCluster {
 
 /** /proc/PID/stat counts CPU time in clock ticks: USER_HZ, 100 on Linux. */
 const CLOCK_TICK_MS = 10;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      lastError = err;
-    }
-    await sleep(50);
-  }
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`,
-  );
-}
 
 const probeAgent = new http.Agent({ keepAlive: false });
 
@@ -82,7 +64,8 @@ abstract class ProcessCluster implements BenchCluster {
   protected abstract probe(node: number): HttpRequestSpec;
 
   async waitReady(): Promise<number> {
-    return waitFor(
+    // A member still starting refuses connections: an error means "not yet".
+    return waitUntil(
       `${this.name} leader, a successful write and every live member serving`,
       async () => {
         const l = await this.leader();
@@ -97,6 +80,7 @@ abstract class ProcessCluster implements BenchCluster {
         return l;
       },
       30_000,
+      { intervalMs: 50, retryErrors: true },
     );
   }
 

@@ -2,6 +2,7 @@
 // keep-alive connection, issue requests back to back for `durationMs`.
 // Latencies are recorded per request; the result gives ops/s, p50 and p99.
 import http from 'node:http';
+import { percentileOfSorted } from '../stats.js';
 
 export interface HttpRequestSpec {
   method: 'GET' | 'PUT' | 'POST';
@@ -53,12 +54,6 @@ export function request(
   });
 }
 
-function percentile(sortedMs: Float64Array, p: number): number {
-  if (sortedMs.length === 0) return Number.NaN;
-  const i = Math.min(sortedMs.length - 1, Math.floor((p / 100) * sortedMs.length));
-  return sortedMs[i]!;
-}
-
 /**
  * Run `concurrency` workers for `durationMs`. `next(worker, seq)` builds each
  * request (so workloads choose keys and targets); a response status outside
@@ -103,8 +98,8 @@ export async function runLoad(opts: {
     ops: latencies.length,
     errors,
     opsPerSecond: latencies.length / elapsedS,
-    p50Ms: percentile(sorted, 50),
-    p99Ms: percentile(sorted, 99),
+    p50Ms: percentileOfSorted(sorted, 0.5),
+    p99Ms: percentileOfSorted(sorted, 0.99),
     ...(firstError ? { firstError } : {}),
   };
 }

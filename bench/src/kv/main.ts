@@ -12,6 +12,7 @@
 // line then also holds base's figures and weft's ratio to them.
 import http from 'node:http';
 import { parseArgs } from 'node:util';
+import { median } from '../stats.js';
 import { type BenchCluster, EtcdCluster, type ReadMode, WeftKvCluster } from './clusters.js';
 import { type LoadResult, request, runLoad } from './loadgen.js';
 
@@ -137,11 +138,6 @@ async function failoverTrial(c: BenchCluster): Promise<number> {
     throw new Error(`${c.name}: no write acknowledged within 15 s of killing the leader`);
   return firstAckAfterKill - killedAt;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 async function main(): Promise<void> {
   EtcdCluster.ensureInstalled();
