@@ -16,14 +16,11 @@
 // Prints one JSON line per measurement.
 //
 //   npm run bench:overlay -w @weft/bench -- [--attaches 200] [--death-trials 3] [--session-ttl-ms 2000]
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { KvNodeStore } from '@weft/agent/kv-adapter/kvnode-store';
-import { KvNode } from '@weft/kv/api/node';
-import { freePort } from '@weft/kv/testing/free-port';
+import type { KvNode } from '@weft/kv/api/node';
+import { openLoopbackCluster } from '@weft/kv/testing/loopback-cluster';
 import { waitUntil } from '@weft/kv/testing/wait-until';
 import { OverlayManager, type RemotePeer } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
@@ -71,39 +68,15 @@ interface Bed {
 }
 
 async function openBed(): Promise<Bed> {
-  const root = await mkdtemp(join(tmpdir(), 'weft-bench-overlay-'));
-  const addresses: string[] = [];
-  for (let i = 0; i < 3; i++) addresses.push(`127.0.0.1:${await freePort()}`);
-  const nodes: KvNode[] = [];
+  const cluster = await openLoopbackCluster(3, { tickMs });
   const managers: OverlayManager[] = [];
-  const closed = new Set<number>();
-  const killNode = async (i: number) => {
-    if (closed.has(i) || !nodes[i]) return;
-    closed.add(i);
-    await nodes[i].close();
-  };
   const close = async () => {
     await Promise.allSettled(managers.map((m) => m.stop()));
-    await Promise.allSettled(nodes.map((_, i) => killNode(i)));
-    await rm(root, { recursive: true, force: true });
+    await cluster.close();
   };
   try {
-    const opened = await Promise.allSettled(
-      addresses.map((listen, i) =>
-        KvNode.open({
-          dataDir: join(root, `n${i}`),
-          id: `n${i}`,
-          listen,
-          peers: addresses.filter((a) => a !== listen),
-          tickMs,
-        }),
-      ),
-    );
-    for (const r of opened) if (r.status === 'fulfilled') nodes.push(r.value);
-    for (const r of opened) if (r.status === 'rejected') throw r.reason;
-    await Promise.all(nodes.map((n) => n.waitForLeader(30_000)));
     const hosts = await Promise.all(
-      nodes.map(async (node, i): Promise<Host> => {
+      cluster.nodes.map(async (node, i): Promise<Host> => {
         const store = new KvNodeStore(node);
         const manager = new OverlayManager({
           store,
@@ -125,7 +98,7 @@ async function openBed(): Promise<Bed> {
         return { name: `bench${i}`, node, store, manager, peerAddedAt, peerRemovedAt };
       }),
     );
-    return { hosts, killNode, close };
+    return { hosts, killNode: cluster.kill, close };
   } catch (err) {
     await close();
     throw err;

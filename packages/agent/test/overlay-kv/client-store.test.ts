@@ -4,20 +4,21 @@
 // overlay manager on it keeps working when the server it talks to dies.
 import assert from 'node:assert/strict';
 import type { KvClient } from '@weft/kv/client/kv-client';
+import { type LoopbackCluster, openLoopbackCluster } from '@weft/kv/testing/loopback-cluster';
 import { waitUntil } from '@weft/kv/testing/wait-until';
 import { OverlayManager } from '@weft/overlay';
 import { kvStoreComplianceSuite } from '@weft/overlay/testing/kvstore-compliance';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
 import { openKvClientStore } from '../../src/agent/kv-client-store.js';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
-import { type KvCluster, openKvCluster, testPools } from './fixture.js';
+import { testPools } from './fixture.js';
 
 describe('client mode: a client agent store on a 3-node KvNode cluster', function () {
   this.timeout(120_000);
-  let cluster: KvCluster | undefined;
+  let cluster: LoopbackCluster | undefined;
   let client: { store: KvNodeStore; client: KvClient } | undefined;
   before(async () => {
-    cluster = await openKvCluster(3);
+    cluster = await openLoopbackCluster(3);
     const kvClient = (await openKvClientStore(
       cluster.nodes.map((n) => n.raftId),
       { id: 'client-host' },

@@ -4,10 +4,11 @@
 // when hosts share state. ../agent/kvnode-store.test.ts runs the suite
 // through a single follower; this checks that what one node acknowledged is
 // what every other node answers.
+
+import { type LoopbackCluster, openLoopbackCluster } from '@weft/kv/testing/loopback-cluster';
 import type { KvStore } from '@weft/overlay';
 import { kvStoreComplianceSuite } from '@weft/overlay/testing/kvstore-compliance';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
-import { type KvCluster, openKvCluster } from './fixture.js';
 
 /** A KvStore that sends each call to the next of several stores. */
 function roundRobin(stores: KvStore[]): KvStore {
@@ -28,9 +29,9 @@ function roundRobin(stores: KvStore[]): KvStore {
 
 describe('KvNodeStore on a real 3-node KvNode cluster, each call through the next node', function () {
   this.timeout(120_000);
-  let cluster: KvCluster | undefined;
+  let cluster: LoopbackCluster | undefined;
   before(async () => {
-    cluster = await openKvCluster(3);
+    cluster = await openLoopbackCluster(3);
   });
   after(async () => {
     await cluster?.close();

@@ -3,66 +3,14 @@
 // OverlayManager talking to its own node through the KvNodeStore adapter.
 // Data planes are RecordingDataplanes: these tests are about the control
 // plane on the replicated store; devices are covered in test/dataplane.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { KvNode } from '@weft/kv/api/node';
-import { freePort } from '@weft/kv/testing/free-port';
+import type { KvNode } from '@weft/kv/api/node';
+import type { LoopbackCluster } from '@weft/kv/testing/loopback-cluster';
 import { OverlayManager, type OverlayManagerOptions } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
 
 /** Overlay subnets in tests come from 198.18.0.0/15, never from private ranges. */
 export const testPools = [{ base: '198.18.0.0/15', size: 24 }];
-
-export interface KvCluster {
-  nodes: KvNode[];
-  /** Closes one node (the host dies); idempotent. */
-  kill(i: number): Promise<void>;
-  close(): Promise<void>;
-}
-
-export async function openKvCluster(size: number, tickMs = 50): Promise<KvCluster> {
-  const root = await mkdtemp(join(tmpdir(), 'weft-overlay-kv-'));
-  const addresses: string[] = [];
-  for (let i = 0; i < size; i++) addresses.push(`127.0.0.1:${await freePort()}`);
-  const closed = new Set<number>();
-  let nodes: KvNode[] = [];
-  const kill = async (i: number) => {
-    if (closed.has(i) || !nodes[i]) return;
-    closed.add(i);
-    await nodes[i].close();
-  };
-  try {
-    const opened = await Promise.allSettled(
-      addresses.map((listen, i) =>
-        KvNode.open({
-          dataDir: join(root, `n${i}`),
-          id: `n${i}`,
-          listen,
-          peers: addresses.filter((a) => a !== listen),
-          tickMs,
-        }),
-      ),
-    );
-    nodes = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-    const failed = opened.find((r) => r.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    await Promise.all(nodes.map((n) => n.waitForLeader(30_000)));
-  } catch (err) {
-    await Promise.allSettled(nodes.map((n) => n.close()));
-    await rm(root, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    nodes,
-    kill,
-    async close() {
-      await Promise.allSettled(nodes.map((_, i) => kill(i)));
-      await rm(root, { recursive: true, force: true });
-    },
-  };
-}
 
 export interface OverlayHost {
   name: string;
@@ -75,7 +23,7 @@ export interface OverlayHost {
 
 /** Starts one OverlayManager per node, host i on node i, hostnames `host<i>`. */
 export async function startHosts(
-  cluster: KvCluster,
+  cluster: LoopbackCluster,
   opts: Partial<OverlayManagerOptions> = {},
 ): Promise<OverlayHost[]> {
   return Promise.all(

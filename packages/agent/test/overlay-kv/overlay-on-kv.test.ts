@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import { type LoopbackCluster, openLoopbackCluster } from '@weft/kv/testing/loopback-cluster';
 import { waitUntil } from '@weft/kv/testing/wait-until';
 import {
   DnsServer,
@@ -21,7 +22,7 @@ import {
 } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
 import { KvNodeStore } from '../../src/kv-adapter/kvnode-store.js';
-import { type KvCluster, type OverlayHost, openKvCluster, startHosts, stopHosts } from './fixture.js';
+import { type OverlayHost, startHosts, stopHosts } from './fixture.js';
 
 const run = promisify(execFile);
 const prefix = 'weft/v1/';
@@ -78,11 +79,11 @@ function unique(tag: string): string {
 
 describe('overlay on a real 3-node @weft/kv cluster', function () {
   this.timeout(60_000);
-  let cluster: KvCluster | undefined;
+  let cluster: LoopbackCluster | undefined;
   let hosts: OverlayHost[] = [];
 
   before(async () => {
-    cluster = await openKvCluster(3);
+    cluster = await openLoopbackCluster(3);
     hosts = await startHosts(cluster, { sessionTtlMs });
   });
   after(async () => {
@@ -216,7 +217,7 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
   });
 
   it('attaches racing two Raft leadership transfers: no address twice, no leaked keys, every host agrees', async () => {
-    const kvCluster = cluster as KvCluster;
+    const kvCluster = cluster as LoopbackCluster;
     const [h0] = hosts as [OverlayHost];
     const net = await h0.manager.createNetwork({
       name: unique('moving'),
@@ -543,16 +544,16 @@ describe('overlay on a real 3-node @weft/kv cluster', function () {
 
   // Last in this block: it kills one of the three hosts.
   it(`a dead host (its KV node a follower): endpoints reclaimed and dropped from every peer table within ${reclaimBoundMs} ms; addresses free again`, async () => {
-    await killHostAndExpectReclaim(cluster as KvCluster, hosts, 'follower', reclaimBoundMs);
+    await killHostAndExpectReclaim(cluster as LoopbackCluster, hosts, 'follower', reclaimBoundMs);
   });
 });
 
 describe('a dead host whose KV node was the Raft leader (3-node @weft/kv cluster)', function () {
   this.timeout(60_000);
-  let cluster: KvCluster | undefined;
+  let cluster: LoopbackCluster | undefined;
   let hosts: OverlayHost[] = [];
   before(async () => {
-    cluster = await openKvCluster(3);
+    cluster = await openLoopbackCluster(3);
     hosts = await startHosts(cluster, { sessionTtlMs });
   });
   after(async () => {
@@ -561,7 +562,7 @@ describe('a dead host whose KV node was the Raft leader (3-node @weft/kv cluster
   });
 
   it(`endpoints reclaimed (after a new election) and dropped from every peer table within ${reclaimBoundMs} ms; its addresses become free`, async () => {
-    await killHostAndExpectReclaim(cluster as KvCluster, hosts, 'leader', reclaimBoundMs);
+    await killHostAndExpectReclaim(cluster as LoopbackCluster, hosts, 'leader', reclaimBoundMs);
   });
 });
 
@@ -572,7 +573,7 @@ describe('a dead host whose KV node was the Raft leader (3-node @weft/kv cluster
  * within `boundMs`, and its addresses free again.
  */
 async function killHostAndExpectReclaim(
-  cluster: KvCluster,
+  cluster: LoopbackCluster,
   hosts: OverlayHost[],
   victimRole: 'leader' | 'follower',
   boundMs: number,
