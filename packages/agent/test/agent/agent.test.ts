@@ -30,21 +30,18 @@ describe('Agent on the overlay fakes', function () {
   let agents: Agent[];
   let dataplanes: RecordingDataplane[];
 
-  async function makeAgent(name: string): Promise<Agent> {
+  /** An agent on the shared store with a recording data plane, not started yet. */
+  async function newAgent(
+    name: string,
+    advertise: string,
+  ): Promise<{ agent: Agent; dataplane: RecordingDataplane }> {
     const dataDir = await mkdtemp(join(tmpdir(), 'weft-agent-'));
     dirs.push(dataDir);
     const dataplane = new RecordingDataplane();
-    dataplanes.push(dataplane);
-    const overlay = new OverlayManager({
-      store,
-      dataplane,
-      hostname: name,
-      advertise: `192.0.2.${10 + agents.length}`,
-      peerId: name,
-    });
+    const overlay = new OverlayManager({ store, dataplane, hostname: name, advertise, peerId: name });
     const agent = new Agent({
       name,
-      advertise: overlay.advertise,
+      advertise,
       dataplaneKind: 'recording',
       apiListen: '127.0.0.1:0',
       logger: silentLogger(),
@@ -58,6 +55,13 @@ describe('Agent on the overlay fakes', function () {
         logger: silentLogger(),
       }),
     });
+    return { agent, dataplane };
+  }
+
+  /** A started agent; stopped after each test. */
+  async function makeAgent(name: string): Promise<Agent> {
+    const { agent, dataplane } = await newAgent(name, `192.0.2.${10 + agents.length}`);
+    dataplanes.push(dataplane);
     await agent.start();
     agents.push(agent);
     return agent;
@@ -190,32 +194,7 @@ describe('Agent on the overlay fakes', function () {
   });
   it('waits for the store while it has no quorum, and a cancelled start rolls back what started', async () => {
     store.partition('reject');
-    const dataDir = await mkdtemp(join(tmpdir(), 'weft-agent-'));
-    dirs.push(dataDir);
-    const dataplane = new RecordingDataplane();
-    const overlay = new OverlayManager({
-      store,
-      dataplane,
-      hostname: 'lonely',
-      advertise: '192.0.2.30',
-      peerId: 'lonely',
-    });
-    const agent = new Agent({
-      name: 'lonely',
-      advertise: '192.0.2.30',
-      dataplaneKind: 'recording',
-      apiListen: '127.0.0.1:0',
-      logger: silentLogger(),
-      metrics: new AgentMetrics({ defaultMetrics: false }),
-      dataplane,
-      overlay,
-      containers: new ContainerRuntime({
-        dataDir,
-        sandboxPrefix: `${prefix}-l-`,
-        resolvConf: () => '',
-        logger: silentLogger(),
-      }),
-    });
+    const { agent, dataplane } = await newAgent('lonely', '192.0.2.30');
     const starting = agent.start();
     await new Promise((r) => setTimeout(r, 1_500));
     assert.deepEqual(
