@@ -2,20 +2,11 @@
 // also when one of them is rebuilt from a snapshot half-way (as a lagging follower is).
 import assert from 'node:assert/strict';
 import { type Command, encodeCommand, KV_VERBS, KvStateMachine } from '../../src/fsm/index.js';
+import { seededFloats } from '../../src/raft/rand.js';
 import { op, sessionSpec } from './helpers.js';
 
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
-
 function randomLog(seed: number, length: number): Uint8Array[] {
-  const rand = prng(seed);
+  const rand = seededFloats(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
   const keys = ['a', 'a/1', 'a/2', 'b/x', 'b/y/z', 'c'];
   const sessions = ['s1', 's2', 's3'];

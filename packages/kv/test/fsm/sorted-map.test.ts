@@ -1,20 +1,10 @@
 import assert from 'node:assert/strict';
 import { SortedMap } from '../../src/fsm/sorted-map.js';
-
-/** Deterministic PRNG so a failure replays. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
+import { seededFloats } from '../../src/raft/rand.js';
 
 describe('fsm: SortedMap', () => {
   it('matches a sorted reference under random inserts, overwrites and deletes (many block splits)', () => {
-    const rand = prng(42);
+    const rand = seededFloats(42);
     const m = new SortedMap<number>();
     const ref = new Map<string, number>();
     for (let step = 0; step < 20_000; step++) {

@@ -3,20 +3,16 @@
 // loop forever. Before each write it prints the state the write will produce
 // ("begin"), after the write resolves the state that is now durable ("ack").
 // The parent SIGKILLs it at a random moment and checks the reopened store.
+
+import { seededFloats } from '../../src/raft/rand.js';
 import { type Entry, EntryType } from '../../src/raft/types.js';
 import { LevelRaftStorage } from '../../src/storage/level-storage.js';
 import { logDigest, type WriterState } from './crash-digest.js';
 
 const [dir, seedText] = process.argv.slice(2);
 if (!dir || !seedText) throw new Error('usage: crash-writer DIR SEED');
-let seed = Number(seedText) >>> 0 || 1;
-function random(): number {
-  // xorshift32: reproducible from the seed the parent prints on failure.
-  seed ^= seed << 13;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  return (seed >>> 0) / 0x100000000;
-}
+// Reproducible from the seed the parent prints on failure.
+const random = seededFloats(Number(seedText));
 const pick = (n: number) => Math.floor(random() * n);
 
 function stateOf(s: LevelRaftStorage, seq: number): WriterState {
