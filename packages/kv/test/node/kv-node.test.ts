@@ -2,18 +2,14 @@
 // transport (the layer under test is the run loop, not the network). The
 // multi-process tests over libp2p live in cluster-process.test.ts.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
 import { KvNodeUnavailableError } from '../../src/api/node-errors.js';
 import type { KvStateMachine } from '../../src/fsm/state-machine.js';
 import { checkLinearizability, type HistoryOp } from '../../src/sim/linearizability.js';
 import { waitUntil } from '../../src/testing/wait-until.js';
-import { MemoryNetwork, type MemoryTransport } from '../../src/transport/memory.js';
-
-const enc = (s: string) => new TextEncoder().encode(s);
-const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);
+import { dec, enc, RobustCluster } from './robustness-cluster.js';
 
 /** WEFT_TEST_LOG=1 prints the nodes' logs (debugging). */
 const testLog = process.env.WEFT_TEST_LOG
@@ -25,80 +21,26 @@ const testLog = process.env.WEFT_TEST_LOG
     }
   : undefined;
 
-class MemoryCluster {
-  readonly network = new MemoryNetwork();
-  private readonly transports = new Map<string, MemoryTransport>();
-  readonly nodes = new Map<string, KvNode>();
-  constructor(
-    readonly root: string,
-    readonly addresses: string[],
-    private readonly extra: Partial<KvNodeOptions> = {},
-  ) {}
-
-  options(address: string, overrides: Partial<KvNodeOptions> = {}): KvNodeOptions {
-    return {
-      dataDir: join(this.root, address.replace(/[:.]/g, '_')),
-      id: `n${address.split(':')[1]}`,
-      listen: address,
-      peers: this.addresses.filter((a) => a !== address),
-      tickMs: 20,
-      proposalTimeoutMs: 2_000,
-      ...(testLog ? { log: testLog } : {}),
-      transport: (raftId) => {
-        let t = this.transports.get(raftId);
-        if (!t) {
-          t = this.network.transport(raftId);
-          this.transports.set(raftId, t);
-        }
-        return t;
-      },
-      ...this.extra,
-      ...overrides,
-    };
-  }
-
-  async start(address: string, overrides: Partial<KvNodeOptions> = {}): Promise<KvNode> {
-    const node = await KvNode.open(this.options(address, overrides));
-    this.nodes.set(address, node);
-    return node;
-  }
-
-  async stop(address: string): Promise<void> {
-    const node = this.nodes.get(address);
-    this.nodes.delete(address);
-    await node?.close();
-  }
-
-  async leader(): Promise<KvNode> {
-    return waitUntil('a leader', () => {
-      for (const n of this.nodes.values()) if (n.status().role === 'leader') return n;
-      return undefined;
-    });
-  }
-
-  async closeAll(): Promise<void> {
-    await Promise.all([...this.nodes.values()].map((n) => n.close()));
-    this.nodes.clear();
-  }
-}
+/** The in-process cluster these tests run on: short proposal timeouts, logs on request. */
+const openCluster = (addresses: string[], extra: Partial<KvNodeOptions> = {}) =>
+  RobustCluster.create(addresses, {
+    proposalTimeoutMs: 2_000,
+    ...(testLog ? { log: testLog } : {}),
+    ...extra,
+  });
 
 describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   this.timeout(30_000);
-  let root: string;
-  let cluster: MemoryCluster;
+  let cluster: RobustCluster;
   const addrs = ['127.0.0.1:17001', '127.0.0.1:17002', '127.0.0.1:17003'];
 
-  beforeEach(async () => {
-    root = await mkdtemp(join(tmpdir(), 'weft-kvnode-'));
-  });
   afterEach(async () => {
-    await cluster?.closeAll();
-    await rm(root, { recursive: true, force: true });
+    await cluster?.destroy();
   });
 
   for (const leaseReads of [true, false]) {
     it(`serves linearizable reads ${leaseReads ? 'from the leader lease' : 'by ReadIndex rounds (leaseReads: false)'}, each seeing the write acknowledged before it`, async () => {
-      cluster = new MemoryCluster(root, addrs, { leaseReads });
+      cluster = await openCluster(addrs, { leaseReads });
       await Promise.all(addrs.map((x) => cluster.start(x)));
       const leader = await cluster.leader();
       const follower = [...cluster.nodes.values()].find((n) => n !== leader)!;
@@ -122,7 +64,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   }
 
   it('forms a 3-node cluster, replicates writes from any node, serves linearizable reads everywhere', async () => {
-    cluster = new MemoryCluster(root, addrs);
+    cluster = await openCluster(addrs);
     const [a, b, c] = await Promise.all(addrs.map((x) => cluster.start(x)));
     const leader = await cluster.leader();
     const follower = [a!, b!, c!].find((n) => n !== leader)!;
@@ -160,7 +102,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('shares fsyncs among concurrent proposals (group commit)', async () => {
-    cluster = new MemoryCluster(root, [addrs[0]!]);
+    cluster = await openCluster([addrs[0]!]);
     const node = await cluster.start(addrs[0]!, { peers: [] });
     await cluster.leader();
     const before = (node as unknown as { storage: { stats: { syncedBatches: number } } }).storage.stats
@@ -175,7 +117,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('fails a write with a clear error within the proposal timeout when there is no quorum', async () => {
-    cluster = new MemoryCluster(root, addrs);
+    cluster = await openCluster(addrs);
     await Promise.all(addrs.map((x) => cluster.start(x)));
     const leader = await cluster.leader();
     const others = addrs.filter((x) => cluster.nodes.get(x) !== leader);
@@ -197,7 +139,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('survives the loss of the leader; a restarted node catches up from its data directory', async () => {
-    cluster = new MemoryCluster(root, addrs);
+    cluster = await openCluster(addrs);
     await Promise.all(addrs.map((x) => cluster.start(x)));
     const first = await cluster.leader();
     const acked: string[] = [];
@@ -225,7 +167,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('fails a write forwarded to a leader that is cut off once another leads, instead of at the timeout', async () => {
-    cluster = new MemoryCluster(root, addrs, { proposalTimeoutMs: 20_000 });
+    cluster = await openCluster(addrs, { proposalTimeoutMs: 20_000 });
     await Promise.all(addrs.map((x) => cluster.start(x)));
     const oldLeader = await cluster.leader();
     const follower = [...cluster.nodes.values()].find((n) => n !== oldLeader)!;
@@ -252,7 +194,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
 
   it('a follower restarted after compaction catches up by snapshot', async () => {
     // Compaction in steps of 4 entries (each its own batch, with writes going on in between).
-    cluster = new MemoryCluster(root, addrs, { snapshotEveryEntries: 25, compactionStepEntries: 4 });
+    cluster = await openCluster(addrs, { snapshotEveryEntries: 25, compactionStepEntries: 4 });
     await Promise.all(addrs.map((x) => cluster.start(x)));
     const leader = await cluster.leader();
     const lagging = addrs.find((x) => x !== leader.raftId)!;
@@ -281,7 +223,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('joins a new node as a learner and promotes it once caught up', async () => {
-    cluster = new MemoryCluster(root, addrs);
+    cluster = await openCluster(addrs);
     await Promise.all(addrs.map((x) => cluster.start(x)));
     const leader = await cluster.leader();
     for (let i = 0; i < 10; i++) await leader.put(`j/${i}`, enc(String(i)));
@@ -299,7 +241,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('transfers leadership and removes a member; the rest keeps serving', async () => {
-    cluster = new MemoryCluster(root, addrs);
+    cluster = await openCluster(addrs);
     const nodes = await Promise.all(addrs.map((x) => cluster.start(x)));
     const leader = await cluster.leader();
     const target = nodes.find((n) => n !== leader)!;
@@ -322,7 +264,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('gives linearizable reads and writes across a leader crash and restart (checked history)', async () => {
-    cluster = new MemoryCluster(root, addrs);
+    cluster = await openCluster(addrs);
     await Promise.all(addrs.map((x) => cluster.start(x)));
     const firstLeader = await cluster.leader();
     const history: HistoryOp[] = [];
@@ -378,7 +320,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('watches a prefix and wakes on changes; expires TTL sessions on the leader', async () => {
-    cluster = new MemoryCluster(root, addrs);
+    cluster = await openCluster(addrs);
     const nodes = await Promise.all(addrs.map((x) => cluster.start(x)));
     const leader = await cluster.leader();
     const follower = nodes.find((n) => n !== leader)!;
@@ -407,7 +349,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('reaps tombstones of deleted keys on every replica once their TTL passed', async () => {
-    cluster = new MemoryCluster(root, addrs, { tombstoneTtlMs: 300 });
+    cluster = await openCluster(addrs, { tombstoneTtlMs: 300 });
     const nodes = await Promise.all(addrs.map((x) => cluster.start(x)));
     const leader = await cluster.leader();
     await leader.put('gone', enc('1'));
@@ -430,7 +372,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
   });
 
   it('refuses a data directory of another node, another raft address, or of other files', async () => {
-    cluster = new MemoryCluster(root, [addrs[0]!]);
+    cluster = await openCluster([addrs[0]!]);
     await cluster.start(addrs[0]!, { peers: [] });
     await cluster.stop(addrs[0]!);
     await assert.rejects(
@@ -442,7 +384,7 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
       KvNode.open({ ...moved, id: 'n17001' }),
       /holds the state of Raft member 127\.0\.0\.1:17001, not 127\.0\.0\.1:17999/,
     );
-    const foreign = join(root, 'foreign');
+    const foreign = join(cluster.root, 'foreign');
     await mkdir(foreign);
     await writeFile(join(foreign, 'important.txt'), 'keep me');
     await assert.rejects(

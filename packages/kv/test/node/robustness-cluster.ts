@@ -1,13 +1,15 @@
-// In-process KvNode clusters for the robustness tests: real LevelDB
+// In-process KvNode clusters for the node and robustness tests: real LevelDB
 // directories, the in-memory transport (MemoryNetwork: loss, partitions),
-// optionally with a hook that delays chosen messages on their way in.
+// optionally with a hook that delays chosen messages on their way in. A node
+// restarted at its address gets its old transport back (the network has one
+// per node), as a restarted process gets its old address.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
 import type { Message, NodeId } from '../../src/raft/types.js';
 import { waitUntil } from '../../src/testing/wait-until.js';
-import { MemoryNetwork } from '../../src/transport/memory.js';
+import { MemoryNetwork, type MemoryTransport } from '../../src/transport/memory.js';
 
 export const enc = (s: string) => new TextEncoder().encode(s);
 export const dec = (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : undefined);
@@ -20,6 +22,7 @@ export class RobustCluster {
   readonly nodes = new Map<string, KvNode>();
   inboundDelay: InboundDelay = () => 0;
   private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly transports = new Map<NodeId, MemoryTransport>();
 
   private constructor(
     readonly root: string,
@@ -40,23 +43,33 @@ export class RobustCluster {
       tickMs: 20,
       proposalTimeoutMs: 5_000,
       transport: (raftId) => {
-        const t = this.network.transport(raftId);
-        const register = t.onMessage.bind(t);
-        t.onMessage = (handler) =>
-          register((m) => {
-            const delayMs = this.inboundDelay(raftId, m);
-            if (delayMs <= 0) return handler(m);
-            const timer = setTimeout(() => {
-              this.timers.delete(timer);
-              handler(m);
-            }, delayMs);
-            this.timers.add(timer);
-          });
+        let t = this.transports.get(raftId);
+        if (!t) {
+          t = this.delayedInbound(this.network.transport(raftId));
+          this.transports.set(raftId, t);
+        }
         return t;
       },
       ...this.extra,
       ...overrides,
     };
+  }
+
+  /** Holds each message arriving at `raftId` for inboundDelay(raftId, message) ms. */
+  private delayedInbound(t: MemoryTransport): MemoryTransport {
+    const raftId = t.nodeId;
+    const register = t.onMessage.bind(t);
+    t.onMessage = (handler) =>
+      register((m) => {
+        const delayMs = this.inboundDelay(raftId, m);
+        if (delayMs <= 0) return handler(m);
+        const timer = setTimeout(() => {
+          this.timers.delete(timer);
+          handler(m);
+        }, delayMs);
+        this.timers.add(timer);
+      });
+    return t;
   }
 
   async startAll(): Promise<KvNode[]> {
@@ -67,6 +80,13 @@ export class RobustCluster {
     const node = await KvNode.open(this.options(address, overrides));
     this.nodes.set(address, node);
     return node;
+  }
+
+  /** Closes the node at `address` (its process stops); it can be started again. */
+  async stop(address: string): Promise<void> {
+    const node = this.nodes.get(address);
+    this.nodes.delete(address);
+    await node?.close();
   }
 
   async leader(): Promise<KvNode> {
