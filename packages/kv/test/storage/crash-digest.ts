@@ -1,4 +1,5 @@
 import type { Entry, RaftLogStorage } from '../../src/raft/types.js';
+import type { LevelRaftStorage } from '../../src/storage/level-storage.js';
 
 export interface WriterState {
   seq: number;
@@ -28,4 +29,18 @@ export function logDigest(
     mix(new TextDecoder().decode(e.data));
   }
   return hash;
+}
+
+/** What the storage holds now, as the writer reports it and the parent compares it after reopening. */
+export function writerState(storage: LevelRaftStorage, seq: number): WriterState {
+  const hs = storage.hardState();
+  return {
+    seq,
+    first: storage.firstIndex(),
+    last: storage.lastIndex(),
+    term: hs.term,
+    commit: hs.commit,
+    snapshotIndex: storage.snapshot().metadata.index,
+    digest: logDigest(storage),
+  };
 }

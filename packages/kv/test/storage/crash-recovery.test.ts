@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LevelRaftStorage } from '../../src/storage/level-storage.js';
-import { logDigest, type WriterState } from './crash-digest.js';
+import { type WriterState, writerState } from './crash-digest.js';
 import { spawnScript } from './spawn-script.js';
 
 const ROUNDS = 10;
@@ -97,16 +97,7 @@ describe('LevelRaftStorage crash recovery (kill -9 of a real writer process)', f
 
       const s = await LevelRaftStorage.open({ dir, nodeId: 'crash-node', clusterId: 'crash-cluster' });
       try {
-        const hs = s.hardState();
-        const found: WriterState = {
-          seq: 0,
-          first: s.firstIndex(),
-          last: s.lastIndex(),
-          term: hs.term,
-          commit: hs.commit,
-          snapshotIndex: s.snapshot().metadata.index,
-          digest: logDigest(s),
-        };
+        const found = writerState(s, 0);
         // Durable state is exactly the last acknowledged one, or the one whose
         // synced write was in flight at the kill (atomic: all or nothing).
         const matches = (w: WriterState | undefined) =>

@@ -7,7 +7,7 @@
 import { seededFloats } from '../../src/raft/rand.js';
 import { type Entry, EntryType } from '../../src/raft/types.js';
 import { LevelRaftStorage } from '../../src/storage/level-storage.js';
-import { logDigest, type WriterState } from './crash-digest.js';
+import { logDigest, type WriterState, writerState } from './crash-digest.js';
 
 const [dir, seedText] = process.argv.slice(2);
 if (!dir || !seedText) throw new Error('usage: crash-writer DIR SEED');
@@ -15,25 +15,12 @@ if (!dir || !seedText) throw new Error('usage: crash-writer DIR SEED');
 const random = seededFloats(Number(seedText));
 const pick = (n: number) => Math.floor(random() * n);
 
-function stateOf(s: LevelRaftStorage, seq: number): WriterState {
-  const hs = s.hardState();
-  return {
-    seq,
-    first: s.firstIndex(),
-    last: s.lastIndex(),
-    term: hs.term,
-    commit: hs.commit,
-    snapshotIndex: s.snapshot().metadata.index,
-    digest: logDigest(s),
-  };
-}
-
 function entryData(index: number, term: number): Uint8Array {
   return new TextEncoder().encode(`${index}/${term}/${'x'.repeat(pick(200))}`);
 }
 
 const storage = await LevelRaftStorage.open({ dir, nodeId: 'crash-node', clusterId: 'crash-cluster' });
-process.stdout.write(`ready ${JSON.stringify(stateOf(storage, 0))}\n`);
+process.stdout.write(`ready ${JSON.stringify(writerState(storage, 0))}\n`);
 for (let seq = 1; ; seq++) {
   const hs = storage.hardState();
   const last = storage.lastIndex();
@@ -41,23 +28,23 @@ for (let seq = 1; ; seq++) {
   if (roll < 0.08 && hs.commit > storage.snapshot().metadata.index) {
     // Snapshot then compaction: two writes, each announced, so a kill between
     // them is a legal state too.
-    const snapshotted = { ...stateOf(storage, seq), snapshotIndex: hs.commit };
+    const snapshotted = { ...writerState(storage, seq), snapshotIndex: hs.commit };
     process.stdout.write(`begin ${JSON.stringify(snapshotted)}\n`);
     await storage.createSnapshot(
       hs.commit,
       { voters: ['crash-node'], learners: [], votersOutgoing: [], learnersNext: [], autoLeave: false },
       new Uint8Array([seq & 0xff]),
     );
-    process.stdout.write(`ack ${JSON.stringify(stateOf(storage, seq))}\n`);
+    process.stdout.write(`ack ${JSON.stringify(writerState(storage, seq))}\n`);
     seq++;
     const compacted = {
-      ...stateOf(storage, seq),
+      ...writerState(storage, seq),
       first: hs.commit + 1,
       digest: logDigest(storage, [], hs.commit + 1),
     };
     process.stdout.write(`begin ${JSON.stringify(compacted)}\n`);
     await storage.compact(hs.commit);
-    process.stdout.write(`ack ${JSON.stringify(stateOf(storage, seq))}\n`);
+    process.stdout.write(`ack ${JSON.stringify(writerState(storage, seq))}\n`);
     continue;
   }
   let term = hs.term;
@@ -87,5 +74,5 @@ for (let seq = 1; ; seq++) {
   };
   process.stdout.write(`begin ${JSON.stringify(predicted)}\n`);
   await storage.save({ entries, hardState: { term, vote: 'crash-node', commit } });
-  process.stdout.write(`ack ${JSON.stringify(stateOf(storage, seq))}\n`);
+  process.stdout.write(`ack ${JSON.stringify(writerState(storage, seq))}\n`);
 }
