@@ -4,20 +4,9 @@
 // `weft agent` on each with the others as peers, then runs the tutorial step
 // by step, printing each command and what came back. Tears everything down
 // at the end; exits 0 only if every step worked. Needs root (namespaces).
-import { spawnSync } from 'node:child_process';
 import { rm } from 'node:fs/promises';
+import { build } from './build.mjs';
 import { setup } from './setup.mjs';
-
-const root = new URL('..', import.meta.url).pathname;
-
-function sh(cmd, args) {
-  console.log(`$ ${cmd} ${args.join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
-  if (r.status !== 0) {
-    console.error(`demo: \`${cmd} ${args.join(' ')}\` failed (exit ${r.status})`);
-    process.exit(1);
-  }
-}
 
 if (process.getuid?.() !== 0) {
   console.error('demo: needs root to create network namespaces (run as root, e.g. sudo npm start)');
@@ -30,8 +19,13 @@ try {
   console.error(`demo: ${err.message}`);
   process.exit(1);
 }
-sh('npx', ['tsc', '-b']);
-sh('node', ['packages/agent/scripts/bundle-cli.mjs']); // the `weft` CLI as one file (fast start-up)
+// The native addon (incrementally), tsc and the `weft` CLI bundle (fast start-up).
+try {
+  build();
+} catch (err) {
+  console.error(`demo: ${err.message}`);
+  process.exit(1);
+}
 
 const { startCluster, runPrefix } = await import('../test/dist/src/harness/cluster.js');
 const { outsideIp } = await import('../test/dist/src/harness/lab.js');

@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { build } from './build.mjs';
 import { setup } from './setup.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -33,27 +34,12 @@ try {
   process.exit(1);
 }
 
-// The native addon is built by `npm install`; rebuild it incrementally here so a
-// checkout whose C++ changed since the install never tests a stale binary.
-const nativeDir = join(root, 'packages/agent/native');
-if (existsSync(join(nativeDir, 'binding.gyp'))) {
-  const native = existsSync(join(nativeDir, 'build', 'Makefile'))
-    ? run('node-gyp', ['build', '--directory', nativeDir])
-    : run('node', [join(nativeDir, 'build.mjs')]);
-  if (native.status !== 0) {
-    console.log('\nnative addon build failed');
-    console.log('test: 0 passed, 1 failed, 0 skipped');
-    process.exit(1);
-  }
-}
-
-// tsc, then the `weft` CLI as one CommonJS file, as the tests run it (packages/agent/scripts/bundle-cli.mjs).
-const built =
-  run('npx', ['tsc', '-b']).status === 0 &&
-  run('node', ['packages/agent/scripts/bundle-cli.mjs']).status === 0;
-if (!built) {
-  console.log('\nbuild failed');
-  console.log(`test: 0 passed, 1 failed, 0 skipped`);
+// The native addon (incrementally), tsc, then the `weft` CLI as one CommonJS file, as the tests run it.
+try {
+  build();
+} catch (err) {
+  console.log(`\n${err.message}`);
+  console.log('test: 0 passed, 1 failed, 0 skipped');
   process.exit(1);
 }
 
