@@ -28,6 +28,8 @@ import {
 } from '../api/types.js';
 import type { Logger } from '../log/logger.js';
 import type { AgentMetrics } from '../metrics/metrics.js';
+import { processStartPath } from '../netlink/ip.js';
+import { netlinkPath } from '../netlink/rtnetlink.js';
 import type { Attachment, ContainerRecord, ContainerRuntime } from './containers.js';
 import type { DnsIdentityBook } from './dns-identity.js';
 import type { KvNodeComponent } from './kv-component.js';
@@ -203,7 +205,17 @@ export class Agent implements AgentBackend, Startable {
 
   async start(): Promise<void> {
     await this.composition.start();
-    this.logger.info({ name: this.parts.name, api: this.api.address }, 'agent started');
+    // Which paths the native addon serves: a missing or stale addon (built
+    // before a pull that added functions) silently means slower fallbacks.
+    const paths = { processStart: processStartPath(), netlink: netlinkPath() };
+    this.logger.info({ name: this.parts.name, api: this.api.address, ...paths }, 'agent started');
+    const forced = process.env.WEFT_SPAWN === 'child_process' || process.env.WEFT_NETLINK === 'ip';
+    if (!forced && (paths.processStart !== 'native' || paths.netlink !== 'native')) {
+      this.logger.warn(
+        paths,
+        'the native addon is missing or older than this code: starting commands and wiring containers take the slower fallbacks; rebuild it with `npm run build`',
+      );
+    }
   }
 
   /** A signal during start (still waiting for peers): make start() fail soon, stopping what started. */

@@ -125,6 +125,11 @@ export async function runCommand(argv: string[], opts: RunOptions = {}): Promise
   }
 }
 
+/** How this process starts commands: the addon's posix_spawn, or Node's child_process (no addon, or WEFT_SPAWN=child_process). */
+export function processStartPath(): 'native' | 'child_process' {
+  return nativeRunner() === null ? 'child_process' : 'native';
+}
+
 /** Both ways of running a command, for the tests that hold them to one contract. */
 export const commandRunners = {
   native: (argv: string[], opts: RunOptions = {}): Promise<string> => {

@@ -5,13 +5,15 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { OverlayManager } from '@weft/overlay';
 import { MemoryKvStore } from '@weft/overlay/testing/memory-kvstore';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
+import pino from 'pino';
 import { Agent } from '../../src/agent/agent.js';
 import { ContainerRuntime } from '../../src/agent/containers.js';
 import { ApiError } from '../../src/api/types.js';
-import { silentLogger } from '../../src/log/logger.js';
+import { type Logger, silentLogger } from '../../src/log/logger.js';
 import { AgentMetrics } from '../../src/metrics/metrics.js';
 import { listNetns, runCommand } from '../../src/netlink/ip.js';
 
@@ -34,6 +36,7 @@ describe('Agent on the overlay fakes', function () {
   async function newAgent(
     name: string,
     advertise: string,
+    logger: Logger = silentLogger(),
   ): Promise<{ agent: Agent; dataplane: RecordingDataplane }> {
     const dataDir = await mkdtemp(join(tmpdir(), 'weft-agent-'));
     dirs.push(dataDir);
@@ -44,7 +47,7 @@ describe('Agent on the overlay fakes', function () {
       advertise,
       dataplaneKind: 'recording',
       apiListen: '127.0.0.1:0',
-      logger: silentLogger(),
+      logger,
       metrics: new AgentMetrics({ defaultMetrics: false }),
       dataplane,
       overlay,
@@ -81,6 +84,45 @@ describe('Agent on the overlay fakes', function () {
       await rm(`/etc/netns/${ns}`, { recursive: true, force: true });
     }
     for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+
+  it('says in its start log which paths the native addon serves; no fallback warning with a current addon or an asked-for fallback', async () => {
+    /** Starts and stops an agent; its log lines at info and above. */
+    async function startLog(env: Record<string, string | undefined>): Promise<Record<string, unknown>[]> {
+      const saved = { WEFT_NETLINK: process.env.WEFT_NETLINK, WEFT_SPAWN: process.env.WEFT_SPAWN };
+      Object.assign(process.env, env);
+      for (const [k, v] of Object.entries(env)) if (v === undefined) delete process.env[k];
+      const lines: Record<string, unknown>[] = [];
+      const sink = new Writable({
+        write(chunk, _enc, done) {
+          lines.push(JSON.parse(String(chunk)));
+          done();
+        },
+      });
+      try {
+        const { agent } = await newAgent(`log${agents.length}`, '192.0.2.40', pino({ level: 'info' }, sink));
+        agents.push(agent);
+        await agent.start();
+        return lines;
+      } finally {
+        for (const [k, v] of Object.entries(saved)) {
+          if (v === undefined) delete process.env[k];
+          else process.env[k] = v;
+        }
+      }
+    }
+    const native = await startLog({ WEFT_NETLINK: undefined, WEFT_SPAWN: undefined });
+    const started = native.find((l) => l.msg === 'agent started');
+    assert.equal(started?.processStart, 'native', 'the built addon starts commands');
+    assert.equal(started?.netlink, 'native', 'the built addon wires containers');
+    assert.ok(!native.some((l) => l.level === 40), 'no fallback warning with a current addon');
+
+    const forced = await startLog({ WEFT_NETLINK: 'ip' });
+    assert.equal(forced.find((l) => l.msg === 'agent started')?.netlink, 'ip');
+    assert.ok(
+      !forced.some((l) => l.level === 40),
+      'a fallback asked for by WEFT_NETLINK=ip is not warned about',
+    );
   });
 
   it('a network made on one host is seen on the other; a container there is plumbed and named', async () => {
