@@ -29,6 +29,7 @@ import type {
 } from '../fsm/types.js';
 import { decodeConfChange } from '../raft/confchange.js';
 import { RaftInvariantError, RequestDroppedError } from '../raft/errors.js';
+import { suspendAwareClock } from '../raft/lease.js';
 import { SeededRandom } from '../raft/rand.js';
 import { RawNode } from '../raft/rawnode.js';
 import {
@@ -446,7 +447,11 @@ export class KvNode implements KvBackend {
         // Fewer messages under load: measured ~5 appends per follower per Ready at concurrency 64.
         coalesceMessages: true,
         leaseReads: options.leaseReads ?? true,
-        leaseClockMs: () => performance.now(),
+        // Monotonic, plus any time the machine spent suspended (lease.ts).
+        leaseClockMs: suspendAwareClock(
+          () => performance.now(),
+          () => Date.now(),
+        ),
         tickIntervalMs: (options.tickMs ?? DEFAULT_TICK_MS) * MIN_TICK_INTERVAL_SHARE,
         maxClockDriftRatio: options.maxClockDriftRatio ?? DEFAULT_MAX_CLOCK_DRIFT_RATIO,
       });

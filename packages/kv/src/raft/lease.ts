@@ -139,3 +139,35 @@ export function leaseDurationMs(
 ): number {
   return ((electionTimeoutTicks - 1) * tickIntervalMs) / (1 + maxClockDriftRatio);
 }
+
+/**
+ * A clock for the leader lease that also counts time the machine spent
+ * suspended. A monotonic clock (performance.now(), CLOCK_MONOTONIC) stops
+ * while the machine sleeps, so a leader suspended mid-lease would wake up
+ * believing its lease still holds while the others elected a new leader. The
+ * wall clock does count the sleep (the kernel sets it from the hardware clock
+ * on resume): whenever it has advanced more than the monotonic clock since the
+ * last reading (by over toleranceMs, far above NTP's slewing at a heartbeat's
+ * interval), the difference is added. So this clock never runs slower than
+ * the monotonic one, and running ahead only ends a lease early (reads then go
+ * through ReadIndex). A wall clock stepped back is ignored. Only for the
+ * lease: the followers' promise counts ticks, which must never speed up.
+ */
+export function suspendAwareClock(
+  monoMs: () => number,
+  wallMs: () => number,
+  toleranceMs = 20,
+): () => number {
+  let lastMono = monoMs();
+  let lastWall = wallMs();
+  let suspendedMs = 0;
+  return () => {
+    const mono = monoMs();
+    const wall = wallMs();
+    const unseenMs = wall - lastWall - (mono - lastMono);
+    if (unseenMs > toleranceMs) suspendedMs += unseenMs;
+    lastMono = mono;
+    lastWall = wall;
+    return mono + suspendedMs;
+  };
+}

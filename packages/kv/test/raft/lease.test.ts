@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { RaftConfigError } from '../../src/raft/errors.js';
-import { leaseDurationMs } from '../../src/raft/lease.js';
+import { leaseDurationMs, suspendAwareClock } from '../../src/raft/lease.js';
 import type { TestingBugs } from '../../src/raft/raft.js';
 import { emptyMessage, MessageType, Role } from '../../src/raft/types.js';
 import { Harness } from './harness.js';
@@ -14,12 +14,15 @@ const maxClockDriftRatio = 0.1;
 const durationMs = leaseDurationMs(electionTimeoutTicks, tickIntervalMs, maxClockDriftRatio);
 
 /** A 3-node cluster with leader leases on one shared, hand-driven clock; n1 leads and holds a lease. */
-function leaseCluster(testingBugs: TestingBugs = {}): { h: Harness; clock: { nowMs: number } } {
-  const clock = { nowMs: 0 };
+function leaseCluster(
+  testingBugs: TestingBugs = {},
+  clock = { nowMs: 0 },
+  leaseClockMs = () => clock.nowMs,
+): { h: Harness; clock: { nowMs: number } } {
   const h = new Harness(['n1', 'n2', 'n3'], {
     electionTimeoutTicks,
     leaseReads: true,
-    leaseClockMs: () => clock.nowMs,
+    leaseClockMs,
     tickIntervalMs,
     maxClockDriftRatio,
     testingBugs,
@@ -171,6 +174,53 @@ describe('raft: leader lease reads', () => {
       }
     });
   }
+});
+
+describe('raft: the lease clock counts time the machine spent suspended', () => {
+  it('follows the monotonic clock, adds what only the wall clock saw, ignores jitter and a wall clock set back', () => {
+    const t = { mono: 1000, wall: 5_000_000 };
+    const clock = suspendAwareClock(
+      () => t.mono,
+      () => t.wall,
+    );
+    t.mono += 100;
+    t.wall += 105; // jitter between the two clocks, under the tolerance
+    assert.equal(clock(), 1100);
+    t.wall += 10_000; // suspended for 10 s: the monotonic clock stood still
+    assert.equal(clock(), 1100 + 10_000);
+    t.mono += 50;
+    t.wall -= 3_600_000; // the wall clock set back an hour: never makes the clock slower
+    assert.equal(clock(), 1150 + 10_000);
+    t.mono += 50;
+    t.wall += 50;
+    assert.equal(clock(), 1200 + 10_000);
+  });
+
+  it('a leader that wakes from a suspend mid-lease does not answer from its lease', () => {
+    const t = { mono: 0, wall: 1_700_000_000_000 };
+    const clock = { nowMs: 0 };
+    const { h } = leaseCluster(
+      {},
+      clock,
+      suspendAwareClock(
+        () => t.mono,
+        () => t.wall,
+      ),
+    );
+    h.propose('n1', 'x');
+    h.stabilize();
+    t.mono += 1;
+    t.wall += 1;
+    h.node('n1').raw.readIndex(enc('before'));
+    h.process('n1');
+    assert.deepEqual(readsAt(h, 'n1'), ['before'], 'served from the lease');
+    t.wall += 60_000; // a minute asleep; performance.now() would not show it
+    h.node('n1').raw.readIndex(enc('after'));
+    h.process('n1');
+    assert.deepEqual(readsAt(h, 'n1'), ['before'], 'no lease read after the suspend');
+    h.stabilize();
+    assert.deepEqual(readsAt(h, 'n1'), ['before', 'after'], 'answered after a quorum round instead');
+  });
 });
 
 describe('raft: the followers promise behind leader leases', () => {
