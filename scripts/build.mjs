@@ -4,31 +4,26 @@
 // stale binary: the agent would silently fall back to slower paths), then
 // `tsc -b`, then the `weft` CLI bundle (packages/agent/scripts/bundle-cli.mjs).
 // Throws an Error naming the failed step.
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { run } from './setup.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const nativeDir = join(root, 'packages/agent/native');
 
 // Everything goes to stderr: the benches print their JSON figures on stdout.
-function run(cmd, args) {
-  console.error(`$ ${cmd} ${args.join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd: root, stdio: ['inherit', 2, 2] });
-  if (r.status !== 0)
-    throw new Error(`build: \`${cmd} ${args.join(' ')}\` failed (exit ${r.status ?? r.signal})`);
-}
+const step = (cmd, args) => run(cmd, args, { label: 'build', toStderr: true });
 
 export function build() {
   if (existsSync(join(nativeDir, 'binding.gyp'))) {
     const nodeGyp = join(root, 'node_modules/.bin/node-gyp');
     // The first build (no Makefile yet) goes through build.mjs, which finds Node's headers offline.
     if (existsSync(join(nativeDir, 'build', 'Makefile')) && existsSync(nodeGyp))
-      run(nodeGyp, ['build', '--directory', nativeDir]);
-    else run('node', [join(nativeDir, 'build.mjs')]);
+      step(nodeGyp, ['build', '--directory', nativeDir]);
+    else step('node', [join(nativeDir, 'build.mjs')]);
   }
-  run(join(root, 'node_modules/.bin/tsc'), ['-b']);
-  run('node', [join(root, 'packages/agent/scripts/bundle-cli.mjs')]);
+  step(join(root, 'node_modules/.bin/tsc'), ['-b']);
+  step('node', [join(root, 'packages/agent/scripts/bundle-cli.mjs')]);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

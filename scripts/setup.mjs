@@ -28,11 +28,16 @@ const debianTools = [
 /** Header → Debian package, for what the native addon links against (libmnl: rtnetlink messages). */
 const debianHeaders = [['/usr/include/libmnl/libmnl.h', 'libmnl-dev']];
 
-function run(cmd, args, env = process.env) {
-  console.log(`$ ${cmd} ${args.join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env });
+/**
+ * Runs a step of a script from the repository root, echoing it first; throws
+ * `<label>: \`cmd\` failed (exit N)`. `toStderr` sends the step's output (and
+ * the echo) to stderr, for scripts whose stdout carries results.
+ */
+export function run(cmd, args, { env = process.env, label = 'setup', toStderr = false } = {}) {
+  (toStderr ? console.error : console.log)(`$ ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: toStderr ? ['inherit', 2, 2] : 'inherit', env });
   if (r.status !== 0)
-    throw new Error(`setup: \`${cmd} ${args.join(' ')}\` failed (exit ${r.status ?? r.signal})`);
+    throw new Error(`${label}: \`${cmd} ${args.join(' ')}\` failed (exit ${r.status ?? r.signal})`);
 }
 
 const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
@@ -52,8 +57,8 @@ export function setup({ quiet = false } = {}) {
       );
     }
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    run('apt-get', ['update', '-qq'], env);
-    run('apt-get', ['install', '-y', '-qq', ...new Set(missing)], env);
+    run('apt-get', ['update', '-qq'], { env });
+    run('apt-get', ['install', '-y', '-qq', ...new Set(missing)], { env });
   }
   // `npm install`, not `npm ci`: the registry mirror here lacks the non-Linux
   // builds of some optional platform packages, so the lock cannot list them

@@ -163,6 +163,19 @@ class Rtnl {
   }
 
   /**
+   * A fresh link request (RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK) naming the
+   * link `name`; its ifinfomsg (zeroed, AF_UNSPEC) in `*ifm` if asked for.
+   */
+  nlmsghdr* beginLink(uint16_t type, uint16_t flags, const std::string& name, ifinfomsg** ifm = nullptr) {
+    nlmsghdr* nlh = begin(type, flags);
+    auto* header = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+    header->ifi_family = AF_UNSPEC;
+    mnl_attr_put_strz(nlh, IFLA_IFNAME, name.c_str());
+    if (ifm != nullptr) *ifm = header;
+    return nlh;
+  }
+
+  /**
    * Sends the request in the buffer and reads until its acknowledgement; 0 or
    * errno (the kernel's text in `kernelMessage`). `ifindex` gets the index of a
    * link the kernel answers with (RTM_GETLINK).
@@ -189,11 +202,8 @@ class Rtnl {
 
   /** The index of the link called `name`; 0 or errno. */
   int linkIndex(const std::string& name, int* index, std::string* kernelMessage) {
-    nlmsghdr* nlh = begin(RTM_GETLINK, 0);
-    auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-    ifm->ifi_family = AF_UNSPEC;
+    nlmsghdr* nlh = beginLink(RTM_GETLINK, 0, name);
     mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-    mnl_attr_put_strz(nlh, IFLA_IFNAME, name.c_str());
     *index = 0;
     int err = transact(kernelMessage, index);
     if (err == 0 && *index <= 0) err = ENODEV;
@@ -346,10 +356,7 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
         if (e == ENOENT) msg = "network namespace \"" + op.peerNetns + "\" does not exist";
         return e;
       }
-      nlmsghdr* nlh = rtnl->begin(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
-      auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-      ifm->ifi_family = AF_UNSPEC;
-      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+      nlmsghdr* nlh = rtnl->beginLink(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, op.name);
       if (op.mtu > 0) mnl_attr_put_u32(nlh, IFLA_MTU, uint32_t(op.mtu));
       nlattr* linkinfo = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
       mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "veth");
@@ -371,10 +378,7 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
       // addrgenmode first, by itself, as `ip` does: the kernel applies IFLA_AF_SPEC after
       // bringing the link up, by when an IPv6 link-local address would already exist.
       if (op.addrGenModeNone) {
-        nlmsghdr* nlh = rtnl->begin(RTM_NEWLINK, 0);
-        auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-        ifm->ifi_family = AF_UNSPEC;
-        mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+        nlmsghdr* nlh = rtnl->beginLink(RTM_NEWLINK, 0, op.name);
         nlattr* spec = mnl_attr_nest_start(nlh, IFLA_AF_SPEC);
         nlattr* inet6 = mnl_attr_nest_start(nlh, AF_INET6);
         mnl_attr_put_u8(nlh, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE);
@@ -389,24 +393,19 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
           return err;
         }
       }
-      nlmsghdr* nlh = rtnl->begin(RTM_NEWLINK, 0);
-      auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-      ifm->ifi_family = AF_UNSPEC;
+      ifinfomsg* ifm = nullptr;
+      nlmsghdr* nlh = rtnl->beginLink(RTM_NEWLINK, 0, op.name, &ifm);
       if (op.up >= 0) {
         ifm->ifi_change = IFF_UP;
         ifm->ifi_flags = op.up == 1 ? IFF_UP : 0;
       }
-      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
       if (op.mtu > 0) mnl_attr_put_u32(nlh, IFLA_MTU, uint32_t(op.mtu));
       if (op.hasAlias) mnl_attr_put_strz(nlh, IFLA_IFALIAS, op.alias.c_str());
       if (masterIndex > 0) mnl_attr_put_u32(nlh, IFLA_MASTER, uint32_t(masterIndex));
       return rtnl->transact(&msg);
     }
     case OpKind::BridgePortSet: {
-      nlmsghdr* nlh = rtnl->begin(RTM_NEWLINK, 0);
-      auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-      ifm->ifi_family = AF_UNSPEC;
-      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+      nlmsghdr* nlh = rtnl->beginLink(RTM_NEWLINK, 0, op.name);
       nlattr* linkinfo = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
       mnl_attr_put_strz(nlh, IFLA_INFO_SLAVE_KIND, "bridge");
       nlattr* data = mnl_attr_nest_start(nlh, IFLA_INFO_SLAVE_DATA);
@@ -446,10 +445,7 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
       return rtnl->transact(&msg);
     }
     case OpKind::LinkDelete: {
-      nlmsghdr* nlh = rtnl->begin(RTM_DELLINK, 0);
-      auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-      ifm->ifi_family = AF_UNSPEC;
-      mnl_attr_put_strz(nlh, IFLA_IFNAME, op.name.c_str());
+      rtnl->beginLink(RTM_DELLINK, 0, op.name);
       return rtnl->transact(&msg);
     }
   }
@@ -517,12 +513,10 @@ int createNetns(const std::string& name, bool loopbackUp, OpFailure& failure) {
       err = rtnl.open();
       guard.restore();
       if (err == 0) {
-        nlmsghdr* nlh = rtnl.begin(RTM_NEWLINK, 0);
-        auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
-        ifm->ifi_family = AF_UNSPEC;
+        ifinfomsg* ifm = nullptr;
+        rtnl.beginLink(RTM_NEWLINK, 0, "lo", &ifm);
         ifm->ifi_change = IFF_UP;
         ifm->ifi_flags = IFF_UP;
-        mnl_attr_put_strz(nlh, IFLA_IFNAME, "lo");
         err = rtnl.transact(&failure.kernelMessage);
       }
       if (err != 0) {

@@ -223,6 +223,17 @@ interface LinkSettings {
   master?: string;
 }
 
+/**
+ * Deletes a link that may be gone already: the kernel removes a veth some
+ * time after its peer's namespace was deleted, and deleting one end removes
+ * the other.
+ */
+async function deleteLinkIfPresent(netns: string | undefined, name: string): Promise<void> {
+  await applyNetlinkOps([{ op: 'linkDelete', netns, name }]).catch((e) => {
+    if (!isMissingDevice(e)) throw e;
+  });
+}
+
 /** Loopback up in the sandbox (a new namespace has it down). */
 function loopbackUpOp(sandbox: string): NetlinkOp {
   return { op: 'linkSet', netns: sandbox, name: 'lo', up: true };
@@ -654,7 +665,7 @@ export class Plumbing {
     if (!ours) {
       if (host.names.has(veth)) {
         // Half-made, or the endpoint moved: start over (this also removes the container end).
-        await this.deleteVanishingLink(veth);
+        await deleteLinkIfPresent(this.options.hostNetns, veth);
         inside = await this.sandboxView(ep.sandbox);
       }
       if (inside.has(ep.ifName)) {
@@ -732,15 +743,32 @@ export class Plumbing {
    * sandbox, so container names (eth0…) never collide in the host namespace.
    */
   private endpointVethAddOp(ep: LocalEndpoint, mtu: number): NetlinkOp {
+    return this.vethIntoSandboxOp(
+      endpointVethName(ep.networkId, ep.endpointId),
+      ep.sandbox,
+      ep.ifName,
+      ep.mac,
+      mtu,
+    );
+  }
+
+  /** A veth pair from the host namespace into `sandbox` (peer named `peerName` with `peerMac`), both ends at `mtu`. */
+  private vethIntoSandboxOp(
+    name: string,
+    sandbox: string,
+    peerName: string,
+    peerMac: string,
+    mtu: number,
+  ): NetlinkOp {
     return {
       op: 'vethAdd',
       netns: this.options.hostNetns,
-      name: endpointVethName(ep.networkId, ep.endpointId),
+      name,
       mtu,
-      peerName: ep.ifName,
-      peerMac: ep.mac,
+      peerName,
+      peerMac,
       peerMtu: mtu,
-      peerNetns: ep.sandbox,
+      peerNetns: sandbox,
     };
   }
 
@@ -771,16 +799,7 @@ export class Plumbing {
    */
   private gatewayVethOps(gw: GatewayVethInfo, create: boolean): NetlinkOp[] {
     const mtu = this.underlayMtuCache!; // known: ensureHost ran before any attach
-    const add: NetlinkOp = {
-      op: 'vethAdd',
-      netns: this.options.hostNetns,
-      name: gw.ifName,
-      mtu,
-      peerName: sandboxGatewayIfName,
-      peerMac: macForIp(gw.ip),
-      peerMtu: mtu,
-      peerNetns: gw.sandbox,
-    };
+    const add = this.vethIntoSandboxOp(gw.ifName, gw.sandbox, sandboxGatewayIfName, macForIp(gw.ip), mtu);
     const alias = create ? formatAlias('weft-gw', { sandbox: gw.sandbox, ip: gw.ip }) : undefined;
     return [...(create ? [add] : []), ...this.upOps(gw.ifName, { alias, master: gatewayBridgeName }, true)];
   }
@@ -819,14 +838,10 @@ export class Plumbing {
     ) {
       return { info: existing, create: false };
     }
-    if (host.names.has(veth)) await this.deleteVanishingLink(veth);
+    if (host.names.has(veth)) await deleteLinkIfPresent(this.options.hostNetns, veth);
     if (inside.has(sandboxGatewayIfName)) {
       // Usually gone with its host side just now; if it belonged to another pair, remove it.
-      await applyNetlinkOps([{ op: 'linkDelete', netns: sandboxName, name: sandboxGatewayIfName }]).catch(
-        (e) => {
-          if (!isMissingDevice(e)) throw e;
-        },
-      );
+      await deleteLinkIfPresent(sandboxName, sandboxGatewayIfName);
     }
     inside.delete(sandboxGatewayIfName);
     const ip = this.freeGatewayIp(host.gatewayVeths.filter((g) => g.ifName !== veth));
@@ -836,16 +851,6 @@ export class Plumbing {
       );
     }
     return { info: { ifName: veth, sandbox: sandboxName, ip }, create: true };
-  }
-
-  /**
-   * Deletes a veth of the host namespace that may be going away by itself: the
-   * kernel removes a veth some time after its peer's namespace was deleted.
-   */
-  private async deleteVanishingLink(name: string): Promise<void> {
-    await applyNetlinkOps([{ op: 'linkDelete', netns: this.options.hostNetns, name }]).catch((e) => {
-      if (!isMissingDevice(e)) throw e;
-    });
   }
 
   /** Whether an address recorded on a gateway veth belongs to the configured subnet (it changes with the config). */

@@ -35,6 +35,14 @@ function leaseCluster(
   return { h, clock };
 }
 
+/** A vote request whose log is far ahead of anyone's: granted on the log check alone. */
+function voteWithLongerLog(from: string, to: string, term: number) {
+  const vote = emptyMessage(MessageType.Vote, from, to, term);
+  vote.index = 100;
+  vote.logTerm = 100;
+  return vote;
+}
+
 function readsAt(h: Harness, id: string): string[] {
   return h.node(id).readStates.map((r) => dec(r.requestCtx));
 }
@@ -234,9 +242,7 @@ describe('raft: the followers promise behind leader leases', () => {
     assert.equal(n3.term, term + 1);
     assert.equal(n3.lead, '');
     // ... but it still refuses to vote in that term until an election timeout has passed.
-    const vote = emptyMessage(MessageType.Vote, 'n2', 'n3', term + 1);
-    vote.index = 100;
-    vote.logTerm = 100;
+    const vote = voteWithLongerLog('n2', 'n3', term + 1);
     h.queue = [];
     n3.step(vote);
     h.process('n3');
@@ -252,9 +258,7 @@ describe('raft: the followers promise behind leader leases', () => {
     h.crash('n3');
     const n3 = h.restart('n3').raw.core;
     const term = n3.term;
-    const vote = emptyMessage(MessageType.Vote, 'n2', 'n3', term + 1);
-    vote.index = 100;
-    vote.logTerm = 100;
+    const vote = voteWithLongerLog('n2', 'n3', term + 1);
     h.queue = [];
     n3.step(vote);
     h.process('n3');
