@@ -21,6 +21,11 @@
 //     the dead one: the cluster never runs with fewer live voters).
 //  3. A learner unreachable for longer than deadVoterThresholdMs is removed,
 //     freeing its slot (it joins again when it comes back, if there is room).
+//
+// Before those, members that asked to leave (a graceful shutdown, like
+// `consul leave`; see leavingAction): a leaving learner is removed; a leaving
+// voter is first replaced by a healthy learner, then removed, as long as the
+// voters left keep a quorum of healthy members.
 import type { NodeId } from '../raft/types.js';
 
 export interface AutopilotLimits {
@@ -50,6 +55,8 @@ export interface AutopilotInput {
   health: ReadonlyMap<NodeId, MemberHealth>;
   commitIndex: number;
   limits: AutopilotLimits;
+  /** Members that asked to leave and are still asking (they stay healthy until removed). */
+  leaving?: ReadonlySet<NodeId>;
 }
 
 export type AutopilotAction =
@@ -62,20 +69,74 @@ export function quorumOf(voterCount: number): number {
   return Math.floor(voterCount / 2) + 1;
 }
 
-export function nextMembershipAction(input: AutopilotInput): AutopilotAction {
+/** What the rules see of one input: health predicates and the candidates they share. */
+function view(input: AutopilotInput) {
   const { self, voters, learners, health, commitIndex, limits } = input;
+  const leaving = input.leaving ?? new Set<NodeId>();
   const agoMs = (id: NodeId) => (id === self ? 0 : (health.get(id)?.lastHeardAgoMs ?? Infinity));
   const isDead = (id: NodeId) => agoMs(id) > limits.deadVoterThresholdMs;
   const isHealthy = (id: NodeId) => agoMs(id) <= limits.healthyContactMs;
   // Longest silent first: the one most surely gone.
   const deadestFirst = (ids: readonly NodeId[]) =>
     ids.filter((id) => id !== self && isDead(id)).sort((a, b) => agoMs(b) - agoMs(a) || cmp(a, b));
-
-  const deadVoters = deadestFirst(voters);
   const quorumKeptWithout = (id: NodeId) => {
     const remaining = voters.filter((v) => v !== id);
     return remaining.filter(isHealthy).length >= quorumOf(remaining.length);
   };
+  // The healthiest caught-up learner that is staying: most of the log, then heard from most recently.
+  const promotable = learners
+    .filter((id) => id !== self && !leaving.has(id) && isHealthy(id))
+    .filter((id) => (health.get(id)?.matchIndex ?? 0) + limits.promoteMaxLagEntries >= commitIndex)
+    .sort(
+      (a, b) =>
+        (health.get(b)?.matchIndex ?? 0) - (health.get(a)?.matchIndex ?? 0) ||
+        agoMs(a) - agoMs(b) ||
+        cmp(a, b),
+    )[0];
+  return { leaving, agoMs, isHealthy, deadestFirst, quorumKeptWithout, promotable };
+}
+
+/**
+ * The next step for members that asked to leave, or undefined when none can
+ * be taken (then the ordinary rules run). A leaving learner is removed. A
+ * leaving voter is replaced first, when a healthy learner is there and the
+ * voters are not above maxVoters, so the cluster keeps its voter count; then
+ * removed, if the voters left keep a quorum of healthy members. When they
+ * would not, but a dead voter (past the threshold) can go without that
+ * problem, the dead voter is removed first: otherwise the leaving voter's
+ * shutdown would leave the cluster without a quorum (e.g. 3 voters, one dead,
+ * one leaving: the last voter alone carries on). The leader never removes
+ * itself here (it hands over leadership before leaving).
+ */
+function leavingAction(input: AutopilotInput): AutopilotAction | undefined {
+  const { self, voters, learners, limits } = input;
+  const { leaving, deadestFirst, quorumKeptWithout, promotable } = view(input);
+  const learner = learners.find((id) => id !== self && leaving.has(id));
+  if (learner !== undefined) return { type: 'remove', id: learner, reason: 'learner is leaving' };
+  const voter = voters.filter((id) => id !== self && leaving.has(id)).sort(cmp)[0];
+  if (voter === undefined) return undefined;
+  if (promotable !== undefined && voters.length <= limits.maxVoters) {
+    return { type: 'promote', id: promotable, reason: `replacing leaving voter ${voter}` };
+  }
+  if (quorumKeptWithout(voter)) return { type: 'remove', id: voter, reason: 'voter is leaving' };
+  const dead = deadestFirst(voters).find((id) => !leaving.has(id) && quorumKeptWithout(id));
+  if (dead !== undefined) {
+    return {
+      type: 'remove',
+      id: dead,
+      reason: `dead voter removed so that leaving voter ${voter} can go without the voters losing their quorum`,
+    };
+  }
+  return undefined;
+}
+
+export function nextMembershipAction(input: AutopilotInput): AutopilotAction {
+  const leavingStep = leavingAction(input);
+  if (leavingStep) return leavingStep;
+  const { self, voters, learners, health, limits } = input;
+  const { agoMs, deadestFirst, quorumKeptWithout, promotable } = view(input);
+
+  const deadVoters = deadestFirst(voters);
   if (voters.length > limits.maxVoters) {
     const dead = deadVoters.find(quorumKeptWithout);
     if (dead !== undefined) {
@@ -103,15 +164,7 @@ export function nextMembershipAction(input: AutopilotInput): AutopilotAction {
 
   const liveVoters = voters.length - deadVoters.length;
   if (liveVoters < limits.maxVoters && voters.length <= limits.maxVoters) {
-    const candidate = learners
-      .filter((id) => id !== self && isHealthy(id))
-      .filter((id) => (health.get(id)?.matchIndex ?? 0) + limits.promoteMaxLagEntries >= commitIndex)
-      .sort(
-        (a, b) =>
-          (health.get(b)?.matchIndex ?? 0) - (health.get(a)?.matchIndex ?? 0) ||
-          agoMs(a) - agoMs(b) ||
-          cmp(a, b),
-      )[0];
+    const candidate = promotable;
     if (candidate !== undefined) {
       return {
         type: 'promote',

@@ -107,6 +107,18 @@ const PROMOTE_MAX_LAG_ENTRIES = 16;
 export const DEFAULT_DEAD_VOTER_THRESHOLD_MS = 10_000;
 /** A member that has not heard from any leader for this long asks its peers whether it was removed. */
 const REMOVED_CHECK_SILENCE_MS = 2_000;
+/**
+ * A leaving member asks the leader again this often until it is removed; the
+ * leader forgets the request when it has not been repeated for
+ * LEAVE_REQUEST_TTL_MS (the member gave up, or stopped before it was removed,
+ * and must not be removed later when it comes back).
+ */
+const LEAVE_RETRY_MS = 250;
+const LEAVE_REQUEST_TTL_MS = 2_000;
+/** A member removed from the configuration is forgotten by the transport this much later. */
+const FORGET_REMOVED_MEMBER_AFTER_MS = 500;
+/** How long the leader holds a leave request's answer waiting for the removal (below the request timeout). */
+const LEAVE_ANSWER_WAIT_MS = 1_500;
 /** A ReadIndex request not answered within this long is issued again. */
 const READ_INDEX_RETRY_MS = 500;
 /** ReadIndex rounds out at once (node-reads.ts): reads arriving meanwhile need not wait for an answer to start theirs. */
@@ -126,6 +138,7 @@ const SEND_BEFORE_PERSIST: ReadonlySet<MessageType> = new Set([
 const RAFT_SUBDIR = 'raft';
 const JOIN_PROTOCOL = 'weft-kv/join/1';
 const INFO_PROTOCOL = 'weft-kv/info/1';
+const LEAVE_PROTOCOL = 'weft-kv/leave/1';
 const rpcPackr = new Packr({ useRecords: false, mapsAsObjects: true });
 
 export interface KvNodeLog extends TransportLog {}
@@ -312,6 +325,8 @@ export class KvNode implements KvBackend {
   private readonly membershipLimits: AutopilotLimits & { maxLearners: number };
   /** When this node last received a message from each member (the leader's autopilot reads it). */
   private readonly lastHeardMs = new Map<NodeId, number>();
+  /** Leader: when each member that asked to leave last asked (see leave()). */
+  private readonly leaveRequestedMs = new Map<NodeId, number>();
   /** A membership change started by this leader (join or autopilot) is in flight: one at a time. */
   private membershipBusy = false;
   /** This member found itself removed and is joining again. */
@@ -495,6 +510,7 @@ export class KvNode implements KvBackend {
       this.kick();
     });
     this.transport.handle(JOIN_PROTOCOL, (payload) => this.serveJoin(payload));
+    this.transport.handle(LEAVE_PROTOCOL, (payload) => this.serveLeave(payload));
     this.transport.handle(INFO_PROTOCOL, () =>
       rpcPackr.pack({
         name: this.name,
@@ -514,6 +530,40 @@ export class KvNode implements KvBackend {
       void this.checkStillMember();
     }, LEADER_DUTY_INTERVAL_MS);
     if (joinThrough) await this.joinCluster(joinThrough.map(raftIdOf).filter((id) => id !== this.raftId));
+    else await this.rejoinIfRemoved(peers);
+  }
+
+  /**
+   * A restart of a member that applied its own removal (it left gracefully,
+   * or was removed while running): nobody contacts a non-member, so it joins
+   * again now, as a learner with its data, before open() resolves, and open()
+   * fails with KvMembershipFullError when there is no slot. (A member removed
+   * while it was down does not know yet; checkStillMember finds out.)
+   */
+  private async rejoinIfRemoved(peers: NodeId[]): Promise<void> {
+    const commitAtOpen = this.storage.initialState().hardState.commit;
+    if (commitAtOpen === 0) return;
+    // The configuration is what the replayed log says: wait for the replay (local, no network).
+    await new Promise<void>((resolve) => {
+      if (this.appliedIndex >= commitAtOpen) return resolve();
+      const timer = setTimeout(resolve, this.proposalTimeoutMs);
+      this.appliedWaiters.push({
+        index: commitAtOpen,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+      this.kick();
+    });
+    const own = this.confState;
+    const members = [...own.voters, ...own.learners];
+    if (members.length === 0 || members.includes(this.raftId)) return;
+    this.log.info(
+      { appliedIndex: this.appliedIndex, members },
+      'this member was removed from the cluster (it left); joining again as a learner',
+    );
+    await this.joinCluster([...new Set([...members, ...peers])].filter((id) => id !== this.raftId));
   }
 
   // ------------------------------------------------------------------ loop
@@ -1393,10 +1443,14 @@ export class KvNode implements KvBackend {
     // the address can come back as a new node (a wiped disk means a new peer key).
     // Only members that were in an applied configuration: addresses learned
     // otherwise (join target, peer handshakes) are not this list's to remove.
+    // Not at once: the messages already queued for it (the commit of its own removal, which
+    // tells a leaving member it is out) go first.
     for (const id of this.configuredMembers)
       if (!ids.has(id)) {
-        this.transport.removeMember(id);
         this.names.delete(id);
+        setTimeout(() => {
+          if (!this.configuredMembers.has(id) && !this.closing) this.transport.removeMember(id);
+        }, FORGET_REMOVED_MEMBER_AFTER_MS).unref();
       }
     this.configuredMembers = ids;
   }
@@ -1420,6 +1474,8 @@ export class KvNode implements KvBackend {
     const now = Date.now();
     const members = new Set([...this.confState.voters, ...this.confState.learners]);
     for (const id of this.lastHeardMs.keys()) if (!members.has(id)) this.lastHeardMs.delete(id);
+    for (const [id, atMs] of this.leaveRequestedMs)
+      if (!members.has(id) || now - atMs > LEAVE_REQUEST_TTL_MS) this.leaveRequestedMs.delete(id);
     const status = this.raft.status();
     const health = new Map<NodeId, MemberHealth>();
     for (const id of members) {
@@ -1440,6 +1496,7 @@ export class KvNode implements KvBackend {
       health,
       commitIndex: status.commit,
       limits: this.membershipLimits,
+      leaving: new Set(this.leaveRequestedMs.keys()),
     });
     if (action.type === 'none') return;
     this.log.info({ member: action.id, reason: action.reason }, `autopilot: ${action.type} member`);
@@ -1492,6 +1549,151 @@ export class KvNode implements KvBackend {
       this.membershipBusy = false;
     }
     return rpcPackr.pack({ ok: true, leader: this.leaderId });
+  }
+
+  /**
+   * A member asks to leave (leave()): the leader notes it, and its autopilot
+   * replaces and removes the member (autopilot.ts, leaving members). The
+   * answer says whether the member is still in the configuration; it asks
+   * again until it is not. A follower passes the request on to the leader.
+   */
+  private async serveLeave(payload: Uint8Array): Promise<Uint8Array> {
+    const req = rpcPackr.unpack(payload) as { raftId?: unknown; cluster?: unknown };
+    if (typeof req.raftId !== 'string' || typeof req.cluster !== 'string')
+      throw new Error('malformed leave request');
+    if (req.cluster !== this.cluster) {
+      throw new Error(`this member belongs to cluster "${this.cluster}", not "${req.cluster}"`);
+    }
+    if (this.role !== Role.Leader) {
+      if (!this.leaderId) throw new Error(`no leader is known at ${this.raftId} yet; retry`);
+      return this.transport.request(this.leaderId, LEAVE_PROTOCOL, payload, {
+        timeoutMs: LEAVE_ANSWER_WAIT_MS + 500,
+      });
+    }
+    const id = req.raftId;
+    if (this.isMember(id)) {
+      const first = !this.leaveRequestedMs.has(id);
+      this.leaveRequestedMs.set(id, Date.now());
+      if (first) {
+        this.log.info({ member: id }, 'member asked to leave');
+        this.runAutopilot();
+      }
+    }
+    // The answer waits a while for the removal: once applied here, this node forgets the member's
+    // identity and refuses its next requests (the stream of this one stays open for the answer).
+    const answerBy = Date.now() + LEAVE_ANSWER_WAIT_MS;
+    while (this.isMember(id) && Date.now() < answerBy && this.role === Role.Leader && !this.closing)
+      await new Promise((r) => setTimeout(r, this.tickMs));
+    return rpcPackr.pack({ member: this.isMember(id) });
+  }
+
+  private isMember(id: NodeId): boolean {
+    return this.confState.voters.includes(id) || this.confState.learners.includes(id);
+  }
+
+  /**
+   * Leaves the cluster gracefully (Consul's `leave`): if this node leads, it
+   * hands leadership to another voter; then the leader removes it, promoting
+   * a healthy learner in its place first when there is one, so the cluster
+   * keeps its voter count (autopilot.ts). Resolves `{left: true}` once this
+   * node is out of the configuration, or `{left: false, reason}` when that did
+   * not happen within `timeoutMs` (default 2 × proposalTimeoutMs): no leader,
+   * or the voters left would lack a quorum of healthy members. The node keeps
+   * serving meanwhile (its vote may be needed to commit its own removal);
+   * close it afterwards. Opened again from its data directory, it joins again
+   * as a learner (or fails with KvMembershipFullError when there is no slot).
+   */
+  async leave(options: { timeoutMs?: number } = {}): Promise<{ left: boolean; reason?: string }> {
+    this.assertOpen('leave');
+    const deadline = Date.now() + (options.timeoutMs ?? 2 * this.proposalTimeoutMs);
+    let reason = 'no leader answered';
+    while (Date.now() < deadline && !this.closing) {
+      if (!this.isMember(this.raftId)) {
+        await this.persistRemoval();
+        return { left: true };
+      }
+      if (this.role === Role.Leader) {
+        // The leader does not remove itself: another voter takes over, then removes it.
+        const successor = this.leadershipSuccessor();
+        if (successor === undefined)
+          return { left: false, reason: 'it is the only voter and no learner has caught up to take over' };
+        try {
+          if (successor.learner) await this.promote(successor.id);
+          else await this.transferLeadership(successor.id);
+          continue;
+        } catch (err) {
+          reason = `handing over to ${successor.id} failed: ${(err as Error).message}`;
+        }
+      } else {
+        reason = await this.askToLeave();
+        if (reason === '') {
+          // Removed: usually the commit reaches this node too (then a restart knows at once, see rejoinIfRemoved).
+          const appliedBy = Date.now() + 1_000;
+          while (this.isMember(this.raftId) && Date.now() < appliedBy && !this.closing)
+            await new Promise((r) => setTimeout(r, this.tickMs));
+          await this.persistRemoval();
+          return { left: true };
+        }
+      }
+      await new Promise((r) => setTimeout(r, LEAVE_RETRY_MS));
+    }
+    return { left: false, reason };
+  }
+
+  /**
+   * Commit-index-only updates are not written on their own (handleReady), so
+   * the commit of this node's removal is made durable here: reopened, the node
+   * replays it and knows at once that it must join again (rejoinIfRemoved).
+   */
+  private async persistRemoval(): Promise<void> {
+    if (this.isMember(this.raftId) || this.closing) return;
+    await this.storage.save({ hardState: this.latestHardState, entries: [] }, { sync: true });
+  }
+
+  /** One leave request to the leader: '' once it says this node is out, else why not yet. */
+  private async askToLeave(): Promise<string> {
+    const to = this.leaderId || [...this.confState.voters].find((v) => v !== this.raftId) || this.raftId;
+    try {
+      const reply = rpcPackr.unpack(
+        await this.transport.request(
+          to,
+          LEAVE_PROTOCOL,
+          rpcPackr.pack({ raftId: this.raftId, cluster: this.cluster }),
+          { timeoutMs: LEAVE_ANSWER_WAIT_MS + 1_000 },
+        ),
+      ) as { member?: unknown };
+      if (reply.member === false) return '';
+      return 'the leader has not removed it yet: a membership change is in progress, or the voters left would lack a quorum of healthy members';
+    } catch (err) {
+      // A member forgets a node's identity when it applies its removal (syncTransportMembers):
+      // the connection is still up, but its requests are refused as unknown. Removed, then.
+      if (/say hello first/.test((err as Error).message)) return '';
+      return `asking ${to} failed: ${(err as Error).message}`;
+    }
+  }
+
+  /** Who should lead instead of this leader: the most caught-up healthy voter not leaving, else a caught-up learner to promote. */
+  private leadershipSuccessor(): { id: NodeId; learner: boolean } | undefined {
+    const progress = this.raft.status().progress ?? {};
+    const now = Date.now();
+    const score = (id: NodeId) => progress[id]?.match ?? 0;
+    const healthy = (id: NodeId) =>
+      now - (this.lastHeardMs.get(id) ?? 0) <= this.membershipLimits.healthyContactMs;
+    const others = (ids: readonly NodeId[]) =>
+      ids
+        .filter((id) => id !== this.raftId && healthy(id))
+        .sort(
+          (a, b) =>
+            Number(this.leaveRequestedMs.has(a)) - Number(this.leaveRequestedMs.has(b)) ||
+            score(b) - score(a),
+        );
+    const voter = others(this.confState.voters)[0];
+    if (voter !== undefined) return { id: voter, learner: false };
+    const commit = this.raft.status().commit;
+    const learner = others(this.confState.learners).find(
+      (id) => score(id) + PROMOTE_MAX_LAG_ENTRIES >= commit && !this.leaveRequestedMs.has(id),
+    );
+    return learner === undefined ? undefined : { id: learner, learner: true };
   }
 
   /** Asks the members `through` (in turn) to add this node as a learner; a full cluster throws KvMembershipFullError. */

@@ -183,6 +183,66 @@ describe('autopilot policy', () => {
   });
 });
 
+describe('autopilot policy: members that asked to leave', () => {
+  const leaving = (ids: string[], base: AutopilotInput): AutopilotInput => ({
+    ...base,
+    leaving: new Set(ids),
+  });
+
+  it('replaces a leaving voter by the healthiest caught-up learner first, then removes it', () => {
+    const health = { b: alive(), c: alive(), d: alive(90), e: alive(100) };
+    const first = nextMembershipAction(leaving(['b'], input(['a', 'b', 'c'], ['d', 'e'], health)));
+    assert.deepEqual(first, { type: 'promote', id: 'e', reason: 'replacing leaving voter b' });
+    const second = nextMembershipAction(leaving(['b'], input(['a', 'b', 'c', 'e'], ['d'], health)));
+    assert.deepEqual(second, { type: 'remove', id: 'b', reason: 'voter is leaving' });
+  });
+
+  it('removes a leaving voter without replacement when no learner is healthy and caught up', () => {
+    const health = { b: alive(), c: alive(), d: alive(10) };
+    const action = nextMembershipAction(leaving(['b'], input(['a', 'b', 'c'], ['d'], health)));
+    assert.deepEqual(action, { type: 'remove', id: 'b', reason: 'voter is leaving' });
+  });
+
+  it('never promotes a learner that is leaving itself; removes it instead', () => {
+    const health = { b: alive(), c: alive(), d: alive() };
+    const action = nextMembershipAction(leaving(['b', 'd'], input(['a', 'b', 'c'], ['d'], health)));
+    assert.deepEqual(action, { type: 'remove', id: 'd', reason: 'learner is leaving' });
+  });
+
+  it('two of three voters leaving at once: one at a time, down to the leader alone (never wedged)', () => {
+    const health = { b: alive(), c: alive() };
+    const first = nextMembershipAction(leaving(['b', 'c'], input(['a', 'b', 'c'], [], health)));
+    assert.deepEqual(first, { type: 'remove', id: 'b', reason: 'voter is leaving' });
+    // Removing c from {a, c} needs c's vote: c keeps serving until its removal is committed.
+    const second = nextMembershipAction(leaving(['c'], input(['a', 'c'], [], health)));
+    assert.deepEqual(second, { type: 'remove', id: 'c', reason: 'voter is leaving' });
+  });
+
+  it('with a dead voter, removes the dead one first so the leaving one can go with the quorum kept', () => {
+    // {a, b, c}: c dead, b leaving. Removing b first would leave {a, c} with one healthy voter of two.
+    const health = { b: alive(), c: silentFor(20_000) };
+    const first = nextMembershipAction(leaving(['b'], input(['a', 'b', 'c'], [], health)));
+    assert.equal(first.type, 'remove');
+    assert.equal(first.type === 'remove' && first.id, 'c');
+    const second = nextMembershipAction(leaving(['b'], input(['a', 'b'], [], { b: alive() })));
+    assert.deepEqual(second, { type: 'remove', id: 'b', reason: 'voter is leaving' });
+  });
+
+  it('keeps a leaving voter whose removal would cost the quorum when no dead voter can go instead', () => {
+    // c silent but not past the threshold: not dead, not healthy. Without b, {a, c} has one healthy voter.
+    const health = { b: alive(), c: silentFor(5_000) };
+    const action = nextMembershipAction(leaving(['b'], input(['a', 'b', 'c'], [], health)));
+    assert.deepEqual(action, { type: 'none' });
+  });
+
+  it('the leader never removes itself when it is marked leaving (it hands over first)', () => {
+    const action = nextMembershipAction(
+      leaving(['a'], input(['a', 'b', 'c'], [], { b: alive(), c: alive() })),
+    );
+    assert.deepEqual(action, { type: 'none' });
+  });
+});
+
 describe('join limits', () => {
   it('accepts joins while learner slots are free', () => {
     assert.equal(
