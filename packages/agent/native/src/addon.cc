@@ -185,6 +185,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Object thread = Napi::Object::New(env);
     thread.Set("wakeups", double(t.wakeups));
     thread.Set("busyPollHits", double(t.busyPollHits));
+    thread.Set("busyPolls", double(t.busyPolls));
     thread.Set("busyPollWindowUs", double(t.busyPollWindowNs) / 1000);
     thread.Set("cpuMoves", double(t.cpuMoves));
     thread.Set("cpuReleases", double(t.cpuReleases));
@@ -235,9 +236,21 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
 Napi::Value LiveThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Engine::liveThreads()); }
 
+// Test hook: the Internet checksum the engine would store for the bytes, as
+// the big-endian number on the wire (checks the vectorised sum against a
+// reference on odd lengths and unaligned starts).
+Napi::Value InternetChecksum(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBuffer()) throw Napi::TypeError::New(info.Env(), "Buffer expected");
+  auto b = info[0].As<Napi::Buffer<uint8_t>>();
+  uint8_t out[2];
+  weft::checksumStore(out, weft::checksumAdd(b.Data(), b.Length(), 0));
+  return Napi::Number::New(info.Env(), (out[0] << 8) | out[1]);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Init(env));
   exports.Set("liveThreads", Napi::Function::New(env, LiveThreads));
+  exports.Set("internetChecksum", Napi::Function::New(env, InternetChecksum));
   Napi::Array reasons = Napi::Array::New(env, weft::kDropCount);
   for (int i = 0; i < weft::kDropCount; i++) reasons.Set(uint32_t(i), weft::kDropReasonNames[i]);
   exports.Set("dropReasons", reasons);

@@ -55,6 +55,7 @@ struct Counters {
 // current adaptive busy-poll window.
 struct ThreadStats {
   uint64_t wakeups, busyPollHits, busyPollWindowNs;
+  uint64_t busyPolls;    // rounds that ended in a busy-poll spell (hit or not)
   uint64_t cpuMoves;     // times the thread confined itself to its waker's CPU (CpuFollower)
   uint64_t cpuReleases;  // times bulk traffic or a busy spell released it to every allowed CPU
   int32_t cpu;           // the CPU it is confined to now; -1 = every allowed CPU
@@ -166,7 +167,7 @@ class Engine {
   std::mutex roundMutex_;    // held by the packet thread while it uses a map snapshot
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;
-  std::atomic<uint64_t> wakeups_{0}, busyPollHits_{0}, busyPollWindowNs_{0}, cpuMoves_{0}, cpuReleases_{0};
+  std::atomic<uint64_t> wakeups_{0}, busyPolls_{0}, busyPollHits_{0}, busyPollWindowNs_{0}, cpuMoves_{0}, cpuReleases_{0};
   std::atomic<int32_t> followedCpu_{-1};
   bool closed_ = false;
   static std::atomic<int> liveThreads_;

@@ -1,14 +1,64 @@
 #include "packet.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace weft {
+
+namespace {
+
+#if defined(__x86_64__)
+// AVX2: 32-bit words zero-extended into four 64-bit lanes, two accumulators
+// (no carry chain: a lane overflows only after 2^32 words). About 3x the
+// scalar add/adc loop on the development VM's EPYC (28 vs 10 GB/s on a hot
+// 64 KB buffer), and the scalar loop was ~8% of each packet thread's CPU in
+// a single-stream profile (every payload byte is summed once on each side).
+// Returns the sum of whole 64-byte blocks; *done says how many bytes.
+__attribute__((target("avx2"))) unsigned __int128 sumBlocksAvx2(const uint8_t* data, size_t len, size_t* done) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i acc0 = zero, acc1 = zero;
+  size_t i = 0;
+  for (; i + 64 <= len; i += 64) {
+    __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + i));
+    __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + i + 32));
+    acc0 = _mm256_add_epi64(acc0, _mm256_unpacklo_epi32(x, zero));
+    acc1 = _mm256_add_epi64(acc1, _mm256_unpackhi_epi32(x, zero));
+    acc0 = _mm256_add_epi64(acc0, _mm256_unpacklo_epi32(y, zero));
+    acc1 = _mm256_add_epi64(acc1, _mm256_unpackhi_epi32(y, zero));
+  }
+  alignas(32) uint64_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc0);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 4), acc1);
+  unsigned __int128 acc = 0;
+  for (uint64_t lane : lanes) acc += lane;
+  *done = i;
+  return acc;
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+#endif
+
+// Below this the vector setup costs more than it saves (headers, ARP).
+constexpr size_t kVectorMinBytes = 256;
+
+}  // namespace
 
 uint64_t checksumAdd(const uint8_t* data, size_t len, uint64_t sum) {
   // 64-bit words with end-around carry (a 128-bit accumulator collects the
   // carries, the compiler turns it into add/adc). A one's-complement sum of
-  // 64-bit words folds to the same 16-bit sum as RFC 1071's 16-bit words, as
-  // long as the chunk starts at an even offset. This is the engine's hottest
-  // loop: every payload byte is summed once on each side.
+  // 64-bit (or 32-bit) words folds to the same 16-bit sum as RFC 1071's 16-bit
+  // words, as long as the chunk starts at an even offset. This is the
+  // engine's hottest loop: every payload byte is summed once on each side.
   unsigned __int128 acc = sum;
+#if defined(__x86_64__)
+  if (kHaveAvx2 && len >= kVectorMinBytes) {
+    size_t done;
+    acc += sumBlocksAvx2(data, len, &done);
+    data += done;
+    len -= done;
+  }
+#endif
   while (len >= 32) {
     uint64_t w[4];
     std::memcpy(w, data, 32);

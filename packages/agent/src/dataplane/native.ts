@@ -69,6 +69,8 @@ export interface NativeCounters {
 export interface NativeThreadStats {
   /** Rounds of work that began with a wake-up from a blocking wait. */
   wakeups: number;
+  /** Busy-poll spells begun (after a light round that sent to the underlay, not within 1 ms of bulk traffic). */
+  busyPolls: number;
   /** Rounds of work that busy polling found (a wake-up saved). */
   busyPollHits: number;
   /** The adaptive busy-poll window as last updated, µs (0..busyPollUs). */
@@ -107,6 +109,8 @@ export interface NativeAddon {
   /** Native threads currently running, over all engines in this process. */
   liveThreads(): number;
   dropReasons: string[];
+  /** Test hook: the Internet checksum (RFC 1071) the engine stores for these bytes, big-endian; 0 is sent as 0xffff. */
+  internetChecksum(data: Buffer): number;
   /** Runs a short command off the event loop (native/src/spawn.cc; netlink/ip.ts's runCommand uses it). */
   runCommand?: (
     argv: string[],
