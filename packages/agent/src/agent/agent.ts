@@ -231,8 +231,10 @@ export class Agent implements AgentBackend, Startable {
 
   /**
    * Graceful leave (SIGTERM): removes this host's containers and endpoints,
-   * hands over Raft leadership, destroys the host's session so every other
-   * host drops it at once, removes the data plane's devices, then stops.
+   * destroys the host's session so every other host drops it at once, leaves
+   * the Raft configuration (leadership handed over first, a learner promoted
+   * in its place), removes the data plane's devices, then stops. The session
+   * goes first: once out of the configuration, this node's writes reach no one.
    */
   async leave(): Promise<void> {
     for (const c of this.parts.containers.list()) {
@@ -243,10 +245,10 @@ export class Agent implements AgentBackend, Startable {
         ),
       );
     }
-    await this.parts.kv?.transferLeadership();
     await this.parts.overlay
       .stop({ leave: true })
       .catch((err) => this.logger.warn({ err: errorMessage(err) }, 'leave failed'));
+    await this.parts.kv?.leave();
     await this.composition.stop();
     this.logger.info('left the cluster');
   }

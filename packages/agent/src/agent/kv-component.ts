@@ -3,12 +3,16 @@
 // leadership to another voter first so the cluster does not wait out an
 // election timeout. As a client (the cluster's voter and learner slots are
 // full, see kv-role.ts) it opens a client of the servers instead, through
-// `openClient`. Either way it is the overlay's store (KvNodeLike).
+// `openClient`, and keeps checking for a free slot: when one frees up (a
+// learner was promoted, or a member left or died and was removed) it opens a
+// replica that joins as a learner and becomes the store in the client's
+// place. Either way it is the overlay's store (KvNodeLike).
+import { joinRefusal } from '@weft/kv/api/autopilot';
 import type { KvNode, KvNodeOptions } from '@weft/kv/api/node';
 import type { ConsulRequester } from '../kv-adapter/client-store.js';
 import type { KvNodeLike } from '../kv-adapter/kvnode-store.js';
 import type { Logger } from '../log/logger.js';
-import { isRecordedClient, type KvRole, recordClientRole } from './kv-role.js';
+import { clientRank, forgetClientRole, isRecordedClient, type KvRole, recordClientRole } from './kv-role.js';
 import type { Startable } from './startable.js';
 
 /** A Raft member as `weft members` shows it. */
@@ -50,13 +54,29 @@ export interface KvComponentRole {
   servers: string[];
   /** Client mode; when absent an agent that must be a client refuses to start, saying why. */
   openClient?: KvClientFactory;
+  /** Every agent's Raft address (own and --peers): the order in which clients take a freed slot. */
+  allAddresses?: string[];
+  /** How often a client checks for a free voter or learner slot; 0 = never. */
+  slotCheckIntervalMs?: number;
 }
+
+/** Default KvComponentRole.slotCheckIntervalMs (plus up to 20% jitter). */
+export const DEFAULT_SLOT_CHECK_INTERVAL_MS = 2_000;
+/** How long a graceful leave waits for the removal from the Raft configuration. */
+const LEAVE_TIMEOUT_MS = 10_000;
 
 export class KvNodeComponent implements Startable, KvNodeLike {
   private current?: KvNode;
   private client?: KvClientStore;
   private readonly fatalHandlers: Array<(err: Error) => void> = [];
   private startCancelled = false;
+  /** Stopping or leaving: no client takes a slot any more. */
+  private stopping = false;
+  private slotTimer: NodeJS.Timeout | undefined;
+  /** A client's attempt to take a slot, in progress. */
+  private promotion: Promise<void> | undefined;
+  /** Consecutive checks that found a slot free (see clientRank). */
+  private freeSlotChecks = 0;
 
   constructor(
     private readonly options: KvNodeOptions,
@@ -107,6 +127,7 @@ export class KvNodeComponent implements Startable, KvNodeLike {
 
   async start(): Promise<void> {
     if (this.current || this.client) return;
+    this.stopping = false;
     if (this.role && (await isRecordedClient(this.role.dataDir))) {
       await this.startClient(
         'this agent was refused a voter or learner slot before (recorded in its data directory)',
@@ -121,7 +142,11 @@ export class KvNodeComponent implements Startable, KvNodeLike {
       await this.startClient((err as Error).message);
       return;
     }
-    const node = this.current;
+    this.watchFatal(this.current);
+    this.logger.info({ raftId: this.current.raftId, role: this.kvRole }, 'KV node open');
+  }
+
+  private watchFatal(node: KvNode): void {
     node.onFatal((err) => {
       if ((err as { code?: unknown }).code === 'membership-full' && this.role) {
         // Removed while away and no slot left: the next start runs as a client.
@@ -133,7 +158,6 @@ export class KvNodeComponent implements Startable, KvNodeLike {
       }
       for (const handler of this.fatalHandlers) handler(err);
     });
-    this.logger.info({ raftId: node.raftId, role: this.kvRole }, 'KV node open');
   }
 
   /**
@@ -180,9 +204,103 @@ export class KvNodeComponent implements Startable, KvNodeLike {
       id: this.options.id, // the agent's name: the Node of its sessions
     });
     this.logger.info({ servers: role.servers, reason }, 'running as a client of the KV store');
+    this.scheduleSlotCheck();
+  }
+
+  private scheduleSlotCheck(): void {
+    const intervalMs = this.role?.slotCheckIntervalMs ?? DEFAULT_SLOT_CHECK_INTERVAL_MS;
+    if (intervalMs <= 0 || this.stopping || !this.client) return;
+    this.slotTimer = setTimeout(
+      () => {
+        this.promotion = this.checkForSlot()
+          .catch((err) =>
+            this.logger.warn({ err: (err as Error).message }, 'checking for a free KV slot failed'),
+          )
+          .finally(() => {
+            this.promotion = undefined;
+            this.scheduleSlotCheck();
+          });
+      },
+      intervalMs * (1 + 0.2 * Math.random()),
+    );
+    this.slotTimer.unref();
+  }
+
+  /** A client: asks the servers for the configuration and takes a free slot when it is its turn. */
+  private async checkForSlot(): Promise<void> {
+    const client = this.client;
+    if (!client?.members || this.stopping) return;
+    const members = await client.members({ timeoutMs: 2_000 }).catch(() => undefined);
+    if (!members) return;
+    const addresses = (role: RaftMember['role']) =>
+      members.filter((m) => m.role === role).map((m) => m.address);
+    const limits = {
+      maxVoters: this.options.maxVoters ?? Infinity,
+      maxLearners: this.options.maxLearners ?? Infinity,
+    };
+    if (joinRefusal({ voters: addresses('voter'), learners: addresses('learner') }, limits)) {
+      this.freeSlotChecks = 0;
+      return;
+    }
+    this.freeSlotChecks++;
+    const all = this.role?.allAddresses ?? [];
+    const rank = clientRank(
+      this.options.listen,
+      all,
+      members.map((m) => m.address),
+    );
+    if (this.freeSlotChecks <= rank) return;
+    await this.becomeMember(client);
+  }
+
+  /**
+   * Opens a replica that joins as a learner and, once it has caught up, makes
+   * it the store in place of `client`. Refused as full (another client was
+   * quicker), it stays a client.
+   */
+  private async becomeMember(client: KvClientStore): Promise<void> {
+    const role = this.role!;
+    this.logger.info('a KV slot is free: joining as a learner');
+    let node: KvNode;
+    try {
+      // A fresh directory joins through the servers; one that left joins again (KvNode.open).
+      node = await this.open({ ...this.options, join: role.servers });
+    } catch (err) {
+      const full = (err as { code?: unknown }).code === 'membership-full';
+      this.logger.info(
+        { err: (err as Error).message },
+        full ? 'the free slot was taken by another agent; still a client' : 'joining failed; still a client',
+      );
+      return;
+    }
+    try {
+      // A linearizable read returns once this replica has applied all that was committed when
+      // it asked: the overlay must not watch a replica that has not caught up (it would see the
+      // networks and hosts missing).
+      await node.get('weft/v1/');
+      if (this.stopping || this.client !== client) throw new Error('the agent is stopping');
+    } catch (err) {
+      this.logger.warn({ err: (err as Error).message }, 'the new replica did not catch up; still a client');
+      await node.leave({ timeoutMs: 3_000 }).catch(() => {});
+      await node.close();
+      return;
+    }
+    await forgetClientRole(role.dataDir);
+    this.current = node;
+    this.client = undefined;
+    this.watchFatal(node);
+    this.logger.info(
+      { raftId: node.raftId, role: this.kvRole },
+      'this agent is now a KV replica (it was a client)',
+    );
+    // The overlay's watch on the client breaks here and is set up again on the replica.
+    await client.close().catch(() => {});
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.slotTimer);
+    await this.promotion;
     const node = this.current;
     const client = this.client;
     this.current = undefined;
@@ -191,28 +309,30 @@ export class KvNodeComponent implements Startable, KvNodeLike {
     await client?.close();
   }
 
-  /** If this node leads, hand leadership to the most caught-up other voter (best effort, bounded). */
-  async transferLeadership(timeoutMs = 3_000): Promise<void> {
+  /**
+   * Graceful leave (before stop): if this agent's replica leads, it hands
+   * leadership over; then it is removed from the Raft configuration, a
+   * healthy learner promoted in its place first (KvNode.leave). Best effort
+   * and bounded: when the removal cannot be made (it would cost the quorum,
+   * no leader) the agent stops anyway, still a member, as if killed (the
+   * autopilot replaces it later). A client has nothing to leave.
+   */
+  async leave(timeoutMs = LEAVE_TIMEOUT_MS): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.slotTimer);
+    await this.promotion;
     const node = this.current;
     if (!node) return;
-    const s = node.status();
-    if (s.role !== 'leader') return;
-    const target = s.voters.find((v) => v !== s.raftId);
-    if (!target) return;
-    try {
-      await Promise.race([
-        node.transferLeadership(target),
-        new Promise((_, reject) =>
-          setTimeout(() => reject(new Error(`no new leader within ${timeoutMs} ms`)), timeoutMs).unref(),
-        ),
-      ]);
-      this.logger.info({ to: target }, 'leadership transferred');
-    } catch (err) {
+    const result = await node
+      .leave({ timeoutMs })
+      .catch((err: Error) => ({ left: false, reason: err.message }));
+    if (result.left)
+      this.logger.info({ raftId: node.raftId }, 'left the KV cluster (removed from the Raft configuration)');
+    else
       this.logger.warn(
-        { err: (err as Error).message, to: target },
-        'leadership transfer failed; the others will elect a leader',
+        { raftId: node.raftId, reason: result.reason },
+        'could not leave the KV cluster; stopping as a member (the autopilot replaces it once it is past the dead-voter threshold)',
       );
-    }
   }
 
   /** The store calls go to the node, or to the client. */

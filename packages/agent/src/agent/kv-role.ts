@@ -5,7 +5,7 @@
 // sorted set {own address} ∪ peers without talking to anyone; the others join
 // through them, and the cluster's leader says whether a learner slot is left
 // (KvMembershipFullError when not).
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export type KvRole = 'voter' | 'learner' | 'client';
@@ -78,4 +78,22 @@ export async function isRecordedClient(dataDir: string): Promise<boolean> {
 
 export async function recordClientRole(dataDir: string): Promise<void> {
   await writeFile(join(dataDir, CLIENT_ROLE_FILE), 'client\n');
+}
+
+/** The agent took a voter or learner slot after all: its next start resumes from its KV state. */
+export async function forgetClientRole(dataDir: string): Promise<void> {
+  await rm(join(dataDir, CLIENT_ROLE_FILE), { force: true });
+}
+
+/**
+ * Which client (0 = first) asks for a free slot: the clients are the agents'
+ * addresses (`all`, every agent's --advertise with the same peers) outside
+ * the Raft configuration, in address order. The first asks at once, the next
+ * one a check later, and so on, so a freed slot does not bring every client
+ * at once (and a dead first client holds nobody up for long).
+ */
+export function clientRank(self: string, all: readonly string[], members: readonly string[]): number {
+  const inRaft = new Set(members);
+  const clients = sortAddresses(all).filter((a) => !inRaft.has(a));
+  return Math.max(0, clients.indexOf(self));
 }

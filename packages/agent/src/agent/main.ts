@@ -19,7 +19,7 @@ import { ContainerRuntime } from './containers.js';
 import { DnsIdentityBook } from './dns-identity.js';
 import { openKvClientStore } from './kv-client-store.js';
 import { type KvClientFactory, KvNodeComponent } from './kv-component.js';
-import { planKvBootstrap } from './kv-role.js';
+import { planKvBootstrap, sortAddresses } from './kv-role.js';
 import { SandboxGate } from './sandbox-gate.js';
 import type { Startable } from './startable.js';
 
@@ -73,12 +73,14 @@ export function createKvComponent(
   const kvLogger = deps.logger;
   const withPort = (a: string) => (a.includes(':') ? a : `${a}:${config.raftPort}`);
   // Read only for a new data directory; a restart resumes its role (kv-role.ts).
-  const plan = planKvBootstrap(withPort(config.advertise), config.peers.map(withPort), config.voters);
+  const self = withPort(config.advertise);
+  const peers = config.peers.map(withPort);
+  const plan = planKvBootstrap(self, peers, config.voters);
   const kv = new KvNodeComponent(
     {
       dataDir: join(config.dataDir, 'kv'),
       id: config.name,
-      listen: withPort(config.advertise),
+      listen: self,
       ...(plan.bootstrap ? { peers: plan.initialVoters } : { join: plan.joinThrough }),
       maxVoters: config.voters,
       maxLearners: config.learners,
@@ -97,6 +99,7 @@ export function createKvComponent(
     {
       dataDir: config.dataDir,
       servers: plan.bootstrap ? plan.initialVoters : plan.joinThrough,
+      allAddresses: sortAddresses([self, ...peers]),
       ...(hooks.openKvClient ? { openClient: hooks.openKvClient } : {}),
     },
   );
