@@ -312,11 +312,332 @@ function messageToWire(message: Message): Decoded {
 }
 
 export function encodeMessage(message: Message): Uint8Array {
-  return seal('Message', messageToWire(message));
+  return encodeMessageDirect(message) ?? seal('Message', messageToWire(message));
 }
 
 export function decodeMessage(frame: Uint8Array): Message {
-  return readMessage(unseal('Message', frame));
+  const raw = decodeMessageDirect(frame);
+  return readMessage(raw ?? unseal('Message', frame));
+}
+
+// ---------------------------------------------------------------- Raft message, direct
+//
+// Every Raft message crosses this codec once per peer (a leader encodes each
+// append twice with two followers). protobufjs plus the validating copy cost
+// ~30 µs per 10-entry append to encode and ~15 µs to decode; writing and
+// reading the protobuf bytes directly costs a fraction of that. Byte for byte
+// what protobufjs writes (a test compares them), so either side may use
+// either path. Anything the direct path does not handle plainly (a snapshot,
+// a field that would fail validation, an unexpected wire layout) goes the
+// protobufjs way, which gives the precise error: the direct path only ever
+// answers for messages the slow path would accept identically.
+
+const NO_BYTES = new Uint8Array(0);
+
+function plainU64(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+function plainNodeId(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= MAX_NODE_ID_LENGTH;
+}
+
+// proto3 without `optional`: protobufjs leaves out zero numbers, false, and
+// empty strings and bytes; so does this writer. Every field number here is
+// below 16, so every tag is one byte.
+
+/** A varint field's size, 0 when it is left out. */
+function fieldVarint(n: number): number {
+  return n === 0 ? 0 : 1 + varintBytes(n);
+}
+
+/** A length-delimited field's size, 0 when it is empty (left out). */
+function fieldBytes(length: number): number {
+  return length === 0 ? 0 : 1 + varintBytes(length) + length;
+}
+
+function entryBytes(e: Entry): number {
+  return fieldVarint(e.term) + fieldVarint(e.index) + fieldVarint(e.type) + fieldBytes(e.data.length);
+}
+
+function putVarint(out: Buffer, at: number, tag: number, n: number): number {
+  if (n === 0) return at;
+  out[at++] = tag;
+  return writeVarint(out, at, n);
+}
+
+function putBytes(out: Buffer, at: number, tag: number, bytes: Uint8Array): number {
+  if (bytes.length === 0) return at;
+  out[at++] = tag;
+  at = writeVarint(out, at, bytes.length);
+  out.set(bytes, at);
+  return at + bytes.length;
+}
+
+function putString(out: Buffer, at: number, tag: number, s: string, byteLength: number): number {
+  out[at++] = tag;
+  at = writeVarint(out, at, byteLength);
+  return at + out.write(s, at, byteLength, 'utf8');
+}
+
+/** The encoded frame, or undefined when the message needs the protobufjs path (snapshot, invalid field). */
+function encodeMessageDirect(m: Message): Uint8Array | undefined {
+  const type = m.type;
+  if (
+    m.snapshot !== undefined ||
+    typeof type !== 'number' ||
+    MessageType[type] === undefined ||
+    type === MessageType.Snap ||
+    LOCAL_MESSAGE_TYPES.has(type) ||
+    !plainNodeId(m.from) ||
+    !plainNodeId(m.to) ||
+    !plainU64(m.term) ||
+    !plainU64(m.logTerm) ||
+    !plainU64(m.index) ||
+    !plainU64(m.commit) ||
+    !plainU64(m.rejectHint) ||
+    typeof m.reject !== 'boolean' ||
+    !(m.context instanceof Uint8Array) ||
+    !Array.isArray(m.entries)
+  )
+    return undefined;
+  const fromBytes = Buffer.byteLength(m.from);
+  const toBytes = Buffer.byteLength(m.to);
+  let size =
+    fieldVarint(type) +
+    fieldBytes(fromBytes) +
+    fieldBytes(toBytes) +
+    fieldVarint(m.term) +
+    fieldVarint(m.logTerm) +
+    fieldVarint(m.index) +
+    fieldVarint(m.commit) +
+    (m.reject ? 2 : 0) +
+    fieldVarint(m.rejectHint) +
+    fieldBytes(m.context.length);
+  const entries = m.entries;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    if (
+      e === null ||
+      typeof e !== 'object' ||
+      !plainU64(e.term) ||
+      !plainU64(e.index) ||
+      typeof e.type !== 'number' ||
+      EntryType[e.type] === undefined ||
+      !(e.data instanceof Uint8Array) ||
+      (type === MessageType.App && e.index !== m.index + 1 + i)
+    )
+      return undefined;
+    // An entry is written even when all its fields are defaults (tag and length 0).
+    const bytes = entryBytes(e);
+    size += 1 + varintBytes(bytes) + bytes;
+  }
+  // Envelope: version (2 bytes), payload (tag, length, bytes; left out when empty), CRC (5 bytes).
+  const payloadAt = size === 0 ? 2 : 3 + varintBytes(size);
+  const out = Buffer.allocUnsafe(payloadAt + size + 5);
+  out[0] = 0x08;
+  out[1] = WIRE_VERSION;
+  if (size > 0) {
+    out[2] = 0x12;
+    writeVarint(out, 3, size);
+  }
+  let at = putVarint(out, payloadAt, 0x08, type);
+  at = putString(out, at, 0x12, m.from, fromBytes);
+  at = putString(out, at, 0x1a, m.to, toBytes);
+  at = putVarint(out, at, 0x20, m.term);
+  at = putVarint(out, at, 0x28, m.logTerm);
+  at = putVarint(out, at, 0x30, m.index);
+  for (const e of entries) {
+    out[at++] = 0x3a;
+    at = writeVarint(out, at, entryBytes(e));
+    at = putVarint(out, at, 0x08, e.term);
+    at = putVarint(out, at, 0x10, e.index);
+    at = putVarint(out, at, 0x18, e.type);
+    at = putBytes(out, at, 0x22, e.data);
+  }
+  at = putVarint(out, at, 0x40, m.commit);
+  if (m.reject) {
+    out[at++] = 0x48;
+    out[at++] = 1;
+  }
+  at = putVarint(out, at, 0x50, m.rejectHint);
+  at = putBytes(out, at, 0x62, m.context);
+  out[at++] = 0x1d;
+  out.writeUInt32LE(crc32(out.subarray(payloadAt, payloadAt + size)) >>> 0, at);
+  return out;
+}
+
+/** Thrown inside the direct decoder to hand the frame to the protobufjs path. */
+const NOT_PLAIN = Symbol('not plain');
+
+class DirectReader {
+  at: number;
+  constructor(
+    readonly buf: Uint8Array,
+    start: number,
+    readonly end: number,
+  ) {
+    this.at = start;
+  }
+  varint(): number {
+    let n = 0;
+    let scale = 1;
+    for (let shift = 0; shift < 56; shift += 7) {
+      if (this.at >= this.end) throw NOT_PLAIN;
+      const b = this.buf[this.at++]!;
+      n += (b & 0x7f) * scale;
+      if (b < 0x80) {
+        if (!Number.isSafeInteger(n)) throw NOT_PLAIN;
+        return n;
+      }
+      scale *= 0x80;
+    }
+    throw NOT_PLAIN;
+  }
+  bytes(): Uint8Array {
+    const length = this.varint();
+    if (length > this.end - this.at) throw NOT_PLAIN;
+    const out = this.buf.subarray(this.at, this.at + length);
+    this.at += length;
+    return out;
+  }
+  string(): string {
+    const b = this.bytes();
+    let ascii = true;
+    for (let i = 0; i < b.length && ascii; i++) ascii = b[i]! < 0x80;
+    return ascii
+      ? String.fromCharCode.apply(null, b as unknown as number[])
+      : Buffer.from(b).toString('utf8');
+  }
+  /** Skips a field the decoder does not know, as protobufjs does (groups are left to it). */
+  skip(wireType: number): void {
+    if (wireType === 0) this.varint();
+    else if (wireType === 1) this.at += 8;
+    else if (wireType === 2) this.bytes();
+    else if (wireType === 5) this.at += 4;
+    else throw NOT_PLAIN;
+    if (this.at > this.end) throw NOT_PLAIN;
+  }
+}
+
+function readDirectEntry(r: DirectReader): Decoded {
+  const entry: Decoded = { term: 0, index: 0, type: 0, data: NO_BYTES };
+  while (r.at < r.end) {
+    const tag = r.varint();
+    const field = Math.floor(tag / 8);
+    const wire = tag & 7;
+    if (field === 1 && wire === 0) entry.term = r.varint();
+    else if (field === 2 && wire === 0) entry.index = r.varint();
+    else if (field === 3 && wire === 0) entry.type = r.varint();
+    else if (field === 4 && wire === 2) entry.data = r.bytes();
+    else if (field >= 1 && field <= 4) throw NOT_PLAIN;
+    else r.skip(wire);
+  }
+  return entry;
+}
+
+/**
+ * The message's fields as protobufjs would decode them (absent fields at
+ * their defaults), or undefined for anything else than a well-formed,
+ * correctly checksummed frame of plain fields: that goes the protobufjs way.
+ */
+function decodeMessageDirect(frame: Uint8Array): Decoded | undefined {
+  if (!(frame instanceof Uint8Array)) return undefined;
+  // Views of a plain Uint8Array: Buffer's subarray() costs several times more.
+  const bytes = new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength);
+  try {
+    const env = new DirectReader(bytes, 0, bytes.length);
+    let version = 0;
+    let payload: Uint8Array | undefined;
+    let crc: number | undefined;
+    while (env.at < env.end) {
+      const tag = env.varint();
+      if (tag === 0x08) version = env.varint();
+      else if (tag === 0x12) payload = env.bytes();
+      else if (tag === 0x1d) {
+        if (env.at + 4 > env.end) return undefined;
+        crc =
+          (bytes[env.at]! | (bytes[env.at + 1]! << 8) | (bytes[env.at + 2]! << 16)) +
+          bytes[env.at + 3]! * 0x1000000;
+        env.at += 4;
+      } else return undefined;
+    }
+    if (version !== WIRE_VERSION || payload === undefined || crc === undefined || crc32(payload) !== crc)
+      return undefined;
+    const r = new DirectReader(payload, 0, payload.length);
+    const raw: Decoded = {
+      type: 0,
+      from: '',
+      to: '',
+      term: 0,
+      logTerm: 0,
+      index: 0,
+      entries: [],
+      commit: 0,
+      reject: false,
+      rejectHint: 0,
+      context: NO_BYTES,
+    };
+    const entries = raw.entries as Decoded[];
+    while (r.at < r.end) {
+      const tag = r.varint();
+      switch (tag) {
+        case 0x08:
+          raw.type = r.varint();
+          break;
+        case 0x12:
+          raw.from = r.string();
+          break;
+        case 0x1a:
+          raw.to = r.string();
+          break;
+        case 0x20:
+          raw.term = r.varint();
+          break;
+        case 0x28:
+          raw.logTerm = r.varint();
+          break;
+        case 0x30:
+          raw.index = r.varint();
+          break;
+        case 0x3a: {
+          const length = r.varint();
+          if (length > r.end - r.at) return undefined;
+          entries.push(readDirectEntry(new DirectReader(payload, r.at, r.at + length)));
+          r.at += length;
+          break;
+        }
+        case 0x40:
+          raw.commit = r.varint();
+          break;
+        case 0x48: {
+          const b = r.varint();
+          if (b > 1) return undefined;
+          raw.reject = b === 1;
+          break;
+        }
+        case 0x50:
+          raw.rejectHint = r.varint();
+          break;
+        case 0x62:
+          raw.context = r.bytes();
+          break;
+        default: {
+          const field = Math.floor(tag / 8);
+          // A snapshot, or a known field with an unexpected wire type.
+          if (field >= 1 && field <= 12) return undefined;
+          r.skip(tag & 7);
+        }
+      }
+    }
+    // protobufjs reads enums as int32: a larger varint would wrap, not fail.
+    if ((raw.type as number) > 0x7fffffff || entries.some((e) => (e.type as number) > 0x7fffffff))
+      return undefined;
+    return raw;
+  } catch (err) {
+    if (err === NOT_PLAIN) return undefined;
+    throw err;
+  }
 }
 
 // ---------------------------------------------------------------- control frames

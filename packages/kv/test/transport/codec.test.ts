@@ -151,6 +151,112 @@ describe('transport codec', () => {
     }
   });
 
+  /** An append (no snapshot: the direct encoder's case) with entries and fields of `rand`'s choosing. */
+  function randomPlainMessage(rand: () => number): Message {
+    const types = Object.values(MessageType).filter(
+      (v): v is MessageType => typeof v === 'number' && !LOCAL_MESSAGE_TYPES.has(v) && v !== MessageType.Snap,
+    );
+    const type = types[Math.floor(rand() * types.length)]!;
+    const big = () =>
+      [0, 1, 127, 128, 16_383, 16_384, 2 ** 32, Number.MAX_SAFE_INTEGER][Math.floor(rand() * 8)]!;
+    const index = Math.floor(rand() * 2 ** 40);
+    const entryCount = Math.floor(rand() * 4);
+    return {
+      type,
+      from: ['n1', 'nœud-ü', 'x'.repeat(256)][Math.floor(rand() * 3)]!,
+      to: 'node-two',
+      term: big(),
+      logTerm: big(),
+      index,
+      entries: Array.from({ length: entryCount }, (_, i) => ({
+        term: big(),
+        index: type === MessageType.App ? index + 1 + i : big(),
+        type: rand() < 0.5 ? EntryType.Normal : EntryType.ConfChange,
+        data: randomBytes(rand, [0, 1, 200, 20_000][Math.floor(rand() * 4)]!),
+      })),
+      commit: big(),
+      reject: rand() < 0.5,
+      rejectHint: big(),
+      context: randomBytes(rand, Math.floor(rand() * 3) * 8),
+    };
+  }
+
+  it('writes messages without a snapshot byte for byte as protobufjs does', async () => {
+    const protobuf = (await import('protobufjs')).default;
+    const { crc32 } = await import('node:zlib');
+    const root = protobuf.parse(RAFT_PROTO_SCHEMA).root;
+    const messageType = root.lookupType('weft.raft.Message');
+    const rand = seededFloats(0x5eed);
+    for (let i = 0; i < 300; i++) {
+      const message = randomPlainMessage(rand);
+      const payload = messageType.encode(message).finish();
+      const expected = encodeEnvelope(1, payload, crc32(payload));
+      const frame = encodeMessage(message);
+      assert.ok(Buffer.from(frame).equals(Buffer.from(expected)), `case ${i}: ${MessageType[message.type]}`);
+      assert.deepStrictEqual(decodeMessage(frame), message, `case ${i}`);
+    }
+  });
+
+  it('decodes what any protobuf writer may send: fields out of order, repeated, unknown', async () => {
+    const protobuf = (await import('protobufjs')).default;
+    const { crc32 } = await import('node:zlib');
+    const w = protobuf.Writer.create();
+    w.uint32(0x62).bytes(new Uint8Array([7])); // context first
+    w.uint32(0x3a)
+      .fork()
+      .uint32(0x22)
+      .bytes(new Uint8Array([1, 2]))
+      .uint32(0x10)
+      .uint64(6)
+      .ldelim(); // entry, data before index, term absent
+    w.uint32(0x08).int32(MessageType.App);
+    w.uint32(0x1a).string('b');
+    w.uint32(0x78).uint64(99); // field 15: unknown, skipped
+    w.uint32(0x12).string('a');
+    w.uint32(0x30).uint64(4); // index, then repeated: the last one counts
+    w.uint32(0x30).uint64(5);
+    w.uint32(0x48).bool(true);
+    const payload = w.finish();
+    assert.deepStrictEqual(decodeMessage(encodeEnvelope(1, payload, crc32(payload))), {
+      type: MessageType.App,
+      from: 'a',
+      to: 'b',
+      term: 0,
+      logTerm: 0,
+      index: 5,
+      entries: [{ term: 0, index: 6, type: EntryType.Normal, data: new Uint8Array([1, 2]) }],
+      commit: 0,
+      reject: true,
+      rejectHint: 0,
+      context: new Uint8Array([7]),
+    });
+  });
+
+  it('rejects every truncation and single-bit corruption of an append', () => {
+    const frame = encodeMessage({
+      ...fullMessage(),
+      type: MessageType.App,
+      index: 9,
+      snapshot: undefined,
+      entries: [
+        { term: 3, index: 10, type: EntryType.Normal, data: new Uint8Array([1, 2, 3]) },
+        { term: 4, index: 11, type: EntryType.ConfChange, data: new Uint8Array(0) },
+      ],
+    });
+    for (let length = 0; length < frame.byteLength; length++) {
+      assert.throws(
+        () => decodeMessage(frame.subarray(0, length)),
+        WireFormatError,
+        `truncated to ${length}`,
+      );
+    }
+    for (let bit = 0; bit < frame.byteLength * 8; bit++) {
+      const corrupted = frame.slice();
+      corrupted[bit >> 3] ^= 1 << (bit & 7);
+      assert.throws(() => decodeMessage(corrupted), WireFormatError, `bit ${bit} flipped`);
+    }
+  });
+
   it('rejects every truncation of a valid frame', () => {
     const frame = encodeMessage(fullMessage());
     for (let length = 0; length < frame.byteLength; length++) {
