@@ -6,7 +6,13 @@
 //
 //   npm run bench:kv -w @weft/bench -- [--concurrency 64] [--duration-ms 5000] [--rounds 3]
 //        [--value-bytes 128] [--keys 1000] [--workloads put,get,get-stale,mixed] [--failover-trials 5]
-//        [--compare-bin OTHER/packages/kv/dist/src/bin/weft-kv.js]
+//        [--warmup-ms 8000] [--compare-bin OTHER/packages/kv/dist/src/bin/weft-kv.js]
+// --warmup-ms: before the measured rounds, each cluster serves the mixed
+// workload this long, unmeasured. A fresh weft-kv process spends its first
+// seconds compiling (V8's optimizing compiler runs on helper threads, counted
+// in the server's CPU): measured at concurrency 64, its CPU per put fell from
+// ~1.5 ms in the first 4 s to ~0.75 ms after 16 s. etcd (Go) has no such phase;
+// a long-running server's cost is the one after it. 0 measures cold processes.
 // --compare-bin adds a third cluster, "base", running another build of weft-kv
 // (e.g. a worktree of an older commit), alternated with the other two: each
 // line then also holds base's figures and weft's ratio to them.
@@ -26,6 +32,7 @@ const { values: args } = parseArgs({
     workloads: { type: 'string', default: 'put,get,get-stale,mixed' },
     'failover-trials': { type: 'string', default: '5' },
     'failover-concurrency': { type: 'string', default: '8' },
+    'warmup-ms': { type: 'string', default: '8000' },
     'compare-bin': { type: 'string' },
   },
 });
@@ -46,6 +53,7 @@ const valueBytes = positiveInt('value-bytes', args['value-bytes']);
 const keyCount = positiveInt('keys', args.keys);
 const failoverTrials = positiveInt('failover-trials', args['failover-trials'], true);
 const failoverConcurrency = positiveInt('failover-concurrency', args['failover-concurrency']);
+const warmupMs = positiveInt('warmup-ms', args['warmup-ms'], true);
 const workloads = String(args.workloads).split(',');
 for (const w of workloads) {
   if (!['put', 'get', 'get-stale', 'mixed'].includes(w))
@@ -71,6 +79,8 @@ function workloadRequest(c: BenchCluster, workload: string, worker: number) {
       return read('linearizable');
     case 'get-stale':
       return read('stale');
+    case 'mixed-warmup': // half writes, half linearizable reads: every path the workloads use gets compiled
+      return (rng >>> 0) % 2 === 0 ? c.put(node, nextKey(), value) : read('linearizable');
     default: // mixed: 90% linearizable reads, 10% writes
       return (rng >>> 0) % 10 === 0 ? c.put(node, nextKey(), value) : read('linearizable');
   }
@@ -154,6 +164,14 @@ async function main(): Promise<void> {
     // cluster starting in parallel could be handed the same one before the first binds it.
     for (const c of clusters) await c.start();
     for (const c of clusters) await preload(c);
+    if (warmupMs > 0) {
+      for (const c of clusters)
+        await runLoad({
+          concurrency,
+          durationMs: warmupMs,
+          next: (w) => workloadRequest(c, 'mixed-warmup', w),
+        });
+    }
     for (const workload of workloads) {
       const results: Record<string, LoadResult[]> = { weft: [], etcd: [], base: [] };
       // Server CPU per operation: on a machine shared with other work, throughput follows it.
@@ -176,6 +194,7 @@ async function main(): Promise<void> {
           workload,
           concurrency,
           durationMs,
+          warmupMs,
           valueBytes,
           keys: keyCount,
           weft: w,
