@@ -20,6 +20,8 @@ export interface AgentConfig {
   learners: number;
   /** The KV leader replaces a voter (and drops a learner) it has not heard from for this long. */
   deadVoterThresholdMs: number;
+  /** SIGTERM hands over leadership but stays in the Raft configuration (restarts, upgrades). */
+  keepRaftMembership: boolean;
   logLevel: string;
   /** TCP port of the Raft transport on the advertise address (peers without :port use it too). */
   raftPort: number;
@@ -129,6 +131,7 @@ export function parseAgentConfig(raw: Record<string, unknown>): AgentConfig {
     voters,
     learners,
     deadVoterThresholdMs,
+    keepRaftMembership: raw.keepRaftMembership === true || raw.keepRaftMembership === 'true',
     logLevel: str('logLevel') ?? 'info',
   };
 }

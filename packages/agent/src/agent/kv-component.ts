@@ -58,6 +58,8 @@ export interface KvComponentRole {
   allAddresses?: string[];
   /** How often a client checks for a free voter or learner slot; 0 = never. */
   slotCheckIntervalMs?: number;
+  /** leave() only hands over leadership and stays in the Raft configuration (--keep-raft-membership). */
+  keepMembershipOnLeave?: boolean;
 }
 
 /** Default KvComponentRole.slotCheckIntervalMs (plus up to 20% jitter). */
@@ -315,7 +317,9 @@ export class KvNodeComponent implements Startable, KvNodeLike {
    * healthy learner promoted in its place first (KvNode.leave). Best effort
    * and bounded: when the removal cannot be made (it would cost the quorum,
    * no leader) the agent stops anyway, still a member, as if killed (the
-   * autopilot replaces it later). A client has nothing to leave.
+   * autopilot replaces it later). A client has nothing to leave. With
+   * keepMembershipOnLeave it only hands over leadership, so that a restart
+   * (an upgrade) comes back as the same voter without membership changes.
    */
   async leave(timeoutMs = LEAVE_TIMEOUT_MS): Promise<void> {
     this.stopping = true;
@@ -323,6 +327,10 @@ export class KvNodeComponent implements Startable, KvNodeLike {
     await this.promotion;
     const node = this.current;
     if (!node) return;
+    if (this.role?.keepMembershipOnLeave) {
+      await this.handOverLeadership(node);
+      return;
+    }
     const result = await node
       .leave({ timeoutMs })
       .catch((err: Error) => ({ left: false, reason: err.message }));
@@ -333,6 +341,27 @@ export class KvNodeComponent implements Startable, KvNodeLike {
         { raftId: node.raftId, reason: result.reason },
         'could not leave the KV cluster; stopping as a member (the autopilot replaces it once it is past the dead-voter threshold)',
       );
+  }
+
+  /** If `node` leads, hands leadership to another voter (best effort, bounded): the others need not wait out an election. */
+  private async handOverLeadership(node: KvNode, timeoutMs = 3_000): Promise<void> {
+    const s = node.status();
+    const target = s.role === 'leader' ? s.voters.find((v) => v !== s.raftId) : undefined;
+    if (target === undefined) return;
+    try {
+      await Promise.race([
+        node.transferLeadership(target),
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new Error(`no new leader within ${timeoutMs} ms`)), timeoutMs).unref(),
+        ),
+      ]);
+      this.logger.info({ to: target }, 'leadership transferred; staying in the Raft configuration');
+    } catch (err) {
+      this.logger.warn(
+        { err: (err as Error).message, to: target },
+        'leadership transfer failed; the others will elect a leader',
+      );
+    }
   }
 
   /** The store calls go to the node, or to the client. */

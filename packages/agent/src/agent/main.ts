@@ -100,6 +100,7 @@ export function createKvComponent(
       dataDir: config.dataDir,
       servers: plan.bootstrap ? plan.initialVoters : plan.joinThrough,
       allAddresses: sortAddresses([self, ...peers]),
+      keepMembershipOnLeave: config.keepRaftMembership,
       ...(hooks.openKvClient ? { openClient: hooks.openKvClient } : {}),
     },
   );

@@ -117,6 +117,10 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
       'the KV leader replaces a voter silent this long by a learner',
       '10000',
     )
+    .option(
+      '--keep-raft-membership',
+      'on SIGTERM stay a Raft voter or learner (for a restart or upgrade); by default the agent leaves the configuration',
+    )
     .option('--raft-port <port>', 'TCP port of the Raft transport', '8300')
     .option(
       '--gateway-subnet <cidr>',

@@ -12,7 +12,7 @@ export interface LoopbackKvAgents {
   /** Raft addresses in sorted order: agent i is the i-th of the sorted set, so agents 0..voters-1 bootstrap. */
   addresses: string[];
   /** Agent i's component (each call a new one over the same data directory); `clientMode` gives it the real client store. */
-  component(i: number, opts?: { clientMode?: boolean }): KvNodeComponent;
+  component(i: number, opts?: { clientMode?: boolean; keepRaftMembership?: boolean }): KvNodeComponent;
 }
 
 export async function loopbackKvAgents(
@@ -22,7 +22,7 @@ export async function loopbackKvAgents(
 ): Promise<LoopbackKvAgents> {
   const ports = (await Promise.all(Array.from({ length: count }, freePort))).sort((a, b) => a - b);
   const addresses = ports.map((p) => `127.0.0.1:${p}`);
-  const component = (i: number, opts: { clientMode?: boolean } = {}) => {
+  const component = (i: number, opts: { clientMode?: boolean; keepRaftMembership?: boolean } = {}) => {
     const peers = addresses.filter((_, j) => j !== i);
     if (limits.reversePeers) peers.reverse();
     return createKvComponent(
@@ -34,6 +34,7 @@ export async function loopbackKvAgents(
         dataDir: join(root, `h${i}`),
         voters: String(limits.voters),
         learners: String(limits.learners),
+        keepRaftMembership: opts.keepRaftMembership === true,
       }),
       { logger: silentLogger(), hooks: opts.clientMode ? { openKvClient: openKvClientStore } : {} },
     );

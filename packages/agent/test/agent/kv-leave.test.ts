@@ -119,3 +119,34 @@ describe('KV leave and refill: five agents with --voters 3 --learners 1 (real KV
     assert.equal(back.kvRole, 'learner');
   });
 });
+
+describe('KV leave with --keep-raft-membership (real KV nodes)', function () {
+  this.timeout(60_000);
+  let root: string;
+  const running = new Set<KvNodeComponent>();
+  afterEach(async () => {
+    await Promise.all([...running].map((c) => c.stop()));
+    running.clear();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('a leader that keeps its membership hands leadership over and stays a voter; restarted, it is a voter', async () => {
+    root = await mkdtemp(join(tmpdir(), 'weft-kv-keep-'));
+    const { addresses, component } = await loopbackKvAgents(root, 3, { voters: 3, learners: 1 });
+    const agents = [0, 1, 2].map((i) => component(i, { keepRaftMembership: true }));
+    await Promise.all(agents.map((a) => a.start()));
+    for (const a of agents) running.add(a);
+    const leader = await waitUntil('a leader', () => agents.find((a) => a.node.status().role === 'leader'));
+    const i = agents.indexOf(leader);
+    await leader.leave();
+    const other = agents.find((a) => a !== leader)!;
+    assert.notEqual(other.node.status().leader, addresses[i], 'leadership moved');
+    await leader.stop();
+    running.delete(leader);
+    assert.ok(other.node.status().voters.includes(addresses[i]!), 'still a voter');
+    const back = component(i, { keepRaftMembership: true });
+    await back.start();
+    running.add(back);
+    assert.equal(back.kvRole, 'voter');
+  });
+});
