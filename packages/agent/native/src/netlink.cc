@@ -1,5 +1,7 @@
 // rtnetlink for the container wiring path: making a container's namespace and
-// its veths, addresses and routes without starting `ip` (a process spawned
+// its veths, addresses and routes, and the kernel data plane's FDB and
+// neighbour entries for remote endpoints, without starting `ip` or `bridge`
+// (a process spawned
 // from the agent and, for the sandbox side, a fork of it: ~3 ms each, where
 // the kernel work is a fraction of that). Messages are built with libmnl
 // (netfilter.org's minimal netlink library, the one iproute2 and nftables
@@ -25,7 +27,9 @@
 #include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <linux/if_addr.h>
+#include <linux/if_bridge.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
@@ -260,7 +264,19 @@ class Rtnl {
 
 // ------------------------------------------------------------------ operations
 
-enum class OpKind { VethAdd, LinkSet, BridgePortSet, AddrReplace, AddrDelete, RouteReplaceDefault, LinkDelete };
+enum class OpKind {
+  VethAdd,
+  LinkSet,
+  BridgePortSet,
+  AddrReplace,
+  AddrDelete,
+  RouteReplaceDefault,
+  LinkDelete,
+  FdbReplace,
+  FdbDelete,
+  NeighReplace,
+  NeighDelete,
+};
 
 /** One change, parsed on the JavaScript thread (see NetlinkOp in rtnetlink.ts). */
 struct Op {
@@ -282,7 +298,16 @@ struct Op {
   in_addr address{};
   int prefixLength = 0;
   in_addr gateway{};
+  uint8_t mac[6] = {};  // FDB and neighbour entries
+  bool self = true;     // FDB: the device's own table (vxlan: MAC -> remote VTEP), else its master bridge's
+  bool hasDst = false;  // FDB self: `address` is the remote VTEP
 };
+
+std::string macText(const uint8_t mac[6]) {
+  char text[18];
+  snprintf(text, sizeof text, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+  return text;
+}
 
 std::string describe(const Op& op) {
   char ip[INET_ADDRSTRLEN];
@@ -303,6 +328,17 @@ std::string describe(const Op& op) {
       return std::string("set default route via ") + ip + " dev " + op.name;
     case OpKind::LinkDelete:
       return "delete link " + op.name;
+    case OpKind::FdbReplace:
+    case OpKind::FdbDelete:
+      inet_ntop(AF_INET, &op.address, ip, sizeof ip);
+      return std::string(op.kind == OpKind::FdbReplace ? "set FDB entry " : "delete FDB entry ") + macText(op.mac) +
+             " on " + op.name + (op.self ? " (self" : " (master") +
+             (op.hasDst ? std::string(", dst ") + ip + ")" : std::string(")"));
+    case OpKind::NeighReplace:
+    case OpKind::NeighDelete:
+      inet_ntop(AF_INET, &op.address, ip, sizeof ip);
+      return std::string(op.kind == OpKind::NeighReplace ? "set neighbour " : "delete neighbour ") + ip +
+             (op.kind == OpKind::NeighReplace ? " lladdr " + macText(op.mac) : std::string()) + " on " + op.name;
   }
   return "?";
 }
@@ -446,6 +482,38 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
     }
     case OpKind::LinkDelete: {
       rtnl->beginLink(RTM_DELLINK, 0, op.name);
+      return rtnl->transact(&msg);
+    }
+    case OpKind::FdbReplace:
+    case OpKind::FdbDelete: {
+      // As `bridge fdb replace|del MAC dev DEV [dst IP] self permanent | master static`.
+      int index = 0;
+      if ((err = rtnl->linkIndex(op.name, &index, &msg)) != 0) return err;
+      bool add = op.kind == OpKind::FdbReplace;
+      nlmsghdr* nlh = rtnl->begin(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+      auto* ndm = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ndmsg)));
+      ndm->ndm_family = PF_BRIDGE;
+      ndm->ndm_ifindex = index;
+      ndm->ndm_flags = op.self ? NTF_SELF : NTF_MASTER;
+      // A bridge's "permanent" entry is one of its own addresses; a remote MAC there is "static".
+      ndm->ndm_state = uint16_t((op.self ? NUD_PERMANENT : NUD_REACHABLE) | NUD_NOARP);
+      mnl_attr_put(nlh, NDA_LLADDR, 6, op.mac);
+      if (op.hasDst) mnl_attr_put(nlh, NDA_DST, sizeof(in_addr), &op.address);
+      return rtnl->transact(&msg);
+    }
+    case OpKind::NeighReplace:
+    case OpKind::NeighDelete: {
+      // As `ip neigh replace IP lladdr MAC dev DEV nud permanent` / `ip neigh del IP dev DEV`.
+      int index = 0;
+      if ((err = rtnl->linkIndex(op.name, &index, &msg)) != 0) return err;
+      bool add = op.kind == OpKind::NeighReplace;
+      nlmsghdr* nlh = rtnl->begin(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+      auto* ndm = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ndmsg)));
+      ndm->ndm_family = AF_INET;
+      ndm->ndm_ifindex = index;
+      ndm->ndm_state = NUD_PERMANENT;
+      mnl_attr_put(nlh, NDA_DST, sizeof(in_addr), &op.address);
+      if (add) mnl_attr_put(nlh, NDA_LLADDR, 6, op.mac);
       return rtnl->transact(&msg);
     }
   }
@@ -649,6 +717,19 @@ int optionalBool(Napi::Env env, const Napi::Object& o, const char* key) {
   return v.As<Napi::Boolean>().Value() ? 1 : 0;
 }
 
+/** A MAC "aa:bb:cc:dd:ee:ff" into `out`; false if absent and not required. */
+bool macAddress(Napi::Env env, const Napi::Object& o, const char* key, bool required, uint8_t out[6]) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() && !required) return false;
+  unsigned b[6];
+  char tail;
+  std::string text = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+  if (sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
+    throw Napi::TypeError::New(env, std::string(key) + " \"" + text + "\" is not of the form aa:bb:cc:dd:ee:ff");
+  for (int i = 0; i < 6; i++) out[i] = uint8_t(b[i]);
+  return true;
+}
+
 Op parseOp(Napi::Env env, const Napi::Object& o) {
   std::string kind = o.Get("op").IsString() ? o.Get("op").As<Napi::String>().Utf8Value() : "";
   Op op;
@@ -660,16 +741,7 @@ Op parseOp(Napi::Env env, const Napi::Object& o) {
     op.peerName = ifName(env, o, "peerName");
     op.peerMtu = optionalInt(env, o, "peerMtu", 68, 65535);
     op.peerNetns = nsName(env, o, "peerNetns", true);
-    Napi::Value mac = o.Get("peerMac");
-    if (!mac.IsUndefined()) {
-      unsigned b[6];
-      char tail;
-      std::string text = mac.IsString() ? mac.As<Napi::String>().Utf8Value() : "";
-      if (sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6)
-        throw Napi::TypeError::New(env, "peerMac \"" + text + "\" is not of the form aa:bb:cc:dd:ee:ff");
-      for (int i = 0; i < 6; i++) op.peerMac[i] = uint8_t(b[i]);
-      op.hasPeerMac = true;
-    }
+    op.hasPeerMac = macAddress(env, o, "peerMac", false, op.peerMac);
   } else if (kind == "linkSet") {
     op.name = ifName(env, o, "name");
     op.mtu = optionalInt(env, o, "mtu", 68, 65535);
@@ -701,6 +773,25 @@ Op parseOp(Napi::Env env, const Napi::Object& o) {
   } else if (kind == "linkDelete") {
     op.kind = OpKind::LinkDelete;
     op.name = ifName(env, o, "name");
+  } else if (kind == "fdbReplace" || kind == "fdbDelete") {
+    op.kind = kind == "fdbReplace" ? OpKind::FdbReplace : OpKind::FdbDelete;
+    op.name = ifName(env, o, "dev");
+    macAddress(env, o, "mac", true, op.mac);
+    Napi::Value where = o.Get("where");
+    std::string w = where.IsString() ? where.As<Napi::String>().Utf8Value() : "";
+    if (w != "self" && w != "master") throw Napi::TypeError::New(env, "where must be \"self\" or \"master\"");
+    op.self = w == "self";
+    if (!o.Get("dst").IsUndefined()) {
+      if (!op.self || op.kind != OpKind::FdbReplace)
+        throw Napi::TypeError::New(env, "dst is only for fdbReplace where \"self\"");
+      op.address = ipv4(env, o, "dst");
+      op.hasDst = true;
+    }
+  } else if (kind == "neighReplace" || kind == "neighDelete") {
+    op.kind = kind == "neighReplace" ? OpKind::NeighReplace : OpKind::NeighDelete;
+    op.name = ifName(env, o, "dev");
+    op.address = ipv4(env, o, "ip");
+    if (op.kind == OpKind::NeighReplace) macAddress(env, o, "mac", true, op.mac);
   } else {
     throw Napi::TypeError::New(env, "unknown netlink operation \"" + kind + "\"");
   }

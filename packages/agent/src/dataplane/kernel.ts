@@ -4,10 +4,13 @@
 //   FDB on the vxlan device   MAC → remote VTEP   (where to send the frame)
 //   FDB on the bridge         MAC → vxlan port    (so the bridge does not flood)
 //   neighbour on the vxlan    IP → MAC            (ARP answered locally, `proxy`)
-// so no multicast, flooding or learning ever crosses the underlay.
+// so no multicast, flooding or learning ever crosses the underlay. They are
+// written over rtnetlink (applyNetlinkOps: the addon, or iproute2 batches
+// without it) and read back with iproute2's JSON listings.
 
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
-import { type BridgeFdb, CommandError, type IpLink, type IpNeigh, isMissingDevice } from '../netlink/ip.js';
+import { type BridgeFdb, type IpLink, type IpNeigh, isMissingDevice, isMissingEntry } from '../netlink/ip.js';
+import { applyNetlinkOps, type NetlinkOp } from '../netlink/rtnetlink.js';
 import { vxlanName } from './names.js';
 import { Plumbing, type PlumbingOptions, throwIfFailed, validateNetwork, validatePeer } from './plumbing.js';
 import { SerialQueue } from './serial.js';
@@ -48,6 +51,15 @@ interface PendingPeer {
 interface PeerBatch {
   kind: 'add' | 'remove';
   entries: PendingPeer[];
+}
+
+/** A remote endpoint's three entries on a vxlan device: where its MAC lives, that the bridge sends it there, its ARP answer. */
+function peerEntryOps(dev: string, mac: string, vtep: string, ip: string): NetlinkOp[] {
+  return [
+    { op: 'fdbReplace', dev, mac, where: 'self', dst: vtep },
+    { op: 'fdbReplace', dev, mac, where: 'master' },
+    { op: 'neighReplace', dev, ip, mac },
+  ];
 }
 
 function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
@@ -166,8 +178,7 @@ export class KernelDataplane implements Dataplane {
   }
 
   private async erasePeers(batch: PendingPeer[]): Promise<void> {
-    const fdb: string[] = [];
-    const neigh: string[] = [];
+    const ops: NetlinkOp[] = [];
     const done: PendingPeer[] = [];
     for (const [networkId, entries] of groupBy(batch, (e) => e.peer.networkId)) {
       const vx = vxlanName(networkId);
@@ -187,24 +198,23 @@ export class KernelDataplane implements Dataplane {
         done.push(entry);
         const dst = current.vtepByMac.get(mac);
         if (dst !== undefined && dst !== vtep) continue;
-        if (dst !== undefined) fdb.push(`fdb del ${mac} dev ${vx} self`);
-        if (current.bridgeMacs.has(mac)) fdb.push(`fdb del ${mac} dev ${vx} master`);
+        if (dst !== undefined) ops.push({ op: 'fdbDelete', dev: vx, mac, where: 'self' });
+        if (current.bridgeMacs.has(mac)) ops.push({ op: 'fdbDelete', dev: vx, mac, where: 'master' });
         if (current.macByIp.get(ip) === mac) {
-          neigh.push(`neigh del ${ip} dev ${vx}`);
+          ops.push({ op: 'neighDelete', dev: vx, ip });
           current.macByIp.delete(ip);
         }
       }
       this.knownNeighbours.set(networkId, current.macByIp);
     }
-    const written = await Promise.allSettled([
-      this.plumbing.host.bridgeBatch(fdb),
-      this.plumbing.host.ipBatch(neigh),
-    ]);
-    const failed = written.find((r) => r.status === 'rejected');
-    if (failed) {
+    try {
+      await this.applyInHost(ops);
+    } catch (err) {
       for (const e of done) this.knownNeighbours.delete(e.peer.networkId);
-      for (const e of done) e.reject(failed.reason);
-    } else for (const e of done) e.resolve();
+      for (const e of done) e.reject(err);
+      return;
+    }
+    for (const e of done) e.resolve();
   }
 
   private async writePeers(batch: PendingPeer[]): Promise<void> {
@@ -240,26 +250,14 @@ export class KernelDataplane implements Dataplane {
     }
   }
 
-  /** FDB and neighbour entries of the peers, in one `bridge` and one `ip` process side by side. */
+  /** FDB and neighbour entries of the peers, in one netlink batch (see applyNetlinkOps). */
   private async writePeerEntries(peers: RemotePeer[]): Promise<void> {
-    const fdb: string[] = [];
-    const neigh: string[] = [];
-    for (const p of peers) {
-      const vx = vxlanName(p.networkId);
-      fdb.push(
-        `fdb replace ${p.mac} dev ${vx} dst ${p.vtep} self permanent`,
-        `fdb replace ${p.mac} dev ${vx} master static`,
-      );
-      neigh.push(`neigh replace ${p.ip} lladdr ${p.mac} dev ${vx} nud permanent`);
-    }
-    const written = await Promise.allSettled([
-      this.plumbing.host.bridgeBatch(fdb),
-      this.plumbing.host.ipBatch(neigh),
-    ]);
-    const failed = written.find((r) => r.status === 'rejected');
-    if (failed) {
+    const ops = peers.flatMap((p) => peerEntryOps(vxlanName(p.networkId), p.mac, p.vtep, p.ip));
+    try {
+      await this.applyInHost(ops);
+    } catch (err) {
       for (const p of peers) this.knownNeighbours.delete(p.networkId);
-      throw failed.reason;
+      throw err;
     }
     for (const p of peers) this.knownNeighbours.get(p.networkId)?.set(p.ip, p.mac);
   }
@@ -371,14 +369,18 @@ export class KernelDataplane implements Dataplane {
     return !matches;
   }
 
+  /** Applies FDB and neighbour changes in the host namespace (where the vxlan devices are). */
+  private applyInHost(ops: NetlinkOp[]): Promise<void> {
+    const netns = this.plumbing.options.hostNetns;
+    return applyNetlinkOps(netns === undefined ? ops : ops.map((op) => ({ ...op, netns })));
+  }
+
   /** Deletes the MAC's vxlan and bridge FDB entries, each if present. */
   private async deleteFdbEntries(vx: string, mac: string): Promise<void> {
-    for (const where of ['self', 'master']) {
-      try {
-        await this.plumbing.host.bridge(['fdb', 'del', mac, 'dev', vx, where]);
-      } catch (e) {
-        if (!(e instanceof CommandError && /No such file|not found/i.test(e.stderr))) throw e;
-      }
+    for (const where of ['self', 'master'] as const) {
+      await this.applyInHost([{ op: 'fdbDelete', dev: vx, mac, where }]).catch((e) => {
+        if (!isMissingEntry(e)) throw e;
+      });
     }
   }
 
@@ -402,30 +404,27 @@ export class KernelDataplane implements Dataplane {
   }
 
   /**
-   * Turns `current` into `wanted` with one bridge and one ip process. Deletes
-   * only entries that exist (iproute2 aborts a batch at a failed delete).
+   * Turns `current` into `wanted` in one netlink batch. Deletes only entries
+   * that exist (a failed delete stops the batch).
    */
   private async writePeerTable(networkId: string, current: PeerTable, wanted: PeerTable): Promise<void> {
-    const vx = vxlanName(networkId);
-    const fdb: string[] = [];
-    const neigh: string[] = [];
+    const dev = vxlanName(networkId);
+    const ops: NetlinkOp[] = [];
     for (const [mac] of current.vtepByMac)
-      if (!wanted.vtepByMac.has(mac)) fdb.push(`fdb del ${mac} dev ${vx} self`);
+      if (!wanted.vtepByMac.has(mac)) ops.push({ op: 'fdbDelete', dev, mac, where: 'self' });
     for (const mac of current.bridgeMacs)
-      if (!wanted.bridgeMacs.has(mac)) fdb.push(`fdb del ${mac} dev ${vx} master`);
+      if (!wanted.bridgeMacs.has(mac)) ops.push({ op: 'fdbDelete', dev, mac, where: 'master' });
     for (const [mac, vtep] of wanted.vtepByMac) {
       if (current.vtepByMac.get(mac) !== vtep)
-        fdb.push(`fdb replace ${mac} dev ${vx} dst ${vtep} self permanent`);
+        ops.push({ op: 'fdbReplace', dev, mac, where: 'self', dst: vtep });
     }
     for (const mac of wanted.bridgeMacs) {
-      if (!current.bridgeMacs.has(mac)) fdb.push(`fdb replace ${mac} dev ${vx} master static`);
+      if (!current.bridgeMacs.has(mac)) ops.push({ op: 'fdbReplace', dev, mac, where: 'master' });
     }
-    for (const [ip] of current.macByIp) if (!wanted.macByIp.has(ip)) neigh.push(`neigh del ${ip} dev ${vx}`);
+    for (const [ip] of current.macByIp) if (!wanted.macByIp.has(ip)) ops.push({ op: 'neighDelete', dev, ip });
     for (const [ip, mac] of wanted.macByIp) {
-      if (current.macByIp.get(ip) !== mac)
-        neigh.push(`neigh replace ${ip} lladdr ${mac} dev ${vx} nud permanent`);
+      if (current.macByIp.get(ip) !== mac) ops.push({ op: 'neighReplace', dev, ip, mac });
     }
-    await this.plumbing.host.bridgeBatch(fdb);
-    await this.plumbing.host.ipBatch(neigh);
+    await this.applyInHost(ops);
   }
 }

@@ -53,6 +53,17 @@ export function isMissingDevice(err: unknown): err is CommandError | NetlinkErro
   );
 }
 
+/**
+ * Whether `err` says the FDB or neighbour entry a delete named does not exist:
+ * iproute2's words, or ENOENT from the native path.
+ */
+export function isMissingEntry(err: unknown): err is CommandError | NetlinkError {
+  return (
+    (err instanceof CommandError && /No such file|not found/i.test(err.stderr)) ||
+    (err instanceof NetlinkError && err.code === 'ENOENT')
+  );
+}
+
 /** Output cap per command: a full FDB dump of a large network is a few MB. */
 const maxOutputBytes = 64 * 1024 * 1024;
 

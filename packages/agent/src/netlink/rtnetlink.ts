@@ -1,8 +1,9 @@
-// Link, address and route changes as data (NetlinkOp), applied either over
-// rtnetlink by the native addon (native/src/netlink.cc: libmnl on a libuv
-// worker thread, no process started) or by `ip -batch` (iproute2), which is
-// the fallback: without the addon, or with WEFT_NETLINK=ip. Both paths take
-// the same list and stop at the first failing change.
+// Link, address, route, FDB and neighbour changes as data (NetlinkOp),
+// applied either over rtnetlink by the native addon (native/src/netlink.cc:
+// libmnl on a libuv worker thread, no process started) or by `ip -batch` and
+// `bridge -batch` (iproute2), which is the fallback: without the addon, or
+// with WEFT_NETLINK=ip. Both paths take the same list and stop at the first
+// failing change.
 //
 // Why not everything native: listings (`ip -j -d link show`) stay with iproute2,
 // whose JSON we already parse; what is native is what `weft run` waits for.
@@ -41,7 +42,18 @@ export type NetlinkOp =
   | { op: 'bridgePortSet'; netns?: string; name: string; isolated: boolean }
   | { op: 'addrReplace' | 'addrDelete'; netns?: string; dev: string; ip: string; prefixLength: number }
   | { op: 'routeReplaceDefault'; netns?: string; dev: string; gateway: string }
-  | { op: 'linkDelete'; netns?: string; name: string };
+  | { op: 'linkDelete'; netns?: string; name: string }
+  /**
+   * An FDB entry on `dev`: `self` in the device's own table (a vxlan device:
+   * frames for `mac` go to the VTEP `dst`; permanent), `master` in its
+   * bridge's (static: the bridge sends `mac` to this port instead of flooding).
+   */
+  | { op: 'fdbReplace'; netns?: string; dev: string; mac: string; where: 'self'; dst: string }
+  | { op: 'fdbReplace'; netns?: string; dev: string; mac: string; where: 'master' }
+  | { op: 'fdbDelete'; netns?: string; dev: string; mac: string; where: 'self' | 'master' }
+  /** A permanent neighbour (ARP) entry `ip` → `mac` on `dev`. */
+  | { op: 'neighReplace'; netns?: string; dev: string; ip: string; mac: string }
+  | { op: 'neighDelete'; netns?: string; dev: string; ip: string };
 
 interface NetlinkAddon {
   netlinkApply(ops: NetlinkOp[]): Promise<void>;
@@ -81,7 +93,12 @@ function fromAddon(e: unknown): unknown {
   return new NetlinkError(x.message, x.code, x.errno ?? 0, x.operation, x.device ?? '', x.netns ?? '');
 }
 
-/** The `ip -batch` line of one change (without its namespace: the batch runs in it). */
+/** Which iproute2 program makes the change in the fallback: FDB entries are `bridge`'s. */
+function toolOf(op: NetlinkOp): 'ip' | 'bridge' {
+  return op.op === 'fdbReplace' || op.op === 'fdbDelete' ? 'bridge' : 'ip';
+}
+
+/** The `ip -batch` (or, for FDB entries, `bridge -batch`) line of one change, without its namespace: the batch runs in it. */
 export function ipBatchLine(op: NetlinkOp): string {
   switch (op.op) {
     case 'vethAdd':
@@ -112,6 +129,16 @@ export function ipBatchLine(op: NetlinkOp): string {
       return `route replace default via ${op.gateway} dev ${op.dev}`;
     case 'linkDelete':
       return `link delete dev ${op.name}`;
+    case 'fdbReplace':
+      return op.where === 'self'
+        ? `fdb replace ${op.mac} dev ${op.dev} dst ${op.dst} self permanent`
+        : `fdb replace ${op.mac} dev ${op.dev} master static`;
+    case 'fdbDelete':
+      return `fdb del ${op.mac} dev ${op.dev} ${op.where}`;
+    case 'neighReplace':
+      return `neigh replace ${op.ip} lladdr ${op.mac} dev ${op.dev} nud permanent`;
+    case 'neighDelete':
+      return `neigh del ${op.ip} dev ${op.dev}`;
   }
 }
 
@@ -122,8 +149,8 @@ export function ipBatchLines(ops: NetlinkOp[]): string[] {
 
 /**
  * Applies the changes in order and stops at the first failure: natively
- * (NetlinkError) or with one `ip -batch` per run of changes in the same
- * namespace (CommandError).
+ * (NetlinkError) or with one `ip -batch` / `bridge -batch` per run of changes
+ * for the same program in the same namespace (CommandError).
  */
 export async function applyNetlinkOps(ops: NetlinkOp[]): Promise<void> {
   if (ops.length === 0) return;
@@ -139,8 +166,11 @@ export async function applyNetlinkOps(ops: NetlinkOp[]): Promise<void> {
   let start = 0;
   while (start < ops.length) {
     let end = start + 1;
-    while (end < ops.length && ops[end]!.netns === ops[start]!.netns) end++;
-    await new NetnsShell(ops[start]!.netns).ipBatch(ipBatchLines(ops.slice(start, end)));
+    const first = ops[start]!;
+    while (end < ops.length && ops[end]!.netns === first.netns && toolOf(ops[end]!) === toolOf(first)) end++;
+    const shell = new NetnsShell(first.netns);
+    const lines = ipBatchLines(ops.slice(start, end));
+    await (toolOf(first) === 'bridge' ? shell.bridgeBatch(lines) : shell.ipBatch(lines));
     start = end;
   }
 }

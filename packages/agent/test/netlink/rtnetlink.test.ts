@@ -15,12 +15,15 @@ import {
   type Topology,
 } from '../../src/dataplane/testing/topology.js';
 import {
+  type BridgeFdb,
   CommandError,
   commandRunners,
   type IpAddr,
   type IpLink,
+  type IpNeigh,
   type IpRoute,
   isMissingDevice,
+  isMissingEntry,
   listNetns,
   NetlinkError,
   NetnsShell,
@@ -156,6 +159,103 @@ for (const path of paths) {
       assert.equal(await new NetnsShell(host).link(veth), undefined);
       assert.equal(await new NetnsShell(sandbox).link('eth1'), undefined); // its peer went with it
       await new NetnsShell(host).ip(['link', 'delete', 'nlbr0']);
+    });
+
+    it("programs a vxlan device's remote entries (FDB self and master, neighbours) as `bridge` and `ip` show them, and removes them", async () => {
+      const host = topo.hosts[0]!.netns;
+      const shell = new NetnsShell(host);
+      const vx = `${topo.prefix.slice(0, 9)}x`;
+      await shell.ip(['link', 'add', 'nlbr1', 'type', 'bridge']);
+      await shell.ip([
+        'link',
+        'add',
+        vx,
+        'type',
+        'vxlan',
+        'id',
+        '4242',
+        'dstport',
+        '4789',
+        'nolearning',
+        'proxy',
+      ]);
+      await shell.ip(['link', 'set', vx, 'master', 'nlbr1']);
+      const peers = [
+        { mac: '02:42:c6:12:2a:05', ip: '198.18.42.5', vtep: '192.0.2.21' },
+        { mac: '02:42:c6:12:2a:06', ip: '198.18.42.6', vtep: '192.0.2.22' },
+      ];
+      const entries = async () => {
+        const fdb = await shell.bridgeJson<BridgeFdb>(['fdb', 'show', 'dev', vx]);
+        const neigh = await shell.ipJson<IpNeigh>(['neigh', 'show', 'dev', vx]);
+        return {
+          self: fdb
+            .filter((f) => f.flags?.includes('self') && f.dst !== undefined)
+            .map((f) => `${f.mac} ${f.dst} ${f.state}`)
+            .sort(),
+          master: fdb
+            .filter((f) => f.master === 'nlbr1' && f.state === 'static')
+            .map((f) => f.mac)
+            .sort(),
+          neigh: neigh.map((n) => `${n.dst} ${n.lladdr} ${n.state?.join(',')}`).sort(),
+        };
+      };
+      await applyNetlinkOps(
+        peers.flatMap((p) => [
+          { op: 'fdbReplace', netns: host, dev: vx, mac: p.mac, where: 'self', dst: p.vtep } as const,
+          { op: 'fdbReplace', netns: host, dev: vx, mac: p.mac, where: 'master' } as const,
+          { op: 'neighReplace', netns: host, dev: vx, ip: p.ip, mac: p.mac } as const,
+        ]),
+      );
+      assert.deepEqual(await entries(), {
+        self: ['02:42:c6:12:2a:05 192.0.2.21 permanent', '02:42:c6:12:2a:06 192.0.2.22 permanent'],
+        master: ['02:42:c6:12:2a:05', '02:42:c6:12:2a:06'],
+        neigh: ['198.18.42.5 02:42:c6:12:2a:05 PERMANENT', '198.18.42.6 02:42:c6:12:2a:06 PERMANENT'],
+      });
+      // Replace moves a MAC to another VTEP and an IP to another MAC, without duplicates.
+      await applyNetlinkOps([
+        {
+          op: 'fdbReplace',
+          netns: host,
+          dev: vx,
+          mac: '02:42:c6:12:2a:05',
+          where: 'self',
+          dst: '192.0.2.23',
+        },
+        { op: 'neighReplace', netns: host, dev: vx, ip: '198.18.42.6', mac: '02:42:c6:12:2a:07' },
+      ]);
+      const moved = await entries();
+      assert.deepEqual(moved.self, [
+        '02:42:c6:12:2a:05 192.0.2.23 permanent',
+        '02:42:c6:12:2a:06 192.0.2.22 permanent',
+      ]);
+      assert.deepEqual(moved.neigh, [
+        '198.18.42.5 02:42:c6:12:2a:05 PERMANENT',
+        '198.18.42.6 02:42:c6:12:2a:07 PERMANENT',
+      ]);
+
+      await applyNetlinkOps([
+        { op: 'fdbDelete', netns: host, dev: vx, mac: '02:42:c6:12:2a:05', where: 'self' },
+        { op: 'fdbDelete', netns: host, dev: vx, mac: '02:42:c6:12:2a:05', where: 'master' },
+        { op: 'neighDelete', netns: host, dev: vx, ip: '198.18.42.5' },
+      ]);
+      assert.deepEqual(await entries(), {
+        self: ['02:42:c6:12:2a:06 192.0.2.22 permanent'],
+        master: ['02:42:c6:12:2a:06'],
+        neigh: ['198.18.42.6 02:42:c6:12:2a:07 PERMANENT'],
+      });
+      // Deleting what is not there: recognisable as such, and nothing after it is applied.
+      const gone = await applyNetlinkOps([
+        { op: 'fdbDelete', netns: host, dev: vx, mac: '02:42:c6:12:2a:05', where: 'self' },
+        { op: 'neighDelete', netns: host, dev: vx, ip: '198.18.42.6' },
+      ]).catch((e) => e);
+      assert.ok(isMissingEntry(gone), `expected a missing-entry error, got ${gone}`);
+      assert.equal((await entries()).neigh.length, 1);
+      const noDev = await applyNetlinkOps([
+        { op: 'neighReplace', netns: host, dev: 'nosuch1', ip: '198.18.42.9', mac: '02:42:c6:12:2a:09' },
+      ]).catch((e) => e);
+      assert.ok(isMissingDevice(noDev), `expected a missing-device error, got ${noDev}`);
+      await shell.ip(['link', 'delete', vx]);
+      await shell.ip(['link', 'delete', 'nlbr1']);
     });
 
     it('stops at the first failure, naming the device or namespace; a missing device is recognisable', async () => {
