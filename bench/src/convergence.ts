@@ -17,6 +17,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { enterHost, eventually } from '@weft/e2e/harness/agents';
 import { type Cluster, preflight, runPrefix, startCluster } from '@weft/e2e/harness/cluster';
+import { benchArgs } from './args.js';
 import { summarizeMs } from './stats.js';
 
 interface ContainerJson {
@@ -26,10 +27,12 @@ interface ContainerJson {
 }
 
 async function main(): Promise<void> {
-  const argIndex = process.argv.indexOf('--attaches');
-  const attaches = argIndex > 0 ? Number(process.argv[argIndex + 1]) : 50;
+  const args = benchArgs('usage: npm run bench:convergence -- [--attaches 50]', {
+    attaches: { type: 'string', default: '50' },
+  });
+  const attaches = Number(args.attaches);
   if (!Number.isInteger(attaches) || attaches < 1 || attaches > 200)
-    throw new Error('--attaches must be 1..200');
+    throw new Error(`--attaches must be an integer in 1..200, got ${JSON.stringify(args.attaches)}`);
   const why = preflight();
   if (why) throw new Error(why);
 

@@ -13,18 +13,16 @@ import { Agent, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { KvNode } from '@weft/kv/api/node';
 import { KvClient } from '@weft/kv/client/kv-client';
 import { freePort } from '@weft/kv/testing/free-port';
+import { benchArgs } from './args.js';
 import { median, percentileOfSorted } from './stats.js';
 
-const { values: args } = parseArgs({
-  options: {
-    ops: { type: 'string', default: '500' },
-    concurrency: { type: 'string', default: '32' },
-    rounds: { type: 'string', default: '3' },
-  },
+const args = benchArgs('usage: npm run bench:kv-client -- [--ops 500] [--concurrency 32] [--rounds 3]', {
+  ops: { type: 'string', default: '500' },
+  concurrency: { type: 'string', default: '32' },
+  rounds: { type: 'string', default: '3' },
 });
 const ops = Number(args.ops);
 const concurrency = Number(args.concurrency);

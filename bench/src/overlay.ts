@@ -17,22 +17,23 @@
 //
 //   npm run bench:overlay -w @weft/bench -- [--attaches 200] [--death-trials 3] [--session-ttl-ms 2000]
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { KvNodeStore } from '@weft/agent/kv-adapter/kvnode-store';
 import type { KvNode } from '@weft/kv/api/node';
 import { openLoopbackCluster } from '@weft/kv/testing/loopback-cluster';
 import { waitUntil } from '@weft/kv/testing/wait-until';
 import { OverlayManager, type RemotePeer } from '@weft/overlay';
 import { RecordingDataplane } from '@weft/overlay/testing/recording-dataplane';
+import { benchArgs } from './args.js';
 import { summarizeMs } from './stats.js';
 
-const { values: args } = parseArgs({
-  options: {
+const args = benchArgs(
+  'usage: npm run bench:overlay -- [--attaches 200] [--death-trials 3] [--session-ttl-ms 2000]',
+  {
     attaches: { type: 'string', default: '200' },
     'death-trials': { type: 'string', default: '3' },
     'session-ttl-ms': { type: 'string', default: '2000' },
   },
-});
+);
 
 function intArg(name: string, raw: string | undefined, min: number, max: number): number {
   const n = Number(raw);

@@ -11,19 +11,20 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { KvNode, type KvNodeOptions } from '@weft/kv/api/node';
 import { freePort } from '@weft/kv/testing/free-port';
 import { waitUntil } from '@weft/kv/testing/wait-until';
+import { benchArgs } from '../args.js';
 import { median } from '../stats.js';
 
-const { values: args } = parseArgs({
-  options: {
+const args = benchArgs(
+  'usage: npm run bench:autopilot -- [--trials 5] [--threshold-ms 1500] [--victim leader|follower]',
+  {
     trials: { type: 'string', default: '5' },
     'threshold-ms': { type: 'string', default: '1500' },
     victim: { type: 'string', default: 'leader' },
   },
-});
+);
 const trials = Number(args.trials);
 const thresholdMs = Number(args['threshold-ms']);
 const victimKind = args.victim;
