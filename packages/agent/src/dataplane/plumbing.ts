@@ -178,12 +178,10 @@ interface HostView {
  * not miss: a gateway veth made by someone else (its address could be given
  * twice). Hence one Plumbing per host namespace, as the agent has.
  */
-interface KnownDevices {
-  names: Set<string>;
-  bridges: Map<string, BridgeInfo>;
+type KnownDevices = Pick<HostView, 'names' | 'bridges'> & {
   /** By host-side veth name. */
   gatewayVeths: Map<string, GatewayVethInfo>;
-}
+};
 
 /**
  * Exactly one IPv4 address on an interface: `ip`/`prefixLength` replaces what
