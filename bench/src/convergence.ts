@@ -48,19 +48,7 @@ async function main(): Promise<void> {
     await a.mustWeft(['network', 'create', '--subnet', '198.18.20.0/24', 'bench-net']);
     const pinger = JSON.parse(
       await eventually('the pinger container on host B', async () => {
-        const r = await b.weft([
-          '--format',
-          'json',
-          'run',
-          '-d',
-          '--net',
-          'bench-net',
-          '--name',
-          'pinger',
-          '--',
-          'sleep',
-          '3600',
-        ]);
+        const r = await b.weft(runDetached('pinger'));
         return r.code === 0 ? r.stdout : undefined;
       }),
     ) as ContainerJson;
@@ -219,21 +207,7 @@ async function attachThenPing(
   name: string,
 ): Promise<{ cliMs: number; pingMs: number }> {
   const t0 = performance.now();
-  const info = JSON.parse(
-    await timedWeft(a, [
-      '--format',
-      'json',
-      'run',
-      '-d',
-      '--net',
-      'bench-net',
-      '--name',
-      name,
-      '--',
-      'sleep',
-      '3600',
-    ]),
-  ) as ContainerJson;
+  const info = JSON.parse(await timedWeft(a, runDetached(name))) as ContainerJson;
   const ip = info.endpoints[0]?.ip as string;
   const tPing = performance.now();
   while (!(await prober.ping(ip))) {
@@ -291,6 +265,11 @@ class PingProber {
   close(): void {
     this.child.kill('SIGKILL');
   }
+}
+
+/** `weft run -d` of a long-running container named `name` on the bench's network, its answer as JSON. */
+function runDetached(name: string): string[] {
+  return ['--format', 'json', 'run', '-d', '--net', 'bench-net', '--name', name, '--', 'sleep', '3600'];
 }
 
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes. */

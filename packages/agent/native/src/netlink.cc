@@ -204,6 +204,19 @@ class Rtnl {
     }
   }
 
+  /**
+   * A fresh neighbour request (RTM_NEWNEIGH as create-or-replace, or
+   * RTM_DELNEIGH) on the link with index `ifindex`; its ndmsg in `*ndm`.
+   */
+  nlmsghdr* beginNeigh(bool add, uint8_t family, int ifindex, ndmsg** ndm) {
+    nlmsghdr* nlh = begin(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
+    auto* header = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ndmsg)));
+    header->ndm_family = family;
+    header->ndm_ifindex = ifindex;
+    *ndm = header;
+    return nlh;
+  }
+
   /** The index of the link called `name`; 0 or errno. */
   int linkIndex(const std::string& name, int* index, std::string* kernelMessage) {
     nlmsghdr* nlh = beginLink(RTM_GETLINK, 0, name);
@@ -489,11 +502,8 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
       // As `bridge fdb replace|del MAC dev DEV [dst IP] self permanent | master static`.
       int index = 0;
       if ((err = rtnl->linkIndex(op.name, &index, &msg)) != 0) return err;
-      bool add = op.kind == OpKind::FdbReplace;
-      nlmsghdr* nlh = rtnl->begin(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
-      auto* ndm = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ndmsg)));
-      ndm->ndm_family = PF_BRIDGE;
-      ndm->ndm_ifindex = index;
+      ndmsg* ndm = nullptr;
+      nlmsghdr* nlh = rtnl->beginNeigh(op.kind == OpKind::FdbReplace, PF_BRIDGE, index, &ndm);
       ndm->ndm_flags = op.self ? NTF_SELF : NTF_MASTER;
       // A bridge's "permanent" entry is one of its own addresses; a remote MAC there is "static".
       ndm->ndm_state = uint16_t((op.self ? NUD_PERMANENT : NUD_REACHABLE) | NUD_NOARP);
@@ -507,10 +517,8 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
       int index = 0;
       if ((err = rtnl->linkIndex(op.name, &index, &msg)) != 0) return err;
       bool add = op.kind == OpKind::NeighReplace;
-      nlmsghdr* nlh = rtnl->begin(add ? RTM_NEWNEIGH : RTM_DELNEIGH, add ? NLM_F_CREATE | NLM_F_REPLACE : 0);
-      auto* ndm = static_cast<ndmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ndmsg)));
-      ndm->ndm_family = AF_INET;
-      ndm->ndm_ifindex = index;
+      ndmsg* ndm = nullptr;
+      nlmsghdr* nlh = rtnl->beginNeigh(add, AF_INET, index, &ndm);
       ndm->ndm_state = NUD_PERMANENT;
       mnl_attr_put(nlh, NDA_DST, sizeof(in_addr), &op.address);
       if (add) mnl_attr_put(nlh, NDA_LLADDR, 6, op.mac);
