@@ -32,6 +32,7 @@ describe('KvNode.leave over libp2p', function () {
     ...extra,
   });
   const node = (i: number) => open.get(addrs[i]!)!;
+  const addresses = (i: number) => addrs[i]!;
   const leaderOf = () =>
     waitUntil('a leader', () => [...open.values()].find((n) => n.status().role === 'leader'));
   const membership = (n: KvNode) => {
@@ -114,6 +115,18 @@ describe('KvNode.leave over libp2p', function () {
     assert.deepEqual(membership(leader), { voters: [leader.raftId], learners: [] });
     for (const j of leaving) await close(j);
     assert.equal(await leader.put('k', enc('alone')), true);
+  });
+
+  it('all three voters leaving at once: two are removed, the last stays the only voter, holding the data', async () => {
+    await start(3);
+    const leader = await leaderOf();
+    assert.equal(await leader.put('k', enc('kept')), true);
+    const results = await Promise.all([0, 1, 2].map((j) => node(j).leave()));
+    assert.equal(results.filter((r) => r.left).length, 2, JSON.stringify(results));
+    const last = [0, 1, 2].find((j) => !results[j]!.left)!;
+    assert.match(results[last]!.reason ?? '', /only voter/);
+    assert.deepEqual(membership(node(last)), { voters: [addresses(last)], learners: [] });
+    assert.equal(dec((await node(last).get('k'))?.value), 'kept');
   });
 
   it('one voter dead, another leaving: the dead one is removed first, and the last carries on alone', async () => {
