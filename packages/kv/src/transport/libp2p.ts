@@ -674,6 +674,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
 
   send(messages: readonly Message[]): void {
     if (!this.node) return;
+    const idle = new Map<NodeId, PeerLink>();
     for (const message of messages) {
       if (message.type === MessageType.Snap) {
         if (this.acceptOutgoing(message)) void this.sendSnapshot(message);
@@ -688,8 +689,12 @@ export class Libp2pTransport extends TransportBase implements Transport {
       const frame = this.encodeOutgoing(message);
       if (!frame) continue;
       link.queue.push(frame);
-      if (!link.pumping) void this.pump(message.to, link);
+      if (!link.pumping) idle.set(message.to, link);
     }
+    // Pumps start once everything is queued: a pump writes what its queue holds
+    // at once, so all of this call's messages to a peer share one yamux frame
+    // (one encryption) instead of the first going alone.
+    for (const [to, link] of idle) if (!link.pumping) void this.pump(to, link);
   }
 
   private link(nodeId: NodeId): PeerLink {
