@@ -5,8 +5,10 @@
 // the client the learner slot; writes keep working; restarted, the agent
 // that left finds every slot taken and runs as a client.
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { type AgentHandle, eventually } from './harness/agents.js';
 import { type Cluster, runPrefix, skipUnlessReady, startCluster } from './harness/cluster.js';
+import { httpd, makePageDir, weftRun, wget } from './harness/commands.js';
 
 interface MemberJson {
   name: string;
@@ -18,9 +20,11 @@ interface MemberJson {
 describe('graceful leave: five agents, --voters 3 --learners 1 (e2e, namespaces)', function () {
   this.timeout(240_000);
   let cluster: Cluster;
+  let pageDir: string;
 
   before(async function () {
     skipUnlessReady(this);
+    pageDir = await makePageDir('leave', { 'index.html': 'served across the switch\n' });
     cluster = await startCluster(runPrefix('v'), {
       hosts: 5,
       // Far away: every membership change seen here comes from the leave, not from the autopilot's dead-voter rule.
@@ -29,6 +33,7 @@ describe('graceful leave: five agents, --voters 3 --learners 1 (e2e, namespaces)
   });
   after(async () => {
     await cluster?.destroy();
+    if (pageDir) await rm(pageDir, { recursive: true, force: true });
   });
 
   const ipKey = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
@@ -59,6 +64,9 @@ describe('graceful leave: five agents, --voters 3 --learners 1 (e2e, namespaces)
     const victim = agents.find((a) => a.host.name === start.find((m) => m.leader)?.name)!;
     const withRole = (role: string) => agents.find((a) => roleOf(start, a.host.name) === role)!;
     const [learner, client] = [withRole('learner'), withRole('client')];
+    // A container on the client host, to be served on across its switch from client to replica.
+    await client.mustWeft(['network', 'create', '--subnet', '198.18.43.0/24', 'v-web']);
+    await client.mustWeft(weftRun('detach', 'v-web', 'vweb', httpd(pageDir)));
 
     assert.equal(await victim.kill('SIGTERM'), 0, victim.logTail());
     const after = await eventually(
@@ -78,6 +86,10 @@ describe('graceful leave: five agents, --voters 3 --learners 1 (e2e, namespaces)
     assert.equal(status.role, 'learner');
     await client.mustWeft(['network', 'create', '--subnet', '198.18.41.0/24', 'v-net']);
     assert.match(await learner.mustWeft(['network', 'ls']), /v-net/);
+    // Its container stayed registered and reachable by name.
+    const page = await learner.weftUntilOk(weftRun('rm', 'v-web', 'vget', wget('http://vweb')), 30_000);
+    assert.equal(page, 'served across the switch\n');
+    assert.match(await client.mustWeft(['ps']), /vweb/);
 
     // Restarted with the same name and data directory: every slot is taken, so it runs as a client.
     victim.start();
