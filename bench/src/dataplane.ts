@@ -6,6 +6,7 @@
 //   userspace-nooffload   the same engine, one packet per frame (optional)
 //   userspace-nopoll      the same engine without busy polling (optional)
 //   userspace-nofollow    the same engine without CPU following (followWakerCpu false; optional)
+//   userspace-nonap       the same engine woken per frame during streams (streamNapUs 0; optional)
 //   userspace-nice        the same engine as an ordinary nice -10 thread, not SCHED_FIFO
 //                         (threadPriority 'nice'; optional)
 //   userspace-baseline    another build of the addon, given by --baseline-addon
@@ -19,7 +20,7 @@
 // The userspace engines run in this process: their threads' CPU time (from
 // /proc/self/task/*/schedstat, threads named weft-*) is reported while every
 // variant is idle and while each variant is pinged, i.e. what busy-polling
-// costs.
+// costs, and per KB carried by the single stream (engineCpuNsPerKb1Stream).
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
 //        --measure throughput,rtt --pings 50 --baseline-addon PATH --busy-poll-us N]
@@ -41,6 +42,7 @@ type Variant =
   | 'userspace-nooffload'
   | 'userspace-nopoll'
   | 'userspace-nofollow'
+  | 'userspace-nonap'
   | 'userspace-nice'
   | 'userspace-baseline';
 
@@ -71,6 +73,7 @@ function parseArgs(argv: string[]): Args {
     'userspace-nooffload',
     'userspace-nopoll',
     'userspace-nofollow',
+    'userspace-nonap',
     'userspace-nice',
     'userspace-baseline',
   ];
@@ -181,6 +184,7 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
             offloads: variant !== 'userspace-nooffload',
             busyPollUs: variant === 'userspace-nopoll' ? 0 : args.busyPollUs,
             followWakerCpu: variant !== 'userspace-nofollow',
+            streamNapUs: variant === 'userspace-nonap' ? 0 : undefined,
             threadPriority: variant === 'userspace-nice' ? 'nice' : undefined,
             addonPath: variant === 'userspace-baseline' ? args.baselineAddon : undefined,
           });
@@ -348,6 +352,7 @@ async function main(): Promise<void> {
         rttP50Ms: number[];
         rttEachMs: number[];
         pingCpuPct: number[];
+        cpuNsPerKb1Stream: number[];
         wakeupsPerPing: number[];
         busyPollHitsPerPing: number[];
         cpuMovesPerPing: number[];
@@ -361,6 +366,7 @@ async function main(): Promise<void> {
         rttP50Ms: [],
         rttEachMs: [],
         pingCpuPct: [],
+        cpuNsPerKb1Stream: [],
         wakeupsPerPing: [],
         busyPollHitsPerPing: [],
         cpuMovesPerPing: [],
@@ -374,7 +380,13 @@ async function main(): Promise<void> {
       for (const p of order) {
         const r = results.get(p.variant)!;
         if (args.measure.includes('throughput')) {
-          r.gbps1.push(await iperf(p, 1, args.seconds));
+          const cpu0 = engineCpuNs();
+          const gbps = await iperf(p, 1, args.seconds);
+          r.gbps1.push(gbps);
+          // The engines' CPU per KB carried: steadier than Gbit/s on a loaded
+          // machine (it does not count time the threads waited for a core).
+          const kb = (gbps * 1e9 * args.seconds) / 8 / 1000;
+          if (p.variant.startsWith('userspace')) r.cpuNsPerKb1Stream.push((engineCpuNs() - cpu0) / kb);
           r.gbps4.push(await iperf(p, 4, args.seconds));
         }
         if (args.measure.includes('rtt')) {
@@ -423,6 +435,8 @@ async function main(): Promise<void> {
         cpuMovesPerPing: medianOrNull(r.cpuMovesPerPing),
         // Native packet threads of every engine in this process, % of one core.
         engineCpuPct: { allIdle: round3(idle.cpuPct), whilePingingThis: medianOrNull(r.pingCpuPct) },
+        // Both hosts' packet threads' CPU time per KB of the 1-stream run (userspace variants).
+        engineCpuNsPerKb1Stream: medianOrNull(r.cpuNsPerKb1Stream),
         loadAverage1m: { before: round3(loadBefore), after: round3(loadavg()[0]!) },
         samples: {
           gbps1Stream: r.gbps1.map(round3),

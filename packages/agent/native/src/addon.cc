@@ -69,7 +69,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
 
   // new Engine({ vtep: string, port?: number, netnsPath?: string, offloads?: boolean,
-  //              threadPriority?: string, busyPollUs?: number, followWakerCpu?: boolean })
+  //              threadPriority?: string, busyPollUs?: number, followWakerCpu?: boolean,
+  //              streamNapUs?: number })
   explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "options object expected");
@@ -101,6 +102,13 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       if (!(us >= 0 && us <= 10000) || us != double(uint32_t(us)))
         throw Napi::RangeError::New(env, "options.busyPollUs must be an integer 0..10000 (microseconds; 0 = never busy-poll)");
       opts.busyPollUs = uint32_t(us);
+    }
+    if (o.Has("streamNapUs") && !o.Get("streamNapUs").IsUndefined()) {
+      Napi::Value v = o.Get("streamNapUs");
+      double us = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(us >= 0 && us <= 5000) || us != double(uint32_t(us)))
+        throw Napi::RangeError::New(env, "options.streamNapUs must be an integer 0..5000 (microseconds; 0 = never nap)");
+      opts.streamNapUs = uint32_t(us);
     }
     if (o.Has("followWakerCpu") && !o.Get("followWakerCpu").IsUndefined()) {
       if (!o.Get("followWakerCpu").IsBoolean())
@@ -186,6 +194,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     thread.Set("wakeups", double(t.wakeups));
     thread.Set("busyPollHits", double(t.busyPollHits));
     thread.Set("busyPolls", double(t.busyPolls));
+    thread.Set("naps", double(t.naps));
     thread.Set("busyPollWindowUs", double(t.busyPollWindowNs) / 1000);
     thread.Set("cpuMoves", double(t.cpuMoves));
     thread.Set("cpuReleases", double(t.cpuReleases));

@@ -56,6 +56,7 @@ struct Counters {
 struct ThreadStats {
   uint64_t wakeups, busyPollHits, busyPollWindowNs;
   uint64_t busyPolls;    // rounds that ended in a busy-poll spell (hit or not)
+  uint64_t naps;         // stream naps (EngineOptions::streamNapUs)
   uint64_t cpuMoves;     // times the thread confined itself to its waker's CPU (CpuFollower)
   uint64_t cpuReleases;  // times bulk traffic or a busy spell released it to every allowed CPU
   int32_t cpu;           // the CPU it is confined to now; -1 = every allowed CPU
@@ -99,6 +100,10 @@ struct EngineOptions {
   // of whoever wakes it, so it wakes without an inter-processor interrupt.
   // See CpuFollower in engine.cc.
   bool followWakerCpu = true;
+  // While a stream flows, the thread sleeps this long when it runs out of
+  // work instead of waiting to be woken per frame; 0 = never. See
+  // Engine::loop.
+  uint32_t streamNapUs = 200;
 };
 
 using NetworkMap = std::unordered_map<uint32_t, std::shared_ptr<Network>>;
@@ -167,7 +172,7 @@ class Engine {
   std::mutex roundMutex_;    // held by the packet thread while it uses a map snapshot
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;
-  std::atomic<uint64_t> wakeups_{0}, busyPolls_{0}, busyPollHits_{0}, busyPollWindowNs_{0}, cpuMoves_{0}, cpuReleases_{0};
+  std::atomic<uint64_t> wakeups_{0}, naps_{0}, busyPolls_{0}, busyPollHits_{0}, busyPollWindowNs_{0}, cpuMoves_{0}, cpuReleases_{0};
   std::atomic<int32_t> followedCpu_{-1};
   bool closed_ = false;
   static std::atomic<int> liveThreads_;

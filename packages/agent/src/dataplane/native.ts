@@ -43,6 +43,16 @@ export interface NativeEngineOptions {
    * thread's CPU affinity.
    */
   followWakerCpu?: boolean;
+  /**
+   * Default 200, 0..5000 µs; 0 = never. While a stream flows (within 1 ms of
+   * a round that moved more than 16 KB), the packet thread that runs out of
+   * work sleeps this long on a timer and then takes everything that arrived
+   * meanwhile in one round, instead of being woken for every frame (an
+   * inter-processor interrupt and a context switch each): interrupt
+   * moderation, as a NIC's rx-usecs. Small exchanges that run alongside a
+   * stream wait up to this long per engine on their path.
+   */
+  streamNapUs?: number;
 }
 
 export interface NativePeer {
@@ -71,6 +81,8 @@ export interface NativeThreadStats {
   wakeups: number;
   /** Busy-poll spells begun (after a light round that sent to the underlay, not within 1 ms of bulk traffic). */
   busyPolls: number;
+  /** Naps taken while a stream flowed (streamNapUs). */
+  naps: number;
   /** Rounds of work that busy polling found (a wake-up saved). */
   busyPollHits: number;
   /** The adaptive busy-poll window as last updated, µs (0..busyPollUs). */

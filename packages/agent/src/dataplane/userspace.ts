@@ -32,6 +32,8 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
   busyPollUs?: number;
   /** While traffic is sparse, keep the packet thread on the CPU of whoever wakes it (see NativeEngineOptions); default true. */
   followWakerCpu?: boolean;
+  /** While a stream flows, the packet thread naps this long when out of work instead of being woken per frame (see NativeEngineOptions); default 200 µs, 0 = off. */
+  streamNapUs?: number;
   /** Native addon binary to use instead of the one `npm install` built (benchmarks compare builds). */
   addonPath?: string;
 }
@@ -218,6 +220,7 @@ export class UserspaceDataplane implements Dataplane {
       threadPriority: this.options.threadPriority ?? 'realtime',
       busyPollUs: this.options.busyPollUs,
       followWakerCpu: this.options.followWakerCpu,
+      streamNapUs: this.options.streamNapUs,
     });
     enginesByHost.set(this.hostKey(), { owner: this, engine: this.engine });
   }

@@ -41,6 +41,11 @@ describe('native addon loader', () => {
       () => new Engine({ vtep: '127.0.0.1', threadPriority: 'max' as 'nice' }),
       /threadPriority must be/,
     );
+    for (const streamNapUs of [-1, 2.5, 10_000, '200' as unknown as number])
+      assert.throws(
+        () => new Engine({ vtep: '127.0.0.1', streamNapUs }),
+        /options\.streamNapUs must be an integer 0\.\.5000/,
+      );
     for (const busyPollUs of [-1, 1.5, 20_000, '100' as unknown as number])
       assert.throws(
         () => new Engine({ vtep: '127.0.0.1', busyPollUs }),

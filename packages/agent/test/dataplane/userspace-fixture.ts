@@ -9,7 +9,7 @@ import type { Dataplane, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/ov
 import { KernelDataplane } from '../../src/dataplane/kernel.js';
 import { macForIp } from '../../src/dataplane/names.js';
 import { canManageNetns, createTopology, type Topology } from '../../src/dataplane/testing/topology.js';
-import { UserspaceDataplane } from '../../src/dataplane/userspace.js';
+import { UserspaceDataplane, type UserspaceDataplaneOptions } from '../../src/dataplane/userspace.js';
 
 export type DataplaneKind = 'userspace' | 'kernel' | 'userspace-nooffload';
 
@@ -36,10 +36,14 @@ export function skipUnlessNetns(ctx: Mocha.Context): void {
   }
 }
 
-export function makeDataplane(kind: DataplaneKind, host: { netns: string; vtep: string }): Dataplane {
+export function makeDataplane(
+  kind: DataplaneKind,
+  host: { netns: string; vtep: string },
+  userspaceOptions: Pick<UserspaceDataplaneOptions, 'streamNapUs'> = {},
+): Dataplane {
   const common = { vtep: host.vtep, hostNetns: host.netns, gatewaySubnet: null };
   if (kind === 'kernel') return new KernelDataplane(common);
-  return new UserspaceDataplane({ ...common, offloads: kind === 'userspace' });
+  return new UserspaceDataplane({ ...common, ...userspaceOptions, offloads: kind === 'userspace' });
 }
 
 export function randomNetwork(overrides: Partial<NetworkSpec> = {}): NetworkSpec {
@@ -56,7 +60,7 @@ export function randomNetwork(overrides: Partial<NetworkSpec> = {}): NetworkSpec
 /** Builds the cluster; everything made is removed by destroy(), also when building fails. */
 export async function createCluster(
   kinds: DataplaneKind[],
-  opts: { underlayMtu?: number } = {},
+  opts: { underlayMtu?: number; userspace?: Pick<UserspaceDataplaneOptions, 'streamNapUs'> } = {},
 ): Promise<Cluster> {
   const topology = await createTopology({ hostCount: kinds.length, underlayMtu: opts.underlayMtu });
   const dataplanes: Dataplane[] = [];
@@ -68,7 +72,7 @@ export async function createCluster(
     const network = randomNetwork();
     const containers: Container[] = [];
     for (const [i, kind] of kinds.entries()) {
-      const dp = makeDataplane(kind, topology.hosts[i]!);
+      const dp = makeDataplane(kind, topology.hosts[i]!, opts.userspace);
       dataplanes.push(dp);
       await dp.start();
       await dp.ensureNetwork(network);
