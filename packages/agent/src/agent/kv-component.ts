@@ -54,7 +54,7 @@ export interface KvComponentRole {
   servers: string[];
   /** Client mode; when absent an agent that must be a client refuses to start, saying why. */
   openClient?: KvClientFactory;
-  /** Every agent's Raft address (own and --peers): the order in which clients take a freed slot. */
+  /** Every agent's Raft address (own and --peers): the order in which clients take a freed slot (see liveAddresses). */
   allAddresses?: string[];
   /** How often a client checks for a free voter or learner slot; 0 = never. */
   slotCheckIntervalMs?: number;
@@ -79,6 +79,7 @@ export class KvNodeComponent implements Startable, KvNodeLike {
   private promotion: Promise<void> | undefined;
   /** Consecutive checks that found a slot free (see clientRank). */
   private freeSlotChecks = 0;
+  private liveAddresses: (() => string[]) | undefined;
 
   constructor(
     private readonly options: KvNodeOptions,
@@ -120,6 +121,15 @@ export class KvNodeComponent implements Startable, KvNodeLike {
     if (this.current) return this.current.members();
     // Undefined when no server tells in time: other hosts' roles then show as unknown rather than wrong.
     return this.client?.members?.({ timeoutMs: 2_000 }).catch(() => undefined);
+  }
+
+  /**
+   * Raft addresses of the hosts that are up (the overlay's host registry):
+   * clients rank among these rather than among every --peers address, so a
+   * client that is down, or an agent that left, holds nobody up.
+   */
+  setLiveAddresses(source: () => string[]): void {
+    this.liveAddresses = source;
   }
 
   /** Called if the KV node stops on its own (e.g. it was removed and the cluster is full). */
@@ -245,7 +255,8 @@ export class KvNodeComponent implements Startable, KvNodeLike {
       return;
     }
     this.freeSlotChecks++;
-    const all = this.role?.allAddresses ?? [];
+    const live = this.liveAddresses?.() ?? [];
+    const all = live.length > 0 ? live : (this.role?.allAddresses ?? []);
     const rank = clientRank(
       this.options.listen,
       all,

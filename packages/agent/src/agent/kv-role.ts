@@ -87,10 +87,10 @@ export async function forgetClientRole(dataDir: string): Promise<void> {
 
 /**
  * Which client (0 = first) asks for a free slot: the clients are the agents'
- * addresses (`all`, every agent's --advertise with the same peers) outside
- * the Raft configuration, in address order. The first asks at once, the next
- * one a check later, and so on, so a freed slot does not bring every client
- * at once (and a dead first client holds nobody up for long).
+ * addresses (`all`: the live hosts, or every agent's --advertise and peers)
+ * outside the Raft configuration, in address order. The first asks at once,
+ * the next one a check later, and so on, so a freed slot does not bring every
+ * client at once.
  */
 export function clientRank(self: string, all: readonly string[], members: readonly string[]): number {
   const inRaft = new Set(members);

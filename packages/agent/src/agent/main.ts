@@ -133,6 +133,8 @@ export async function buildAgent(
     peerId,
     sessionTtlMs: config.hostTtlMs,
   });
+  const raftPort = config.raftPort;
+  kv.setLiveAddresses(() => overlay.hosts().map((h) => `${h.advertise}:${raftPort}`));
   const localEndpoints = () => overlay.listEndpoints().filter((e) => e.host === config.name);
   const dnsIdentity = new DnsIdentityBook(() => dataplane.plumbing.knownGatewayVeths(), localEndpoints);
   const dnsIp = config.gatewaySubnet ? gatewayBridgeIp(config.gatewaySubnet) : undefined;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitUntil } from '@weft/kv/testing/wait-until';
 import type { KvNodeComponent } from '../../src/agent/kv-component.js';
-import { planKvBootstrap, sortAddresses } from '../../src/agent/kv-role.js';
+import { clientRank, planKvBootstrap, sortAddresses } from '../../src/agent/kv-role.js';
 import { loopbackKvAgents } from './kv-agents.js';
 
 describe('KV roles: the bootstrap plan', () => {
@@ -41,6 +41,15 @@ describe('KV roles: the bootstrap plan', () => {
     const p = planKvBootstrap('192.0.2.5:8300', ['192.0.2.4:8300'], 5);
     assert.deepEqual(p.initialVoters, ['192.0.2.4:8300', '192.0.2.5:8300']);
     assert.equal(p.bootstrap, true);
+  });
+
+  it('ranks clients (agents outside the Raft configuration) by address: the first takes a free slot first', () => {
+    const all = ['192.0.2.10:8300', '192.0.2.9:8300', '192.0.2.2:8300', '192.0.2.30:8300', '192.0.2.4:8300'];
+    const members = ['192.0.2.2:8300', '192.0.2.4:8300', '192.0.2.10:8300'];
+    assert.equal(clientRank('192.0.2.9:8300', all, members), 0);
+    assert.equal(clientRank('192.0.2.30:8300', all, members), 1);
+    // A client missing from the list (e.g. another --raft-port) does not wait for anyone.
+    assert.equal(clientRank('192.0.2.99:8300', all, members), 0);
   });
 
   it('orders by address, then port, and drops duplicates (an agent listed in its own --peers)', () => {
