@@ -345,8 +345,14 @@ export class KvNodeComponent implements Startable, KvNodeLike {
     const result = await node
       .leave({ timeoutMs })
       .catch((err: Error) => ({ left: false, reason: err.message }));
+    const s = node.status();
     if (result.left)
       this.logger.info({ raftId: node.raftId }, 'left the KV cluster (removed from the Raft configuration)');
+    else if (s.voters.length === 1 && s.voters[0] === node.raftId)
+      this.logger.info(
+        { raftId: node.raftId, learners: s.learners },
+        'the last voter stays in the Raft configuration, holding the data: start this agent again to bring the cluster back',
+      );
     else
       this.logger.warn(
         { raftId: node.raftId, reason: result.reason },

@@ -114,7 +114,7 @@ const REMOVED_CHECK_SILENCE_MS = 2_000;
  * and must not be removed later when it comes back).
  */
 const LEAVE_RETRY_MS = 250;
-const LEAVE_REQUEST_TTL_MS = 2_000;
+const LEAVE_REQUEST_TTL_MS = 5_000;
 /** A member removed from the configuration is forgotten by the transport this much later. */
 const FORGET_REMOVED_MEMBER_AFTER_MS = 500;
 /** How long the leader holds a leave request's answer waiting for the removal (below the request timeout). */
@@ -1584,6 +1584,8 @@ export class KvNode implements KvBackend {
     const answerBy = Date.now() + LEAVE_ANSWER_WAIT_MS;
     while (this.isMember(id) && Date.now() < answerBy && this.role === Role.Leader && !this.closing)
       await new Promise((r) => setTimeout(r, this.tickMs));
+    // Still asking while this answer was held: the next request follows within LEAVE_RETRY_MS.
+    if (this.leaveRequestedMs.has(id)) this.leaveRequestedMs.set(id, Date.now());
     return rpcPackr.pack({ member: this.isMember(id) });
   }
 
