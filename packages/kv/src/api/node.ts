@@ -596,6 +596,10 @@ export class KvNode implements KvBackend {
           continue;
         }
         await this.handleReady(this.raft.ready());
+        // The next Ready forms at the end of this event-loop turn, as after an
+        // idle wake (kick), not in the middle of it: requests and messages read in
+        // this turn (their proposals flushed at setImmediate too) join it.
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } catch (err) {
       this.fail(err as Error);
