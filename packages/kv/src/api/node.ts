@@ -1621,14 +1621,20 @@ export class KvNode implements KvBackend {
       if (this.role === Role.Leader) {
         // The leader does not remove itself: another voter takes over, then removes it.
         const successor = this.leadershipSuccessor();
-        if (successor === undefined)
-          return { left: false, reason: 'it is the only voter and no learner has caught up to take over' };
-        try {
-          if (successor.learner) await this.promote(successor.id);
-          else await this.transferLeadership(successor.id);
-          continue;
-        } catch (err) {
-          reason = `handing over to ${successor.id} failed: ${(err as Error).message}`;
+        const alone = this.confState.voters.length === 1 && this.confState.learners.length === 0;
+        if (alone) return { left: false, reason: 'it is the only member: there is nobody to hand over to' };
+        if (successor === undefined) {
+          // Other members exist but none is healthy and caught up yet (a new leader has heard from
+          // nobody for a moment): asked again until the deadline.
+          reason = 'no other voter, nor a caught-up learner, is reachable to take over leadership';
+        } else {
+          try {
+            if (successor.learner) await this.promote(successor.id);
+            else await this.transferLeadership(successor.id);
+            continue;
+          } catch (err) {
+            reason = `handing over to ${successor.id} failed: ${(err as Error).message}`;
+          }
         }
       } else {
         reason = await this.askToLeave();

@@ -124,7 +124,7 @@ describe('KvNode.leave over libp2p', function () {
     const results = await Promise.all([0, 1, 2].map((j) => node(j).leave()));
     assert.equal(results.filter((r) => r.left).length, 2, JSON.stringify(results));
     const last = [0, 1, 2].find((j) => !results[j]!.left)!;
-    assert.match(results[last]!.reason ?? '', /only voter/);
+    assert.match(results[last]!.reason ?? '', /only member/);
     assert.deepEqual(membership(node(last)), { voters: [addresses(last)], learners: [] });
     assert.equal(dec((await node(last).get('k'))?.value), 'kept');
   });
