@@ -23,7 +23,9 @@
 // costs, and per KB carried by the single stream (engineCpuNsPerKb1Stream).
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
-//        --measure throughput,rtt --pings 50 --baseline-addon PATH --busy-poll-us N]
+//        --measure throughput,rtt --pings 50 --baseline-addon PATH --busy-poll-us N
+//        --stream-nap-us N]   (N for the userspace variant only: against
+//        userspace-baseline with the same build, it compares two settings)
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -56,6 +58,7 @@ interface Args {
   pings: number;
   baselineAddon: string | undefined;
   busyPollUs: number | undefined;
+  streamNapUs: number | undefined;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -98,7 +101,14 @@ function parseArgs(argv: string[]): Args {
   const busyPollUs = busyPollText === undefined ? undefined : Number(busyPollText);
   if (busyPollUs !== undefined && !(Number.isInteger(busyPollUs) && busyPollUs >= 0 && busyPollUs <= 10000))
     throw new Error('--busy-poll-us must be 0..10000');
-  return { seconds, rounds, variants, measure, pings, baselineAddon, busyPollUs };
+  const napText = get('stream-nap-us');
+  const streamNapUs = napText === undefined ? undefined : Number(napText);
+  if (
+    streamNapUs !== undefined &&
+    !(Number.isInteger(streamNapUs) && streamNapUs >= 0 && streamNapUs <= 5000)
+  )
+    throw new Error('--stream-nap-us must be 0..5000');
+  return { seconds, rounds, variants, measure, pings, baselineAddon, busyPollUs, streamNapUs };
 }
 
 interface Pair {
@@ -184,7 +194,8 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
             offloads: variant !== 'userspace-nooffload',
             busyPollUs: variant === 'userspace-nopoll' ? 0 : args.busyPollUs,
             followWakerCpu: variant !== 'userspace-nofollow',
-            streamNapUs: variant === 'userspace-nonap' ? 0 : undefined,
+            streamNapUs:
+              variant === 'userspace-nonap' ? 0 : variant === 'userspace' ? args.streamNapUs : undefined,
             threadPriority: variant === 'userspace-nice' ? 'nice' : undefined,
             addonPath: variant === 'userspace-baseline' ? args.baselineAddon : undefined,
           });
