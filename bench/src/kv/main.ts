@@ -17,13 +17,16 @@
 // (e.g. a worktree of an older commit), alternated with the other two: each
 // line then also holds base's figures and weft's ratio to them.
 import http from 'node:http';
-import { parseArgs } from 'node:util';
+import { benchArgs } from '../args.js';
 import { median } from '../stats.js';
 import { type BenchCluster, EtcdCluster, type ReadMode, WeftKvCluster } from './clusters.js';
 import { type LoadResult, request, runLoad } from './loadgen.js';
 
-const { values: args } = parseArgs({
-  options: {
+const args = benchArgs(
+  'usage: npm run bench:kv -- [--concurrency 64] [--duration-ms 5000] [--rounds 3] [--value-bytes 128] [--keys 1000]\n' +
+    '       [--workloads put,get,get-stale,mixed] [--failover-trials 5] [--failover-concurrency 8] [--warmup-ms 8000]\n' +
+    '       [--compare-bin OTHER/packages/kv/dist/src/bin/weft-kv.js]',
+  {
     concurrency: { type: 'string', default: '64' },
     'duration-ms': { type: 'string', default: '5000' },
     rounds: { type: 'string', default: '3' },
@@ -35,7 +38,7 @@ const { values: args } = parseArgs({
     'warmup-ms': { type: 'string', default: '8000' },
     'compare-bin': { type: 'string' },
   },
-});
+);
 
 function positiveInt(name: string, raw: string | undefined, allowZero = false): number {
   const n = Number(raw);
