@@ -23,7 +23,7 @@
 // costs, and per KB carried by the single stream (engineCpuNsPerKb1Stream).
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
-//        --measure throughput,rtt --pings 50 --baseline-addon PATH --busy-poll-us N
+//        --measure throughput,rtt,loaded-rtt --pings 50 --baseline-addon PATH --busy-poll-us N
 //        --stream-nap-us N]   (N for the userspace variant only: against
 //        userspace-baseline with the same build, it compares two settings)
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -48,7 +48,7 @@ type Variant =
   | 'userspace-nice'
   | 'userspace-baseline';
 
-type Measure = 'throughput' | 'rtt';
+type Measure = 'throughput' | 'rtt' | 'loaded-rtt';
 
 interface Args {
   seconds: number;
@@ -88,8 +88,8 @@ function parseArgs(argv: string[]): Args {
   if (!(rounds >= 1 && rounds <= 10)) throw new Error('--rounds must be 1..10');
   const measure = (get('measure') ?? 'throughput,rtt').split(',') as Measure[];
   for (const m of measure)
-    if (m !== 'throughput' && m !== 'rtt')
-      throw new Error(`unknown --measure "${m}"; known: throughput, rtt`);
+    if (m !== 'throughput' && m !== 'rtt' && m !== 'loaded-rtt')
+      throw new Error(`unknown --measure "${m}"; known: throughput, rtt, loaded-rtt`);
   const pings = Number(get('pings') ?? 50);
   if (!(Number.isInteger(pings) && pings >= 5 && pings <= 1000)) throw new Error('--pings must be 5..1000');
   const baselineAddon = get('baseline-addon');
@@ -364,6 +364,7 @@ async function main(): Promise<void> {
         rttEachMs: number[];
         pingCpuPct: number[];
         cpuNsPerKb1Stream: number[];
+        loadedRttP50Ms: number[];
         wakeupsPerPing: number[];
         busyPollHitsPerPing: number[];
         cpuMovesPerPing: number[];
@@ -378,6 +379,7 @@ async function main(): Promise<void> {
         rttEachMs: [],
         pingCpuPct: [],
         cpuNsPerKb1Stream: [],
+        loadedRttP50Ms: [],
         wakeupsPerPing: [],
         busyPollHitsPerPing: [],
         cpuMovesPerPing: [],
@@ -399,6 +401,16 @@ async function main(): Promise<void> {
           const kb = (gbps * 1e9 * args.seconds) / 8 / 1000;
           if (p.variant.startsWith('userspace')) r.cpuNsPerKb1Stream.push((engineCpuNs() - cpu0) / kb);
           r.gbps4.push(await iperf(p, 4, args.seconds));
+        }
+        if (args.measure.includes('loaded-rtt')) {
+          // Pings next to one iperf3 stream (from 1 s in, 20 ms apart, until
+          // 0.5 s before it ends): what a small exchange waits behind a stream.
+          const count = Math.max(5, Math.floor((args.seconds - 1.5) * 50));
+          const stream = iperf(p, 1, args.seconds);
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          const pinged = await pingRtt(p, count);
+          await stream;
+          r.loadedRttP50Ms.push(pinged.p50Ms);
         }
         if (args.measure.includes('rtt')) {
           const before = threadStats(p);
@@ -446,6 +458,8 @@ async function main(): Promise<void> {
         cpuMovesPerPing: medianOrNull(r.cpuMovesPerPing),
         // Native packet threads of every engine in this process, % of one core.
         engineCpuPct: { allIdle: round3(idle.cpuPct), whilePingingThis: medianOrNull(r.pingCpuPct) },
+        // Ping p50 while one stream runs (--measure loaded-rtt).
+        rttNextToStreamP50Ms: medianOrNull(r.loadedRttP50Ms),
         // Both hosts' packet threads' CPU time per KB of the 1-stream run (userspace variants).
         engineCpuNsPerKb1Stream: medianOrNull(r.cpuNsPerKb1Stream),
         loadAverage1m: { before: round3(loadBefore), after: round3(loadavg()[0]!) },
