@@ -29,6 +29,7 @@
 #include <linux/if_addr.h>
 #include <linux/if_bridge.h>
 #include <linux/if_link.h>
+#include <linux/if_packet.h>
 #include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -289,6 +290,7 @@ enum class OpKind {
   FdbDelete,
   NeighReplace,
   NeighDelete,
+  Announce,
 };
 
 /** One change, parsed on the JavaScript thread (see NetlinkOp in rtnetlink.ts). */
@@ -352,6 +354,9 @@ std::string describe(const Op& op) {
       inet_ntop(AF_INET, &op.address, ip, sizeof ip);
       return std::string(op.kind == OpKind::NeighReplace ? "set neighbour " : "delete neighbour ") + ip +
              (op.kind == OpKind::NeighReplace ? " lladdr " + macText(op.mac) : std::string()) + " on " + op.name;
+    case OpKind::Announce:
+      inet_ntop(AF_INET, &op.address, ip, sizeof ip);
+      return std::string("announce ") + ip + " at " + macText(op.mac) + " on " + op.name;
   }
   return "?";
 }
@@ -359,7 +364,7 @@ std::string describe(const Op& op) {
 /** Sockets per namespace for one batch: each opened once, in its namespace, then used from ours. */
 class Sockets {
  public:
-  /** The socket for `netns` ("" = the thread's own); 0 or errno. */
+  /** The rtnetlink socket for `netns` ("" = the thread's own); 0 or errno. */
   int get(const std::string& netns, Rtnl** out) {
     auto it = sockets_.find(netns);
     if (it != sockets_.end()) {
@@ -367,26 +372,74 @@ class Sockets {
       return 0;
     }
     auto rtnl = std::make_unique<Rtnl>();
-    int err;
-    if (netns.empty()) {
-      err = rtnl->open();
-    } else {
-      Fd nsFd(open(netnsPath(netns).c_str(), O_RDONLY | O_CLOEXEC));
-      if (nsFd.get() < 0) return errno;
-      ThreadNetnsGuard guard;
-      if ((err = guard.openError()) != 0) return err;
-      err = guard.enter(nsFd.get());
-      if (err == 0) err = rtnl->open();
-    }  // back in our own namespace here
+    int err = inNamespace(netns, [&] { return rtnl->open(); });
     if (err != 0) return err;
     *out = rtnl.get();
     sockets_[netns] = std::move(rtnl);
     return 0;
   }
 
+  /** A raw packet socket in `netns` (for ARP announcements); 0 or errno. */
+  int packet(const std::string& netns, int* out) {
+    auto it = packets_.find(netns);
+    if (it != packets_.end()) {
+      *out = it->second->get();
+      return 0;
+    }
+    int fd = -1;
+    int err = inNamespace(netns, [&] {
+      fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);  // protocol 0: sends only, receives nothing
+      return fd >= 0 ? 0 : errno;
+    });
+    if (err != 0) return err;
+    *out = fd;
+    packets_[netns] = std::make_unique<Fd>(fd);
+    return 0;
+  }
+
  private:
+  /** Runs `open` with the thread in `netns` (sockets stay bound to it); back in our own after. */
+  template <typename F>
+  static int inNamespace(const std::string& netns, F open) {
+    if (netns.empty()) return open();
+    Fd nsFd(::open(netnsPath(netns).c_str(), O_RDONLY | O_CLOEXEC));
+    if (nsFd.get() < 0) return errno;
+    ThreadNetnsGuard guard;
+    int err = guard.openError();
+    if (err == 0) err = guard.enter(nsFd.get());
+    return err != 0 ? err : open();
+  }  // the guard puts the thread back here
+
   std::map<std::string, std::unique_ptr<Rtnl>> sockets_;
+  std::map<std::string, std::unique_ptr<Fd>> packets_;
 };
+
+/**
+ * An ARP announcement (RFC 5227: a request with sender = target = `ip`) from
+ * `mac`, broadcast out of the link with index `ifindex`: a host that is
+ * waiting for `ip`'s ARP answer (its entry INCOMPLETE) takes it at once and
+ * sends what it queued; others ignore it (Linux adds no entry for it).
+ */
+int sendArpAnnouncement(int packetFd, int ifindex, in_addr ip, const uint8_t mac[6]) {
+  uint8_t frame[42] = {};
+  memset(frame, 0xff, 6);                     // destination: broadcast
+  memcpy(frame + 6, mac, 6);                  // source
+  frame[12] = 0x08, frame[13] = 0x06;         // EtherType ARP
+  frame[14] = 0x00, frame[15] = 0x01;         // hardware type Ethernet
+  frame[16] = 0x08, frame[17] = 0x00;         // protocol IPv4
+  frame[18] = 6, frame[19] = 4;               // address lengths
+  frame[20] = 0x00, frame[21] = 0x01;         // request
+  memcpy(frame + 22, mac, 6);                 // sender MAC
+  memcpy(frame + 28, &ip, 4);                 // sender IP
+  memcpy(frame + 38, &ip, 4);                 // target IP (target MAC stays zero)
+  sockaddr_ll to{};
+  to.sll_family = AF_PACKET;
+  to.sll_ifindex = ifindex;
+  to.sll_halen = 6;
+  memset(to.sll_addr, 0xff, 6);
+  if (sendto(packetFd, frame, sizeof frame, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0) return errno;
+  return 0;
+}
 
 /** Applies one change; 0 or errno with the kernel's message in `failure`. */
 int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
@@ -523,6 +576,13 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
       mnl_attr_put(nlh, NDA_DST, sizeof(in_addr), &op.address);
       if (add) mnl_attr_put(nlh, NDA_LLADDR, 6, op.mac);
       return rtnl->transact(&msg);
+    }
+    case OpKind::Announce: {
+      int index = 0;
+      if ((err = rtnl->linkIndex(op.name, &index, &msg)) != 0) return err;
+      int fd = -1;
+      if ((err = sockets.packet(op.netns, &fd)) != 0) return err;
+      return sendArpAnnouncement(fd, index, op.address, op.mac);
     }
   }
   return EINVAL;
@@ -795,6 +855,11 @@ Op parseOp(Napi::Env env, const Napi::Object& o) {
       op.address = ipv4(env, o, "dst");
       op.hasDst = true;
     }
+  } else if (kind == "announce") {
+    op.kind = OpKind::Announce;
+    op.name = ifName(env, o, "dev");
+    op.address = ipv4(env, o, "ip");
+    macAddress(env, o, "mac", true, op.mac);
   } else if (kind == "neighReplace" || kind == "neighDelete") {
     op.kind = kind == "neighReplace" ? OpKind::NeighReplace : OpKind::NeighDelete;
     op.name = ifName(env, o, "dev");

@@ -11,7 +11,7 @@
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
 import { type BridgeFdb, type IpLink, type IpNeigh, isMissingDevice, isMissingEntry } from '../netlink/ip.js';
 import { applyNetlinkOps, type NetlinkOp } from '../netlink/rtnetlink.js';
-import { vxlanName } from './names.js';
+import { bridgeName, vxlanName } from './names.js';
 import { Plumbing, type PlumbingOptions, throwIfFailed, validateNetwork, validatePeer } from './plumbing.js';
 import { SerialQueue } from './serial.js';
 
@@ -53,12 +53,20 @@ interface PeerBatch {
   entries: PendingPeer[];
 }
 
-/** A remote endpoint's three entries on a vxlan device: where its MAC lives, that the bridge sends it there, its ARP answer. */
-function peerEntryOps(dev: string, mac: string, vtep: string, ip: string): NetlinkOp[] {
+/**
+ * A remote endpoint's three entries on its network's vxlan device (where its
+ * MAC lives, that the bridge sends it there, its ARP answer), then an ARP
+ * announcement of it on the network's bridge: a local container that asked
+ * for the address before this host knew it (its ARP request went
+ * unanswered) would otherwise wait for its next ARP try, a second later.
+ */
+function peerEntryOps(networkId: string, mac: string, vtep: string, ip: string): NetlinkOp[] {
+  const dev = vxlanName(networkId);
   return [
     { op: 'fdbReplace', dev, mac, where: 'self', dst: vtep },
     { op: 'fdbReplace', dev, mac, where: 'master' },
     { op: 'neighReplace', dev, ip, mac },
+    { op: 'announce', dev: bridgeName(networkId), ip, mac },
   ];
 }
 
@@ -252,7 +260,7 @@ export class KernelDataplane implements Dataplane {
 
   /** FDB and neighbour entries of the peers, in one netlink batch (see applyNetlinkOps). */
   private async writePeerEntries(peers: RemotePeer[]): Promise<void> {
-    const ops = peers.flatMap((p) => peerEntryOps(vxlanName(p.networkId), p.mac, p.vtep, p.ip));
+    const ops = peers.flatMap((p) => peerEntryOps(p.networkId, p.mac, p.vtep, p.ip));
     try {
       await this.applyInHost(ops);
     } catch (err) {
@@ -423,7 +431,11 @@ export class KernelDataplane implements Dataplane {
     }
     for (const [ip] of current.macByIp) if (!wanted.macByIp.has(ip)) ops.push({ op: 'neighDelete', dev, ip });
     for (const [ip, mac] of wanted.macByIp) {
-      if (current.macByIp.get(ip) !== mac) ops.push({ op: 'neighReplace', dev, ip, mac });
+      if (current.macByIp.get(ip) !== mac)
+        ops.push(
+          { op: 'neighReplace', dev, ip, mac },
+          { op: 'announce', dev: bridgeName(networkId), ip, mac },
+        );
     }
     await this.applyInHost(ops);
   }

@@ -53,7 +53,14 @@ export type NetlinkOp =
   | { op: 'fdbDelete'; netns?: string; dev: string; mac: string; where: 'self' | 'master' }
   /** A permanent neighbour (ARP) entry `ip` → `mac` on `dev`. */
   | { op: 'neighReplace'; netns?: string; dev: string; ip: string; mac: string }
-  | { op: 'neighDelete'; netns?: string; dev: string; ip: string };
+  | { op: 'neighDelete'; netns?: string; dev: string; ip: string }
+  /**
+   * An ARP announcement of `ip` at `mac`, broadcast out of `dev` (raw frame,
+   * RFC 5227): a host waiting for that address's ARP answer takes it at once.
+   * Native only: the iproute2 path skips it (nothing there sends ARP from
+   * another host's MAC).
+   */
+  | { op: 'announce'; netns?: string; dev: string; ip: string; mac: string };
 
 interface NetlinkAddon {
   netlinkApply(ops: NetlinkOp[]): Promise<void>;
@@ -139,6 +146,8 @@ export function ipBatchLine(op: NetlinkOp): string {
       return `neigh replace ${op.ip} lladdr ${op.mac} dev ${op.dev} nud permanent`;
     case 'neighDelete':
       return `neigh del ${op.ip} dev ${op.dev}`;
+    case 'announce':
+      throw new Error('an ARP announcement has no iproute2 equivalent (applyNetlinkOps skips it there)');
   }
 }
 
@@ -163,6 +172,7 @@ export async function applyNetlinkOps(ops: NetlinkOp[]): Promise<void> {
     }
     return;
   }
+  ops = ops.filter((op) => op.op !== 'announce');
   let start = 0;
   while (start < ops.length) {
     let end = start + 1;
