@@ -34,13 +34,19 @@ describe('KV leave and refill: five agents with --voters 3 --learners 1 (real KV
     await rm(root, { recursive: true, force: true });
   });
 
-  it('a voter leaves: the learner becomes a voter, the client a learner; restarted, the one that left is a client', async () => {
+  /** Three voters, then the learner, then the client (in that order, so each gets that role). */
+  async function startFive() {
     const { addresses, component } = await loopbackKvAgents(root, 5, { voters: 3, learners: 1 });
     const agents = [0, 1, 2, 3, 4].map((i) => component(i, { clientMode: true }));
     await Promise.all(agents.slice(0, 3).map((a) => a.start()));
     await agents[3]!.start();
     await agents[4]!.start();
     for (const a of agents) running.add(a);
+    return { addresses, component, agents };
+  }
+
+  it('a voter leaves: the learner becomes a voter, the client a learner; restarted, the one that left is a client', async () => {
+    const { addresses, component, agents } = await startFive();
     assert.deepEqual(
       agents.map((a) => a.kvRole),
       ['voter', 'voter', 'voter', 'learner', 'client'],
@@ -89,12 +95,7 @@ describe('KV leave and refill: five agents with --voters 3 --learners 1 (real KV
   });
 
   it('a learner leaves: a client takes its slot; restarted while a slot is free, the one that left joins again', async () => {
-    const { addresses, component } = await loopbackKvAgents(root, 5, { voters: 3, learners: 1 });
-    const agents = [0, 1, 2, 3, 4].map((i) => component(i, { clientMode: true }));
-    await Promise.all(agents.slice(0, 3).map((a) => a.start()));
-    await agents[3]!.start();
-    await agents[4]!.start();
-    for (const a of agents) running.add(a);
+    const { addresses, component, agents } = await startFive();
     assert.equal(agents[4]!.kvRole, 'client');
 
     await agents[3]!.leave();
