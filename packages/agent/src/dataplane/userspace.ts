@@ -10,7 +10,8 @@
 // or the agent dies, and reconcile() after a restart recreates them.
 
 import type { Dataplane, DataplaneCounters, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
-import { assertNetworkId, tapName } from './names.js';
+import { applyNetlinkOps, type NetlinkOp } from '../netlink/rtnetlink.js';
+import { assertNetworkId, bridgeName, tapName } from './names.js';
 import { loadNativeAddon, type NativeEngine, type NativePeer } from './native.js';
 import { Plumbing, type PlumbingOptions, validateNetwork, validatePeer } from './plumbing.js';
 import { SerialQueue } from './serial.js';
@@ -41,6 +42,8 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
 interface NetworkState {
   vni: number;
   tap: string;
+  /** The network's bridge (the TAP is a port of it). */
+  bridge: string;
   /** MAC → peer, what the engine's table holds. */
   peers: Map<string, { vtep: string; ip: string }>;
   /** MACs with a static bridge FDB entry on the TAP. */
@@ -245,7 +248,7 @@ export class UserspaceDataplane implements Dataplane {
       // by hand or by another process): replace it.
       if ((await this.plumbing.host.link(tap)) !== undefined) await this.plumbing.deleteLinks([tap]);
       this.engine!.addNetwork(net.vni, tap);
-      state = { vni: net.vni, tap, peers: new Map(), bridgeMacs: new Set() };
+      state = { vni: net.vni, tap, bridge: bridgeName(net.id), peers: new Map(), bridgeMacs: new Set() };
       this.networks.set(net.id, state);
       // A bridge port needs no IPv6 link-local address (the host stays out of
       // the overlay); without one, no address appears seconds after setup.
@@ -265,20 +268,29 @@ export class UserspaceDataplane implements Dataplane {
     return state;
   }
 
-  /** Publishes the table to the engine (one atomic swap), then syncs the bridge FDB. */
+  /**
+   * Publishes the table to the engine (one atomic swap), then syncs the
+   * bridge FDB and announces new entries on the bridge (see the kernel data
+   * plane's peerEntryOps: a container that asked too early gets its answer).
+   */
   private async applyPeers(
     state: NetworkState,
     wanted: Map<string, { vtep: string; ip: string }>,
   ): Promise<void> {
     const table: NativePeer[] = [...wanted].map(([mac, p]) => ({ mac, vtep: p.vtep, ip: p.ip }));
     this.engine!.setPeers(state.vni, table);
+    const before = state.peers;
     state.peers = wanted;
-    const lines: string[] = [];
+    const netns = this.plumbing.options.hostNetns;
+    const ops: NetlinkOp[] = [];
     for (const mac of state.bridgeMacs)
-      if (!wanted.has(mac)) lines.push(`fdb del ${mac} dev ${state.tap} master`);
+      if (!wanted.has(mac)) ops.push({ op: 'fdbDelete', netns, dev: state.tap, mac, where: 'master' });
     for (const mac of wanted.keys())
-      if (!state.bridgeMacs.has(mac)) lines.push(`fdb replace ${mac} dev ${state.tap} master static`);
-    await this.plumbing.host.bridgeBatch(lines);
+      if (!state.bridgeMacs.has(mac))
+        ops.push({ op: 'fdbReplace', netns, dev: state.tap, mac, where: 'master' });
+    for (const [mac, p] of wanted)
+      if (before.get(mac)?.ip !== p.ip) ops.push({ op: 'announce', netns, dev: state.bridge, ip: p.ip, mac });
+    await applyNetlinkOps(ops);
     state.bridgeMacs = new Set(wanted.keys());
   }
 }

@@ -8,15 +8,8 @@ import {
   newNetwork,
   peerOf,
 } from '../../src/dataplane/testing/compliance.js';
-import {
-  canManageNetns,
-  createTopology,
-  ping,
-  runIn,
-  type Topology,
-} from '../../src/dataplane/testing/topology.js';
+import { canManageNetns, createTopology, ping, type Topology } from '../../src/dataplane/testing/topology.js';
 import { type BridgeFdb, type IpAddr, type IpLink, type IpNeigh, NetnsShell } from '../../src/netlink/ip.js';
-import { nativeNetlink } from '../../src/netlink/rtnetlink.js';
 
 const gatewaySubnet = '198.19.254.0/24';
 
@@ -122,42 +115,6 @@ describe('KernelDataplane specifics', function () {
     await dp.removePeer({ ...p1, vtep: h2 });
     await dp.removePeer({ ...p2, mac: newMac });
     assert.deepEqual(await entries(net.id), { vtepByMac: [], bridgeMacs: [], neigh: [] });
-  });
-
-  it('announces a new remote endpoint on the bridge: a container that asked for its address too early gets it at once, not on its next ARP try', async function () {
-    if (nativeNetlink() === null) {
-      console.log('      skipped: ARP announcements need the native addon');
-      this.skip();
-    }
-    const dp = await plane(0);
-    const net = newNetwork('a', '198.18.24.0/24');
-    await dp.ensureNetwork(net);
-    const sandbox = await topo.addSandbox('arp');
-    const local = newEndpoint(net, sandbox, '198.18.24.2');
-    await dp.attach(local);
-    // The container retries an unanswered ARP request only after 20 s here, so
-    // only the announcement can resolve the address within this test.
-    await new NetnsShell(sandbox).setSysctl('net.ipv4.neigh.eth0.retrans_time_ms', '20000');
-    const remote = peerOf(newEndpoint(net, 'unused', '198.18.24.9'), '192.0.2.99');
-    // Before this host knows the endpoint: the container's ARP request goes unanswered.
-    const early = runIn(sandbox, ['ping', '-n', '-c', '1', '-W', '1', remote.ip]);
-    const neighbour = async () =>
-      (await new NetnsShell(sandbox).ipJson<IpNeigh>(['neigh', 'show', remote.ip, 'dev', 'eth0']))[0];
-    for (let i = 0; i < 50 && (await neighbour())?.state?.[0] !== 'INCOMPLETE'; i++)
-      await new Promise((r) => setTimeout(r, 20));
-    assert.deepEqual(
-      (await neighbour())?.state,
-      ['INCOMPLETE'],
-      'the container is waiting for an ARP answer',
-    );
-    await dp.addPeer(remote);
-    const resolved = await neighbour();
-    assert.equal(
-      resolved?.lladdr,
-      remote.mac,
-      `the container learned the address: ${JSON.stringify(resolved)}`,
-    );
-    await early;
   });
 
   it('applies peers that arrive together (a host joining, a host dying); one on a missing network fails alone', async () => {

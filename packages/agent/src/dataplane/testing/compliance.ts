@@ -13,13 +13,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
 import type { Dataplane, LocalEndpoint, NetworkSpec, RemotePeer } from '@weft/overlay';
-import { type IpAddr, type IpLink, NetnsShell, runCommand } from '../../netlink/ip.js';
+import { type IpAddr, type IpLink, type IpNeigh, NetnsShell, runCommand } from '../../netlink/ip.js';
+import { nativeNetlink } from '../../netlink/rtnetlink.js';
 import { bridgeName, macForIp, weftDeviceKind } from '../names.js';
 import {
   canManageNetns,
   createTopology,
   hasIputilsPing,
   ping,
+  runIn,
   type TestHost,
   type Topology,
   tcpRoundTrip,
@@ -186,6 +188,33 @@ export function dataplaneComplianceSuite(
       const counters = await planes[0]!.counters();
       assert.ok(counters[net.id], `counters() has no entry for network ${net.id}`);
       assert.ok(counters[net.id]!.txPackets > 0 && counters[net.id]!.rxPackets > 0, JSON.stringify(counters));
+    });
+
+    it('a container that asked for a remote address before its host knew it gets the answer as soon as addPeer returns, not on its next ARP try', async function () {
+      if (nativeNetlink() === null) {
+        console.log('      skipped: the announcement that resolves it needs the native addon');
+        this.skip();
+      }
+      const planes = await startAll();
+      const net = newNetwork('early', '198.18.5.0/24');
+      const c0 = newEndpoint(net, await topo.addSandbox('e0'), '198.18.5.2');
+      const c1 = newEndpoint(net, await topo.addSandbox('e1'), '198.18.5.3');
+      for (const dp of planes.slice(0, 2)) await dp.ensureNetwork(net);
+      await planes[0]!.attach(c0);
+      await planes[1]!.attach(c1);
+      await planes[1]!.addPeer(peerOf(c0, hosts[0]!.vtep));
+      // c0 retries an unanswered ARP request only after 20 s here: within its
+      // ping's 10 s only an answer that comes by itself can resolve c1.
+      await new NetnsShell(c0.sandbox).setSysctl('net.ipv4.neigh.eth0.retrans_time_ms', '20000');
+      const early = runIn(c0.sandbox, ['ping', '-n', '-c', '1', '-W', '10', c1.ip], 15_000);
+      const c0Neighbour = async () =>
+        (await new NetnsShell(c0.sandbox).ipJson<IpNeigh>(['neigh', 'show', c1.ip, 'dev', 'eth0']))[0]?.state;
+      for (let i = 0; i < 100 && (await c0Neighbour())?.[0] !== 'INCOMPLETE'; i++)
+        await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(await c0Neighbour(), ['INCOMPLETE'], 'c0 asked for c1 and got no answer yet');
+      await planes[0]!.addPeer(peerOf(c1, hosts[1]!.vtep));
+      const r = await early;
+      assert.equal(r.exitCode, 0, `c0's early ping of c1 was not answered: ${r.stdout}${r.stderr}`);
     });
 
     it('keeps networks apart, even with overlapping subnets', async () => {
