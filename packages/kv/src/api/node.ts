@@ -1528,20 +1528,33 @@ export class KvNode implements KvBackend {
     );
   }
 
-  private async serveJoin(payload: Uint8Array): Promise<Uint8Array> {
+  /**
+   * The common part of a join or leave request: its fields checked, and, on a
+   * node that does not lead, the leader's answer (it alone decides membership).
+   */
+  private async membershipRequest(
+    what: 'join' | 'leave',
+    payload: Uint8Array,
+    protocol: string,
+    forwardTimeoutMs: number,
+  ): Promise<{ raftId: string; name?: unknown } | { answer: Uint8Array }> {
     const req = rpcPackr.unpack(payload) as { raftId?: unknown; name?: unknown; cluster?: unknown };
     if (typeof req.raftId !== 'string' || typeof req.cluster !== 'string')
-      throw new Error('malformed join request');
+      throw new Error(`malformed ${what} request`);
     if (req.cluster !== this.cluster) {
       throw new Error(`this member belongs to cluster "${this.cluster}", not "${req.cluster}"`);
     }
+    if (this.role === Role.Leader) return { raftId: req.raftId, name: req.name };
+    if (!this.leaderId) throw new Error(`no leader is known at ${this.raftId} yet; retry`);
+    return {
+      answer: await this.transport.request(this.leaderId, protocol, payload, { timeoutMs: forwardTimeoutMs }),
+    };
+  }
+
+  private async serveJoin(payload: Uint8Array): Promise<Uint8Array> {
     // The leader decides, one change at a time, so two joins cannot both take the last slot.
-    if (this.role !== Role.Leader) {
-      if (!this.leaderId) throw new Error(`no leader is known at ${this.raftId} yet; retry`);
-      return this.transport.request(this.leaderId, JOIN_PROTOCOL, payload, {
-        timeoutMs: this.proposalTimeoutMs + 1_000,
-      });
-    }
+    const req = await this.membershipRequest('join', payload, JOIN_PROTOCOL, this.proposalTimeoutMs + 1_000);
+    if ('answer' in req) return req.answer;
     if (this.membershipBusy) throw new Error('another membership change is in progress; retry');
     this.membershipBusy = true;
     try {
@@ -1562,18 +1575,8 @@ export class KvNode implements KvBackend {
    * again until it is not. A follower passes the request on to the leader.
    */
   private async serveLeave(payload: Uint8Array): Promise<Uint8Array> {
-    const req = rpcPackr.unpack(payload) as { raftId?: unknown; cluster?: unknown };
-    if (typeof req.raftId !== 'string' || typeof req.cluster !== 'string')
-      throw new Error('malformed leave request');
-    if (req.cluster !== this.cluster) {
-      throw new Error(`this member belongs to cluster "${this.cluster}", not "${req.cluster}"`);
-    }
-    if (this.role !== Role.Leader) {
-      if (!this.leaderId) throw new Error(`no leader is known at ${this.raftId} yet; retry`);
-      return this.transport.request(this.leaderId, LEAVE_PROTOCOL, payload, {
-        timeoutMs: LEAVE_ANSWER_WAIT_MS + 500,
-      });
-    }
+    const req = await this.membershipRequest('leave', payload, LEAVE_PROTOCOL, LEAVE_ANSWER_WAIT_MS + 500);
+    if ('answer' in req) return req.answer;
     const id = req.raftId;
     if (this.isMember(id)) {
       const first = !this.leaveRequestedMs.has(id);
