@@ -578,11 +578,16 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
       return rtnl->transact(&msg);
     }
     case OpKind::Announce: {
+      // Best effort, never the batch's failure: without it a waiting
+      // container resolves on its next ARP try anyway, while a failed batch
+      // would leave the entries after it unwritten (no such bridge, no
+      // CAP_NET_RAW, the bridge down).
       int index = 0;
-      if ((err = rtnl->linkIndex(op.name, &index, &msg)) != 0) return err;
+      std::string ignored;
       int fd = -1;
-      if ((err = sockets.packet(op.netns, &fd)) != 0) return err;
-      return sendArpAnnouncement(fd, index, op.address, op.mac);
+      if (rtnl->linkIndex(op.name, &index, &ignored) == 0 && sockets.packet(op.netns, &fd) == 0)
+        sendArpAnnouncement(fd, index, op.address, op.mac);
+      return 0;
     }
   }
   return EINVAL;

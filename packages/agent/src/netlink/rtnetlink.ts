@@ -57,8 +57,9 @@ export type NetlinkOp =
   /**
    * An ARP announcement of `ip` at `mac`, broadcast out of `dev` (raw frame,
    * RFC 5227): a host waiting for that address's ARP answer takes it at once.
-   * Native only: the iproute2 path skips it (nothing there sends ARP from
-   * another host's MAC).
+   * Best effort: it never fails the list (a missing device, a missing
+   * CAP_NET_RAW, a link that is down). Native only: the iproute2 path skips
+   * it (nothing there sends ARP from another host's MAC).
    */
   | { op: 'announce'; netns?: string; dev: string; ip: string; mac: string };
 

@@ -254,6 +254,12 @@ for (const path of paths) {
         { op: 'neighReplace', netns: host, dev: 'nosuch1', ip: '198.18.42.9', mac: '02:42:c6:12:2a:09' },
       ]).catch((e) => e);
       assert.ok(isMissingDevice(noDev), `expected a missing-device error, got ${noDev}`);
+      // An ARP announcement is best effort: one that cannot be sent does not stop the changes after it.
+      await applyNetlinkOps([
+        { op: 'announce', netns: host, dev: 'nosuch1', ip: '198.18.42.9', mac: '02:42:c6:12:2a:09' },
+        { op: 'neighReplace', netns: host, dev: vx, ip: '198.18.42.9', mac: '02:42:c6:12:2a:09' },
+      ]);
+      assert.ok((await entries()).neigh.includes('198.18.42.9 02:42:c6:12:2a:09 PERMANENT'));
       await shell.ip(['link', 'delete', vx]);
       await shell.ip(['link', 'delete', 'nlbr1']);
     });
