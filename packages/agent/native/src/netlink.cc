@@ -218,15 +218,27 @@ class Rtnl {
     return nlh;
   }
 
-  /** The index of the link called `name`; 0 or errno. */
+  /**
+   * The index of the link called `name`; 0 or errno. Asked of the kernel once
+   * per batch (a peer's FDB, neighbour and announcement all name the same
+   * devices); forgetLinks() after a change that makes or removes links.
+   */
   int linkIndex(const std::string& name, int* index, std::string* kernelMessage) {
+    auto known = linkIndexes_.find(name);
+    if (known != linkIndexes_.end()) {
+      *index = known->second;
+      return 0;
+    }
     nlmsghdr* nlh = beginLink(RTM_GETLINK, 0, name);
     mnl_attr_put_u32(nlh, IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
     *index = 0;
     int err = transact(kernelMessage, index);
     if (err == 0 && *index <= 0) err = ENODEV;
+    if (err == 0) linkIndexes_[name] = *index;
     return err;
   }
+
+  void forgetLinks() { linkIndexes_.clear(); }
 
  private:
   struct Reply {
@@ -274,6 +286,7 @@ class Rtnl {
   unsigned portid_ = 0;
   unsigned seq_ = 0;
   std::unique_ptr<char[]> buffer_;
+  std::map<std::string, int> linkIndexes_;
 };
 
 // ------------------------------------------------------------------ operations
@@ -379,6 +392,11 @@ class Sockets {
     return 0;
   }
 
+  /** Links were made or removed: no socket's remembered link indexes hold any more. */
+  void forgetLinks() {
+    for (auto& entry : sockets_) entry.second->forgetLinks();
+  }
+
   /** A raw packet socket in `netns` (for ARP announcements); 0 or errno. */
   int packet(const std::string& netns, int* out) {
     auto it = packets_.find(netns);
@@ -474,6 +492,7 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
       mnl_attr_nest_end(nlh, peer);
       mnl_attr_nest_end(nlh, data);
       mnl_attr_nest_end(nlh, linkinfo);
+      sockets.forgetLinks();  // in every namespace: a veth's two ends go together
       return rtnl->transact(&msg);
     }
     case OpKind::LinkSet: {
@@ -548,6 +567,7 @@ int applyOp(Sockets& sockets, const Op& op, OpFailure& failure) {
     }
     case OpKind::LinkDelete: {
       rtnl->beginLink(RTM_DELLINK, 0, op.name);
+      sockets.forgetLinks();  // in every namespace: a veth's two ends go together
       return rtnl->transact(&msg);
     }
     case OpKind::FdbReplace:

@@ -264,6 +264,28 @@ for (const path of paths) {
       await shell.ip(['link', 'delete', 'nlbr1']);
     });
 
+    it('a batch that removes a link and makes one of the same name addresses the new one', async () => {
+      const host = topo.hosts[0]!.netns;
+      const sandbox = await topo.addSandbox('rm');
+      const veth = `${topo.prefix.slice(0, 9)}r`;
+      const make = { op: 'vethAdd', netns: host, name: veth, peerName: 'eth2', peerNetns: sandbox } as const;
+      const address = (ip: string) =>
+        ({ op: 'addrReplace', netns: sandbox, dev: 'eth2', ip, prefixLength: 24 }) as const;
+      await applyNetlinkOps([
+        make,
+        address('198.18.45.2'),
+        { op: 'linkDelete', netns: host, name: veth },
+        make,
+        address('198.18.45.3'),
+      ]);
+      const [eth2] = await new NetnsShell(sandbox).ipJson<IpAddr>(['addr', 'show', 'dev', 'eth2']);
+      assert.deepEqual(
+        eth2?.addr_info.filter((a) => a.family === 'inet').map((a) => a.local),
+        ['198.18.45.3'],
+      );
+      await applyNetlinkOps([{ op: 'linkDelete', netns: host, name: veth }]);
+    });
+
     it('stops at the first failure, naming the device or namespace; a missing device is recognisable', async () => {
       const host = topo.hosts[0]!.netns;
       const sandbox = await topo.addSandbox('er');
