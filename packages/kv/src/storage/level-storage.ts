@@ -87,8 +87,8 @@ type Db = ClassicLevel<string, Uint8Array>;
 type Sub = any;
 /**
  * One write of a batch, by its full key in the root database (the sublevel's
- * prefix included, see metaKey/logKey), already encoded: the batch goes
- * straight to classic-level's own batch (see writeBatch).
+ * prefix included, see metaKeys/logKey), already encoded: the batch goes
+ * straight to classic-level's own batch (see rawBatchWriter).
  */
 type BatchOp = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array };
 
@@ -114,6 +114,7 @@ function rawBatchWriter(db: Db, dir: string): RawBatchWriter {
   }
   return (ops, options) => impl.call(db, ops, options);
 }
+
 const META = {
   format: 'format',
   identity: 'identity',
@@ -138,9 +139,8 @@ export class LevelRaftStorage implements RaftLogStorage {
   readonly stats: StorageStats = { batches: 0, syncedBatches: 0, entriesWritten: 0 };
   /** The sublevels' key prefixes in the root database ("!log!", "!meta!"), for BatchOp keys. */
   private readonly logPrefix: Uint8Array;
-  /** META name -> its full key, encoded once. */
-  private readonly metaKeys = new Map<string, Uint8Array>();
-  private readonly metaPrefix: string;
+  /** Each META record's full key in the root database, encoded once. */
+  private readonly metaKeys: Record<keyof typeof META, Uint8Array>;
   private readonly writeRaw: RawBatchWriter;
 
   private constructor(
@@ -153,21 +153,19 @@ export class LevelRaftStorage implements RaftLogStorage {
     readonly created: boolean,
   ) {
     this.logPrefix = new TextEncoder().encode(logDb.prefix as string);
-    this.metaPrefix = meta.prefix as string;
+    const encode = (name: string) => new TextEncoder().encode((meta.prefix as string) + name);
+    this.metaKeys = {
+      format: encode(META.format),
+      identity: encode(META.identity),
+      hardState: encode(META.hardState),
+      snapshot: encode(META.snapshot),
+      logStart: encode(META.logStart),
+    };
     this.writeRaw = rawBatchWriter(db, dir);
   }
 
   private logKey(index: number): Uint8Array {
     return encodeIndexKey(index, this.logPrefix);
-  }
-
-  private metaKey(name: string): Uint8Array {
-    let key = this.metaKeys.get(name);
-    if (!key) {
-      key = new TextEncoder().encode(this.metaPrefix + name);
-      this.metaKeys.set(name, key);
-    }
-    return key;
   }
 
   static async open(options: OpenStorageOptions): Promise<LevelRaftStorage> {
@@ -406,8 +404,8 @@ export class LevelRaftStorage implements RaftLogStorage {
         snap = incoming;
         logStart = { index: incoming.metadata.index, term: incoming.metadata.term };
         log = [];
-        ops.push({ type: 'put', key: this.metaKey(META.snapshot), value: encodeRecord(snap) });
-        ops.push({ type: 'put', key: this.metaKey(META.logStart), value: encodeRecord(logStart) });
+        ops.push({ type: 'put', key: this.metaKeys.snapshot, value: encodeRecord(snap) });
+        ops.push({ type: 'put', key: this.metaKeys.logStart, value: encodeRecord(logStart) });
       }
       let entries = update.entries ?? [];
       if (entries.length > 0) {
@@ -438,7 +436,7 @@ export class LevelRaftStorage implements RaftLogStorage {
       }
       if (update.hardState) {
         hard = { ...update.hardState };
-        ops.push({ type: 'put', key: this.metaKey(META.hardState), value: encodeRecord(hard) });
+        ops.push({ type: 'put', key: this.metaKeys.hardState, value: encodeRecord(hard) });
       }
       return {
         ops,
@@ -479,7 +477,7 @@ export class LevelRaftStorage implements RaftLogStorage {
         data,
       };
       created = snap;
-      const ops: BatchOp[] = [{ type: 'put', key: this.metaKey(META.snapshot), value: encodeRecord(snap) }];
+      const ops: BatchOp[] = [{ type: 'put', key: this.metaKeys.snapshot, value: encodeRecord(snap) }];
       // What is applied is committed. The node writes commit-index-only
       // changes lazily, so the stored commit index may lag: a restart must
       // never find a snapshot beyond it (the core would start with its
@@ -487,7 +485,7 @@ export class LevelRaftStorage implements RaftLogStorage {
       let hard = this.hard;
       if (hard.commit < index) {
         hard = { ...hard, commit: index };
-        ops.push({ type: 'put', key: this.metaKey(META.hardState), value: encodeRecord(hard) });
+        ops.push({ type: 'put', key: this.metaKeys.hardState, value: encodeRecord(hard) });
       }
       return {
         ops,
@@ -516,7 +514,7 @@ export class LevelRaftStorage implements RaftLogStorage {
         ops.push({ type: 'del', key: this.logKey(i) });
       }
       const logStart = { index, term: this.term(index) };
-      ops.push({ type: 'put', key: this.metaKey(META.logStart), value: encodeRecord(logStart) });
+      ops.push({ type: 'put', key: this.metaKeys.logStart, value: encodeRecord(logStart) });
       return {
         ops,
         sync: true,
