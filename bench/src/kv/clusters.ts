@@ -240,16 +240,25 @@ export class EtcdCluster extends ProcessCluster {
   }
 }
 
-const weftKvBin = fileURLToPath(new URL('../../../../packages/kv/dist/src/bin/weft-kv.js', import.meta.url));
+/** The `weft-kv` command as installed: a launcher that runs Node with the flags a member runs with. */
+const weftKvBin = fileURLToPath(new URL('../../../../packages/kv/bin/weft-kv', import.meta.url));
 
 export class WeftKvCluster extends ProcessCluster {
   private raftPorts: number[] = [];
   private httpPorts: number[] = [];
 
-  /** `bin`: another build's weft-kv.js, to compare two builds in one run (main.ts --compare-bin). */
+  /**
+   * `bin`: another build's `weft-kv` launcher (packages/kv/bin/weft-kv), or
+   * its dist/src/bin/weft-kv.js for a build without one (run with plain
+   * `node`, so without the launcher's flags), to compare two builds in one
+   * run (main.ts --compare-bin). `nodeArgs`: Node/V8 flags added for this
+   * cluster's processes (--compare-node-args), after those of
+   * WEFT_BENCH_NODE_ARGS; the launcher takes them in WEFT_KV_NODE_FLAGS.
+   */
   constructor(
     readonly name = 'weft',
     private readonly bin = weftKvBin,
+    private readonly nodeArgs: readonly string[] = [],
   ) {
     super();
   }
@@ -265,12 +274,18 @@ export class WeftKvCluster extends ProcessCluster {
   protected spawnNode(i: number): ChildProcess {
     const peers = this.raftPorts.filter((_, j) => j !== i).map((p) => `127.0.0.1:${p}`);
     // WEFT_BENCH_NODE_ARGS: extra Node flags for the weft-kv processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-    const nodeArgs = (process.env.WEFT_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const nodeArgs = [
+      ...(process.env.WEFT_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean),
+      ...this.nodeArgs,
+    ];
+    const env: NodeJS.ProcessEnv = { ...process.env, WEFT_LOG_LEVEL: 'error' };
+    const launcher = !this.bin.endsWith('.js');
+    if (launcher) env.WEFT_KV_NODE_FLAGS = nodeArgs.join(' ');
+    // The launcher execs Node: the child's PID is the member's (cpuMs reads its /proc entry).
     return spawn(
-      process.execPath,
+      launcher ? this.bin : process.execPath,
       [
-        ...nodeArgs,
-        this.bin,
+        ...(launcher ? [] : [...nodeArgs, this.bin]),
         'serve',
         '--id',
         `n${i + 1}`,
@@ -283,7 +298,7 @@ export class WeftKvCluster extends ProcessCluster {
         '--peers',
         peers.join(','),
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_LOG_LEVEL: 'error' } },
+      { stdio: ['ignore', 'pipe', 'pipe'], env },
     );
   }
 

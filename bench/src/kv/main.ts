@@ -6,7 +6,8 @@
 //
 //   npm run bench:kv -w @weft/bench -- [--concurrency 64] [--duration-ms 5000] [--rounds 3]
 //        [--value-bytes 128] [--keys 1000] [--workloads put,get,get-stale,mixed] [--failover-trials 5]
-//        [--warmup-ms 8000] [--compare-bin OTHER/packages/kv/dist/src/bin/weft-kv.js]
+//        [--warmup-ms 8000] [--compare-bin OTHER/packages/kv/bin/weft-kv]
+//        [--compare-node-args="--some-v8-flag ..."]
 // --warmup-ms: before the measured rounds, each cluster serves the mixed
 // workload this long, unmeasured. A fresh weft-kv process spends its first
 // seconds compiling (V8's optimizing compiler runs on helper threads, counted
@@ -15,7 +16,11 @@
 // a long-running server's cost is the one after it. 0 measures cold processes.
 // --compare-bin adds a third cluster, "base", running another build of weft-kv
 // (e.g. a worktree of an older commit), alternated with the other two: each
-// line then also holds base's figures and weft's ratio to them.
+// line then also holds base's figures and weft's ratio to them. Give its
+// launcher (packages/kv/bin/weft-kv); a build without one, by its
+// dist/src/bin/weft-kv.js, runs with plain `node` (no launcher flags).
+// --compare-node-args gives base's processes these Node/V8 flags (with this
+// build unless --compare-bin names another): a flag judged in the same run.
 import http from 'node:http';
 import { benchArgs } from '../args.js';
 import { median } from '../stats.js';
@@ -25,7 +30,7 @@ import { type LoadResult, request, runLoad } from './loadgen.js';
 const args = benchArgs(
   'usage: npm run bench:kv -- [--concurrency 64] [--duration-ms 5000] [--rounds 3] [--value-bytes 128] [--keys 1000]\n' +
     '       [--workloads put,get,get-stale,mixed] [--failover-trials 5] [--failover-concurrency 8] [--warmup-ms 8000]\n' +
-    '       [--compare-bin OTHER/packages/kv/dist/src/bin/weft-kv.js]',
+    '       [--compare-bin OTHER/packages/kv/bin/weft-kv] [--compare-node-args="FLAGS"]',
   {
     concurrency: { type: 'string', default: '64' },
     'duration-ms': { type: 'string', default: '5000' },
@@ -37,6 +42,7 @@ const args = benchArgs(
     'failover-concurrency': { type: 'string', default: '8' },
     'warmup-ms': { type: 'string', default: '8000' },
     'compare-bin': { type: 'string' },
+    'compare-node-args': { type: 'string' },
   },
 );
 
@@ -156,7 +162,11 @@ async function main(): Promise<void> {
   EtcdCluster.ensureInstalled();
   const weft = new WeftKvCluster();
   const etcd = new EtcdCluster();
-  const base = args['compare-bin'] ? new WeftKvCluster('base', args['compare-bin']) : undefined;
+  const baseNodeArgs = (args['compare-node-args'] ?? '').split(' ').filter(Boolean);
+  const base =
+    args['compare-bin'] || baseNodeArgs.length > 0
+      ? new WeftKvCluster('base', args['compare-bin'], baseNodeArgs)
+      : undefined;
   const clusters: BenchCluster[] = base ? [weft, base, etcd] : [weft, etcd];
   const cleanup = async () => {
     await Promise.allSettled(clusters.map((c) => c.stop()));

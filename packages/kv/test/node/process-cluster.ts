@@ -1,14 +1,30 @@
 // Test harness: real `weft-kv serve` processes on loopback, each with its
 // own LevelDB data directory, driven through the Consul HTTP API like a user
 // would. Every process is SIGKILLed in cleanup, also when a test fails.
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { freePort } from '../../src/testing/free-port.js';
 import { type Probe, waitUntil } from '../../src/testing/wait-until.js';
 import { spawnScript } from '../storage/spawn-script.js';
+
+/**
+ * Starts `weft-kv ARGS`. From the compiled tests, as a user runs it: the
+ * package's `weft-kv` command (bin/weft-kv, which execs Node with its flags;
+ * the child's PID is the member's). From the sources (tsx), the .ts entry
+ * point with plain Node. `env` is added to this process's environment.
+ */
+export function spawnWeftKv(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  if (import.meta.url.endsWith('.ts'))
+    return spawnScript(import.meta.url, '../../src/bin/weft-kv.js', args, {
+      env: { ...process.env, ...env },
+    });
+  const command = fileURLToPath(new URL('../../../bin/weft-kv', import.meta.url));
+  return spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+}
 
 /**
  * Waits on real processes: a refused connection while one starts or restarts
@@ -29,6 +45,8 @@ export interface ProcessNode {
   http: string;
   dataDir: string;
   args: string[];
+  /** Added to the environment of the node's process (e.g. WEFT_KV_NODE_FLAGS). */
+  env?: NodeJS.ProcessEnv;
   child?: ChildProcess;
   stderr: string;
 }
@@ -106,7 +124,7 @@ export class ProcessCluster {
     args: string[],
     timeoutMs = 30_000,
   ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const child = spawnScript(import.meta.url, '../../src/bin/weft-kv.js', args);
+    const child = spawnWeftKv(args);
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d) => {
@@ -127,7 +145,7 @@ export class ProcessCluster {
 
   /** Starts (or restarts, same command) a node; resolves once it printed its ready line. */
   async start(node: ProcessNode): Promise<void> {
-    const child = spawnScript(import.meta.url, '../../src/bin/weft-kv.js', node.args);
+    const child = spawnWeftKv(node.args, node.env);
     node.child = child;
     node.stderr = '';
     child.stderr!.on('data', (d) => {

@@ -1,7 +1,7 @@
 // `weft-kv serve` as a user runs it: real processes, real LevelDB data
 // directories, libp2p on loopback, checked through the Consul HTTP API.
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ProcessCluster, type ProcessNode, waitForProcesses } from './process-cluster.js';
 
@@ -181,6 +181,33 @@ describe('weft-kv serve (real processes on loopback)', function () {
     await waitForProcesses('n4 to serve after restart', async () =>
       (await c.get(joiner, 'j/from-n4', 'stale')) === 'x' ? true : undefined,
     );
+  });
+
+  it('the weft-kv command runs Node with single-threaded GC in its own process, plus WEFT_KV_NODE_FLAGS', async function () {
+    // The launcher is what users run; the tests from the sources use plain Node.
+    if (import.meta.url.endsWith('.ts')) this.skip();
+    cluster = await ProcessCluster.create(2);
+    const [plain, tuned] = cluster.nodes;
+    tuned!.env = { WEFT_KV_NODE_FLAGS: '--no-single-threaded-gc --stack-size=2000' };
+    await startAll(cluster);
+    // exec: the PID the caller got (pid files, kill -9) is Node's, not a shell's.
+    const argv = async (n: ProcessNode) =>
+      (await readFile(`/proc/${n.child!.pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
+    const plainArgv = await argv(plain!);
+    const tunedArgv = await argv(tuned!);
+    assert.match(plainArgv[0]!, /(^|\/)node$/, plainArgv.join(' '));
+    assert.deepEqual(plainArgv.slice(1, 2), ['--single-threaded-gc'], plainArgv.join(' '));
+    assert.match(plainArgv[2]!, /\/dist\/src\/bin\/weft-kv\.js$/);
+    assert.deepEqual(plainArgv.slice(3), plain!.args);
+    assert.deepEqual(
+      tunedArgv.slice(1, 4),
+      ['--single-threaded-gc', '--no-single-threaded-gc', '--stack-size=2000'],
+      tunedArgv.join(' '),
+    );
+    // Both serve: the two form a cluster and take a write.
+    await cluster.agreedLeader();
+    assert.equal(await cluster.put(tuned!, 'launcher/k', 'v'), true);
+    assert.equal(await cluster.get(plain!, 'launcher/k'), 'v');
   });
 
   it('fails fast with a clear message on bad command-line input', async () => {
