@@ -168,10 +168,13 @@ describe('KV roles: five agents with --voters 3 --learners 1 (real KV nodes)', f
     assert.equal(newcomer.kvRole, 'learner');
 
     const again = component(3);
-    const fatal = new Promise<Error>((resolve) => again.onFatal(resolve));
+    let fatal: Error | undefined;
+    again.onFatal((e) => {
+      fatal = e;
+    });
     await again.start(); // its data directory says learner: it opens, then finds out
     running.push(again);
-    const err = await fatal;
+    const err = await waitUntil('the restarted learner to stop with a fatal error', () => fatal, 20_000);
     assert.equal((err as { code?: string }).code, 'membership-full');
     assert.match(err.message, /3 voters \(maxVoters 3\) and 1 learners \(maxLearners 1\)/);
     await waitUntil(
