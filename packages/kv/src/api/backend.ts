@@ -69,6 +69,19 @@ export interface KvBackend {
   membersWithNames?(): Promise<
     Array<{ id: string; address: string; name: string; role: 'voter' | 'learner'; leader: boolean }>
   >;
+
+  /**
+   * Removes the member `id` (its Raft address) from the configuration
+   * (DELETE /v1/operator/raft/peer); optional: without it, 404. Rejects with
+   * `code` 'membership' for a non-member or the last voter.
+   */
+  removeMember?(id: string): Promise<void>;
+
+  /**
+   * Hands leadership to the voter `id` and resolves once it leads
+   * (POST /v1/operator/raft/transfer-leader); optional: without it, 404.
+   */
+  transferLeadership?(id: string): Promise<void>;
 }
 
 /** An error a backend raises when the cluster cannot serve the request now (no leader, no quorum, closed). */

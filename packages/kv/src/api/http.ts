@@ -1,12 +1,13 @@
 // Consul-compatible HTTP API (the KV, transaction, session and status
-// endpoints) over any KvBackend. Responses follow Consul's agent/*_endpoint.go:
+// endpoints, and the Raft operator ones) over any KvBackend. Responses follow Consul's agent/*_endpoint.go:
 // same paths, status codes, JSON field names and order, base64 values,
 // `true`/`false` bodies and X-Consul-* headers, so Consul clients work
 // unchanged. Bad input never changes state.
 //
 // Deliberate differences from Consul:
 //  - client mistakes Consul answers with 500 (unparsable ?flags/?cas, lock with
-//    an unknown session, invalid session TTL) are 400 naming the problem;
+//    an unknown session, invalid session TTL, removing a non-member) are 400
+//    naming the problem;
 //  - keys are refused only for a leading '/' or invalid UTF-8 (not Consul
 //    1.21's character allow-list);
 //  - no ACLs (?token, X-Consul-Token ignored), one datacenter (?dc ignored),
@@ -55,6 +56,7 @@ import {
   parseJson,
   parseUint64,
 } from './http-codec.js';
+import { raftIdOf } from './node-address.js';
 
 export interface ConsulHttpServerOptions {
   /** Listen address; loopback unless you mean to expose the store. */
@@ -266,10 +268,70 @@ export class ConsulHttpServer {
         });
       });
     }
+    if (path === '/v1/operator/raft/peer' && this.backend.removeMember)
+      return this.only(req, ['DELETE'], () => this.removePeer(req));
+    if (path === '/v1/operator/raft/transfer-leader' && this.backend.transferLeadership)
+      return this.only(req, ['POST'], () => this.transferLeader(req));
     throw new HttpError(
       404,
-      `no such endpoint: ${req.method} ${path} (Weft serves /v1/kv, /v1/txn, /v1/session, /v1/status, /v1/operator/raft/configuration)`,
+      `no such endpoint: ${req.method} ${path} (Weft serves /v1/kv, /v1/txn, /v1/session, /v1/status, /v1/operator/raft/configuration, /v1/operator/raft/peer, /v1/operator/raft/transfer-leader)`,
     );
+  }
+
+  // ------------------------------------------------------------ /v1/operator/raft
+
+  /**
+   * Consul's OperatorRaftPeer: removes a member named by ?id or ?address
+   * (both are its Raft address in Weft) and answers 200 with no body once the
+   * removal is applied here. A non-member or the last voter is 400 naming it
+   * (Consul: 500).
+   */
+  private async removePeer(req: Request): Promise<void> {
+    const hasId = req.query.has('id');
+    const hasAddress = req.query.has('address');
+    if (!hasId && !hasAddress) {
+      throw new HttpError(
+        400,
+        "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove",
+      );
+    }
+    if (hasId && hasAddress) throw new HttpError(400, 'Must specify only one of ?id or ?address');
+    const id = raftAddressParam(req.query, hasId ? 'id' : 'address');
+    await this.membership(() => this.backend.removeMember!(id));
+    req.res.statusCode = 200;
+    req.res.setHeader('Content-Length', 0);
+    req.res.end();
+  }
+
+  /**
+   * Consul's OperatorRaftTransferLeader: hands leadership to the voter ?id,
+   * or without it to another voter (the first in address order), and answers
+   * {"Success":true} once that voter leads.
+   */
+  private async transferLeader(req: Request): Promise<void> {
+    let id: string;
+    if (req.query.has('id')) id = raftAddressParam(req.query, 'id');
+    else {
+      const members = (await this.backend.membersWithNames?.()) ?? [];
+      const other = members
+        .filter((m) => m.role === 'voter' && !m.leader)
+        .map((m) => m.id)
+        .sort()[0];
+      if (other === undefined) throw new HttpError(400, 'no other voter to transfer leadership to');
+      id = other;
+    }
+    await this.membership(() => this.backend.transferLeadership!(id));
+    this.json(req, 200, { Success: true });
+  }
+
+  /** A membership call whose refusal (code 'membership') is the client's mistake: 400 with its message. */
+  private async membership(run: () => Promise<void>): Promise<void> {
+    try {
+      await run();
+    } catch (err) {
+      if ((err as { code?: unknown }).code === 'membership') throw new HttpError(400, (err as Error).message);
+      throw err;
+    }
   }
 
   private async only(req: Request, methods: string[], run: () => Promise<void>): Promise<void> {
@@ -764,6 +826,16 @@ function waitFor(changed: Promise<void>, timeoutMs: number, signals: AbortSignal
     for (const s of signals) s.addEventListener('abort', done, { once: true });
     changed.then(done, done);
   });
+}
+
+/** A member's Raft address from ?name (HOST:PORT, as /v1/operator/raft/configuration lists them). */
+function raftAddressParam(query: URLSearchParams, name: string): string {
+  const raw = query.get(name) ?? '';
+  try {
+    return raftIdOf(raw);
+  } catch (err) {
+    throw new HttpError(400, `Invalid ?${name}: ${(err as Error).message}`);
+  }
 }
 
 function methodNotAllowed(method: string, allowed: string[]): HttpError {

@@ -139,6 +139,8 @@ const RAFT_SUBDIR = 'raft';
 const JOIN_PROTOCOL = 'weft-kv/join/1';
 const INFO_PROTOCOL = 'weft-kv/info/1';
 const LEAVE_PROTOCOL = 'weft-kv/leave/1';
+/** A follower asks the leader to start a leadership transfer (transferLeadership()). */
+const TRANSFER_PROTOCOL = 'weft-kv/transfer/1';
 const rpcPackr = new Packr({ useRecords: false, mapsAsObjects: true });
 
 export interface KvNodeLog extends TransportLog {}
@@ -511,6 +513,7 @@ export class KvNode implements KvBackend {
     });
     this.transport.handle(JOIN_PROTOCOL, (payload) => this.serveJoin(payload));
     this.transport.handle(LEAVE_PROTOCOL, (payload) => this.serveLeave(payload));
+    this.transport.handle(TRANSFER_PROTOCOL, (payload) => this.serveTransfer(payload));
     this.transport.handle(INFO_PROTOCOL, () =>
       rpcPackr.pack({
         name: this.name,
@@ -1392,7 +1395,13 @@ export class KvNode implements KvBackend {
     await this.confChange('remove member', [{ type: ConfChangeType.RemoveNode, nodeId: id }]);
   }
 
-  /** Asks the leader to hand leadership to `id` (a voter); resolves when `id` leads, rejects after the proposal timeout. */
+  /**
+   * Asks the leader to hand leadership to `id` (a voter); resolves when `id`
+   * leads, rejects after the proposal timeout. Called on a follower, it asks
+   * the leader over TRANSFER_PROTOCOL: the Raft core would forward the request
+   * naming the transferee as its sender (etcd's convention), which the
+   * transport drops as a forged sender.
+   */
   async transferLeadership(id: NodeId): Promise<void> {
     this.assertOpen('leadership transfer');
     if (!this.confState.voters.includes(id))
@@ -1403,14 +1412,43 @@ export class KvNode implements KvBackend {
     while (this.leaderId !== id) {
       if (Date.now() > deadline)
         throw this.unavailable(`leadership transfer to ${id}`, this.proposalTimeoutMs);
-      try {
-        this.raft.transferLeadership(id);
-        this.kick();
-      } catch (err) {
-        if (!(err instanceof RequestDroppedError)) throw err;
+      if (this.role === Role.Leader) {
+        try {
+          this.raft.transferLeadership(id);
+          this.kick();
+        } catch (err) {
+          if (!(err instanceof RequestDroppedError)) throw err;
+        }
+      } else if (this.leaderId) {
+        const request = rpcPackr.pack({ to: id, cluster: this.cluster });
+        await this.transport
+          .request(this.leaderId, TRANSFER_PROTOCOL, request, { timeoutMs: this.tickMs * 10 })
+          .catch((err) =>
+            this.log.debug({ err: (err as Error).message }, 'leadership transfer request failed; retrying'),
+          );
       }
       await new Promise((r) => setTimeout(r, this.tickMs * 2));
     }
+  }
+
+  /** A follower's transferLeadership(): the leader starts the transfer (the caller watches for the result). */
+  private async serveTransfer(payload: Uint8Array): Promise<Uint8Array> {
+    const req = rpcPackr.unpack(payload) as { to?: unknown; cluster?: unknown };
+    if (typeof req.to !== 'string' || typeof req.cluster !== 'string')
+      throw new Error('malformed leadership transfer request');
+    if (req.cluster !== this.cluster)
+      throw new Error(`this member belongs to cluster "${this.cluster}", not "${req.cluster}"`);
+    if (this.role !== Role.Leader)
+      throw new Error(
+        `${this.raftId} is not the leader (the leader is ${this.leaderId || 'unknown'}); retry`,
+      );
+    try {
+      this.raft.transferLeadership(req.to);
+      this.kick();
+    } catch (err) {
+      if (!(err instanceof RequestDroppedError)) throw err;
+    }
+    return rpcPackr.pack({ ok: true });
   }
 
   private memberList(): string {

@@ -240,6 +240,20 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     assert.equal(members.find((m) => m.id === newcomer)?.name, 'n4');
   });
 
+  it("a follower's transferLeadership() has the leader hand over, to another follower or to itself", async () => {
+    cluster = await openCluster(addrs);
+    const nodes = await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    const [a, b] = nodes.filter((n) => n !== leader) as [KvNode, KvNode];
+    await a.transferLeadership(b.raftId);
+    for (const n of nodes)
+      await waitUntil(`${n.raftId} to see b lead`, () => n.status().leader === b.raftId || undefined);
+    await a.transferLeadership(a.raftId);
+    for (const n of nodes)
+      await waitUntil(`${n.raftId} to see a lead`, () => n.status().leader === a.raftId || undefined);
+    assert.equal(await b.put('after-transfers', enc('ok')), true);
+  });
+
   it('transfers leadership and removes a member; the rest keeps serving', async () => {
     cluster = await openCluster(addrs);
     const nodes = await Promise.all(addrs.map((x) => cluster.start(x)));

@@ -210,6 +210,68 @@ describe('weft-kv serve (real processes on loopback)', function () {
     assert.equal(await cluster.get(plain!, 'launcher/k'), 'v');
   });
 
+  it('the operator endpoints transfer leadership and remove a dead member; bad requests change nothing', async () => {
+    cluster = await ProcessCluster.create(3);
+    const c = cluster;
+    await startAll(c);
+    const call = async (node: ProcessNode, method: string, path: string) => {
+      const res = await fetch(`http://${node.http}${path}`, { method, signal: AbortSignal.timeout(15_000) });
+      return { status: res.status, body: await res.text() };
+    };
+    const leader = await c.agreedLeader();
+    const [f1, f2] = c.nodes.filter((n) => n !== leader) as [ProcessNode, ProcessNode];
+
+    // Asked of a follower, for another follower: it leads once the answer comes.
+    const moved = await call(f2, 'POST', `/v1/operator/raft/transfer-leader?id=${f1.raft}`);
+    assert.deepEqual(moved, { status: 200, body: '{"Success":true}' });
+    assert.equal((await c.agreedLeader()).name, f1.name);
+    // Without ?id: some other voter.
+    assert.equal((await call(f1, 'POST', '/v1/operator/raft/transfer-leader')).status, 200);
+    assert.notEqual((await c.agreedLeader()).name, f1.name);
+
+    // Refused with Consul's messages (or a message naming the problem), and nothing changes.
+    const refusals: Array<[string, string, number, RegExp]> = [
+      [
+        'DELETE',
+        '/v1/operator/raft/peer',
+        400,
+        /^Must specify either \?id with the server's ID or \?address/,
+      ],
+      ['DELETE', `/v1/operator/raft/peer?id=${f1.raft}&address=${f1.raft}`, 400, /^Must specify only one of/],
+      [
+        'DELETE',
+        '/v1/operator/raft/peer?address=nonsense',
+        400,
+        /Invalid \?address: invalid address "nonsense"/,
+      ],
+      [
+        'DELETE',
+        '/v1/operator/raft/peer?address=127.0.0.1:1',
+        400,
+        /cannot remove 127\.0\.0\.1:1: not a member/,
+      ],
+      ['GET', `/v1/operator/raft/peer?address=${f1.raft}`, 405, /method GET not allowed \(allowed: DELETE\)/],
+      ['POST', '/v1/operator/raft/transfer-leader?id=127.0.0.1:1', 400, /not a voter/],
+    ];
+    for (const [method, path, status, body] of refusals) {
+      const res = await call(f2, method, path);
+      assert.equal(res.status, status, `${method} ${path}: ${res.body}`);
+      assert.match(res.body, body, `${method} ${path}`);
+    }
+    assert.deepEqual((await c.peers(f2)).sort(), c.nodes.map((n) => n.raft).sort());
+
+    // A member that died for good: removed, the other two carry on as a cluster of two.
+    const dead = c.nodes.find((n) => n !== leader)!;
+    const [a, b] = c.nodes.filter((n) => n !== dead) as [ProcessNode, ProcessNode];
+    await c.kill(dead);
+    await c.agreedLeader();
+    const removed = await call(a, 'DELETE', `/v1/operator/raft/peer?address=${dead.raft}`);
+    assert.deepEqual(removed, { status: 200, body: '' });
+    for (const n of [a, b]) assert.deepEqual((await c.peers(n)).sort(), [a.raft, b.raft].sort());
+    assert.equal(await c.put(b, 'after/removal', 'v'), true);
+    assert.equal(await c.get(a, 'after/removal'), 'v');
+  });
+
   it('fails fast with a clear message on bad command-line input', async () => {
     cluster = await ProcessCluster.create(1);
     const dir = join(cluster.rootDir, 'd');
