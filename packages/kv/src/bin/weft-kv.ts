@@ -5,7 +5,9 @@
 //     --http 127.0.0.1:8501 --peers 127.0.0.1:7002,127.0.0.1:7003
 //
 // The same command restarts a node from its data directory. A new node joins
-// a running cluster with --join ADDR instead of --peers.
+// a running cluster with --join ADDR instead of --peers. `weft-kv operator
+// raft list-peers|remove-peer|transfer-leader` operate a running cluster
+// through a member's HTTP API (operator.ts).
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
@@ -19,6 +21,7 @@ import {
 import { parseHostPort, raftIdOf } from '../api/node-address.js';
 import { KvMembershipFullError } from '../api/node-errors.js';
 import { parseClusterKey } from '../transport/identity.js';
+import { OperatorError, operatorCommand } from './operator.js';
 
 function address(value: string): string {
   try {
@@ -227,4 +230,13 @@ program
     }
   });
 
-await program.parseAsync(process.argv);
+program.addCommand(operatorCommand(httpAddress));
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  // serve reports its own failures; this is an operator command's (a member's answer, or none).
+  if (!(err instanceof OperatorError)) throw err;
+  process.stderr.write(`weft-kv: ${err.message}\n`);
+  process.exit(1);
+}

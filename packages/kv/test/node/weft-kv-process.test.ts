@@ -210,7 +210,7 @@ describe('weft-kv serve (real processes on loopback)', function () {
     assert.equal(await cluster.get(plain!, 'launcher/k'), 'v');
   });
 
-  it('the operator endpoints transfer leadership and remove a dead member; bad requests change nothing', async () => {
+  it('the operator endpoints and `weft-kv operator raft` transfer leadership and remove a dead member; bad requests change nothing', async () => {
     cluster = await ProcessCluster.create(3);
     const c = cluster;
     await startAll(c);
@@ -270,6 +270,41 @@ describe('weft-kv serve (real processes on loopback)', function () {
     for (const n of [a, b]) assert.deepEqual((await c.peers(n)).sort(), [a.raft, b.raft].sort());
     assert.equal(await c.put(b, 'after/removal', 'v'), true);
     assert.equal(await c.get(a, 'after/removal'), 'v');
+
+    // The same through `weft-kv operator raft ...`, as an operator types it.
+    const cli = (...args: string[]) =>
+      ProcessCluster.run(['operator', 'raft', ...args, '--http-addr', b.http]);
+    const moved2 = await cli('transfer-leader', '--id', a.raft);
+    assert.equal(moved2.code, 0, moved2.stderr);
+    assert.equal(moved2.stdout, `Leadership transferred; the leader is ${a.raft}\n`);
+    const listed = await cli('list-peers');
+    assert.equal(listed.code, 0, listed.stderr);
+    const rows = listed.stdout.trim().split('\n');
+    assert.match(rows[0]!, /^Node +ID +Address +State +Voter$/);
+    assert.deepEqual(
+      rows
+        .slice(1)
+        .map((r) => r.split(/ +/))
+        .sort((x, y) => x[0]!.localeCompare(y[0]!)),
+      [a, b]
+        .map((n) => [n.name, n.raft, n.raft, n === a ? 'leader' : 'follower', 'true'])
+        .sort((x, y) => x[0]!.localeCompare(y[0]!)),
+    );
+    const notMember = await cli('remove-peer', '--address', '127.0.0.1:9');
+    assert.equal(notMember.code, 1);
+    assert.match(notMember.stderr, /HTTP 400: cannot remove 127\.0\.0\.1:9: not a member/);
+    const unreachable = await ProcessCluster.run([
+      'operator',
+      'raft',
+      'list-peers',
+      '--http-addr',
+      dead.http,
+    ]);
+    assert.equal(unreachable.code, 1);
+    assert.match(
+      unreachable.stderr,
+      new RegExp(`cannot reach the weft-kv HTTP API at ${dead.http} \\(ECONNREFUSED\\)`),
+    );
   });
 
   it('fails fast with a clear message on bad command-line input', async () => {
