@@ -1,8 +1,8 @@
 // Consul-compatible HTTP API (the KV, transaction, session and status
-// endpoints, and the Raft operator ones) over any KvBackend. Responses follow Consul's agent/*_endpoint.go:
-// same paths, status codes, JSON field names and order, base64 values,
-// `true`/`false` bodies and X-Consul-* headers, so Consul clients work
-// unchanged. Bad input never changes state.
+// endpoints, and the Raft operator ones) over any KvBackend. Responses follow
+// Consul's agent/*_endpoint.go: same paths, status codes, JSON field names and
+// order, base64 values, `true`/`false` bodies and X-Consul-* headers, so
+// Consul clients work unchanged. Bad input never changes state.
 //
 // Deliberate differences from Consul:
 //  - client mistakes Consul answers with 500 (unparsable ?flags/?cas, lock with
