@@ -90,6 +90,7 @@ interface ServeOptions {
   snapshotEntries: number;
   leaseReads: boolean;
   maxClockDriftRatio?: number;
+  leaveOnTerminate: boolean;
   logLevel: string;
 }
 
@@ -136,8 +137,20 @@ async function serve(opts: ServeOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    node
-      .close()
+    // --leave-on-terminate: out of the configuration first (leadership handed
+    // over, a learner promoted in its place), so the others stop counting it
+    // for the quorum; it stops either way (leave() is bounded).
+    const leave = opts.leaveOnTerminate
+      ? node
+          .leave()
+          .then((r) =>
+            r.left
+              ? log.info('left the cluster')
+              : log.warn({ reason: r.reason }, 'could not leave the cluster; stopping as a member'),
+          )
+      : Promise.resolve();
+    leave
+      .then(() => node.close())
       .then(() => process.exit(0))
       .catch((err) => {
         log.error({ err: (err as Error).message }, 'shutdown failed');
@@ -219,6 +232,11 @@ program
     '--max-clock-drift-ratio <r>',
     'how much faster one member clock may run than another, for leader leases (default 0.1)',
     driftRatio,
+  )
+  .option(
+    '--leave-on-terminate',
+    "on SIGTERM or SIGINT, leave the cluster before stopping (Consul's leave_on_terminate; start it again and it joins as a learner)",
+    false,
   )
   .option('--log-level <level>', 'pino log level (stderr)', 'info')
   .action(async (opts: ServeOptions) => {

@@ -307,6 +307,38 @@ describe('weft-kv serve (real processes on loopback)', function () {
     );
   });
 
+  it('with --leave-on-terminate SIGTERM takes a member out of the cluster, without it the member stays; back, it rejoins', async () => {
+    cluster = await ProcessCluster.create(3);
+    const c = cluster;
+    const [leaver, stayer, other] = c.nodes as [ProcessNode, ProcessNode, ProcessNode];
+    leaver.args.push('--leave-on-terminate');
+    await startAll(c);
+    await c.agreedLeader();
+    const terminate = async (n: ProcessNode) => {
+      const child = n.child!;
+      const code = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      child.kill('SIGTERM');
+      assert.equal(await code, 0, `${n.name} exit status: ${n.stderr}`);
+    };
+    const voters = (n: ProcessNode) => c.peers(n).then((p) => p.sort());
+    await terminate(stayer);
+    assert.deepEqual(
+      await voters(other),
+      c.nodes.map((n) => n.raft).sort(),
+      'a plain SIGTERM does not leave',
+    );
+    await c.start(stayer);
+    await terminate(leaver);
+    assert.deepEqual(await voters(other), [stayer.raft, other.raft].sort(), 'the leaver is out');
+    assert.equal(await c.put(stayer, 'after/leave', 'v'), true);
+    // Started again from its data directory, it joins as a learner and is promoted.
+    await c.start(leaver);
+    await waitForProcesses('the leaver to be a voter again', async () =>
+      (await voters(other)).length === 3 ? true : undefined,
+    );
+    assert.equal(await c.get(leaver, 'after/leave', 'consistent'), 'v');
+  });
+
   it('fails fast with a clear message on bad command-line input', async () => {
     cluster = await ProcessCluster.create(1);
     const dir = join(cluster.rootDir, 'd');
