@@ -418,6 +418,14 @@ const cases: Case[] = [
     status: 404,
     message: /^no such endpoint: GET \/v1\/agent\/self/,
   },
+  {
+    // A backend without membership (this one: one process, no Raft) has no operator endpoints.
+    name: 'raft peer removal without a replicated backend',
+    method: 'DELETE',
+    path: '/v1/operator/raft/peer?address=127.0.0.1:7001',
+    status: 404,
+    message: /^no such endpoint: DELETE \/v1\/operator\/raft\/peer/,
+  },
 ];
 
 describe('http: bad requests get a 4xx naming the problem and change nothing', () => {
