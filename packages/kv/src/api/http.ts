@@ -312,11 +312,8 @@ export class ConsulHttpServer {
     let id: string;
     if (req.query.has('id')) id = raftAddressParam(req.query, 'id');
     else {
-      const members = (await this.backend.membersWithNames?.()) ?? [];
-      const other = members
-        .filter((m) => m.role === 'voter' && !m.leader)
-        .map((m) => m.id)
-        .sort()[0];
+      const [voters, leader] = await Promise.all([this.backend.peers(), this.backend.leader()]);
+      const other = voters.filter((v) => v !== leader).sort()[0];
       if (other === undefined) throw new HttpError(400, 'no other voter to transfer leadership to');
       id = other;
     }

@@ -1420,7 +1420,7 @@ export class KvNode implements KvBackend {
           if (!(err instanceof RequestDroppedError)) throw err;
         }
       } else if (this.leaderId) {
-        const request = rpcPackr.pack({ to: id, cluster: this.cluster });
+        const request = rpcPackr.pack({ raftId: id, cluster: this.cluster });
         await this.transport
           .request(this.leaderId, TRANSFER_PROTOCOL, request, { timeoutMs: this.tickMs * 10 })
           .catch((err) =>
@@ -1431,19 +1431,21 @@ export class KvNode implements KvBackend {
     }
   }
 
-  /** A follower's transferLeadership(): the leader starts the transfer (the caller watches for the result). */
+  /**
+   * A follower's transferLeadership(): the leader starts the transfer to
+   * `raftId` (the caller watches for the result); another member passes the
+   * request on, as for joins.
+   */
   private async serveTransfer(payload: Uint8Array): Promise<Uint8Array> {
-    const req = rpcPackr.unpack(payload) as { to?: unknown; cluster?: unknown };
-    if (typeof req.to !== 'string' || typeof req.cluster !== 'string')
-      throw new Error('malformed leadership transfer request');
-    if (req.cluster !== this.cluster)
-      throw new Error(`this member belongs to cluster "${this.cluster}", not "${req.cluster}"`);
-    if (this.role !== Role.Leader)
-      throw new Error(
-        `${this.raftId} is not the leader (the leader is ${this.leaderId || 'unknown'}); retry`,
-      );
+    const req = await this.membershipRequest(
+      'leadership transfer',
+      payload,
+      TRANSFER_PROTOCOL,
+      this.tickMs * 10,
+    );
+    if ('answer' in req) return req.answer;
     try {
-      this.raft.transferLeadership(req.to);
+      this.raft.transferLeadership(req.raftId);
       this.kick();
     } catch (err) {
       if (!(err instanceof RequestDroppedError)) throw err;
@@ -1567,11 +1569,12 @@ export class KvNode implements KvBackend {
   }
 
   /**
-   * The common part of a join or leave request: its fields checked, and, on a
-   * node that does not lead, the leader's answer (it alone decides membership).
+   * The common part of a join, leave or leadership transfer request: its
+   * fields checked, and, on a node that does not lead, the leader's answer (it
+   * alone decides membership and starts transfers).
    */
   private async membershipRequest(
-    what: 'join' | 'leave',
+    what: 'join' | 'leave' | 'leadership transfer',
     payload: Uint8Array,
     protocol: string,
     forwardTimeoutMs: number,

@@ -3,15 +3,8 @@
 // weft-kv cluster's operator. Like Consul's CLI, the member to ask is
 // --http-addr, or WEFT_KV_HTTP_ADDR, or 127.0.0.1:8500.
 import { Command } from 'commander';
-
-/** GET /v1/operator/raft/configuration's servers, as Consul names the fields. */
-interface RaftServer {
-  ID: string;
-  Node: string;
-  Address: string;
-  Leader: boolean;
-  Voter: boolean;
-}
+import { parseJson } from '../api/http-codec.js';
+import { membersFromJson } from '../client/consul-json.js';
 
 /** A member's answer that is not 2xx, or no answer: the message says which member and why. */
 export class OperatorError extends Error {}
@@ -60,17 +53,16 @@ export function operatorCommand(httpAddress: (value: string) => string): Command
     .description('the members: name, Raft address, state, voter or learner')
     .option(...addrOption)
     .action(async (opts: { httpAddr: string }) => {
-      const config = JSON.parse(await call(opts.httpAddr, 'GET', '/v1/operator/raft/configuration')) as {
-        Servers: RaftServer[];
-      };
+      const path = '/v1/operator/raft/configuration';
+      const members = membersFromJson(`GET ${path}`, parseJson(await call(opts.httpAddr, 'GET', path)));
       const rows = [['Node', 'ID', 'Address', 'State', 'Voter']];
-      for (const s of config.Servers)
+      for (const m of members)
         rows.push([
-          s.Node || '(unknown)',
-          s.ID,
-          s.Address,
-          s.Leader ? 'leader' : 'follower',
-          String(s.Voter),
+          m.name || '(unknown)',
+          m.id,
+          m.address,
+          m.leader ? 'leader' : 'follower',
+          String(m.role === 'voter'),
         ]);
       process.stdout.write(`${table(rows)}\n`);
     });

@@ -153,14 +153,10 @@ export class LevelRaftStorage implements RaftLogStorage {
     readonly created: boolean,
   ) {
     this.logPrefix = new TextEncoder().encode(logDb.prefix as string);
-    const encode = (name: string) => new TextEncoder().encode((meta.prefix as string) + name);
-    this.metaKeys = {
-      format: encode(META.format),
-      identity: encode(META.identity),
-      hardState: encode(META.hardState),
-      snapshot: encode(META.snapshot),
-      logStart: encode(META.logStart),
-    };
+    const encoder = new TextEncoder();
+    this.metaKeys = Object.fromEntries(
+      Object.entries(META).map(([record, name]) => [record, encoder.encode((meta.prefix as string) + name)]),
+    ) as Record<keyof typeof META, Uint8Array>;
     this.writeRaw = rawBatchWriter(db, dir);
   }
 
