@@ -17,7 +17,7 @@
 //  - a cluster without quorum answers 503 with the cause (Consul: 500).
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { KvStateReader } from '../fsm/state-machine.js';
 import {
@@ -56,6 +56,7 @@ import {
   parseJson,
   parseUint64,
 } from './http-codec.js';
+import { FastFront, type FastRequest, type ResponseLike } from './http-fast.js';
 import { raftIdOf } from './node-address.js';
 
 export interface ConsulHttpServerOptions {
@@ -73,8 +74,16 @@ export interface ConsulHttpServerOptions {
   random?: () => number;
   /** How long an idle keep-alive connection stays open (node:http's default: 5 s). */
   keepAliveTimeoutMs?: number;
+  /** How long a request's head (and, on the fast path, body) may take to arrive (node:http's headersTimeout: 60 s). */
+  headersTimeoutMs?: number;
   /** Headers set on every response (the tunnel names its cluster: CLUSTER_HEADER). */
   responseHeaders?: Record<string, string>;
+  /**
+   * Serve well-formed requests on TCP connections with the lean front end
+   * (api/http-fast.ts) instead of node:http, which still takes every other
+   * connection. Default true; false = node:http for everything.
+   */
+  fastPath?: boolean;
 }
 
 /** Response header (a Weft extension) of the KvClient tunnel: the member's cluster name, which clients check. */
@@ -120,8 +129,9 @@ interface Request {
   method: string;
   path: string;
   query: URLSearchParams;
-  raw: IncomingMessage;
-  res: ServerResponse;
+  /** The request body, refused with 413 (`tooLarge(declared length)`) beyond maxBytes. */
+  body: (maxBytes: number, tooLarge: (declaredLength: number | undefined) => string) => Promise<Uint8Array>;
+  res: ResponseLike;
 }
 
 export class ConsulHttpServer {
@@ -137,6 +147,9 @@ export class ConsulHttpServer {
   private readonly closing = new AbortController();
   /** Accepted connections (acceptConnection) still waiting for their first request's headers. */
   private readonly awaitingFirstRequest = new WeakMap<object, NodeJS.Timeout>();
+  /** node:http's own connection listener, which the fast front end hands connections to. */
+  private readonly nodeConnection: (socket: Duplex) => void;
+  private readonly fast: FastFront | undefined;
 
   constructor(
     private readonly backend: KvBackend,
@@ -151,6 +164,24 @@ export class ConsulHttpServer {
     this.responseHeaders = Object.entries(opts.responseHeaders ?? {});
     this.server = createServer((req, res) => void this.handle(req, res));
     if (opts.keepAliveTimeoutMs !== undefined) this.server.keepAliveTimeout = opts.keepAliveTimeoutMs;
+    if (opts.headersTimeoutMs !== undefined) this.server.headersTimeout = opts.headersTimeoutMs;
+    const [nodeListener] = this.server.listeners('connection');
+    if (typeof nodeListener !== 'function')
+      throw new Error('node:http server without its connection listener');
+    this.nodeConnection = (socket) => nodeListener.call(this.server, socket);
+    if (opts.fastPath ?? true) {
+      const server = this.server;
+      const fast = new FastFront({
+        handle: (req, res) => void this.handleFast(req, res),
+        handOff: this.nodeConnection,
+        keepAliveTimeoutMs: () => server.keepAliveTimeout,
+        headersTimeoutMs: () => server.headersTimeout,
+      });
+      this.fast = fast;
+      // The front end sees every accepted connection first.
+      server.removeListener('connection', nodeListener as (socket: Socket) => void);
+      server.on('connection', (socket: Socket) => fast.accept(socket));
+    }
     this.server.on('request', (req: IncomingMessage) => {
       clearTimeout(this.awaitingFirstRequest.get(req.socket));
       this.awaitingFirstRequest.delete(req.socket);
@@ -191,7 +222,7 @@ export class ConsulHttpServer {
       this.awaitingFirstRequest.set(socket, timer);
       socket.once('close', () => clearTimeout(timer));
     }
-    this.server.emit('connection', socket);
+    this.nodeConnection(socket);
   }
 
   async listen(): Promise<AddressInfo> {
@@ -217,20 +248,49 @@ export class ConsulHttpServer {
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeIdleConnections();
+      this.fast?.close();
     });
   }
 
   // ------------------------------------------------------------ dispatch
 
-  private async handle(raw: IncomingMessage, res: ServerResponse): Promise<void> {
+  private handle(raw: IncomingMessage, res: ServerResponse): Promise<void> {
+    return this.dispatch(
+      raw.method ?? 'GET',
+      raw.url ?? '/',
+      (max, tooLarge) => readBody(raw, max, tooLarge),
+      res,
+    );
+  }
+
+  /** A request the fast front end parsed, its body already in. */
+  private handleFast(fast: FastRequest, res: ResponseLike): Promise<void> {
+    const body = fast.body;
+    return this.dispatch(
+      fast.method,
+      fast.url,
+      (max, tooLarge) =>
+        body.length > max
+          ? Promise.reject(new HttpError(413, tooLarge(body.length), true))
+          : // A view, not a copy: the socket's chunk is not reused, and commands are encoded at once.
+            Promise.resolve(new Uint8Array(body.buffer, body.byteOffset, body.length)),
+      res,
+    );
+  }
+
+  private async dispatch(
+    method: string,
+    url: string,
+    body: Request['body'],
+    res: ResponseLike,
+  ): Promise<void> {
     for (const [name, value] of this.responseHeaders) res.setHeader(name, value);
-    const url = raw.url ?? '/';
     const q = url.indexOf('?');
     const req: Request = {
-      method: raw.method ?? 'GET',
+      method,
       path: q === -1 ? url : url.slice(0, q),
       query: new URLSearchParams(q === -1 ? '' : url.slice(q + 1)),
-      raw,
+      body,
       res,
     };
     try {
@@ -336,7 +396,7 @@ export class ConsulHttpServer {
     await run();
   }
 
-  private fail(res: ServerResponse, err: unknown): void {
+  private fail(res: ResponseLike, err: unknown): void {
     let status = 500;
     let message: string;
     let close = false;
@@ -457,7 +517,7 @@ export class ConsulHttpServer {
         throw new HttpError(400, `invalid session ${JSON.stringify(op.session)}`);
       }
     }
-    op.value = await readBody(req.raw, MAX_VALUE_BYTES, (length) =>
+    op.value = await req.body(MAX_VALUE_BYTES, (length) =>
       length === undefined
         ? `Request body too large, max size: ${MAX_VALUE_BYTES} bytes. See ${KV_MAX_VALUE_SIZE_URL}.`
         : `Request body(${length} bytes) too large, max size: ${MAX_VALUE_BYTES} bytes. See ${KV_MAX_VALUE_SIZE_URL}.`,
@@ -484,11 +544,7 @@ export class ConsulHttpServer {
 
   private async txn(req: Request): Promise<void> {
     const text = Buffer.from(
-      await readBody(
-        req.raw,
-        MAX_VALUE_BYTES,
-        () => `Request body too large, max size: ${MAX_VALUE_BYTES} bytes`,
-      ),
+      await req.body(MAX_VALUE_BYTES, () => `Request body too large, max size: ${MAX_VALUE_BYTES} bytes`),
     );
     const ops = parseTxnOps(text);
     // Like Consul's preCheck: problems found before Raft are reported per op with 409.
@@ -609,9 +665,9 @@ export class ConsulHttpServer {
   }
 
   private async sessionCreate(req: Request): Promise<void> {
-    const body = Buffer.from(
-      await readBody(req.raw, MAX_VALUE_BYTES, () => 'Request body too large'),
-    ).toString('utf8');
+    const body = Buffer.from(await req.body(MAX_VALUE_BYTES, () => 'Request body too large')).toString(
+      'utf8',
+    );
     const spec: SessionSpec = {
       id: randomUUID(),
       name: '',
