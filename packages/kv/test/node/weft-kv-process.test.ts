@@ -267,7 +267,12 @@ describe('weft-kv serve (real processes on loopback)', function () {
     await c.agreedLeader();
     const removed = await call(a, 'DELETE', `/v1/operator/raft/peer?address=${dead.raft}`);
     assert.deepEqual(removed, { status: 200, body: '' });
-    for (const n of [a, b]) assert.deepEqual((await c.peers(n)).sort(), [a.raft, b.raft].sort());
+    // 200 means applied at the member asked (a); the other learns of it with the next commit index.
+    assert.deepEqual((await c.peers(a)).sort(), [a.raft, b.raft].sort());
+    await waitForProcesses(`${b.name} to apply the removal`, async () =>
+      (await c.peers(b)).length === 2 ? true : undefined,
+    );
+    assert.deepEqual((await c.peers(b)).sort(), [a.raft, b.raft].sort());
     assert.equal(await c.put(b, 'after/removal', 'v'), true);
     assert.equal(await c.get(a, 'after/removal'), 'v');
 
