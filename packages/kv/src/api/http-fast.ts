@@ -159,7 +159,7 @@ class FastConnection {
     private readonly front: FastFront,
     readonly socket: Socket,
   ) {
-    socket.setNoDelay(true);
+    // No setNoDelay: node:http's server (noDelay: true) set it when it accepted the socket.
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('close', this.onClose);
@@ -268,7 +268,8 @@ export class FastResponse extends EventEmitter implements ResponseLike {
   statusCode = 200;
   private ended = false;
   private gone = false;
-  private readonly headers: [string, string][] = [];
+  /** [lower-case name, name as set, value], in the order first set (node's order). */
+  private readonly headers: [string, string, string][] = [];
 
   constructor(
     private readonly conn: FastConnection,
@@ -290,9 +291,9 @@ export class FastResponse extends EventEmitter implements ResponseLike {
       throw new TypeError(`invalid HTTP header ${JSON.stringify(name)}: ${JSON.stringify(v)}`);
     }
     const lower = name.toLowerCase();
-    const at = this.headers.findIndex(([n]) => n.toLowerCase() === lower);
-    if (at === -1) this.headers.push([name, v]);
-    else this.headers[at] = [name, v];
+    const at = this.headers.findIndex(([l]) => l === lower);
+    if (at === -1) this.headers.push([lower, name, v]);
+    else this.headers[at] = [lower, name, v];
     return this;
   }
 
@@ -307,8 +308,7 @@ export class FastResponse extends EventEmitter implements ResponseLike {
       let hasLength = false;
       let hasConnection = false;
       // node:http's order: the handler's headers, Date, Connection, Content-Length.
-      for (const [name, value] of this.headers) {
-        const lower = name.toLowerCase();
+      for (const [lower, name, value] of this.headers) {
         if (lower === 'content-length') hasLength = true;
         else if (lower === 'connection') {
           hasConnection = true;
@@ -337,7 +337,7 @@ export class FastResponse extends EventEmitter implements ResponseLike {
         socket.uncork();
       }
     }
-    this.emitClose();
+    this.connectionClosed();
     this.conn.responded(this, closing);
     return this;
   }
@@ -345,18 +345,12 @@ export class FastResponse extends EventEmitter implements ResponseLike {
   destroy(): this {
     if (!this.gone) this.conn.socket.destroy();
     this.ended = true;
-    this.emitClose();
+    this.connectionClosed();
     return this;
   }
 
-  /** The connection closed while this response was pending: like ServerResponse, emit 'close'. */
+  /** Once, like ServerResponse: after the answer, or when the connection closed while it was pending. */
   connectionClosed(): void {
-    if (this.gone) return;
-    this.gone = true;
-    this.emit('close');
-  }
-
-  private emitClose(): void {
     if (this.gone) return;
     this.gone = true;
     this.emit('close');
