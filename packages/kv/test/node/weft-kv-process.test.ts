@@ -269,10 +269,11 @@ describe('weft-kv serve (real processes on loopback)', function () {
     assert.deepEqual(removed, { status: 200, body: '' });
     // 200 means applied at the member asked (a); the other learns of it with the next commit index.
     assert.deepEqual((await c.peers(a)).sort(), [a.raft, b.raft].sort());
-    await waitForProcesses(`${b.name} to apply the removal`, async () =>
-      (await c.peers(b)).length === 2 ? true : undefined,
-    );
-    assert.deepEqual((await c.peers(b)).sort(), [a.raft, b.raft].sort());
+    const peersOfB = await waitForProcesses(`${b.name} to apply the removal`, async () => {
+      const peers = await c.peers(b);
+      return peers.length === 2 ? peers : undefined;
+    });
+    assert.deepEqual(peersOfB.sort(), [a.raft, b.raft].sort());
     assert.equal(await c.put(b, 'after/removal', 'v'), true);
     assert.equal(await c.get(a, 'after/removal'), 'v');
 
