@@ -1,12 +1,16 @@
 // Durable Raft storage on LevelDB (classic-level).
 //
-// One database, four sublevels' worth of state, every change one atomic batch:
+// One database, two sublevels, every change one atomic batch:
 //   meta!format     {magic, version}           refuses foreign / future data
 //   meta!identity   {nodeId, clusterId}        refuses another node's data
 //   meta!hardstate  {term, vote, commit}
 //   meta!snapshot   {metadata, data}           latest snapshot (index 0 = none)
 //   meta!logstart   {index, term}              entries <= index are compacted
-//   log!<u64 BE>    {term, type, data}         entries logstart.index+1 ..
+//   log!<u64 BE i>  run of entries i, i+1, ... one record per save (codec.ts)
+// A run replaces whatever earlier runs held from its first index on: a save
+// that overwrites a conflicting suffix writes its run at the first index it
+// changes and deletes the runs that start later, and the run it cuts short
+// stays as it is. Reading the runs in key order rebuilds the log.
 // Reads are synchronous (the Raft core calls them inline): the live log tail
 // is loaded at open and kept in memory; LevelDB is the write-ahead copy.
 import { mkdir, readdir, stat } from 'node:fs/promises';
@@ -27,10 +31,27 @@ import {
   type Snapshot,
   UnavailableError,
 } from '../raft/types.js';
-import { decodeIndexKey, decodeRecord, encodeIndexKey, encodeRecord } from './codec.js';
+import {
+  decodeIndexKey,
+  decodeRecord,
+  decodeRun,
+  encodeIndexKey,
+  encodeRecord,
+  encodeRun,
+  RUN_ENTRY_OVERHEAD,
+} from './codec.js';
 
 export const STORAGE_MAGIC = 'weft-kv/raft-storage';
-export const STORAGE_FORMAT_VERSION = 1;
+/** 2: log records are runs of entries. */
+export const STORAGE_FORMAT_VERSION = 2;
+/** One record per log entry; rewritten as runs when opened (migrateLegacyLog). */
+const LEGACY_FORMAT_VERSION = 1;
+/**
+ * A save's entries go into runs of at most this many bytes: a run stays on
+ * disk (and, after a restart, in memory: entries are views into it) until its
+ * last entry is compacted away, so a catch-up burst must not make one huge run.
+ */
+const RUN_MAX_BYTES = 1 << 20;
 
 /** A data directory that must not be used: the message names the directory and the problem. */
 export class StorageOpenError extends Error {
@@ -133,6 +154,12 @@ export class LevelRaftStorage implements RaftLogStorage {
   private logStart: LogStart = { index: 0, term: 0 };
   /** Entries logStart.index+1 .. lastIndex, in order, contiguous. */
   private log: Entry[] = [];
+  /**
+   * The first index of every run record on disk, ascending. Run k holds the
+   * live entries runs[k] .. runs[k+1]-1 (the last one up to lastIndex); the
+   * first may start at or below logStart.index (partly compacted).
+   */
+  private runs: number[] = [];
   /** Serializes writes: each plans against the state the previous one left. */
   private writeChain: Promise<void> = Promise.resolve();
   private closed = false;
@@ -247,10 +274,10 @@ export class LevelRaftStorage implements RaftLogStorage {
         `wrong magic ${JSON.stringify(format?.magic)} (expected "${STORAGE_MAGIC}"): not a weft-kv data directory`,
       );
     }
-    if (format.version !== STORAGE_FORMAT_VERSION) {
+    if (format.version !== STORAGE_FORMAT_VERSION && format.version !== LEGACY_FORMAT_VERSION) {
       throw new StorageOpenError(
         dir,
-        `storage format version ${String(format.version)} is not supported by this build (it reads version ${STORAGE_FORMAT_VERSION}); use a matching weft-kv release`,
+        `storage format version ${String(format.version)} is not supported by this build (it reads versions ${LEGACY_FORMAT_VERSION} and ${STORAGE_FORMAT_VERSION}); use a matching weft-kv release`,
       );
     }
     const identity = await readRequired(meta, META.identity, 'identity record', dir, validIdentity);
@@ -281,35 +308,21 @@ export class LevelRaftStorage implements RaftLogStorage {
     s.snap = await readRequired(meta, META.snapshot, 'snapshot record', dir, validSnapshot);
     s.logStart = await readRequired(meta, META.logStart, 'log start record', dir, validLogStart);
 
-    let expected = s.logStart.index + 1;
+    const legacy = format.version === LEGACY_FORMAT_VERSION;
+    if (legacy) {
+      s.log = await readLegacyLog(dir, logDb, s.logStart);
+    } else {
+      await s.readRuns(logDb);
+    }
     let prevTerm = s.logStart.term;
-    for await (const [key, value] of logDb.iterator() as AsyncIterable<[Uint8Array, Uint8Array]>) {
-      const index = decodeIndexKey(key);
-      if (index < expected) {
-        // Compaction deletes in the same batch that moves logstart, so a
-        // leftover below it means the database was altered behind our back.
-        throw new StorageOpenError(
-          dir,
-          `log entry ${index} is below the compaction point ${s.logStart.index}`,
-        );
-      }
-      if (index !== expected) {
-        throw new StorageOpenError(
-          dir,
-          `log entries ${expected}..${index - 1} are missing (the log has a gap)`,
-        );
-      }
-      const entry = validEntry(decodeRecord(value, `log entry ${index}`), index);
-      if (!entry) throw new StorageOpenError(dir, `log entry ${index} is malformed`);
+    for (const entry of s.log) {
       if (entry.term < prevTerm) {
         throw new StorageOpenError(
           dir,
-          `log entry ${index} has term ${entry.term}, lower than the previous term ${prevTerm}`,
+          `log entry ${entry.index} has term ${entry.term}, lower than the previous term ${prevTerm}`,
         );
       }
       prevTerm = entry.term;
-      s.log.push(entry);
-      expected++;
     }
     const last = s.lastIndex();
     if (s.snap.metadata.index < s.logStart.index) {
@@ -330,7 +343,102 @@ export class LevelRaftStorage implements RaftLogStorage {
         `committed index ${s.hard.commit} is beyond the last log entry ${last}: committed entries are missing`,
       );
     }
+    // Only a store that passed every check above is rewritten.
+    if (legacy) await s.migrateLegacyLog();
     return s;
+  }
+
+  /** Rebuilds the log from the run records, in key order (each run replaces the tail from its first index). */
+  private async readRuns(logDb: Sub): Promise<void> {
+    const { dir, logStart } = this;
+    const log: Entry[] = [];
+    for await (const [key, value] of logDb.iterator() as AsyncIterable<[Uint8Array, Uint8Array]>) {
+      const start = decodeIndexKey(key);
+      const run = decodeRun(value, `log record ${start}`);
+      const end = start + run.length - 1;
+      const next = logStart.index + log.length + 1;
+      if (end <= logStart.index) {
+        // Compaction deletes the runs it covers whole in the batch that moves
+        // logstart, so one left below it means the database was altered.
+        throw new StorageOpenError(
+          dir,
+          `log record ${start} (entries ${start}..${end}) lies below the compaction point ${logStart.index}`,
+        );
+      }
+      if (start > next) {
+        throw new StorageOpenError(dir, `log entries ${next}..${start - 1} are missing (the log has a gap)`);
+      }
+      let skip = 0;
+      if (start <= logStart.index) {
+        // Partly compacted: only the first run can reach below the compaction point.
+        if (log.length > 0) {
+          throw new StorageOpenError(
+            dir,
+            `log record ${start} overlaps an earlier one below the compaction point`,
+          );
+        }
+        skip = logStart.index - start + 1;
+        const term = run[skip - 1]!.term;
+        if (term !== logStart.term) {
+          throw new StorageOpenError(
+            dir,
+            `log record ${start} gives entry ${logStart.index} term ${term}, but the compaction point records term ${logStart.term}`,
+          );
+        }
+      } else {
+        log.length = start - logStart.index - 1;
+      }
+      for (let k = skip; k < run.length; k++) {
+        const { term, type, data } = run[k]!;
+        if (type !== EntryType.Normal && type !== EntryType.ConfChange) {
+          throw new StorageOpenError(dir, `log entry ${start + k} has unknown type ${type}`);
+        }
+        log.push({ term, index: start + k, type, data });
+      }
+      this.runs.push(start);
+    }
+    this.log = log;
+  }
+
+  /**
+   * Rewrites a version-1 log (one record per entry, already loaded into
+   * this.log) as runs, with the new format record, in one synced batch: a
+   * crash leaves the old layout, which the next open migrates again.
+   */
+  private async migrateLegacyLog(): Promise<void> {
+    const ops: BatchOp[] = [];
+    const runs = this.putRuns(ops, this.log);
+    const starts = new Set(runs);
+    for (const e of this.log) {
+      if (!starts.has(e.index)) ops.push({ type: 'del', key: this.logKey(e.index) });
+    }
+    ops.push({
+      type: 'put',
+      key: this.metaKeys.format,
+      value: encodeRecord({ magic: STORAGE_MAGIC, version: STORAGE_FORMAT_VERSION }),
+    });
+    await this.writeRaw(ops, { sync: true });
+    this.runs = runs;
+  }
+
+  /** Adds the writes of `entries` as runs of at most RUN_MAX_BYTES (one unless they are large); returns the runs' first indexes. */
+  private putRuns(ops: BatchOp[], entries: readonly Entry[]): number[] {
+    const starts: number[] = [];
+    let from = 0;
+    while (from < entries.length) {
+      let to = from + 1;
+      let bytes = RUN_ENTRY_OVERHEAD + entries[from]!.data.length;
+      while (to < entries.length && bytes + RUN_ENTRY_OVERHEAD + entries[to]!.data.length <= RUN_MAX_BYTES) {
+        bytes += RUN_ENTRY_OVERHEAD + entries[to]!.data.length;
+        to++;
+      }
+      const start = entries[from]!.index;
+      const run = from === 0 && to === entries.length ? entries : entries.slice(from, to);
+      ops.push({ type: 'put', key: this.logKey(start), value: encodeRun(run) });
+      starts.push(start);
+      from = to;
+    }
+    return starts;
   }
 
   // ---- RaftLogStorage (synchronous reads) ----
@@ -385,8 +493,12 @@ export class LevelRaftStorage implements RaftLogStorage {
       let log = this.log;
       let snap = this.snap;
       let hard = this.hard;
+      let runs = this.runs;
       /** With new entries: how many of `log`'s entries stay in front of them. */
       let keepEntries: number | undefined;
+      /** With new entries: how many of `runs` stay, and the first indexes of the new runs. */
+      let keepRuns = 0;
+      let newRuns: number[] = [];
       if (update.snapshot) {
         const incoming = update.snapshot;
         if (incoming.metadata.index <= snap.metadata.index) {
@@ -394,9 +506,8 @@ export class LevelRaftStorage implements RaftLogStorage {
             `snapshot at ${incoming.metadata.index} is not newer than the stored snapshot at ${snap.metadata.index}`,
           );
         }
-        for (let i = logStart.index + 1; i <= logStart.index + log.length; i++) {
-          ops.push({ type: 'del', key: this.logKey(i) });
-        }
+        for (const start of runs) ops.push({ type: 'del', key: this.logKey(start) });
+        runs = [];
         snap = incoming;
         logStart = { index: incoming.metadata.index, term: incoming.metadata.term };
         log = [];
@@ -418,16 +529,15 @@ export class LevelRaftStorage implements RaftLogStorage {
           if (entries[k]!.index !== first + k)
             throw new Error(`entries to append are not contiguous at ${entries[k]!.index}`);
         }
-        const newLast = first + entries.length - 1;
-        // Drop the conflicting suffix that the new entries do not overwrite.
-        for (let i = newLast + 1; i <= last; i++) ops.push({ type: 'del', key: this.logKey(i) });
-        for (const e of entries) {
-          ops.push({
-            type: 'put',
-            key: this.logKey(e.index),
-            value: encodeRecord({ term: e.term, type: e.type, data: e.data }),
-          });
+        // Runs that start at or after `first` hold only entries this save
+        // replaces or drops (a conflicting suffix); a run that starts before it
+        // stays, its tail superseded by the new run (see the header).
+        keepRuns = runs.length;
+        while (keepRuns > 0 && runs[keepRuns - 1]! >= first) keepRuns--;
+        for (let k = keepRuns; k < runs.length; k++) {
+          if (runs[k] !== first) ops.push({ type: 'del', key: this.logKey(runs[k]!) });
         }
+        newRuns = this.putRuns(ops, entries);
         keepEntries = first - logStart.index - 1;
       }
       if (update.hardState) {
@@ -444,7 +554,10 @@ export class LevelRaftStorage implements RaftLogStorage {
           if (keepEntries !== undefined) {
             log.length = keepEntries;
             for (const e of entries) log.push(copyEntry(e));
+            runs.length = keepRuns;
+            for (const start of newRuns) runs.push(start);
           }
+          this.runs = runs;
           this.logStart = logStart;
           this.log = log;
           this.snap = snap;
@@ -506,8 +619,13 @@ export class LevelRaftStorage implements RaftLogStorage {
       }
       if (index <= this.logStart.index) return { ops: [], sync: false, entries: 0, commit: () => {} };
       const ops: BatchOp[] = [];
-      for (let i = this.logStart.index + 1; i <= index; i++) {
-        ops.push({ type: 'del', key: this.logKey(i) });
+      // Runs whose live entries all lie at or below index go; the next may start below it.
+      const runs = this.runs;
+      const last = this.lastIndex();
+      let drop = 0;
+      while (drop < runs.length && (drop + 1 < runs.length ? runs[drop + 1]! - 1 : last) <= index) {
+        ops.push({ type: 'del', key: this.logKey(runs[drop]!) });
+        drop++;
       }
       const logStart = { index, term: this.term(index) };
       ops.push({ type: 'put', key: this.metaKeys.logStart, value: encodeRecord(logStart) });
@@ -517,6 +635,7 @@ export class LevelRaftStorage implements RaftLogStorage {
         entries: 0,
         commit: () => {
           this.log = this.log.slice(index - this.logStart.index);
+          this.runs = runs.slice(drop);
           this.logStart = logStart;
         },
       };
@@ -569,6 +688,29 @@ export class LevelRaftStorage implements RaftLogStorage {
 
 function copyEntry(e: Entry): Entry {
   return { term: e.term, index: e.index, type: e.type, data: e.data };
+}
+
+/** Reads a version-1 log: one record per entry at its index, contiguous from logStart.index + 1. */
+async function readLegacyLog(dir: string, logDb: Sub, logStart: LogStart): Promise<Entry[]> {
+  const log: Entry[] = [];
+  let expected = logStart.index + 1;
+  for await (const [key, value] of logDb.iterator() as AsyncIterable<[Uint8Array, Uint8Array]>) {
+    const index = decodeIndexKey(key);
+    if (index < expected) {
+      throw new StorageOpenError(dir, `log entry ${index} is below the compaction point ${logStart.index}`);
+    }
+    if (index !== expected) {
+      throw new StorageOpenError(
+        dir,
+        `log entries ${expected}..${index - 1} are missing (the log has a gap)`,
+      );
+    }
+    const entry = validEntry(decodeRecord(value, `log entry ${index}`), index);
+    if (!entry) throw new StorageOpenError(dir, `log entry ${index} is malformed`);
+    log.push(entry);
+    expected++;
+  }
+  return log;
 }
 
 /**

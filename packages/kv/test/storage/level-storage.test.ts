@@ -11,7 +11,15 @@ import {
   emptyConfState,
   UnavailableError,
 } from '../../src/raft/types.js';
-import { crc32, encodeIndexKey, encodeRecord } from '../../src/storage/codec.js';
+import {
+  crc32,
+  decodeRecord,
+  decodeRun,
+  encodeIndexKey,
+  encodeRecord,
+  encodeRun,
+  RecordCorruptError,
+} from '../../src/storage/codec.js';
 import { LevelRaftStorage, StorageOpenError } from '../../src/storage/level-storage.js';
 
 function entry(index: number, term: number, text = `e${index}t${term}`): Entry {
@@ -37,6 +45,16 @@ describe('LevelRaftStorage', () => {
   async function reopen(s: LevelRaftStorage): Promise<LevelRaftStorage> {
     await s.close();
     return openStorage(s.identity.nodeId);
+  }
+  /** The first indexes of the log records on disk (the store must be closed). */
+  async function logKeys(): Promise<number[]> {
+    const raw = new ClassicLevel<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
+    const keys: number[] = [];
+    for await (const key of raw.sublevel<Uint8Array, Uint8Array>('log', { keyEncoding: 'view' }).keys()) {
+      keys.push(new DataView(key.buffer, key.byteOffset).getUint32(4));
+    }
+    await raw.close();
+    return keys;
   }
 
   beforeEach(async () => {
@@ -86,6 +104,16 @@ describe('LevelRaftStorage', () => {
     s = await reopen(s);
     assert.equal(s.lastIndex(), 2);
     assert.equal(s.term(2), 3);
+    assert.deepEqual(
+      s.entries(1, 3, Infinity).map((e) => [e.index, e.term, text(e)]),
+      [
+        [1, 1, 'e1t1'],
+        [2, 3, 'e2t3'],
+      ],
+    );
+    await s.close();
+    // One run per save: the run at 1 stays (its tail superseded), the one at 4 went with the rewrite at 2.
+    assert.deepEqual(await logKeys(), [1, 2]);
   });
 
   it('refuses to append past the end of the log (a gap)', async () => {
@@ -124,7 +152,8 @@ describe('LevelRaftStorage', () => {
 
   it('compacts only what a snapshot covers and keeps it after reopen', async () => {
     let s = await openStorage();
-    await s.save({ entries: [...range(1, 4, 1), ...range(5, 8, 2)] });
+    await s.save({ entries: range(1, 4, 1) });
+    await s.save({ entries: range(5, 8, 2) });
     await assert.rejects(s.compact(3), /latest snapshot is at 0/);
     const snap = await s.createSnapshot(5, conf(['n1', 'n2', 'n3']), new Uint8Array([1, 2, 3]));
     assert.deepEqual(snap.metadata, { index: 5, term: 2, confState: conf(['n1', 'n2', 'n3']) });
@@ -140,15 +169,10 @@ describe('LevelRaftStorage', () => {
     assert.deepEqual(s.snapshot().metadata.index, 5);
     assert.deepEqual([...s.snapshot().data], [1, 2, 3]);
     assert.deepEqual(s.initialState().confState.voters, ['n1', 'n2', 'n3']);
-    // Deleted keys are really gone from LevelDB, not only hidden in memory.
+    // The run of 1..4 is really gone from LevelDB, not only hidden in memory;
+    // the run of 5..8 stays (entries 6..8 are live) and was read past 5 above.
     await s.close();
-    const raw = new ClassicLevel<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
-    const logKeys: number[] = [];
-    for await (const key of raw.sublevel<Uint8Array, Uint8Array>('log', { keyEncoding: 'view' }).keys()) {
-      logKeys.push(new DataView(key.buffer, key.byteOffset).getUint32(4));
-    }
-    await raw.close();
-    assert.deepEqual(logKeys, [6, 7, 8]);
+    assert.deepEqual(await logKeys(), [5]);
   });
 
   it('a snapshot records a commit index at least its own (the node writes commit-only changes lazily)', async () => {
@@ -211,7 +235,10 @@ describe('LevelRaftStorage', () => {
     }
     async function populated(): Promise<void> {
       const s = await LevelRaftStorage.open({ dir, nodeId: 'n1', clusterId: 'c1', raftId: '127.0.0.1:7001' });
-      await s.save({ entries: range(1, 5, 1), hardState: { term: 1, vote: 'n1', commit: 5 } });
+      // Three saves: runs at 1 (1..2), 3 (3) and 4 (4..5).
+      await s.save({ entries: range(1, 2, 1) });
+      await s.save({ entries: range(3, 3, 1) });
+      await s.save({ entries: range(4, 5, 1), hardState: { term: 1, vote: 'n1', commit: 5 } });
       await s.close();
     }
     async function rawPut(
@@ -270,19 +297,19 @@ describe('LevelRaftStorage', () => {
       await populated();
       await rawPut('log', encodeIndexKey(3), null);
       await expectRefused(/log entries 3\.\.3 are missing/);
-      await rawPut('log', encodeIndexKey(3), encodeRecord({ term: 1, type: 0, data: new Uint8Array([1]) }));
-      await rawPut('log', encodeIndexKey(5), null);
-      await expectRefused(/committed index 5 is beyond the last log entry 4/);
+      await rawPut('log', encodeIndexKey(3), encodeRun([{ term: 1, type: 0, data: new Uint8Array([1]) }]));
+      await rawPut('log', encodeIndexKey(4), null);
+      await expectRefused(/committed index 5 is beyond the last log entry 3/);
     });
 
     it('a corrupt record (checksum mismatch) and a missing identity', async () => {
       await populated();
-      const good = encodeRecord({ term: 1, type: 0, data: new Uint8Array([1, 2, 3]) });
+      const good = encodeRun([{ term: 1, type: 0, data: new Uint8Array([1, 2, 3]) }]);
       const bad = good.slice();
       bad[bad.length - 1] ^= 0xff;
-      await rawPut('log', encodeIndexKey(2), bad);
-      await expectRefused(/log entry 2: checksum mismatch/);
-      await rawPut('log', encodeIndexKey(2), good);
+      await rawPut('log', encodeIndexKey(3), bad);
+      await expectRefused(/log record 3: checksum mismatch/);
+      await rawPut('log', encodeIndexKey(3), good);
       await rawPut('meta', 'identity', null);
       await expectRefused(/identity record is missing/);
     });
@@ -298,6 +325,141 @@ describe('LevelRaftStorage', () => {
       const first = await openStorage();
       await assert.rejects(LevelRaftStorage.open({ dir, nodeId: 'n1' }), /locked|cannot open/);
       assert.equal(first.lastIndex(), 0);
+    });
+  });
+
+  describe('run records (format 2)', () => {
+    it('round-trip terms beyond 32 bits, both entry types and empty data', () => {
+      const run = [
+        { term: 2 ** 40 + 7, type: EntryType.Normal, data: new Uint8Array([1, 2, 3]) },
+        { term: 2 ** 40 + 7, type: EntryType.ConfChange, data: new Uint8Array(0) },
+      ];
+      const decoded = decodeRun(encodeRun(run), 'run');
+      assert.deepEqual(
+        decoded.map((e) => [e.term, e.type, [...e.data]]),
+        [
+          [2 ** 40 + 7, EntryType.Normal, [1, 2, 3]],
+          [2 ** 40 + 7, EntryType.ConfChange, []],
+        ],
+      );
+    });
+
+    it('refuse a record whose structure does not add up, naming it', () => {
+      // Valid checksums over wrong contents: what a bug, not a flipped bit, would write.
+      const withCrc = (payload: number[]): Uint8Array => {
+        const out = new Uint8Array(4 + payload.length);
+        out.set(payload, 4);
+        new DataView(out.buffer).setUint32(0, crc32(out.subarray(4)));
+        return out;
+      };
+      const cases: [number[], RegExp][] = [
+        [[0, 0, 0, 0], /log record 9: the run holds no entries/],
+        [[0, 0, 0, 1, 0, 0], /entry 0 of 1 is cut off/],
+        [[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 5, 1], /claims 5 bytes past the record's end/],
+        [[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 9], /1 bytes follow the last entry/],
+      ];
+      for (const [payload, problem] of cases) {
+        assert.throws(
+          () => decodeRun(withCrc(payload), 'log record 9'),
+          (err: Error) => err instanceof RecordCorruptError && problem.test(err.message),
+        );
+      }
+    });
+
+    it('splits a large save into runs of at most 1 MiB, read back whole', async () => {
+      let s = await openStorage();
+      const big = (index: number) => ({ ...entry(index, 1), data: new Uint8Array(600_000).fill(index) });
+      await s.save({ entries: [big(1), big(2), entry(3, 1), big(4)] });
+      s = await reopen(s);
+      assert.deepEqual(
+        s.entries(1, 5, Infinity).map((e) => [e.index, e.data.length, e.data[0]]),
+        [
+          [1, 600_000, 1],
+          [2, 600_000, 2],
+          [3, 4, 101],
+          [4, 600_000, 4],
+        ],
+      );
+      await s.close();
+      assert.deepEqual(await logKeys(), [1, 2, 4]);
+    });
+
+    it('refuses an entry of an unknown type', async () => {
+      const s = await openStorage();
+      await s.save({ entries: range(1, 2, 1) });
+      await s.close();
+      const raw = new ClassicLevel<string, Uint8Array>(dir, { valueEncoding: 'view' });
+      await raw
+        .sublevel<Uint8Array, Uint8Array>('log', { keyEncoding: 'view', valueEncoding: 'view' })
+        .put(encodeIndexKey(2), encodeRun([{ term: 1, type: 7, data: new Uint8Array([1]) }]));
+      await raw.close();
+      await assert.rejects(openStorage(), /log entry 2 has unknown type 7/);
+    });
+  });
+
+  describe('a store written by a build with format 1 (one record per entry)', () => {
+    /** Writes what a format-1 build left: the metadata records and one log record per entry. */
+    async function writeFormat1(options: { logStart: number; last: number; commit: number; gapAt?: number }) {
+      const raw = new ClassicLevel<string, Uint8Array>(dir, { valueEncoding: 'view' });
+      const meta = raw.sublevel<string, Uint8Array>('meta', { valueEncoding: 'view' });
+      const log = raw.sublevel<Uint8Array, Uint8Array>('log', { keyEncoding: 'view', valueEncoding: 'view' });
+      const { logStart, last, commit } = options;
+      await meta.put('format', encodeRecord({ magic: 'weft-kv/raft-storage', version: 1 }));
+      await meta.put('identity', encodeRecord({ nodeId: 'n1', clusterId: '', raftId: '' }));
+      await meta.put('hardstate', encodeRecord({ term: 2, vote: 'n1', commit }));
+      await meta.put(
+        'snapshot',
+        encodeRecord({
+          metadata: { index: logStart, term: logStart > 0 ? 1 : 0, confState: conf(['n1']) },
+          data: new Uint8Array([logStart]),
+        }),
+      );
+      await meta.put('logstart', encodeRecord({ index: logStart, term: logStart > 0 ? 1 : 0 }));
+      for (let i = logStart + 1; i <= last; i++) {
+        if (i === options.gapAt) continue;
+        const e = entry(i, i <= 3 ? 1 : 2);
+        await log.put(encodeIndexKey(i), encodeRecord({ term: e.term, type: e.type, data: e.data }));
+      }
+      await raw.close();
+    }
+    async function formatVersion(): Promise<unknown> {
+      const raw = new ClassicLevel<string, Uint8Array>(dir, { valueEncoding: 'view' });
+      const bytes = await raw.sublevel<string, Uint8Array>('meta', { valueEncoding: 'view' }).get('format');
+      await raw.close();
+      return (decodeRecord(bytes!, 'format record') as { version: unknown }).version;
+    }
+
+    it('is rewritten as runs at open, atomically, and reads the same', async () => {
+      await writeFormat1({ logStart: 2, last: 7, commit: 6 });
+      let s = await openStorage();
+      const expected = [
+        [3, 1, 'e3t1'],
+        [4, 2, 'e4t2'],
+        [5, 2, 'e5t2'],
+        [6, 2, 'e6t2'],
+        [7, 2, 'e7t2'],
+      ];
+      const view = (st: LevelRaftStorage) =>
+        st.entries(3, 8, Infinity).map((e) => [e.index, e.term, text(e)]);
+      assert.deepEqual(view(s), expected);
+      assert.equal(s.term(2), 1);
+      assert.deepEqual(s.initialState().hardState, { term: 2, vote: 'n1', commit: 6 });
+      s = await reopen(s);
+      assert.deepEqual(view(s), expected);
+      await s.save({ entries: [entry(6, 3)] }); // a conflicting rewrite in the migrated run
+      s = await reopen(s);
+      assert.equal(s.lastIndex(), 6);
+      assert.equal(s.term(6), 3);
+      await s.close();
+      assert.deepEqual(await logKeys(), [3, 6]);
+      assert.equal(await formatVersion(), 2);
+    });
+
+    it('is refused without being rewritten when it is damaged', async () => {
+      await writeFormat1({ logStart: 0, last: 5, commit: 5, gapAt: 4 });
+      await assert.rejects(openStorage(), /log entries 4\.\.4 are missing/);
+      assert.equal(await formatVersion(), 1);
+      assert.deepEqual(await logKeys(), [1, 2, 3, 5]);
     });
   });
 
