@@ -120,7 +120,7 @@ export function decodeRun(bytes: Uint8Array, what: string): RunEntry[] {
     if (start + length > bytes.length) {
       throw new RecordCorruptError(
         what,
-        `entry ${k} of ${count} claims ${length} bytes past the record's end`,
+        `entry ${k} of ${count} claims ${length} bytes, more than the record has left`,
       );
     }
     entries.push({ term, type: bytes[o + 8]!, data: bytes.subarray(start, start + length) });

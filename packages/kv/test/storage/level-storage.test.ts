@@ -355,7 +355,10 @@ describe('LevelRaftStorage', () => {
       const cases: [number[], RegExp][] = [
         [[0, 0, 0, 0], /log record 9: the run holds no entries/],
         [[0, 0, 0, 1, 0, 0], /entry 0 of 1 is cut off/],
-        [[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 5, 1], /claims 5 bytes past the record's end/],
+        [
+          [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 5, 1],
+          /claims 5 bytes, more than the record has left/,
+        ],
         [[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 9], /1 bytes follow the last entry/],
       ];
       for (const [payload, problem] of cases) {
