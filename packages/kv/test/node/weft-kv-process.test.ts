@@ -336,7 +336,12 @@ describe('weft-kv serve (real processes on loopback)', function () {
     await c.start(stayer);
     await terminate(leaver);
     assert.deepEqual(await voters(other), [stayer.raft, other.raft].sort(), 'the leaver is out');
-    assert.equal(await c.put(stayer, 'after/leave', 'v'), true);
+    // A write that races the leaver's leadership hand-off may come back as
+    // indeterminate (503, "leadership moved"): a client retries it, and so does this.
+    assert.equal(
+      await waitForProcesses('a write after the leave', () => c.put(stayer, 'after/leave', 'v')),
+      true,
+    );
     // Started again from its data directory, it joins as a learner and is promoted.
     await c.start(leaver);
     await waitForProcesses('the leaver to be a voter again', async () =>
