@@ -35,11 +35,14 @@ export class RecordCorruptError extends Error {
   }
 }
 
-/** Decodes and checksums one record; `what` names it in the error ("log entry 42"). */
-export function decodeRecord(bytes: Uint8Array, what: string): unknown {
-  if (bytes.length < 5) throw new RecordCorruptError(what, `record is ${bytes.length} bytes, too short`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const stored = view.getUint32(0);
+/**
+ * Checks a record's length and checksum; returns its payload (after the
+ * 4-byte CRC). `what` names the record in the error ("log record 42").
+ */
+function checkedPayload(bytes: Uint8Array, what: string, minLength: number): Uint8Array {
+  if (bytes.length < minLength)
+    throw new RecordCorruptError(what, `record is ${bytes.length} bytes, too short`);
+  const stored = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0);
   const payload = bytes.subarray(4);
   const actual = crc32(payload);
   if (stored !== actual) {
@@ -48,6 +51,12 @@ export function decodeRecord(bytes: Uint8Array, what: string): unknown {
       `checksum mismatch (stored ${stored.toString(16)}, computed ${actual.toString(16)})`,
     );
   }
+  return payload;
+}
+
+/** Decodes and checksums one metadata record; `what` names it in the error ("hard state record"). */
+export function decodeRecord(bytes: Uint8Array, what: string): unknown {
+  const payload = checkedPayload(bytes, what, 5);
   try {
     return packr.unpack(payload);
   } catch (err) {
@@ -95,16 +104,8 @@ export function encodeRun(entries: readonly RunEntry[]): Uint8Array {
  * 42"). The entries' data are views into `bytes` (one allocation per run).
  */
 export function decodeRun(bytes: Uint8Array, what: string): RunEntry[] {
-  if (bytes.length < 8) throw new RecordCorruptError(what, `record is ${bytes.length} bytes, too short`);
+  checkedPayload(bytes, what, 8);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const stored = view.getUint32(0);
-  const actual = crc32(bytes.subarray(4));
-  if (stored !== actual) {
-    throw new RecordCorruptError(
-      what,
-      `checksum mismatch (stored ${stored.toString(16)}, computed ${actual.toString(16)})`,
-    );
-  }
   const count = view.getUint32(4);
   if (count === 0) throw new RecordCorruptError(what, 'the run holds no entries');
   const entries: RunEntry[] = [];

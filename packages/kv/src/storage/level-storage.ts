@@ -424,20 +424,23 @@ export class LevelRaftStorage implements RaftLogStorage {
   /** Adds the writes of `entries` as runs of at most RUN_MAX_BYTES (one unless they are large); returns the runs' first indexes. */
   private putRuns(ops: BatchOp[], entries: readonly Entry[]): number[] {
     const starts: number[] = [];
-    let from = 0;
-    while (from < entries.length) {
-      let to = from + 1;
-      let bytes = RUN_ENTRY_OVERHEAD + entries[from]!.data.length;
-      while (to < entries.length && bytes + RUN_ENTRY_OVERHEAD + entries[to]!.data.length <= RUN_MAX_BYTES) {
-        bytes += RUN_ENTRY_OVERHEAD + entries[to]!.data.length;
-        to++;
-      }
-      const start = entries[from]!.index;
+    const put = (from: number, to: number) => {
       const run = from === 0 && to === entries.length ? entries : entries.slice(from, to);
-      ops.push({ type: 'put', key: this.logKey(start), value: encodeRun(run) });
-      starts.push(start);
-      from = to;
+      ops.push({ type: 'put', key: this.logKey(entries[from]!.index), value: encodeRun(run) });
+      starts.push(entries[from]!.index);
+    };
+    let from = 0;
+    let bytes = 0;
+    for (let to = 0; to < entries.length; to++) {
+      const size = RUN_ENTRY_OVERHEAD + entries[to]!.data.length;
+      if (to > from && bytes + size > RUN_MAX_BYTES) {
+        put(from, to);
+        from = to;
+        bytes = 0;
+      }
+      bytes += size;
     }
+    if (from < entries.length) put(from, entries.length);
     return starts;
   }
 
