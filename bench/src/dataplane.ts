@@ -5,7 +5,8 @@
 //   userspace    the native addon engine with TSO/GSO/GRO (UserspaceDataplane)
 //   userspace-nooffload   the same engine, one packet per frame (optional)
 //   userspace-nopoll      the same engine without busy polling (optional)
-//   userspace-nofollow    the same engine without CPU following (followWakerCpu false; optional)
+//   userspace-1queue      the same engine with one queue: one packet thread on any CPU,
+//                         no steering by CPU (queues 1; optional)
 //   userspace-nonap       the same engine woken per frame during streams (streamNapUs 0; optional)
 //   userspace-nice        the same engine as an ordinary nice -10 thread, not SCHED_FIFO
 //                         (threadPriority 'nice'; optional)
@@ -43,7 +44,7 @@ type Variant =
   | 'userspace'
   | 'userspace-nooffload'
   | 'userspace-nopoll'
-  | 'userspace-nofollow'
+  | 'userspace-1queue'
   | 'userspace-nonap'
   | 'userspace-nice'
   | 'userspace-baseline';
@@ -75,7 +76,7 @@ function parseArgs(argv: string[]): Args {
     'userspace',
     'userspace-nooffload',
     'userspace-nopoll',
-    'userspace-nofollow',
+    'userspace-1queue',
     'userspace-nonap',
     'userspace-nice',
     'userspace-baseline',
@@ -193,7 +194,7 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
             ...options,
             offloads: variant !== 'userspace-nooffload',
             busyPollUs: variant === 'userspace-nopoll' ? 0 : args.busyPollUs,
-            followWakerCpu: variant !== 'userspace-nofollow',
+            queues: variant === 'userspace-1queue' ? 1 : undefined,
             streamNapUs:
               variant === 'userspace-nonap' ? 0 : variant === 'userspace' ? args.streamNapUs : undefined,
             threadPriority: variant === 'userspace-nice' ? 'nice' : undefined,
@@ -311,15 +312,14 @@ function engineCpuNs(): number {
 }
 
 /** Packet-thread wake-ups and busy-poll hits so far, summed over the pair's userspace hosts. */
-function threadStats(pair: Pair): { wakeups: number; busyPollHits: number; cpuMoves: number } {
-  const sum = { wakeups: 0, busyPollHits: 0, cpuMoves: 0 };
+function threadStats(pair: Pair): { wakeups: number; busyPollHits: number } {
+  const sum = { wakeups: 0, busyPollHits: 0 };
   for (const dp of pair.dataplanes) {
     if (!(dp instanceof UserspaceDataplane)) continue;
     const t = dp.engineCounters()?.thread;
     if (t === undefined) continue; // a baseline build without thread stats
     sum.wakeups += t.wakeups;
     sum.busyPollHits += t.busyPollHits;
-    sum.cpuMoves += t.cpuMoves ?? 0; // 0 from a baseline build without CPU following
   }
   return sum;
 }
@@ -367,7 +367,6 @@ async function main(): Promise<void> {
         loadedRttP50Ms: number[];
         wakeupsPerPing: number[];
         busyPollHitsPerPing: number[];
-        cpuMovesPerPing: number[];
       }
     >();
     for (const p of pairs) {
@@ -382,7 +381,6 @@ async function main(): Promise<void> {
         loadedRttP50Ms: [],
         wakeupsPerPing: [],
         busyPollHitsPerPing: [],
-        cpuMovesPerPing: [],
       });
       await pingRtt(p, 10); // warm-up: ARP, caches, busy-poll windows
     }
@@ -422,7 +420,6 @@ async function main(): Promise<void> {
           r.pingCpuPct.push(cpuPct);
           r.wakeupsPerPing.push((after.wakeups - before.wakeups) / args.pings);
           r.busyPollHitsPerPing.push((after.busyPollHits - before.busyPollHits) / args.pings);
-          r.cpuMovesPerPing.push((after.cpuMoves - before.cpuMoves) / args.pings);
         }
       }
     }
@@ -454,8 +451,6 @@ async function main(): Promise<void> {
         // Both hosts' packet threads, per ping (request + reply); 0 for kernel and underlay.
         wakeupsPerPing: medianOrNull(r.wakeupsPerPing),
         busyPollHitsPerPing: medianOrNull(r.busyPollHitsPerPing),
-        // Times a packet thread moved to its waker's CPU (followWakerCpu), per ping.
-        cpuMovesPerPing: medianOrNull(r.cpuMovesPerPing),
         // Native packet threads of every engine in this process, % of one core.
         engineCpuPct: { allIdle: round3(idle.cpuPct), whilePingingThis: medianOrNull(r.pingCpuPct) },
         // Ping p50 while one stream runs (--measure loaded-rtt).

@@ -69,7 +69,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
 
   // new Engine({ vtep: string, port?: number, netnsPath?: string, offloads?: boolean,
-  //              threadPriority?: string, busyPollUs?: number, followWakerCpu?: boolean,
+  //              threadPriority?: string, busyPollUs?: number, queues?: number,
   //              streamNapUs?: number })
   explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
     Napi::Env env = info.Env();
@@ -110,10 +110,13 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         throw Napi::RangeError::New(env, "options.streamNapUs must be an integer 0..5000 (microseconds; 0 = never nap)");
       opts.streamNapUs = uint32_t(us);
     }
-    if (o.Has("followWakerCpu") && !o.Get("followWakerCpu").IsUndefined()) {
-      if (!o.Get("followWakerCpu").IsBoolean())
-        throw Napi::TypeError::New(env, "options.followWakerCpu must be a boolean");
-      opts.followWakerCpu = o.Get("followWakerCpu").As<Napi::Boolean>();
+    if (o.Has("queues") && !o.Get("queues").IsUndefined()) {
+      Napi::Value v = o.Get("queues");
+      double n = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(n >= 0 && n <= weft::kMaxQueues) || n != double(uint32_t(n)))
+        throw Napi::RangeError::New(env, "options.queues must be an integer 0.." + std::to_string(weft::kMaxQueues) +
+                                             " (packet threads; 0 = one per CPU)");
+      opts.queues = uint32_t(n);
     }
     try {
       engine_ = std::make_unique<Engine>(opts);
@@ -196,18 +199,26 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     thread.Set("busyPolls", double(t.busyPolls));
     thread.Set("naps", double(t.naps));
     thread.Set("busyPollWindowUs", double(t.busyPollWindowNs) / 1000);
-    thread.Set("cpuMoves", double(t.cpuMoves));
-    thread.Set("cpuReleases", double(t.cpuReleases));
-    if (t.cpu >= 0)
-      thread.Set("cpu", double(t.cpu));
+    thread.Set("threads", double(t.threads));
+    thread.Set("steersByCpu", t.steersByCpu);
+    std::string steeringError = engine(env).steeringError();
+    if (steeringError.empty())
+      thread.Set("steeringError", env.Null());
     else
-      thread.Set("cpu", env.Null());
-    thread.Set("followsWakerCpu", engine(env).followsWakerCpu());
-    std::string followError = engine(env).followWakerCpuError();
-    if (followError.empty())
-      thread.Set("followWakerCpuError", env.Null());
-    else
-      thread.Set("followWakerCpuError", followError);
+      thread.Set("steeringError", steeringError);
+    auto queues = engine(env).queueStats();
+    Napi::Array perQueue = Napi::Array::New(env, queues.size());
+    for (size_t i = 0; i < queues.size(); i++) {
+      Napi::Object q = Napi::Object::New(env);
+      if (queues[i].cpu >= 0)
+        q.Set("cpu", double(queues[i].cpu));
+      else
+        q.Set("cpu", env.Null());
+      q.Set("rounds", double(queues[i].rounds));
+      q.Set("wakeups", double(queues[i].wakeups));
+      perQueue.Set(uint32_t(i), q);
+    }
+    thread.Set("queues", perQueue);
     out.Set("thread", thread);
     return out;
   }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/filter.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <linux/udp.h>
@@ -17,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/sysinfo.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -222,129 +224,27 @@ class BusyPoll {
 
 }  // namespace
 
-// The CPUs that last made the packet thread runnable: the one whose softirq
-// received the last datagram on the UDP socket, and the one whose process
-// (a container) last sent a frame into a TAP. The kernel records the first
-// (SO_INCOMING_CPU) only for connected sockets, and ours is not, and the
-// second nowhere, so a 13-instruction eBPF program stores the CPU it runs on
-// into its slot of a two-slot array map: as a socket filter on the UDP
-// socket (it accepts the datagram whole) and as the TAPs' queue-steering
-// program (it picks queue 0). Needs CAP_BPF (the agent runs as
-// root); without it the engine just does not follow.
-class WakerCpuProbe {
+// Steering by CPU (see engine.h). The TAPs get a two-instruction eBPF
+// program as their queue-steering program: it returns the CPU it runs on
+// (the sender's), and the kernel takes that modulo the number of queues.
+// Loading it needs CAP_BPF (the agent runs as root); without it the TAPs'
+// own flow hash picks the queue, which works, only without the locality.
+// The socket group's program needs no privilege: classic BPF that loads the
+// CPU whose softirq received the datagram and returns it as the index of the
+// socket to deliver to (sockets join the group in queue order).
+class CpuSteering {
  public:
-  enum Slot : uint32_t { kUdp = 0, kTap = 1 };
-  explicit WakerCpuProbe(bool enabled) {
-    if (!enabled) return;
-    cpu_set_t allowed;
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) {
-      error_ = "this process may run on one CPU only: nowhere to move";
-      return;
-    }
-    bpf_attr a{};
-    a.map_type = BPF_MAP_TYPE_ARRAY;
-    a.key_size = 4;
-    a.value_size = 4;
-    a.max_entries = 2;
-    // Mapped into our memory (Linux >= 5.5), the packet thread reads a slot
-    // with a load instead of a bpf() system call per round; older kernels
-    // refuse the flag and get the system call.
-    a.map_flags = BPF_F_MMAPABLE;
-    mapFd_ = int(syscall(SYS_bpf, BPF_MAP_CREATE, &a, sizeof a));
-    if (mapFd_ < 0) {
-      a.map_flags = 0;
-      mapFd_ = int(syscall(SYS_bpf, BPF_MAP_CREATE, &a, sizeof a));
-    } else {
-      void* m = mmap(nullptr, size_t(sysconf(_SC_PAGESIZE)), PROT_READ, MAP_SHARED, mapFd_, 0);
-      if (m != MAP_FAILED) mapped_ = static_cast<const volatile uint32_t*>(m);
-    }
-    if (mapFd_ < 0) {
-      error_ = errnoText("bpf(BPF_MAP_CREATE) (needs CAP_BPF or root)");
-      return;
-    }
-    for (uint32_t slot : {kUdp, kTap}) {  // no CPU seen yet
-      uint32_t none = ~0u;
-      bpf_attr u{};
-      u.map_fd = uint32_t(mapFd_);
-      u.key = uint64_t(uintptr_t(&slot));
-      u.value = uint64_t(uintptr_t(&none));
-      syscall(SYS_bpf, BPF_MAP_UPDATE_ELEM, &u, sizeof u);
-    }
-    udpProgFd_ = load(kUdp, -1);  // a socket filter's result: bytes to keep (all)
-    tapProgFd_ = load(kTap, 0);   // a steering program's result: the queue (0)
-    if (udpProgFd_ < 0 || tapProgFd_ < 0)
-      error_ = errnoText("bpf(BPF_PROG_LOAD) refused the CPU probe");
-    else
-      on_.store(true);
-  }
-  // Why the engine does not follow its wakers' CPUs although asked to;
-  // empty if it does (or was not asked). Written and read under the
-  // engine's control mutex (or before the packet thread starts).
-  const std::string& error() const { return error_; }
-  ~WakerCpuProbe() {
-    if (mapped_ != nullptr) munmap(const_cast<uint32_t*>(mapped_), size_t(sysconf(_SC_PAGESIZE)));
-    for (int fd : {udpProgFd_, tapProgFd_, mapFd_})
-      if (fd >= 0) ::close(fd);
-  }
-  WakerCpuProbe(const WakerCpuProbe&) = delete;
-  WakerCpuProbe& operator=(const WakerCpuProbe&) = delete;
-  bool attachUdp(int fd) {
-    if (!on()) return false;
-    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &udpProgFd_, sizeof udpProgFd_) == 0) return true;
-    fail(errnoText("setsockopt(SO_ATTACH_BPF) on the VXLAN socket"));
-    return false;
-  }
-  bool on() const { return on_.load(std::memory_order_relaxed); }
-  // A TAP that cannot take the program still works; only its senders are not followed.
-  bool attachTap(int fd) {
-    int prog = tapProgFd_;
-    if (!on()) return false;
-    if (ioctl(fd, TUNSETSTEERINGEBPF, &prog) == 0) return true;
-    fail(errnoText("ioctl(TUNSETSTEERINGEBPF) on a TAP (needs Linux >= 4.16)"));
-    return false;
-  }
-  // The slot's last CPU; -1 if none yet or the probe is off.
-  int lastCpu(Slot slot) const {
-    if (mapFd_ < 0) return -1;
-    uint32_t key = slot, cpu = 0;
-    if (mapped_ != nullptr) {
-      cpu = mapped_[slot * kMappedSlotWords];  // written by the program in softirq; a stale CPU only costs a wake-up
-      return cpu < CPU_SETSIZE ? int(cpu) : -1;
-    }
-    bpf_attr a{};
-    a.map_fd = uint32_t(mapFd_);
-    a.key = uint64_t(uintptr_t(&key));
-    a.value = uint64_t(uintptr_t(&cpu));
-    if (syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &a, sizeof a) != 0) return -1;
-    return cpu < CPU_SETSIZE ? int(cpu) : -1;
-  }
-
- private:
-  // map[slot] = bpf_get_smp_processor_id(); return result.
-  int load(Slot slot, int32_t result) {
-    auto insn = [](uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+  CpuSteering() {
+    auto insn = [](uint8_t code, uint8_t dst, int32_t imm) {
       bpf_insn i{};
       i.code = code;
       i.dst_reg = dst & 0xf;
-      i.src_reg = src & 0xf;
-      i.off = off;
       i.imm = imm;
       return i;
     };
     const bpf_insn program[] = {
-        insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_smp_processor_id),
-        insn(BPF_STX | BPF_MEM | BPF_W, BPF_REG_10, BPF_REG_0, -8, 0),  // value = cpu
-        insn(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, -4, int32_t(slot)),  // key = slot
-        insn(BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, mapFd_),
-        insn(0, 0, 0, 0, 0),  // upper half of the 64-bit immediate
-        insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0),
-        insn(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -4),
-        insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_3, BPF_REG_10, 0, 0),
-        insn(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_3, 0, 0, -8),
-        insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_4, 0, 0, BPF_ANY),
-        insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_update_elem),
-        insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, result),
-        insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+        insn(BPF_JMP | BPF_CALL, 0, BPF_FUNC_get_smp_processor_id),  // r0 = this CPU
+        insn(BPF_JMP | BPF_EXIT, 0, 0),
     };
     static const char license[] = "GPL";
     bpf_attr p{};
@@ -352,127 +252,79 @@ class WakerCpuProbe {
     p.insns = uint64_t(uintptr_t(program));
     p.insn_cnt = sizeof program / sizeof program[0];
     p.license = uint64_t(uintptr_t(license));
-    return int(syscall(SYS_bpf, BPF_PROG_LOAD, &p, sizeof p));
+    tapProgFd_ = int(syscall(SYS_bpf, BPF_PROG_LOAD, &p, sizeof p));
+    if (tapProgFd_ < 0) error_ = errnoText("bpf(BPF_PROG_LOAD) of the TAP steering program (needs CAP_BPF or root)");
   }
-  void fail(std::string why) {
-    on_.store(false);  // the packet thread reads this every round
-    error_ = std::move(why);
+  ~CpuSteering() {
+    if (tapProgFd_ >= 0) ::close(tapProgFd_);
   }
-  // A mapped array map lays its values out 8-byte aligned: slot i at word 2i.
-  static constexpr size_t kMappedSlotWords = 2;
-  int mapFd_ = -1, udpProgFd_ = -1, tapProgFd_ = -1;
-  const volatile uint32_t* mapped_ = nullptr;  // the map's values, if the kernel maps it
-  std::atomic<bool> on_{false};
+  CpuSteering(const CpuSteering&) = delete;
+  CpuSteering& operator=(const CpuSteering&) = delete;
+  // A TAP that cannot take the program still works, its queues picked by flow hash.
+  void attachTap(int fd) {
+    int prog = tapProgFd_;
+    if (prog < 0) return;
+    if (ioctl(fd, TUNSETSTEERINGEBPF, &prog) != 0 && error_.empty())
+      error_ = errnoText("ioctl(TUNSETSTEERINGEBPF) on a TAP (needs Linux >= 4.16)");
+  }
+  // On any socket of the group; it applies to the whole group. Datagrams
+  // larger than bulkBytes (UDP GRO trains of a stream) go to the next CPU's
+  // queue instead: a stream's sender, its encapsulation and, on the
+  // receiving host, its decapsulation and receiver then share two CPUs
+  // instead of crowding the sender's.
+  void attachGroup(int fd, size_t queues, uint32_t bulkBytes) {
+    sock_filter code[] = {
+        {BPF_LD | BPF_W | BPF_LEN, 0, 0, 0},                          // A = UDP payload bytes
+        {BPF_JMP | BPF_JGT | BPF_K, 2, 0, bulkBytes},                 // bulk: skip to the next CPU
+        {BPF_LD | BPF_W | BPF_ABS, 0, 0, uint32_t(SKF_AD_OFF + SKF_AD_CPU)},
+        {BPF_RET | BPF_A, 0, 0, 0},                                   // small: this CPU's queue
+        {BPF_LD | BPF_W | BPF_ABS, 0, 0, uint32_t(SKF_AD_OFF + SKF_AD_CPU)},
+        {BPF_ALU | BPF_ADD | BPF_K, 0, 0, 1},
+        {BPF_ALU | BPF_MOD | BPF_K, 0, 0, uint32_t(queues)},
+        {BPF_RET | BPF_A, 0, 0, 0},                                   // bulk: the next CPU's
+    };
+    sock_fprog prog{uint16_t(sizeof code / sizeof code[0]), code};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0 && error_.empty())
+      error_ = errnoText("setsockopt(SO_ATTACH_REUSEPORT_CBPF) on the VXLAN sockets");
+  }
+  // Why some packets are not steered by CPU; empty if all are. Written under
+  // the engine's control mutex (or before the packet threads start).
+  const std::string& error() const { return error_; }
+
+ private:
+  int tapProgFd_ = -1;
   std::string error_;
+};
+
+// One queue: its packet thread, its socket of the group, its epoll set (the
+// socket, its queue of every TAP, the stop event).
+struct Worker {
+  size_t queue = 0;
+  int cpu = -1;  // the CPU the thread is bound to; -1 = any the process may use
+  int udpFd = -1;
+  int epollFd = -1;
+  std::thread thread;
+  std::mutex roundMutex;  // held by the thread while it uses a map snapshot
+  std::atomic<uint64_t> rounds{0}, wakeups{0}, naps{0}, busyPolls{0}, busyPollHits{0}, busyPollWindowNs{0};
+  ~Worker() {
+    for (int fd : {udpFd, epollFd})
+      if (fd >= 0) ::close(fd);
+  }
 };
 
 namespace {
 
-// Where the thread waits while traffic is sparse. A thread blocked on a CPU
-// other than the one whose softirq makes it runnable is woken by an
-// inter-processor interrupt, and if that CPU idles, a virtual CPU must first
-// be resumed by the host: 40-90 us per wake-up on a 2-vCPU VM, against ~15
-// for a wake-up on the waker's own CPU, where the real-time thread preempts
-// right as the softirq ends (measured: ping RTT through two engines 0.33 ms
-// spread over both CPUs, 0.21 confined to one, kernel VXLAN 0.11). The
-// scheduler does not keep these wakes local: a real-time thread wakes on
-// the CPU it last ran on, or any other if that one is busy. So after a
-// round that followed a sleep of at least kSparseGapNs (request/response
-// traffic, not a stream), the thread confines itself to its waker's CPU,
-// where the kernel's own VXLAN would have done the work: the sender's CPU
-// for a round that forwarded a container's request from a TAP, the
-// receiving CPU (the underlay NIC's, or the sending engine's when both
-// hosts share a machine) for a round that answered a request from the
-// underlay. Two engines on one machine then settle on the pinging
-// container's CPU. A bulk round, or a busy spell, releases the thread to
-// every allowed CPU again, so a stream keeps the parallelism of sender and
-// engine on different CPUs.
-//
-// Two rules keep it from chasing its wakers (measured on an idle machine:
-// 0.6-0.8 moves per ping and p50 +0.24 ms over the kernel, against +0.1
-// with the pinger pinned). It moves only once the same other CPU woke it
-// kMoveAfterWakes sparse rounds in a row, so wakers that alternate (two
-// containers on different CPUs, a pinger the scheduler once placed on the
-// other CPU because its own was busy) leave it where it is. And it moves
-// only as it is about to block with no answer outstanding: moving right
-// after forwarding a request lands it on the CPU where the requester now
-// sleeps, so the answer it delivers wakes the requester while that CPU is
-// busy, and the scheduler puts the requester on the other, idle CPU, which
-// the thread then follows back: a chase that cost a remote wake-up (an
-// IPI, a halted vCPU resumed) per ping. Moving after the answer costs the
-// requester nothing it measures: its answer is already queued.
-class CpuFollower {
- public:
-  static constexpr uint64_t kSparseGapNs = 1000000;  // slept >= 1 ms
-  static constexpr int kMoveAfterWakes = 2;
-  CpuFollower(bool enabled, WakerCpuProbe& probe) : probe_(probe) {
-    enabled_ = enabled && sched_getaffinity(0, sizeof allowed_, &allowed_) == 0 && CPU_COUNT(&allowed_) >= 2;
-  }
-  // Read on every round: a TAP that refused its program turns following off.
-  bool enabled() const { return enabled_ && probe_.on(); }
-  int cpu() const { return cpu_; }
-  enum class Round { kOther, kBulk, kForwardedRequest, kAnsweredRequest };
-  // After a round with work; true if it released the thread (bulk, busy
-  // spell, or following turned off). A request round only notes its waker.
-  bool afterRound(Round round) {
-    if (round == Round::kOther) return false;
-    if (!enabled() || round == Round::kBulk) {
-      candidate_ = -1;
-      return release();
-    }
-    WakerCpuProbe::Slot slot = round == Round::kForwardedRequest ? WakerCpuProbe::kTap : WakerCpuProbe::kUdp;
-    int cpu = probe_.lastCpu(slot);
-    if (cpu < 0 || !CPU_ISSET(cpu, &allowed_) || cpu == cpu_) {
-      candidate_ = -1;  // woken where it is (or unknown): the streak is broken
-      return false;
-    }
-    if (cpu != candidate_) {
-      candidate_ = cpu;
-      streak_ = 0;
-    }
-    streak_++;
-    return false;
-  }
-  // Before a blocking wait. answerPending: the last round forwarded a
-  // request whose answer has not come back yet. True if it moved.
-  bool beforeBlocking(bool answerPending) {
-    if (candidate_ < 0 || streak_ < kMoveAfterWakes || answerPending || !enabled()) return false;
-    int cpu = candidate_;
-    candidate_ = -1;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    if (sched_setaffinity(0, sizeof one, &one) != 0) return false;
-    cpu_ = cpu;
-    return true;
-  }
-  // True if the thread was confined.
-  bool release() {
-    if (cpu_ < 0) return false;
-    sched_setaffinity(0, sizeof allowed_, &allowed_);
-    cpu_ = -1;
-    return true;
-  }
-
- private:
-  WakerCpuProbe& probe_;
-  bool enabled_;
-  cpu_set_t allowed_;
-  int cpu_ = -1;
-  int candidate_ = -1;  // the other CPU that woke the last sparse rounds
-  int streak_ = 0;      // how many in a row
-};
-
 // epoll tags: a TAP's tag is its VNI (1..2^24-1).
 constexpr uint64_t kUdpTag = uint64_t(1) << 32;
+// A round after a blocking wait this long begins sparse traffic.
+constexpr uint64_t kSparseGapNs = 1000000;
 constexpr uint64_t kStopTag = uint64_t(2) << 32;
 constexpr int kMaxEvents = 64;
 
 }  // namespace
 
 Network::~Network() {
-  if (tapFd >= 0) ::close(tapFd);
-  if (spareQueueFd >= 0) ::close(spareQueueFd);
+  for (int fd : tapFds) ::close(fd);
 }
 
 // ---------------------------------------------------------------------------
@@ -485,7 +337,7 @@ class TxBatch {
   static constexpr size_t kMaxHeaders = 512;
   static constexpr size_t kHeaderSlotBytes = kVxlanHeaderBytes + kEthHeaderBytes + 60 + 60;
 
-  explicit TxBatch(Engine* engine) : engine_(engine) {}
+  TxBatch(int udpFd, uint16_t port) : udpFd_(udpFd), port_(port) {}
 
   // Room for a message with `iovs` iovecs and `headers` header slots?
   void reserve(size_t iovs, size_t headers) {
@@ -498,7 +350,7 @@ class TxBatch {
     sockaddr_in& a = addrs_[messages_];
     std::memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
-    a.sin_port = htons(engine_->port());
+    a.sin_port = htons(port_);
     a.sin_addr.s_addr = vtep;
     m.msg_hdr.msg_name = &a;
     m.msg_hdr.msg_namelen = sizeof a;
@@ -534,7 +386,7 @@ class TxBatch {
   void flush() {
     size_t done = 0;
     while (done < messages_) {
-      int r = sendmmsg(engine_->udpFd(), &msgs_[done], unsigned(messages_ - done), 0);
+      int r = sendmmsg(udpFd_, &msgs_[done], unsigned(messages_ - done), 0);
       if (r < 0) {
         if (errno == EINTR) continue;
         // The first unsent message failed: count it and go on with the rest.
@@ -553,7 +405,8 @@ class TxBatch {
   }
 
  private:
-  Engine* engine_;
+  int udpFd_;
+  uint16_t port_;
   size_t messages_ = 0, iovCount_ = 0, headerCount_ = 0;
   mmsghdr msgs_[kMaxMessages];
   sockaddr_in addrs_[kMaxMessages];
@@ -569,10 +422,12 @@ class TxBatch {
 // RX: consecutive in-order TCP segments of one flow become one TAP write with
 // a GSO virtio-net header, so the kernel handles one 64 KB frame instead of
 // forty 1.4 KB ones. Payload iovecs point into the receive buffers, valid
-// until the batch ends (flush() is called before they are reused).
+// until the batch ends (flush() is called before they are reused). Writes go
+// to the TAPs' queue `queue` (any queue reaches the bridge; the worker's own
+// is the one it reads answers from).
 class Coalescer {
  public:
-  explicit Coalescer(bool enabled) : enabled_(enabled) { touched_.reserve(kMaxTouched); }
+  Coalescer(bool enabled, size_t queue) : enabled_(enabled), queue_(queue) { touched_.reserve(kMaxTouched); }
 
   // Networks written to since clearTouched().
   const std::vector<Network*>& touched() const { return touched_; }
@@ -639,7 +494,7 @@ class Coalescer {
   void write(Network* net, iovec* iov, size_t iovCount, size_t innerBytes, size_t innerPackets) {
     ssize_t r;
     do {
-      r = writev(net->tapFd, iov, int(iovCount));
+      r = writev(net->tapFds[queue_], iov, int(iovCount));
     } while (r < 0 && errno == EINTR);
     if (r < 0) {
       net->counters.drop(kDropTapWriteError, innerPackets);
@@ -705,6 +560,7 @@ class Coalescer {
 
   static constexpr size_t kMaxTouched = 16;
   bool enabled_;
+  size_t queue_;
   std::vector<Network*> touched_;
   Network* net_ = nullptr;
   TcpFrame tcp_{};
@@ -717,62 +573,96 @@ class Coalescer {
 
 // ---------------------------------------------------------------------------
 
-Engine::Engine(const EngineOptions& options) : options_(options), port_(options.port) {
-  networks_ = std::make_shared<NetworkMap>();
-  wakerCpuProbe_ = std::make_unique<WakerCpuProbe>(options_.followWakerCpu);
-  runInNetns(options_.netnsPath, [&] {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw std::runtime_error(errnoText("socket(AF_INET, SOCK_DGRAM)"));
-    int size = kSocketBufferBytes;
-    // FORCE variants exceed net.core.[rw]mem_max (we run as root); plain ones
-    // are the fallback without CAP_NET_ADMIN.
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
-      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0)
-      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-    // Like the kernel's VXLAN device (df unset): the underlay may fragment.
-    int pmtu = IP_PMTUDISC_DONT;
-    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
-    if (options_.offloads) {
-      int one = 1;
-      if (setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0) {
-        ::close(fd);
-        throw std::runtime_error(errnoText("setsockopt(UDP_GRO) (needs Linux >= 5.0; pass offloads: false)"));
-      }
-    }
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port_);
-    a.sin_addr.s_addr = options_.vtep;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      char ip[INET_ADDRSTRLEN];
-      inet_ntop(AF_INET, &options_.vtep, ip, sizeof ip);
-      std::string msg = errnoText(("cannot bind the VXLAN socket to " + std::string(ip) + ":" +
-                                   std::to_string(port_) +
-                                   " (is the VTEP address configured on this host, and no kernel vxlan device or "
-                                   "other agent using the port?)")
-                                      .c_str());
-      ::close(fd);
-      throw std::runtime_error(msg);
-    }
-    udpFd_ = fd;
-    wakerCpuProbe_->attachUdp(fd);
-  });
-  stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  epollFd_ = epoll_create1(EPOLL_CLOEXEC);
-  epoll_event udp{}, stop{};
-  udp.events = stop.events = EPOLLIN;
-  udp.data.u64 = kUdpTag;
-  stop.data.u64 = kStopTag;
-  if (stopFd_ < 0 || epollFd_ < 0 || epoll_ctl(epollFd_, EPOLL_CTL_ADD, udpFd_, &udp) != 0 ||
-      epoll_ctl(epollFd_, EPOLL_CTL_ADD, stopFd_, &stop) != 0) {
-    std::string msg = errnoText("eventfd/epoll");
-    for (int fd : {udpFd_, stopFd_, epollFd_})
-      if (fd >= 0) ::close(fd);
+namespace {
+
+// A socket of the group on the VTEP address, with UDP GRO and large buffers.
+int openVxlanSocket(const EngineOptions& options, bool reusePort) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(errnoText("socket(AF_INET, SOCK_DGRAM)"));
+  int size = kSocketBufferBytes;
+  // FORCE variants exceed net.core.[rw]mem_max (we run as root); plain ones
+  // are the fallback without CAP_NET_ADMIN.
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  // Like the kernel's VXLAN device (df unset): the underlay may fragment.
+  int pmtu = IP_PMTUDISC_DONT;
+  setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  int one = 1;
+  if (options.offloads && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0) {
+    ::close(fd);
+    throw std::runtime_error(errnoText("setsockopt(UDP_GRO) (needs Linux >= 5.0; pass offloads: false)"));
+  }
+  if (reusePort && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    ::close(fd);
+    throw std::runtime_error(errnoText("setsockopt(SO_REUSEPORT) (needs Linux >= 3.9; pass queues: 1)"));
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(options.port);
+  a.sin_addr.s_addr = options.vtep;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &options.vtep, ip, sizeof ip);
+    std::string msg = errnoText(("cannot bind the VXLAN socket to " + std::string(ip) + ":" +
+                                 std::to_string(options.port) +
+                                 " (is the VTEP address configured on this host, and no kernel vxlan device or "
+                                 "other agent using the port?)")
+                                    .c_str());
+    ::close(fd);
     throw std::runtime_error(msg);
   }
-  liveThreads_.fetch_add(1);
-  thread_ = std::thread([this] { loop(); });
+  return fd;
+}
+
+}  // namespace
+
+Engine::Engine(const EngineOptions& options) : options_(options), port_(options.port) {
+  networks_ = std::make_shared<NetworkMap>();
+  // One queue per CPU id, so the CPU a steering program returns is the
+  // queue's index.
+  size_t cpus = size_t(std::max(1, get_nprocs_conf()));
+  queues_ = std::min<size_t>(options_.queues == 0 ? cpus : options_.queues, kMaxQueues);
+  steering_ = std::make_unique<CpuSteering>();
+  for (size_t q = 0; q < queues_; q++) {
+    workers_.push_back(std::make_unique<Worker>());
+    workers_.back()->queue = q;
+  }
+  runInNetns(options_.netnsPath, [&] {
+    bool group = queues_ > 1;
+    // A reuse-port group would let a second agent's group (same user) join
+    // ours silently instead of failing: a plain socket first asks whether
+    // the port is taken.
+    if (group) ::close(openVxlanSocket(options_, false));
+    for (auto& w : workers_) w->udpFd = openVxlanSocket(options_, group);
+    if (group) steering_->attachGroup(workers_[0]->udpFd, queues_, uint32_t(kLoneFrameBytes));
+  });
+  stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (stopFd_ < 0) throw std::runtime_error(errnoText("eventfd"));
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) CPU_ZERO(&allowed);
+  for (auto& w : workers_) {
+    w->epollFd = epoll_create1(EPOLL_CLOEXEC);
+    epoll_event udp{}, stop{};
+    udp.events = stop.events = EPOLLIN;
+    udp.data.u64 = kUdpTag;
+    stop.data.u64 = kStopTag;
+    if (w->epollFd < 0 || epoll_ctl(w->epollFd, EPOLL_CTL_ADD, w->udpFd, &udp) != 0 ||
+        epoll_ctl(w->epollFd, EPOLL_CTL_ADD, stopFd_, &stop) != 0) {
+      std::string msg = errnoText("epoll");
+      ::close(stopFd_);
+      throw std::runtime_error(msg);
+    }
+    // Bound to its CPU where the process may run there; a queue of a CPU it
+    // may not use (a cpuset) is served from anywhere.
+    if (queues_ > 1 && w->queue < CPU_SETSIZE && CPU_ISSET(w->queue, &allowed)) w->cpu = int(w->queue);
+  }
+  for (auto& w : workers_) {
+    liveThreads_.fetch_add(1);
+    Worker* worker = w.get();
+    worker->thread = std::thread([this, worker] { loop(*worker); });
+  }
 }
 
 Engine::~Engine() { close(); }
@@ -794,56 +684,44 @@ void Engine::addNetwork(uint32_t vni, const std::string& tapName) {
   net->vni = vni;
   net->tapName = tapName;
   net->peers = std::make_shared<PeerTable>();
+  net->tapFailed.assign(queues_, 0);
   runInNetns(options_.netnsPath, [&] {
-    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) throw std::runtime_error(errnoText("cannot open /dev/net/tun (is the tun module loaded?)"));
-    ifreq ifr{};
-    // Two queues when the engine follows its wakers' CPUs: the kernel runs a
-    // TAP's queue-steering program (WakerCpuProbe) only on multi-queue
-    // devices; it sends every frame to queue 0, the second queue just exists.
-    bool multiQueue = wakerCpuProbe_->on();
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multiQueue ? IFF_MULTI_QUEUE : 0);
-    std::strncpy(ifr.ifr_name, tapName.c_str(), IFNAMSIZ - 1);
-    if (multiQueue && ioctl(fd, TUNSETIFF, &ifr) != 0) {
-      multiQueue = false;  // e.g. a single-queue device of that name exists: use it as before
-      ifr.ifr_flags &= ~IFF_MULTI_QUEUE;
-    }
-    if (!multiQueue && ioctl(fd, TUNSETIFF, &ifr) != 0) {
-      std::string msg = errnoText(("cannot create TAP device " + tapName).c_str());
-      ::close(fd);
-      throw std::runtime_error(msg);
-    }
-    int hdrBytes = sizeof(VnetHeader);
-    ioctl(fd, TUNSETVNETHDRSZ, &hdrBytes);
-    // With these the kernel hands us whole TCP super-frames (up to 64 KB) with
-    // partial checksums; we segment and checksum them on the way out.
-    unsigned offloads = options_.offloads ? (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) : 0;
-    if (ioctl(fd, TUNSETOFFLOAD, offloads) != 0) {
-      std::string msg = errnoText("TUNSETOFFLOAD");
-      ::close(fd);
-      throw std::runtime_error(msg);
-    }
-    net->tapFd = fd;
-    if (multiQueue) {
-      int spare = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-      if (spare >= 0 && ioctl(spare, TUNSETIFF, &ifr) == 0 && wakerCpuProbe_->attachTap(fd)) {
-        net->spareQueueFd = spare;
-      } else if (spare >= 0) {
-        ::close(spare);
+    // Each open + TUNSETIFF of a multi-queue TAP attaches one more queue.
+    for (size_t q = 0; q < queues_; q++) {
+      int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) throw std::runtime_error(errnoText("cannot open /dev/net/tun (is the tun module loaded?)"));
+      net->tapFds.push_back(fd);  // closed by ~Network if a later step fails
+      ifreq ifr{};
+      ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (queues_ > 1 ? IFF_MULTI_QUEUE : 0);
+      std::strncpy(ifr.ifr_name, tapName.c_str(), IFNAMSIZ - 1);
+      if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+        std::string why = q == 0 && queues_ > 1 && errno == EINVAL
+                              ? " (a single-queue device of that name exists? delete it, or pass queues: 1)"
+                              : "";
+        throw std::runtime_error(errnoText(("cannot create TAP device " + tapName + why).c_str()));
       }
+      int hdrBytes = sizeof(VnetHeader);
+      ioctl(fd, TUNSETVNETHDRSZ, &hdrBytes);
+      // With these the kernel hands us whole TCP super-frames (up to 64 KB) with
+      // partial checksums; we segment and checksum them on the way out.
+      unsigned offloads = options_.offloads ? (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) : 0;
+      if (ioctl(fd, TUNSETOFFLOAD, offloads) != 0) throw std::runtime_error(errnoText("TUNSETOFFLOAD"));
     }
+    if (queues_ > 1) steering_->attachTap(net->tapFds[0]);
   });
   auto next = std::make_shared<NetworkMap>(*current);
   (*next)[vni] = net;
   std::atomic_store(&networks_, std::shared_ptr<const NetworkMap>(next));
-  // Published first: the packet thread looks the VNI up when the TAP turns readable.
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = vni;
-  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, net->tapFd, &ev) != 0) {
-    std::string msg = errnoText(("cannot poll TAP device " + tapName).c_str());
-    removeLocked(vni);
-    throw std::runtime_error(msg);
+  // Published first: a packet thread looks the VNI up when its queue turns readable.
+  for (auto& w : workers_) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = vni;
+    if (epoll_ctl(w->epollFd, EPOLL_CTL_ADD, net->tapFds[w->queue], &ev) != 0) {
+      std::string msg = errnoText(("cannot poll TAP device " + tapName).c_str());
+      removeLocked(vni);
+      throw std::runtime_error(msg);
+    }
   }
 }
 
@@ -861,10 +739,10 @@ void Engine::removeLocked(uint32_t vni) {
   next->erase(vni);
   std::atomic_store(&networks_, std::shared_ptr<const NetworkMap>(next));
   current.reset();
-  epoll_ctl(epollFd_, EPOLL_CTL_DEL, net->tapFd, nullptr);  // ENOENT if it failed earlier
-  // Wait out a round that may still use the old map, so the TAP is closed
+  for (auto& w : workers_) epoll_ctl(w->epollFd, EPOLL_CTL_DEL, net->tapFds[w->queue], nullptr);  // ENOENT if it failed earlier
+  // Wait out rounds that may still use the old map, so the TAP is closed
   // (and the device gone) when this returns.
-  { std::lock_guard<std::mutex> barrier(roundMutex_); }
+  for (auto& w : workers_) std::lock_guard<std::mutex> barrier(w->roundMutex);
   net.reset();
 }
 
@@ -882,11 +760,12 @@ void Engine::close() {
   std::vector<uint32_t> vnis;
   for (auto& [vni, net] : *networks()) vnis.push_back(vni);
   for (uint32_t vni : vnis) removeLocked(vni);
-  if (stopFd_ >= 0) signalStop(stopFd_);
-  if (thread_.joinable()) thread_.join();
-  for (int fd : {udpFd_, stopFd_, epollFd_})
-    if (fd >= 0) ::close(fd);
-  udpFd_ = stopFd_ = epollFd_ = -1;
+  if (stopFd_ >= 0) signalStop(stopFd_);  // never read: every thread's epoll keeps reporting it
+  for (auto& w : workers_)
+    if (w->thread.joinable()) w->thread.join();
+  workers_.clear();  // closes the sockets and epoll sets
+  if (stopFd_ >= 0) ::close(stopFd_);
+  stopFd_ = -1;
 }
 
 static CountersSnapshot snapshot(const Counters& c) {
@@ -911,19 +790,31 @@ std::vector<std::pair<uint32_t, CountersSnapshot>> Engine::networkCounters() con
 
 CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
 
-std::string Engine::followWakerCpuError() const {
+std::string Engine::steeringError() const {
   std::lock_guard<std::mutex> lock(controlMutex_);
-  return wakerCpuProbe_->error();
-}
-
-bool Engine::followsWakerCpu() const {
-  std::lock_guard<std::mutex> lock(controlMutex_);
-  return wakerCpuProbe_->on();
+  return queues_ > 1 ? steering_->error() : std::string();
 }
 
 ThreadStats Engine::threadStats() const {
-  return {wakeups_.load(),  busyPollHits_.load(),   busyPollWindowNs_.load(), busyPolls_.load(), naps_.load(),
-          cpuMoves_.load(), cpuReleases_.load(), followedCpu_.load()};
+  std::lock_guard<std::mutex> lock(controlMutex_);
+  ThreadStats t{};
+  t.threads = uint32_t(workers_.size());
+  t.steersByCpu = queues_ > 1 && steering_->error().empty();
+  for (auto& w : workers_) {
+    t.wakeups += w->wakeups.load();
+    t.busyPollHits += w->busyPollHits.load();
+    t.busyPolls += w->busyPolls.load();
+    t.naps += w->naps.load();
+    t.busyPollWindowNs = std::max<uint64_t>(t.busyPollWindowNs, w->busyPollWindowNs.load());
+  }
+  return t;
+}
+
+std::vector<QueueStats> Engine::queueStats() const {
+  std::lock_guard<std::mutex> lock(controlMutex_);
+  std::vector<QueueStats> out;
+  for (auto& w : workers_) out.push_back({w->cpu, w->rounds.load(), w->wakeups.load()});
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -931,17 +822,18 @@ ThreadStats Engine::threadStats() const {
 
 // Frame buffers and a send batch: one per thread that reads TAPs.
 struct TapScratch {
-  explicit TapScratch(Engine* engine)
-      : frames(std::make_unique<uint8_t[]>(kTapReadBatch * kMaxFrameBytes)), batch(std::make_unique<TxBatch>(engine)) {}
+  TapScratch(int udpFd, uint16_t port)
+      : frames(new uint8_t[kTapReadBatch * kMaxFrameBytes]), batch(std::make_unique<TxBatch>(udpFd, port)) {}
   std::unique_ptr<uint8_t[]> frames;
   std::unique_ptr<TxBatch> batch;
   size_t lengths[kTapReadBatch];
 };
 
-size_t Engine::drainTap(Network* net, TapScratch& scratch, bool lone, size_t* bytes, size_t* unicast) {
+size_t Engine::drainTap(Worker& w, Network* net, TapScratch& scratch, bool lone, size_t* bytes, size_t* unicast) {
   size_t got = 0;
+  int fd = net->tapFds[w.queue];
   while (got < kTapReadBatch) {
-    ssize_t r = read(net->tapFd, &scratch.frames[got * kMaxFrameBytes], kMaxFrameBytes);
+    ssize_t r = read(fd, &scratch.frames[got * kMaxFrameBytes], kMaxFrameBytes);
     if (r < 0) {
       if (errno == EINTR) continue;
       // EAGAIN: nothing more. Anything else (EBADFD: the device was deleted)
@@ -949,8 +841,8 @@ size_t Engine::drainTap(Network* net, TapScratch& scratch, bool lone, size_t* by
       // spin on it; the data plane's reconcile recreates it.
       if (errno != EAGAIN) {
         net->counters.drop(kDropTapReadError);
-        net->tapFailed = true;
-        epoll_ctl(epollFd_, EPOLL_CTL_DEL, net->tapFd, nullptr);
+        net->tapFailed[w.queue] = 1;
+        epoll_ctl(w.epollFd, EPOLL_CTL_DEL, fd, nullptr);
       }
       break;
     }
@@ -965,13 +857,14 @@ size_t Engine::drainTap(Network* net, TapScratch& scratch, bool lone, size_t* by
   if (got > 0) {
     auto peers = std::atomic_load(&net->peers);
     for (size_t i = 0; i < got; i++)
-      handleTapFrame(net, *peers, &scratch.frames[i * kMaxFrameBytes], scratch.lengths[i], *scratch.batch);
+      handleTapFrame(net, w.queue, *peers, &scratch.frames[i * kMaxFrameBytes], scratch.lengths[i], *scratch.batch);
     scratch.batch->flush();
   }
   return got;
 }
 
-void Engine::handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch) {
+void Engine::handleTapFrame(Network* net, size_t queue, const PeerTable& peers, uint8_t* buf, size_t bytes,
+                            TxBatch& batch) {
   Counters& c = net->counters;
   if (bytes < sizeof(VnetHeader) + kEthHeaderBytes) {
     c.drop(kDropShortFrame);
@@ -1001,7 +894,7 @@ void Engine::handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, 
       size_t n = buildArpReply(frame, mac, reply);
       VnetHeader v{};
       iovec iov[2] = {{&v, sizeof v}, {reply, n}};
-      if (writev(net->tapFd, iov, 2) < 0)
+      if (writev(net->tapFds[queue], iov, 2) < 0)
         c.drop(kDropTapWriteError);
       else
         c.arpReplies.fetch_add(1, std::memory_order_relaxed);
@@ -1089,8 +982,10 @@ void Engine::handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, 
 
 // Buffers of the packet thread: receive batch, coalescer, TAP frames.
 struct RxScratch {
-  explicit RxScratch(Engine* engine, bool offloads)
-      : buffers(std::make_unique<uint8_t[]>(kRxMessages * kRxBufferBytes)), coalescer(offloads), tap(engine) {}
+  RxScratch(const Worker& w, bool offloads, uint16_t port)
+      : buffers(new uint8_t[kRxMessages * kRxBufferBytes]),  // not zeroed: pages only as traffic needs them
+        coalescer(offloads, w.queue),
+        tap(w.udpFd, port) {}
   std::unique_ptr<uint8_t[]> buffers;
   mmsghdr msgs[kRxMessages];
   iovec iov[kRxMessages];
@@ -1107,7 +1002,7 @@ struct RoundResult {
   size_t bytes = 0;      // of both
 };
 
-void Engine::receiveBatch(const NetworkMap& nets, RxScratch& rx, bool lone, RoundResult& result) {
+void Engine::receiveBatch(Worker& w, const NetworkMap& nets, RxScratch& rx, bool lone, RoundResult& result) {
   for (size_t i = 0; i < kRxMessages; i++) {
     rx.iov[i] = {&rx.buffers[i * kRxBufferBytes], kRxBufferBytes};
     std::memset(&rx.msgs[i], 0, sizeof rx.msgs[i]);
@@ -1118,7 +1013,7 @@ void Engine::receiveBatch(const NetworkMap& nets, RxScratch& rx, bool lone, Roun
   }
   int n;
   do {
-    n = recvmmsg(udpFd_, rx.msgs, kRxMessages, MSG_DONTWAIT, nullptr);
+    n = recvmmsg(w.udpFd, rx.msgs, kRxMessages, MSG_DONTWAIT, nullptr);
   } while (n < 0 && errno == EINTR);
   if (n <= 0) return;
   result.datagrams += size_t(n);
@@ -1147,21 +1042,26 @@ void Engine::receiveBatch(const NetworkMap& nets, RxScratch& rx, bool lone, Roun
   // bridge, the container's stack and its reply all run in that call's
   // softirq): send the answer now, not after another trip through epoll.
   for (Network* net : rx.coalescer.touched()) {
-    if (net->tapFailed) continue;
-    size_t answers = drainTap(net, rx.tap, lone && n == 1, &result.bytes, &result.unicastFrames);
+    if (net->tapFailed[w.queue]) continue;
+    size_t answers = drainTap(w, net, rx.tap, lone && n == 1, &result.bytes, &result.unicastFrames);
     result.frames += answers;
     result.answers += answers;
   }
   rx.coalescer.clearTouched();
 }
 
-void Engine::loop() {
+void Engine::loop(Worker& w) {
   ThreadExit alive{liveThreads_};
   pthread_setname_np(pthread_self(), "weft-vxlan");  // for top -H and the bench's CPU accounting
+  if (w.cpu >= 0) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(w.cpu, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+  }
   PriorityGovernor governor(options_.priority);
   BusyPoll busyPoll(options_.busyPollUs);
-  CpuFollower follower(options_.followWakerCpu, *wakerCpuProbe_);
-  auto scratch = std::make_unique<RxScratch>(this, options_.offloads);
+  auto scratch = std::make_unique<RxScratch>(w, options_.offloads, port_);
   epoll_event events[kMaxEvents];
   uint64_t spinFromNs = 0;  // end of the last round worth spinning after; 0 = the last was not
   uint64_t lastBulkNs = 0;  // end of the last round that moved more than BusyPoll::kMaxRoundBytes
@@ -1172,7 +1072,6 @@ void Engine::loop() {
   // TAP read saying EAGAIN, a non-blocking epoll_wait before the blocking
   // one) are skipped; level-triggered epoll reports anything left over at once.
   bool sparse = false;
-  bool answerPending = false;  // the last round with work forwarded a request from a TAP (CpuFollower)
   for (;;) {
     uint64_t sleptNs = 0;  // how long this round's blocking wait took; 0 = found by polling
     bool willSpin = spinFromNs != 0 && busyPoll.windowNs() > 0;
@@ -1180,15 +1079,15 @@ void Engine::loop() {
     // thread about to spin yields before its first poll, which could not
     // find the answer to what it just sent anyway: the thread that send woke
     // (the peer engine, when hosts share a machine) runs ~2 us sooner.
-    int n = sparse || willSpin ? 0 : epoll_wait(epollFd_, events, kMaxEvents, 0);
+    int n = sparse || willSpin ? 0 : epoll_wait(w.epollFd, events, kMaxEvents, 0);
     if (n == 0 && willSpin) {
       uint64_t deadline = spinFromNs + busyPoll.windowNs();
-      busyPolls_.fetch_add(1, std::memory_order_relaxed);
+      w.busyPolls.fetch_add(1, std::memory_order_relaxed);
       while (n == 0 && nowNs() < deadline) {
         sched_yield();  // to the peer engine's thread if it woke on this CPU (same priority)
-        n = epoll_wait(epollFd_, events, kMaxEvents, 0);
+        n = epoll_wait(w.epollFd, events, kMaxEvents, 0);
       }
-      if (n > 0) busyPollHits_.fetch_add(1, std::memory_order_relaxed);
+      if (n > 0) w.busyPollHits.fetch_add(1, std::memory_order_relaxed);
     }
     // Interrupt moderation for streams (what a NIC's rx-usecs does): out of
     // work within 1 ms of a bulk round, the thread sleeps streamNapUs on a
@@ -1207,22 +1106,18 @@ void Engine::loop() {
       timespec nap{0, long(streamNapNs)};
       while (clock_nanosleep(CLOCK_MONOTONIC, 0, &nap, &nap) == EINTR) {
       }
-      naps_.fetch_add(1, std::memory_order_relaxed);
-      n = epoll_wait(epollFd_, events, kMaxEvents, 0);
+      w.naps.fetch_add(1, std::memory_order_relaxed);
+      n = epoll_wait(w.epollFd, events, kMaxEvents, 0);
     }
     if (n == 0) {
       governor.idle();
-      if (follower.beforeBlocking(answerPending)) {
-        cpuMoves_.fetch_add(1, std::memory_order_relaxed);
-        followedCpu_.store(follower.cpu(), std::memory_order_relaxed);
-      }
       uint64_t blockedAtNs = nowNs();
-      n = epoll_wait(epollFd_, events, kMaxEvents, -1);
+      n = epoll_wait(w.epollFd, events, kMaxEvents, -1);
       sleptNs = nowNs() - blockedAtNs;
-      wakeups_.fetch_add(1, std::memory_order_relaxed);
+      w.wakeups.fetch_add(1, std::memory_order_relaxed);
       if (n > 0 && spinFromNs != 0) {
         busyPoll.blocked(nowNs() - spinFromNs);
-        busyPollWindowNs_.store(busyPoll.windowNs(), std::memory_order_relaxed);
+        w.busyPollWindowNs.store(busyPoll.windowNs(), std::memory_order_relaxed);
       }
     }
     if (n < 0) {
@@ -1230,34 +1125,35 @@ void Engine::loop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));  // cannot happen on a valid epoll fd
       continue;
     }
-    bool lone = sleptNs >= CpuFollower::kSparseGapNs || (sleptNs == 0 && sparse);
+    bool lone = sleptNs >= kSparseGapNs || (sleptNs == 0 && sparse);
     RoundResult result;
     {
-      std::lock_guard<std::mutex> lock(roundMutex_);
+      std::lock_guard<std::mutex> lock(w.roundMutex);
       auto nets = networks();
       for (int i = 0; i < n; i++) {
         uint64_t tag = events[i].data.u64;
         if (tag == kStopTag) return;
         if (tag == kUdpTag) {
-          receiveBatch(*nets, *scratch, lone, result);
+          receiveBatch(w, *nets, *scratch, lone, result);
           continue;
         }
         auto it = nets->find(uint32_t(tag));
         if (it == nets->end()) continue;  // removed meanwhile
         Network* net = it->second.get();
-        if (net->tapFailed) continue;
+        if (net->tapFailed[w.queue]) continue;
         if (events[i].events & EPOLLIN) {
-          result.frames += drainTap(net, scratch->tap, lone, &result.bytes, &result.unicastFrames);
+          result.frames += drainTap(w, net, scratch->tap, lone, &result.bytes, &result.unicastFrames);
         } else if (events[i].events & (EPOLLERR | EPOLLHUP)) {
           // The TAP of a device someone deleted reports an error for good.
           net->counters.drop(kDropTapReadError);
-          net->tapFailed = true;
-          epoll_ctl(epollFd_, EPOLL_CTL_DEL, net->tapFd, nullptr);
+          net->tapFailed[w.queue] = 1;
+          epoll_ctl(w.epollFd, EPOLL_CTL_DEL, net->tapFds[w.queue], nullptr);
         }
       }
     }
     if (result.datagrams + result.frames > 0) {
-      bool busySpell = governor.busy();  // stepped down from real time: use every CPU too
+      w.rounds.fetch_add(1, std::memory_order_relaxed);
+      governor.busy();
       bool light = result.bytes <= BusyPoll::kMaxRoundBytes;
       sparse = lone && light;
       bool request = result.frames > 0 && light;
@@ -1265,18 +1161,6 @@ void Engine::loop() {
       if (!light) lastBulkNs = now;
       bool inStream = lastBulkNs != 0 && now - lastBulkNs < BusyPoll::kQuietAfterBulkNs;
       spinFromNs = request && !inStream ? now : 0;
-      auto round = CpuFollower::Round::kOther;
-      if (!light || busySpell)
-        round = CpuFollower::Round::kBulk;
-      else if (sleptNs >= CpuFollower::kSparseGapNs && result.answers > 0)
-        round = CpuFollower::Round::kAnsweredRequest;
-      else if (sleptNs >= CpuFollower::kSparseGapNs && result.frames > result.answers && result.unicastFrames > 0)
-        round = CpuFollower::Round::kForwardedRequest;  // not for the hosts' own multicast chatter
-      answerPending = result.frames > result.answers && result.datagrams == 0;
-      if (follower.afterRound(round)) {
-        cpuReleases_.fetch_add(1, std::memory_order_relaxed);
-        followedCpu_.store(follower.cpu(), std::memory_order_relaxed);
-      }
     }
   }
 }
@@ -1303,21 +1187,22 @@ void Engine::handleDatagram(const NetworkMap& nets, const uint8_t* p, size_t byt
 // Test hooks
 
 void Engine::injectTapFrame(uint32_t vni, const uint8_t* data, size_t bytes) {
+  if (workers_.empty()) throw std::runtime_error("the engine is closed");
   auto nets = networks();
   auto it = nets->find(vni);
   if (it == nets->end()) throw std::runtime_error("no network with VNI " + std::to_string(vni) + " on this engine");
   if (bytes > kMaxFrameBytes) throw std::runtime_error("frame larger than " + std::to_string(kMaxFrameBytes) + " bytes");
   std::vector<uint8_t> copy(data, data + bytes);
-  auto batch = std::make_unique<TxBatch>(this);
+  auto batch = std::make_unique<TxBatch>(workers_.at(0)->udpFd, port_);
   auto peers = std::atomic_load(&it->second->peers);
-  handleTapFrame(it->second.get(), *peers, copy.data(), copy.size(), *batch);
+  handleTapFrame(it->second.get(), 0, *peers, copy.data(), copy.size(), *batch);
   batch->flush();
 }
 
 void Engine::injectDatagram(const uint8_t* data, size_t bytes, size_t segmentBytes) {
   if (segmentBytes == 0) segmentBytes = bytes;
   auto nets = networks();
-  Coalescer coalescer(options_.offloads);
+  Coalescer coalescer(options_.offloads, 0);
   for (size_t off = 0; off < bytes; off += segmentBytes)
     handleDatagram(*nets, data + off, std::min(segmentBytes, bytes - off), coalescer);
   coalescer.flush();

@@ -1,13 +1,19 @@
-// The userspace VXLAN engine: one UDP socket per host (VTEP address, port
-// 4789) shared by all networks and demultiplexed by VNI, one TAP device per
-// network. One packet thread per engine waits on all of them (epoll) and does
-// all the work of what it read itself: TAP frames are encapsulated and sent,
-// datagrams are decapsulated, coalesced and written to their TAP, and the
-// answer the TAP then holds is sent at once. No queues or hand-offs between
-// threads, so a round trip wakes the thread at most once per host and
-// direction, and adaptive busy polling saves most of the rest. The thread
-// never touches JavaScript; JS changes the peer tables by swapping immutable
-// snapshots.
+// The userspace VXLAN engine, multi-queue as a NIC with RSS/XPS: one queue
+// per CPU, and per queue a packet thread bound to that CPU, one socket of a
+// SO_REUSEPORT group on the VTEP address (port 4789, shared by all networks
+// and demultiplexed by VNI) and one queue of each network's multi-queue TAP.
+// Two steering programs put every packet in the queue of the CPU it shows up
+// on: a classic BPF program on the socket group (the CPU whose softirq
+// received the datagram) and an eBPF program on each TAP (the CPU whose
+// process sent the frame). So a packet thread is always woken by its own
+// CPU, where the kernel's VXLAN would have done the same work in softirq:
+// a wake-up across CPUs costs 75-200 us on a 2-vCPU VM (an IPI, a halted
+// virtual CPU resumed by the host), a wake-up on the same CPU ~5 us. Each
+// thread does all the work of what it read itself: TAP frames are
+// encapsulated and sent, datagrams are decapsulated, coalesced and written to
+// their TAP, and the answer the TAP then holds is sent at once; there are no
+// hand-offs between threads. The threads never touch JavaScript; JS changes
+// the peer tables by swapping immutable snapshots.
 #pragma once
 
 #include <netinet/in.h>
@@ -50,16 +56,24 @@ struct Counters {
   void drop(DropReason r, uint64_t n = 1) { drops[r].fetch_add(n, std::memory_order_relaxed); }
 };
 
-// What the packet thread did about waiting: rounds after a blocking wait (a
-// wake-up), rounds whose work busy polling found (a wake-up saved), and the
-// current adaptive busy-poll window.
+// What the packet threads did about waiting, summed over them: rounds after
+// a blocking wait (a wake-up), rounds whose work busy polling found (a
+// wake-up saved), and the longest current adaptive busy-poll window.
 struct ThreadStats {
   uint64_t wakeups, busyPollHits, busyPollWindowNs;
-  uint64_t busyPolls;    // rounds that ended in a busy-poll spell (hit or not)
-  uint64_t naps;         // stream naps (EngineOptions::streamNapUs)
-  uint64_t cpuMoves;     // times the thread confined itself to its waker's CPU (CpuFollower)
-  uint64_t cpuReleases;  // times bulk traffic or a busy spell released it to every allowed CPU
-  int32_t cpu;           // the CPU it is confined to now; -1 = every allowed CPU
+  uint64_t busyPolls;  // rounds that ended in a busy-poll spell (hit or not)
+  uint64_t naps;       // stream naps (EngineOptions::streamNapUs)
+  uint32_t threads;    // packet threads (= queues)
+  // Packets land in the queue of the CPU they show up on (false: the
+  // kernel's flow hash picks the queue, see Engine::steeringError()).
+  bool steersByCpu;
+};
+
+// One queue's packet thread: where it runs and how much it did.
+struct QueueStats {
+  int32_t cpu;  // the CPU its thread is bound to; -1 = any the process may use
+  uint64_t rounds;   // rounds with work
+  uint64_t wakeups;  // of those, after a blocking wait
 };
 
 struct CountersSnapshot {
@@ -77,9 +91,10 @@ struct PeerTable {
 struct Network {
   uint32_t vni = 0;
   std::string tapName;
-  int tapFd = -1;
-  int spareQueueFd = -1;  // second queue of a multi-queue TAP, never read (see WakerCpuProbe)
-  bool tapFailed = false;  // the TAP reported an error and left the poll set; packet thread only
+  std::vector<int> tapFds;  // one per queue
+  // Per queue: the TAP reported an error and that queue left the poll set.
+  // Each element belongs to its queue's packet thread alone.
+  std::vector<uint8_t> tapFailed;
   std::shared_ptr<const PeerTable> peers;  // accessed with std::atomic_load/store
   Counters counters;
   ~Network();
@@ -96,10 +111,9 @@ struct EngineOptions {
   // Longest busy-poll window after a round of work, in microseconds; 0 = the
   // thread always blocks when it runs out of work. See BusyPoll in engine.cc.
   uint32_t busyPollUs = 200;
-  // While traffic is sparse (request/response), keep the thread on the CPU
-  // of whoever wakes it, so it wakes without an inter-processor interrupt.
-  // See CpuFollower in engine.cc.
-  bool followWakerCpu = true;
+  // Queues, each with its packet thread; 0 = one per CPU (at most
+  // kMaxQueues). 1 = a single thread on any CPU, no steering.
+  uint32_t queues = 0;
   // While a stream flows, the thread sleeps this long when it runs out of
   // work instead of waiting to be woken per frame; 0 = never. See
   // Engine::loop.
@@ -113,7 +127,9 @@ class Coalescer;
 struct TapScratch;
 struct RxScratch;
 struct RoundResult;
-class WakerCpuProbe;
+class CpuSteering;
+struct Worker;
+constexpr uint32_t kMaxQueues = 64;
 
 class Engine {
  public:
@@ -128,10 +144,10 @@ class Engine {
   std::vector<std::pair<uint32_t, CountersSnapshot>> networkCounters() const;
   CountersSnapshot hostCounters() const;
   ThreadStats threadStats() const;
-  // Whether the packet thread follows its wakers' CPUs (EngineOptions::followWakerCpu),
-  // and if it was asked to but cannot, why.
-  bool followsWakerCpu() const;
-  std::string followWakerCpuError() const;
+  std::vector<QueueStats> queueStats() const;
+  // Why packets are not steered to the queue of their CPU although there are
+  // several queues (e.g. no CAP_BPF); empty if they are, or with one queue.
+  std::string steeringError() const;
   void close();
 
   // Test hooks (fuzzing): run exactly the code the threads run on one input.
@@ -142,38 +158,35 @@ class Engine {
 
   static int liveThreads() { return liveThreads_.load(); }
 
-  // Used by the batch helpers.
-  int udpFd() const { return udpFd_; }
   uint16_t port() const { return port_; }
 
  private:
   friend class Coalescer;
-  void loop();
-  // One batch from the TAP (read, encapsulate, send); frames read. Adds the
-  // bytes read and the number of unicast frames among them. lone: the round
-  // is sparse traffic, stop after one small frame (see Engine::loop).
-  size_t drainTap(Network* net, TapScratch& scratch, bool lone, size_t* bytes, size_t* unicast);
-  // One recvmmsg batch, delivered, then the answers the TAPs hold sent.
-  // Caller holds roundMutex_ and passes the map snapshot it uses.
-  void receiveBatch(const NetworkMap& nets, RxScratch& rx, bool lone, RoundResult& result);
-  void handleTapFrame(Network* net, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch);
+  void loop(Worker& w);
+  // One batch from the worker's queue of a TAP (read, encapsulate, send);
+  // frames read. Adds the bytes read and the number of unicast frames among
+  // them. lone: the round is sparse traffic, stop after one small frame (see
+  // Engine::loop).
+  size_t drainTap(Worker& w, Network* net, TapScratch& scratch, bool lone, size_t* bytes, size_t* unicast);
+  // One recvmmsg batch from the worker's socket, delivered, then the answers
+  // the TAPs hold sent. Caller holds the worker's roundMutex and passes the
+  // map snapshot it uses.
+  void receiveBatch(Worker& w, const NetworkMap& nets, RxScratch& rx, bool lone, RoundResult& result);
+  void handleTapFrame(Network* net, size_t queue, const PeerTable& peers, uint8_t* buf, size_t bytes, TxBatch& batch);
   void handleDatagram(const NetworkMap& nets, const uint8_t* p, size_t bytes, Coalescer& coalescer);
   std::shared_ptr<const NetworkMap> networks() const;
   void removeLocked(uint32_t vni);
+  void closeQueues();
 
   EngineOptions options_;
   uint16_t port_;
-  int udpFd_ = -1;
+  size_t queues_ = 1;
   int stopFd_ = -1;
-  std::unique_ptr<WakerCpuProbe> wakerCpuProbe_;  // CPUs that last made the thread runnable (CpuFollower)
-  int epollFd_ = -1;
-  std::thread thread_;
+  std::unique_ptr<CpuSteering> steering_;
+  std::vector<std::unique_ptr<Worker>> workers_;
   mutable std::mutex controlMutex_;  // serialises add/remove/close
-  std::mutex roundMutex_;    // held by the packet thread while it uses a map snapshot
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;
-  std::atomic<uint64_t> wakeups_{0}, naps_{0}, busyPolls_{0}, busyPollHits_{0}, busyPollWindowNs_{0}, cpuMoves_{0}, cpuReleases_{0};
-  std::atomic<int32_t> followedCpu_{-1};
   bool closed_ = false;
   static std::atomic<int> liveThreads_;
 };

@@ -32,17 +32,18 @@ export interface NativeEngineOptions {
    */
   busyPollUs?: number;
   /**
-   * Default true: while traffic is sparse (the thread slept ≥ 1 ms before a
-   * request), the packet thread confines itself to the CPU of whoever woke
-   * it (the container that sent into a TAP, or the CPU that received a
-   * request from the underlay), so the next wake-up happens on the waker's
-   * CPU instead of by an inter-processor interrupt (on a VM: resuming an
-   * idle virtual CPU). Any bulk round or busy spell releases it to every
-   * allowed CPU. Uses a tiny eBPF program (needs CAP_BPF; silently off
-   * without) and makes TAPs multi-queue (2 queues). false = never change the
-   * thread's CPU affinity.
+   * Queues, each with its own packet thread, 0..64; default 0 = one per CPU.
+   * As a NIC with RSS: each queue has a socket of a SO_REUSEPORT group on the
+   * VTEP address and a queue of every network's (multi-queue) TAP, and every
+   * packet is steered to the queue of the CPU it shows up on (the CPU that
+   * received the datagram, the CPU whose process sent the frame), whose
+   * thread is bound to that CPU. So a packet thread is always woken from its
+   * own CPU, never by an inter-processor interrupt (on a VM: resuming an idle
+   * virtual CPU, 75–200 µs). TAP steering uses a two-instruction eBPF program
+   * (needs CAP_BPF; without it the TAP's flow hash picks queues, see
+   * NativeThreadStats.steeringError). 1 = one thread on any CPU, no steering.
    */
-  followWakerCpu?: boolean;
+  queues?: number;
   /**
    * Default 200, 0..5000 µs; 0 = never. While a stream flows (within 1 ms of
    * a round that moved more than 16 KB), the packet thread that runs out of
@@ -87,16 +88,14 @@ export interface NativeThreadStats {
   busyPollHits: number;
   /** The adaptive busy-poll window as last updated, µs (0..busyPollUs). */
   busyPollWindowUs: number;
-  /** Times the thread confined itself to its waker's CPU (followWakerCpu): once the same other CPU woke it twice in a row, as it next blocks with no answer outstanding. */
-  cpuMoves: number;
-  /** Times bulk traffic or a busy spell released it to every allowed CPU. */
-  cpuReleases: number;
-  /** Whether the thread follows its wakers' CPUs (followWakerCpu asked for and available). */
-  followsWakerCpu: boolean;
-  /** Why it does not although followWakerCpu asked for it (e.g. no CAP_BPF); null otherwise. */
-  followWakerCpuError: string | null;
-  /** The CPU the thread is confined to now; null = every allowed CPU. */
-  cpu: number | null;
+  /** Packet threads, one per queue. */
+  threads: number;
+  /** Whether packets go to the queue of the CPU they show up on (several queues and the steering programs in place). */
+  steersByCpu: boolean;
+  /** Why they do not although there are several queues (e.g. no CAP_BPF); null otherwise. */
+  steeringError: string | null;
+  /** Per queue, in queue order (queue i serves CPU i): its thread's CPU (null = any) and rounds of work. */
+  queues: { cpu: number | null; rounds: number; wakeups: number }[];
 }
 
 export interface NativeEngine {

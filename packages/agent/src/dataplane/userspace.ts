@@ -31,8 +31,8 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
   threadPriority?: 'realtime' | 'nice' | 'normal';
   /** Longest adaptive busy-poll window of the packet thread, µs (see NativeEngineOptions); default 200, 0 = off. */
   busyPollUs?: number;
-  /** While traffic is sparse, keep the packet thread on the CPU of whoever wakes it (see NativeEngineOptions); default true. */
-  followWakerCpu?: boolean;
+  /** Queues (packet threads), steered by CPU (see NativeEngineOptions); default 0 = one per CPU. */
+  queues?: number;
   /** While a stream flows, the packet thread naps this long when out of work instead of being woken per frame (see NativeEngineOptions); default 200 µs, 0 = off. */
   streamNapUs?: number;
   /** Native addon binary to use instead of the one `npm install` built (benchmarks compare builds). */
@@ -222,7 +222,7 @@ export class UserspaceDataplane implements Dataplane {
       offloads: this.options.offloads ?? true,
       threadPriority: this.options.threadPriority ?? 'realtime',
       busyPollUs: this.options.busyPollUs,
-      followWakerCpu: this.options.followWakerCpu,
+      queues: this.options.queues,
       streamNapUs: this.options.streamNapUs,
     });
     enginesByHost.set(this.hostKey(), { owner: this, engine: this.engine });

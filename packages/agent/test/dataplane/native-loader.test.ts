@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadNativeAddon, nativeAddonPath } from '../../src/dataplane/native.js';
@@ -51,10 +51,11 @@ describe('native addon loader', () => {
         () => new Engine({ vtep: '127.0.0.1', busyPollUs }),
         /options\.busyPollUs must be an integer 0\.\.10000/,
       );
-    assert.throws(
-      () => new Engine({ vtep: '127.0.0.1', followWakerCpu: 'yes' as unknown as boolean }),
-      /options\.followWakerCpu must be a boolean/,
-    );
+    for (const queues of [-1, 1.5, 65, '2' as unknown as number])
+      assert.throws(
+        () => new Engine({ vtep: '127.0.0.1', queues }),
+        /options\.queues must be an integer 0\.\.64/,
+      );
     // An address this host does not have: the bind fails and says what to check.
     assert.throws(
       () => new Engine({ vtep: '192.0.2.250', port: 4789 }),
@@ -62,25 +63,43 @@ describe('native addon loader', () => {
     );
   });
 
-  it("follows its wakers' CPUs only when asked, and says why it cannot", () => {
+  it('has a queue and packet thread per CPU by default, steered by CPU, or says why not', () => {
     const { Engine } = loadNativeAddon();
-    const off = new Engine({ vtep: '127.0.0.1', port: 14791, followWakerCpu: false });
+    // What glibc's get_nprocs_conf() counts.
+    const cpus = readdirSync('/sys/devices/system/cpu').filter((d) => /^cpu\d+$/.test(d)).length;
+    const before = loadNativeAddon().liveThreads();
+    const engine = new Engine({ vtep: '127.0.0.1', port: 14791 });
     try {
-      const t = off.counters().thread;
-      assert.equal(t.followsWakerCpu, false);
-      assert.equal(t.followWakerCpuError, null);
-      assert.equal(t.cpu, null);
+      const t = engine.counters().thread;
+      assert.equal(t.threads, Math.min(cpus, 64));
+      assert.equal(t.queues.length, t.threads);
+      assert.equal(loadNativeAddon().liveThreads() - before, t.threads);
+      if (t.threads > 1) {
+        // Either steered, or the cause is named (no CAP_BPF, an old kernel).
+        if (t.steersByCpu) assert.equal(t.steeringError, null);
+        else assert.match(String(t.steeringError), /bpf|BPF|REUSEPORT/);
+      }
+      // A second engine on the same address and port is refused, as it is
+      // with one socket: the reuse-port group does not let it join.
+      assert.throws(
+        () => new Engine({ vtep: '127.0.0.1', port: 14791 }),
+        /cannot bind the VXLAN socket to 127\.0\.0\.1:14791/,
+      );
     } finally {
-      off.close();
+      engine.close();
     }
-    const on = new Engine({ vtep: '127.0.0.1', port: 14791 });
+    const one = new Engine({ vtep: '127.0.0.1', port: 14791, queues: 1 });
     try {
-      const t = on.counters().thread;
-      // Either it follows, or it names the cause (one CPU, no CAP_BPF, an old kernel).
-      if (t.followsWakerCpu) assert.equal(t.followWakerCpuError, null);
-      else assert.match(String(t.followWakerCpuError), /CPU|bpf|BPF/);
+      const t = one.counters().thread;
+      assert.equal(t.threads, 1);
+      assert.equal(t.steersByCpu, false);
+      assert.equal(t.steeringError, null);
+      assert.deepEqual(
+        t.queues.map((q) => q.cpu),
+        [null],
+      );
     } finally {
-      on.close();
+      one.close();
     }
   });
 

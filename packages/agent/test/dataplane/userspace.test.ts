@@ -159,47 +159,52 @@ describe('userspace data plane (native addon)', function () {
     }
   });
 
-  it("while traffic is sparse the packet threads move to the pinging container's CPU; bulk traffic releases them", async function () {
+  it('every packet is handled by the packet thread of the CPU it shows up on, from either CPU', async function () {
     skipUnlessNetns(this);
     const cpus = allowedCpus();
-    if (cpus.length < 2) this.skip(); // nowhere to move
-    const cpu = cpus.at(-1)!;
+    if (cpus.length < 2) this.skip(); // one queue's worth of CPUs: nothing to steer
     const cluster = await createCluster(['userspace', 'userspace']);
     try {
       const [a, b] = cluster.containers;
       const threads = () =>
         cluster.dataplanes.map((dp) => (dp as UserspaceDataplane).engineCounters()!.thread);
-      for (const t of threads())
-        assert.ok(t.followsWakerCpu, `the engine cannot follow CPUs: ${t.followWakerCpuError}`);
-      // Pings 50 ms apart from a container pinned to `cpu`: host a's thread
-      // follows the container that wakes it through its TAP, host b's the CPU
-      // that hands it the datagrams (host a's thread, on this machine), each
-      // once the same CPU has woken it twice in a row.
-      const r = await runIn(a!.netns, [
-        'taskset',
-        '-c',
-        String(cpu),
-        'ping',
-        '-n',
-        '-c',
-        '10',
-        '-i',
-        '0.05',
-        b!.ip,
-      ]);
-      assert.equal(r.exitCode, 0, `ping failed: ${r.stdout}${r.stderr}`);
-      for (const [i, t] of threads().entries()) {
-        assert.equal(t.cpu, cpu, `host ${i}'s packet thread is not on CPU ${cpu}: ${JSON.stringify(t)}`);
-        assert.ok(t.cpuMoves >= 1, JSON.stringify(t));
+      for (const t of threads()) {
+        assert.ok(t.steersByCpu, `the engine does not steer by CPU: ${t.steeringError}`);
+        for (const cpu of cpus) assert.equal(t.queues[cpu]!.cpu, cpu, JSON.stringify(t.queues));
       }
-      const before = threads();
-      const bulk = await tcpBulkTransfer(b!.netns, a!.netns, b!.ip, 7010, 8 << 20);
-      assert.ok(bulk.ok, bulk.detail);
-      for (const [i, t] of threads().entries())
-        assert.ok(
-          t.cpuReleases > before[i]!.cpuReleases,
-          `host ${i}'s packet thread was not released for the bulk transfer: ${JSON.stringify(t)}`,
-        );
+      // Warm-up (ARP), then pings from a container pinned to one CPU: the
+      // request enters host a's TAP on that CPU, crosses the underlay veth
+      // in that CPU's softirq to host b, and the answer comes back the same
+      // way, so on both hosts the queue of that CPU does the rounds. Other
+      // queues see the containers' own chatter, sent from timers on any CPU
+      // (IPv6 router solicitations and MLD reports after link-up, flooded
+      // to every host): 4 such rounds in 0.5 s seen right after set-up.
+      assert.ok((await ping(a!.netns, b!.ip, { count: 2 })).ok);
+      for (const cpu of cpus.slice(0, 2)) {
+        const before = threads();
+        const r = await runIn(a!.netns, [
+          'taskset',
+          '-c',
+          String(cpu),
+          'ping',
+          '-n',
+          '-c',
+          '10',
+          '-i',
+          '0.05',
+          b!.ip,
+        ]);
+        assert.equal(r.exitCode, 0, `ping failed: ${r.stdout}${r.stderr}`);
+        for (const [host, t] of threads().entries()) {
+          const rounds = t.queues.map((q, i) => q.rounds - before[host]!.queues[i]!.rounds);
+          const others = rounds.reduce((x, y) => x + y, 0) - rounds[cpu]!;
+          const detail = `host ${host}, pings from CPU ${cpu}: rounds per queue ${JSON.stringify(rounds)}`;
+          // host a: 10 requests from the TAP + 10 answers from the socket
+          // (fewer rounds when busy polling takes an answer in the request's round)
+          assert.ok(rounds[cpu]! >= 10, detail);
+          assert.ok(others <= rounds[cpu]! / 3, detail);
+        }
+      }
     } finally {
       await cluster.destroy();
     }
@@ -264,42 +269,21 @@ describe('userspace data plane (native addon)', function () {
     assert.ok(napping.pings.busyPolls >= 5, `pings no longer busy-poll: ${detail}`);
   });
 
-  it('a packet thread woken alternately from two CPUs stays where it is', async function () {
-    skipUnlessNetns(this);
-    const cpus = allowedCpus();
-    if (cpus.length < 2) this.skip();
-    const cluster = await createCluster(['userspace', 'userspace']);
-    try {
-      const [a, b] = cluster.containers;
-      const hostA = () => (cluster.dataplanes[0] as UserspaceDataplane).engineCounters()!.thread;
-      assert.ok(hostA().followsWakerCpu, `the engine cannot follow CPUs: ${hostA().followWakerCpuError}`);
-      // One ping at a time from the container, from the two CPUs in turn:
-      // host a's TAP is written from each CPU, never twice in a row from the
-      // same one (and at least a process start apart: sparse traffic).
-      const ping1 = (cpu: number) => `taskset -c ${cpu} ping -n -c 1 -W 2 ${b!.ip} >/dev/null`;
-      const r = await runIn(a!.netns, [
-        'sh',
-        '-c',
-        `for i in 1 2 3 4 5 6; do ${ping1(cpus[0]!)} && ${ping1(cpus[1]!)} || exit 1; done`,
-      ]);
-      assert.equal(r.exitCode, 0, `ping failed: ${r.stdout}${r.stderr}`);
-      // Following every waker moved it on nearly every ping (11 of these 12).
-      // One move is tolerated: at load 12-15 the thread moved once in about
-      // ten runs of this test (the stray streak's source is not pinned down).
-      const t = hostA();
-      assert.ok(t.cpuMoves <= 1, `host a's packet thread chased its wakers: ${JSON.stringify(t)}`);
-    } finally {
-      await cluster.destroy();
-    }
-  });
-
   it('stop() leaves no TAP devices and no native threads behind', async function () {
     skipUnlessNetns(this);
     const addon = loadNativeAddon();
     const before = addon.liveThreads();
     const cluster = await createCluster(['userspace', 'userspace']);
     try {
-      assert.equal(addon.liveThreads(), before + 2, 'one packet thread per host');
+      const perHost = cluster.dataplanes.map(
+        (dp) => (dp as UserspaceDataplane).engineCounters()!.thread.threads,
+      );
+      assert.ok(perHost.every((n) => n >= 1));
+      assert.equal(
+        addon.liveThreads(),
+        before + perHost[0]! + perHost[1]!,
+        'one packet thread per queue and host',
+      );
       const host = new NetnsShell(cluster.topology.hosts[0]!.netns);
       assert.ok((await host.link(tapName(cluster.network.id))) !== undefined);
       for (const dp of cluster.dataplanes) await dp.stop();
