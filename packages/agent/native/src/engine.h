@@ -187,6 +187,7 @@ class Engine {
   mutable std::mutex controlMutex_;  // serialises add/remove/close
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;
+  std::atomic<uint64_t> lastBulkNs_{0};  // end of the last bulk round of any thread (see Engine::loop)
   bool closed_ = false;
   static std::atomic<int> liveThreads_;
 };

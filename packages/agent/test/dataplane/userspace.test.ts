@@ -250,10 +250,16 @@ describe('userspace data plane (native addon)', function () {
     const napping = await streamThenPings();
     const woken = await streamThenPings(0);
     const detail = JSON.stringify({ napping, woken });
-    // Most of the stream's idle moments were naps, not blocking waits
-    // (measured: 672-1292 naps against 171-753 wake-ups per 32 MB), and
+    // The threads that carry the stream's bulk nap instead of blocking, so
+    // the stream costs fewer wake-ups than without naps (measured: 557 naps
+    // against 903 wake-ups, 1539 wake-ups without naps, per 32 MB; the
+    // threads on the ACK path do not nap and block as before), and
     // streamNapUs 0 turns them off.
-    assert.ok(napping.stream.naps > napping.stream.wakeups, `too few naps during the stream: ${detail}`);
+    assert.ok(
+      napping.stream.naps > 0.25 * (napping.stream.naps + napping.stream.wakeups),
+      `too few naps during the stream: ${detail}`,
+    );
+    assert.ok(napping.stream.wakeups < woken.stream.wakeups, `naps saved no wake-ups: ${detail}`);
     assert.equal(woken.stream.naps, 0, `naps with streamNapUs 0: ${detail}`);
     // The stream's ACKs and short segments come within 1 ms of its bulk
     // rounds and do not spin; light rounds after a stall of the stream may.
