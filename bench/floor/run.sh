@@ -1,6 +1,7 @@
 #!/bin/bash
 # The floor of a userspace TAP/UDP VXLAN data plane on this machine, next to
-# the kernel's VXLAN: thread wake-up latencies (wakeup.c), then ping RTT
+# the kernel's VXLAN: thread wake-up latencies (wakeup.c), context switches
+# between threads and between processes (switch.c), then ping RTT
 # container -> container across two namespace hosts through
 #   kernel             Linux VXLAN devices
 #   reference          forwarder.c on each host (the least per-packet work), any CPU
@@ -22,6 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 gcc -O2 -pthread -o "$tmp/wakeup" "$dir/wakeup.c"
+gcc -O2 -pthread -o "$tmp/switch" "$dir/switch.c"
 gcc -O2 -o "$tmp/forwarder" "$dir/forwarder.c"
 
 if [ "$(nproc)" -ge 2 ]; then
@@ -29,6 +31,7 @@ if [ "$(nproc)" -ge 2 ]; then
   "$tmp/wakeup" 0 1 1 20000 200   # other CPU, idle between samples (as between pings)
   "$tmp/wakeup" 0 1 1 100 500     # other CPU, busy enough not to idle
 fi
+"$tmp/switch"
 
 ns() {
   ip netns add "$1"
