@@ -1058,7 +1058,7 @@ void Engine::handleTapFrame(Network* net, size_t queue, const PeerTable& peers, 
 // ---------------------------------------------------------------------------
 // UDP -> TAP
 
-// Buffers of the packet thread: receive batch, coalescer, TAP frames.
+// Buffers of one packet thread: receive batch, coalescer, TAP frames.
 struct RxScratch {
   RxScratch(const Worker& w, bool offloads, uint16_t port)
       : buffers(new uint8_t[kRxMessages * kRxBufferBytes]),  // not zeroed: pages only as traffic needs them

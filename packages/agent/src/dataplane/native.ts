@@ -24,7 +24,7 @@ export interface NativeEngineOptions {
   threadPriority?: 'realtime' | 'nice' | 'normal';
   /**
    * Longest busy-poll window in microseconds, 0..10000; default 200. After a
-   * round of work the packet thread keeps polling (as an ordinary thread,
+   * round of work a packet thread keeps polling (as an ordinary thread,
    * yielding) instead of sleeping, for a window that adapts between 0 and
    * this: it grows while answers come back that quickly (a round trip then
    * needs one thread wake-up less) and shrinks to 0 otherwise, so an idle
@@ -39,15 +39,18 @@ export interface NativeEngineOptions {
    * received the datagram, the CPU whose process sent the frame), whose
    * thread is bound to that CPU. So a packet thread is always woken from its
    * own CPU, never by an inter-processor interrupt (on a VM: resuming an idle
-   * virtual CPU, 75–200 µs). TAP steering uses a two-instruction eBPF program
-   * (needs CAP_BPF; without it the TAP's flow hash picks queues, see
-   * NativeThreadStats.steeringError). 1 = one thread on any CPU, no steering.
+   * virtual CPU, 75–200 µs). A TCP flow stays on the queue of the CPU that
+   * sent its first frame, so its segments (sent from its writer's CPU and
+   * from its ACKs' softirq) are never reordered. TAP steering is a small eBPF
+   * program with a flow map (needs CAP_BPF; without it the TAP's flow hash
+   * picks queues, see NativeThreadStats.steeringError). 1 = one thread on
+   * any CPU, no steering.
    */
   queues?: number;
   /**
    * Default 200, 0..5000 µs; 0 = never. While a stream flows (within 1 ms of
-   * a round that moved more than 16 KB), the packet thread that runs out of
-   * work sleeps this long on a timer and then takes everything that arrived
+   * a round of its own that moved more than 16 KB), a packet thread that runs
+   * out of work sleeps this long on a timer and then takes everything that arrived
    * meanwhile in one round, instead of being woken for every frame (an
    * inter-processor interrupt and a context switch each): interrupt
    * moderation, as a NIC's rx-usecs. Small exchanges that run alongside a
@@ -99,13 +102,13 @@ export interface NativeThreadStats {
 }
 
 export interface NativeEngine {
-  /** Creates the TAP device (IFF_VNET_HDR) for the VNI and adds it to the packet thread's poll set. Idempotent. */
+  /** Creates the multi-queue TAP device (IFF_VNET_HDR) for the VNI and adds each queue to its packet thread's poll set. Idempotent. */
   addNetwork(vni: number, tapName: string): void;
-  /** Closes the TAP (the device disappears) once the packet thread is done with it. Idempotent. */
+  /** Closes the TAP (the device disappears) once every packet thread is done with it. Idempotent. */
   removeNetwork(vni: number): void;
   /** Replaces the network's MAC → VTEP / IP → MAC table atomically, traffic keeps flowing. */
   setPeers(vni: number, peers: NativePeer[]): void;
-  /** Per VNI, engine-wide drops (datagrams that belong to no network), and the packet thread's waiting. */
+  /** Per VNI, engine-wide drops (datagrams that belong to no network), and the packet threads' waiting and queues. */
   counters(): { networks: Record<string, NativeCounters>; host: NativeCounters; thread: NativeThreadStats };
   /** Stops every thread and closes every descriptor. Idempotent. */
   close(): void;

@@ -29,11 +29,11 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
   offloads?: boolean;
   /** Scheduling of the engine's packet threads (see NativeEngineOptions); default "realtime". */
   threadPriority?: 'realtime' | 'nice' | 'normal';
-  /** Longest adaptive busy-poll window of the packet thread, µs (see NativeEngineOptions); default 200, 0 = off. */
+  /** Longest adaptive busy-poll window of the packet threads, µs (see NativeEngineOptions); default 200, 0 = off. */
   busyPollUs?: number;
   /** Queues (packet threads), steered by CPU (see NativeEngineOptions); default 0 = one per CPU. */
   queues?: number;
-  /** While a stream flows, the packet thread naps this long when out of work instead of being woken per frame (see NativeEngineOptions); default 200 µs, 0 = off. */
+  /** While a stream flows, a packet thread that carries it naps this long when out of work instead of being woken per frame (see NativeEngineOptions); default 200 µs, 0 = off. */
   streamNapUs?: number;
   /** Native addon binary to use instead of the one `npm install` built (benchmarks compare builds). */
   addonPath?: string;
@@ -187,7 +187,7 @@ export class UserspaceDataplane implements Dataplane {
 
   /**
    * Datagrams that belong to no network (short, bad VXLAN flags, unknown VNI),
-   * the ARP/flood activity per network, and how the packet thread waited
+   * the ARP/flood activity per network, and how the packet threads waited
    * (wake-ups, busy-poll hits): what counters() has no place for.
    */
   engineCounters(): ReturnType<NativeEngine['counters']> | undefined {
