@@ -15,7 +15,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/sysinfo.h>
@@ -394,10 +393,11 @@ namespace {
 
 // epoll tags: a TAP's tag is its VNI (1..2^24-1).
 constexpr uint64_t kUdpTag = uint64_t(1) << 32;
-// A round after a blocking wait this long begins sparse traffic.
-constexpr uint64_t kSparseGapNs = 1000000;
 constexpr uint64_t kStopTag = uint64_t(2) << 32;
 constexpr int kMaxEvents = 64;
+
+// A round after a blocking wait this long begins sparse traffic.
+constexpr uint64_t kSparseGapNs = 1000000;
 
 }  // namespace
 
@@ -907,7 +907,7 @@ struct TapScratch {
   size_t lengths[kTapReadBatch];
 };
 
-size_t Engine::drainTap(Worker& w, Network* net, TapScratch& scratch, bool lone, size_t* bytes, size_t* unicast) {
+size_t Engine::drainTap(Worker& w, Network* net, TapScratch& scratch, bool lone, size_t* bytes) {
   size_t got = 0;
   int fd = net->tapFds[w.queue];
   while (got < kTapReadBatch) {
@@ -924,8 +924,6 @@ size_t Engine::drainTap(Worker& w, Network* net, TapScratch& scratch, bool lone,
       }
       break;
     }
-    const uint8_t* frame = &scratch.frames[got * kMaxFrameBytes];
-    if (size_t(r) >= sizeof(VnetHeader) + kEthHeaderBytes && !isMulticastMac(frame + sizeof(VnetHeader))) ++*unicast;
     scratch.lengths[got++] = size_t(r);
     *bytes += size_t(r);
     // A lone request or answer: the read that would only say EAGAIN is
@@ -1075,8 +1073,6 @@ struct RxScratch {
 struct RoundResult {
   size_t datagrams = 0;  // received from the underlay
   size_t frames = 0;     // read from TAPs (and sent, answered or dropped)
-  size_t answers = 0;    // of those, read right after delivering datagrams to their TAP
-  size_t unicastFrames = 0;  // of the frames, those to one MAC (not broadcast/multicast)
   size_t bytes = 0;      // of both
 };
 
@@ -1121,9 +1117,7 @@ void Engine::receiveBatch(Worker& w, const NetworkMap& nets, RxScratch& rx, bool
   // softirq): send the answer now, not after another trip through epoll.
   for (Network* net : rx.coalescer.touched()) {
     if (net->tapFailed[w.queue]) continue;
-    size_t answers = drainTap(w, net, rx.tap, lone && n == 1, &result.bytes, &result.unicastFrames);
-    result.frames += answers;
-    result.answers += answers;
+    result.frames += drainTap(w, net, rx.tap, lone && n == 1, &result.bytes);
   }
   rx.coalescer.clearTouched();
 }
@@ -1222,7 +1216,7 @@ void Engine::loop(Worker& w) {
         Network* net = it->second.get();
         if (net->tapFailed[w.queue]) continue;
         if (events[i].events & EPOLLIN) {
-          result.frames += drainTap(w, net, scratch->tap, lone, &result.bytes, &result.unicastFrames);
+          result.frames += drainTap(w, net, scratch->tap, lone, &result.bytes);
         } else if (events[i].events & (EPOLLERR | EPOLLHUP)) {
           // The TAP of a device someone deleted reports an error for good.
           net->counters.drop(kDropTapReadError);

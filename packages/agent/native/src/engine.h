@@ -158,16 +158,13 @@ class Engine {
 
   static int liveThreads() { return liveThreads_.load(); }
 
-  uint16_t port() const { return port_; }
-
  private:
   friend class Coalescer;
   void loop(Worker& w);
   // One batch from the worker's queue of a TAP (read, encapsulate, send);
-  // frames read. Adds the bytes read and the number of unicast frames among
-  // them. lone: the round is sparse traffic, stop after one small frame (see
-  // Engine::loop).
-  size_t drainTap(Worker& w, Network* net, TapScratch& scratch, bool lone, size_t* bytes, size_t* unicast);
+  // frames read. Adds the bytes read. lone: the round is sparse traffic,
+  // stop after one small frame (see Engine::loop).
+  size_t drainTap(Worker& w, Network* net, TapScratch& scratch, bool lone, size_t* bytes);
   // One recvmmsg batch from the worker's socket, delivered, then the answers
   // the TAPs hold sent. Caller holds the worker's roundMutex and passes the
   // map snapshot it uses.

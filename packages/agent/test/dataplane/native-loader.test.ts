@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadNativeAddon, nativeAddonPath } from '../../src/dataplane/native.js';
+import { parseCpuList } from './userspace-fixture.js';
 
 describe('native addon loader', () => {
   it('loads the addon that npm install built', () => {
@@ -68,11 +69,7 @@ describe('native addon loader', () => {
     // What glibc's get_nprocs_conf() counts: the CPUs the kernel may ever
     // bring up (/sys/devices/system/cpu/possible, "0-7" or "0,2-3"), or in
     // older versions the cpuN directories; either is the engine's queue count.
-    const possible = readFileSync('/sys/devices/system/cpu/possible', 'utf8')
-      .trim()
-      .split(',')
-      .map((r) => r.split('-').map(Number))
-      .reduce((n, [lo, hi]) => n + (hi === undefined ? 1 : hi - lo! + 1), 0);
+    const possible = parseCpuList(readFileSync('/sys/devices/system/cpu/possible', 'utf8')).length;
     const dirs = readdirSync('/sys/devices/system/cpu').filter((d) => /^cpu\d+$/.test(d)).length;
     const before = loadNativeAddon().liveThreads();
     const engine = new Engine({ vtep: '127.0.0.1', port: 14791 });

@@ -11,6 +11,18 @@ import { macForIp } from '../../src/dataplane/names.js';
 import { canManageNetns, createTopology, type Topology } from '../../src/dataplane/testing/topology.js';
 import { UserspaceDataplane, type UserspaceDataplaneOptions } from '../../src/dataplane/userspace.js';
 
+/** The CPUs of a kernel CPU list ("0-3,6", as in Cpus_allowed_list or /sys/devices/system/cpu/possible). */
+export function parseCpuList(text: string): number[] {
+  return text
+    .trim()
+    .split(',')
+    .flatMap((range) => {
+      const [lo, hi] = range.split('-').map(Number);
+      if (lo === undefined || Number.isNaN(lo)) return [];
+      return Array.from({ length: (hi ?? lo) - lo + 1 }, (_, k) => lo + k);
+    });
+}
+
 export type DataplaneKind = 'userspace' | 'kernel' | 'userspace-nooffload';
 
 export interface Container {

@@ -5,7 +5,13 @@ import { loadNativeAddon } from '../../src/dataplane/native.js';
 import { ping, runIn, tcpRoundTrip } from '../../src/dataplane/testing/topology.js';
 import type { UserspaceDataplane } from '../../src/dataplane/userspace.js';
 import { NetnsShell } from '../../src/netlink/ip.js';
-import { type Cluster, createCluster, skipUnlessNetns, tcpBulkTransfer } from './userspace-fixture.js';
+import {
+  type Cluster,
+  createCluster,
+  parseCpuList,
+  skipUnlessNetns,
+  tcpBulkTransfer,
+} from './userspace-fixture.js';
 
 /** The container's IPv6 link-local address on eth0 once duplicate address detection is done. */
 async function waitForLinkLocal(netns: string): Promise<string> {
@@ -21,12 +27,9 @@ async function waitForLinkLocal(netns: string): Promise<string> {
 
 /** CPUs this process may run on (its packet threads inherit them). */
 function allowedCpus(): number[] {
-  const list = /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '';
-  return list.split(',').flatMap((range) => {
-    const [lo, hi] = range.split('-').map(Number);
-    if (lo === undefined || Number.isNaN(lo)) return [];
-    return Array.from({ length: (hi ?? lo) - lo + 1 }, (_, k) => lo + k);
-  });
+  return parseCpuList(
+    /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '',
+  );
 }
 
 describe('userspace data plane (native addon)', function () {
