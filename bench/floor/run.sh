@@ -7,10 +7,13 @@
 #   reference          forwarder.c on each host (the least per-packet work), any CPU
 #   reference-one-cpu  the same, both forwarders pinned to CPU 0
 # alternating variants each round. Prints JSON lines. Needs root, gcc, iproute2, iputils ping.
-# Usage: bash bench/floor/run.sh [ROUNDS=3] [PINGS=100]
+# Usage: bash bench/floor/run.sh [ROUNDS=3] [PINGS=100] [INTERVAL=0.02]
 set -euo pipefail
 rounds=${1:-3}
 pings=${2:-100}
+interval=${3:-0.02} # seconds between pings: how long the path idles before each
+[[ $rounds =~ ^[1-9][0-9]*$ && $pings =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS and PINGS must be positive integers" >&2; exit 2; }
+[[ $interval =~ ^[0-9]*\.?[0-9]+$ ]] || { echo "INTERVAL must be seconds, e.g. 0.02 (got '$interval')" >&2; exit 2; }
 dir=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
 prefix="wf$(($$ % 1000))"
@@ -92,7 +95,7 @@ declare -A name=([k]=kernel [r]=reference [p]=reference-one-cpu)
 for v in k r p; do ip netns exec "$prefix-${v}ca" ping -n -q -c 5 -i 0.02 198.18.0.3 >/dev/null; done
 for round in $(seq "$rounds"); do
   for v in k r p; do
-    ip netns exec "$prefix-${v}ca" ping -n -c "$pings" -i 0.02 198.18.0.3 |
+    ip netns exec "$prefix-${v}ca" ping -n -c "$pings" -i "$interval" 198.18.0.3 |
       sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | sort -n |
       awk -v variant="${name[$v]}" -v round="$round" -v load="$(cut -d' ' -f1 /proc/loadavg)" \
         '{a[NR]=$1} END{printf "{\"bench\":\"floor\",\"measure\":\"rtt\",\"variant\":\"%s\",\"round\":%d,\"pings\":%d,\"p50Ms\":%.3f,\"p90Ms\":%.3f,\"p99Ms\":%.3f,\"loadAverage1m\":%s}\n", variant, round, NR, a[int(NR*0.5)+1], a[int(NR*0.9)+1], a[int(NR*0.99)+1], load}'

@@ -25,7 +25,7 @@
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
 //        --measure throughput,rtt,loaded-rtt --pings 50 --baseline-addon PATH --busy-poll-us N
-//        --stream-nap-us N]   (N for the userspace variant only: against
+//        --stream-nap-us N --ping-interval S]   (N for the userspace variant only: against
 //        userspace-baseline with the same build, it compares two settings)
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -60,6 +60,8 @@ interface Args {
   baselineAddon: string | undefined;
   busyPollUs: number | undefined;
   streamNapUs: number | undefined;
+  /** Seconds between pings (ping -i): how long the path idles before each one. */
+  pingInterval: number;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -109,7 +111,11 @@ function parseArgs(argv: string[]): Args {
     !(Number.isInteger(streamNapUs) && streamNapUs >= 0 && streamNapUs <= 5000)
   )
     throw new Error('--stream-nap-us must be 0..5000');
-  return { seconds, rounds, variants, measure, pings, baselineAddon, busyPollUs, streamNapUs };
+  const pingInterval = Number(get('ping-interval') ?? 0.02);
+  // iputils ping refuses < 2 ms to non-root users; > 1 s makes a round of pings take minutes
+  if (!(pingInterval >= 0.002 && pingInterval <= 1))
+    throw new Error('--ping-interval must be 0.002..1 (seconds)');
+  return { seconds, rounds, variants, measure, pings, baselineAddon, busyPollUs, streamNapUs, pingInterval };
 }
 
 interface Pair {
@@ -281,14 +287,23 @@ async function iperf(pair: Pair, streams: number, seconds: number): Promise<numb
   }
 }
 
-/** Mean and median RTT in ms over `count` pings 20 ms apart, and every ping's. */
+/** Mean and median RTT in ms over `count` pings `intervalS` apart (20 ms by default), and every ping's. */
 async function pingRtt(
   pair: Pair,
   count: number,
+  intervalS = 0.02,
 ): Promise<{ meanMs: number; p50Ms: number; eachMs: number[] }> {
   const r = await collect(
-    netnsExec(pair.containers[0], ['ping', '-n', '-c', String(count), '-i', '0.02', pair.serverIp]),
-    count * 20 + 20_000,
+    netnsExec(pair.containers[0], [
+      'ping',
+      '-n',
+      '-c',
+      String(count),
+      '-i',
+      String(intervalS),
+      pair.serverIp,
+    ]),
+    count * intervalS * 1000 + 20_000,
   );
   const m = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
   const each = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((x) => Number(x[1]));
@@ -412,7 +427,7 @@ async function main(): Promise<void> {
         }
         if (args.measure.includes('rtt')) {
           const before = threadStats(p);
-          const { value, cpuPct } = await withEngineCpu(() => pingRtt(p, args.pings));
+          const { value, cpuPct } = await withEngineCpu(() => pingRtt(p, args.pings, args.pingInterval));
           const after = threadStats(p);
           r.rttMs.push(value.meanMs);
           r.rttP50Ms.push(value.p50Ms);
@@ -437,6 +452,7 @@ async function main(): Promise<void> {
         variant: p.variant,
         seconds: args.seconds,
         rounds: args.rounds,
+        pingIntervalS: args.pingInterval,
         gbps1Stream: medianOrNull(r.gbps1),
         gbps4Streams: medianOrNull(r.gbps4),
         rttMs: medianOrNull(r.rttMs),
