@@ -51,6 +51,9 @@ type Variant =
 
 type Measure = 'throughput' | 'rtt' | 'loaded-rtt';
 
+/** Seconds between pings unless --ping-interval says otherwise (ping -i). */
+const defaultPingIntervalS = 0.02;
+
 interface Args {
   seconds: number;
   rounds: number;
@@ -60,7 +63,7 @@ interface Args {
   baselineAddon: string | undefined;
   busyPollUs: number | undefined;
   streamNapUs: number | undefined;
-  /** Seconds between pings (ping -i): how long the path idles before each one. */
+  /** Seconds between the pings of --measure rtt: how long the path idles before each one. */
   pingInterval: number;
 }
 
@@ -111,7 +114,7 @@ function parseArgs(argv: string[]): Args {
     !(Number.isInteger(streamNapUs) && streamNapUs >= 0 && streamNapUs <= 5000)
   )
     throw new Error('--stream-nap-us must be 0..5000');
-  const pingInterval = Number(get('ping-interval') ?? 0.02);
+  const pingInterval = Number(get('ping-interval') ?? defaultPingIntervalS);
   // iputils ping refuses < 2 ms to non-root users; > 1 s makes a round of pings take minutes
   if (!(pingInterval >= 0.002 && pingInterval <= 1))
     throw new Error('--ping-interval must be 0.002..1 (seconds)');
@@ -287,11 +290,11 @@ async function iperf(pair: Pair, streams: number, seconds: number): Promise<numb
   }
 }
 
-/** Mean and median RTT in ms over `count` pings `intervalS` apart (20 ms by default), and every ping's. */
+/** Mean and median RTT in ms over `count` pings `intervalS` apart, and every ping's. */
 async function pingRtt(
   pair: Pair,
   count: number,
-  intervalS = 0.02,
+  intervalS = defaultPingIntervalS,
 ): Promise<{ meanMs: number; p50Ms: number; eachMs: number[] }> {
   const r = await collect(
     netnsExec(pair.containers[0], [
@@ -418,7 +421,7 @@ async function main(): Promise<void> {
         if (args.measure.includes('loaded-rtt')) {
           // Pings next to one iperf3 stream (from 1 s in, 20 ms apart, until
           // 0.5 s before it ends): what a small exchange waits behind a stream.
-          const count = Math.max(5, Math.floor((args.seconds - 1.5) * 50));
+          const count = Math.max(5, Math.floor((args.seconds - 1.5) / defaultPingIntervalS));
           const stream = iperf(p, 1, args.seconds);
           await new Promise((resolve) => setTimeout(resolve, 1000));
           const pinged = await pingRtt(p, count);
