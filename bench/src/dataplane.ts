@@ -18,19 +18,32 @@
 // 4 streams, and ping RTT. Prints one JSON line per variant: medians over
 // rounds, and the ratio to kernel VXLAN of the same run.
 //
+// RTT is measured twice. `rtt`: ping(8) one variant after the other (with
+// the engines' CPU use and wake-ups per ping). `rtt-alternating`: one
+// process (bench/pinger/alternate-ping.c, built with cc) sends one echo
+// request to each variant's server in turn, so every ping of one variant
+// has a ping of each other variant next to it in time and a drifting
+// machine moves all alike. Sends are --ping-interval / variants apart, so
+// each variant's own pings are --ping-interval apart, as with ping(8) (its
+// path idles that long; the machine as a whole does not). Per round the variant's mean and p50
+// minus kernel VXLAN's of that same run; the medians of those differences
+// over rounds are reported.
+//
 // The userspace engines run in this process: their threads' CPU time (from
 // /proc/self/task/*/schedstat, threads named weft-*) is reported while every
 // variant is idle and while each variant is pinged, i.e. what busy-polling
 // costs, and per KB carried by the single stream (engineCpuNsPerKb1Stream).
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
-//        --measure throughput,rtt,loaded-rtt --pings 50 --baseline-addon PATH --busy-poll-us N
+//        --measure throughput,rtt,rtt-alternating,loaded-rtt --pings 50 --baseline-addon PATH --busy-poll-us N
 //        --stream-nap-us N --ping-interval S]   (N for the userspace variant only: against
 //        userspace-baseline with the same build, it compares two settings)
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { KernelDataplane } from '@weft/agent/dataplane/kernel';
 import { macForIp } from '@weft/agent/dataplane/names';
 import { UserspaceDataplane } from '@weft/agent/dataplane/userspace';
@@ -49,7 +62,8 @@ type Variant =
   | 'userspace-nice'
   | 'userspace-baseline';
 
-type Measure = 'throughput' | 'rtt' | 'loaded-rtt';
+type Measure = 'throughput' | 'rtt' | 'rtt-alternating' | 'loaded-rtt';
+const measures: Measure[] = ['throughput', 'rtt', 'rtt-alternating', 'loaded-rtt'];
 
 /** Seconds between pings unless --ping-interval says otherwise (ping -i). */
 const defaultPingIntervalS = 0.02;
@@ -92,10 +106,9 @@ function parseArgs(argv: string[]): Args {
     throw new Error('the kernel variant is the baseline: include it in --variants');
   if (!(seconds >= 1 && seconds <= 30)) throw new Error('--seconds must be 1..30');
   if (!(rounds >= 1 && rounds <= 10)) throw new Error('--rounds must be 1..10');
-  const measure = (get('measure') ?? 'throughput,rtt').split(',') as Measure[];
+  const measure = (get('measure') ?? 'throughput,rtt,rtt-alternating').split(',') as Measure[];
   for (const m of measure)
-    if (m !== 'throughput' && m !== 'rtt' && m !== 'loaded-rtt')
-      throw new Error(`unknown --measure "${m}"; known: throughput, rtt, loaded-rtt`);
+    if (!measures.includes(m)) throw new Error(`unknown --measure "${m}"; known: ${measures.join(', ')}`);
   const pings = Number(get('pings') ?? 50);
   if (!(Number.isInteger(pings) && pings >= 5 && pings <= 1000)) throw new Error('--pings must be 5..1000');
   const baselineAddon = get('baseline-addon');
@@ -132,6 +145,7 @@ interface Pair {
 
 const prefix = `wb${process.pid % 1000}${randomBytes(2).toString('hex')}`;
 const namespaces: string[] = [];
+const tempDirs: string[] = [];
 
 async function addNetns(name: string): Promise<NetnsShell> {
   await runCommand(['ip', 'netns', 'add', name]);
@@ -315,6 +329,44 @@ async function pingRtt(
   return { meanMs: Number(m[1]), p50Ms: median(each), eachMs: each };
 }
 
+/** Builds bench/pinger/alternate-ping.c into a temporary directory; returns the binary's path. */
+function buildAlternatePing(): string {
+  const source = fileURLToPath(new URL('../../pinger/alternate-ping.c', import.meta.url));
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
+  tempDirs.push(dir);
+  const binary = join(dir, 'alternate-ping');
+  const r = spawnSync('cc', ['-O2', '-o', binary, source], { encoding: 'utf8' });
+  if (r.error || r.status !== 0)
+    throw new Error(`cannot build ${source} (needs a C compiler, cc): ${r.error?.message ?? r.stderr}`);
+  return binary;
+}
+
+/** One alternate-ping run over every pair, each pinged every intervalS: each variant's RTTs (ms). */
+async function alternatingRtt(
+  binary: string,
+  pairs: Pair[],
+  count: number,
+  intervalS: number,
+): Promise<Map<Variant, { rttMs: number[]; lost: number }>> {
+  const argv = [String(count), String(Math.round((intervalS * 1e6) / pairs.length))];
+  for (const p of pairs) argv.push(p.containers[0], p.serverIp);
+  const r = await collect(
+    spawn(binary, argv, { stdio: ['ignore', 'pipe', 'pipe'] }),
+    count * (intervalS * 1000 + pairs.length * 1000) + 20_000,
+  );
+  if (r.code !== 0) throw new Error(`alternate-ping failed (exit ${r.code}): ${r.stderr}`);
+  const out = new Map<Variant, { rttMs: number[]; lost: number }>();
+  for (const line of r.stdout.trim().split('\n')) {
+    const t = JSON.parse(line) as { netns: string; lost: number; rttMs: number[] };
+    const pair = pairs.find((p) => p.containers[0] === t.netns)!;
+    if (t.rttMs.length === 0) throw new Error(`alternate-ping: no answer from ${pair.variant}'s server`);
+    out.set(pair.variant, { rttMs: t.rttMs, lost: t.lost });
+  }
+  return out;
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
 /** CPU time (ns) used so far by this process's native packet threads (named weft-*). */
 function engineCpuNs(): number {
   let total = 0;
@@ -357,6 +409,7 @@ async function cleanup(pairs: Pair[]): Promise<void> {
   for (const p of pairs) for (const dp of p.dataplanes) await dp.stop().catch(() => {});
   for (const ns of namespaces.splice(0).reverse())
     await runCommand(['ip', 'netns', 'delete', ns]).catch(() => {});
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
 
 async function main(): Promise<void> {
@@ -371,6 +424,7 @@ async function main(): Promise<void> {
   try {
     // This machine may be shared: the load says how far to trust absolute numbers.
     const loadBefore = loadavg()[0]!;
+    const alternatePing = args.measure.includes('rtt-alternating') ? buildAlternatePing() : undefined;
     for (const [i, v] of args.variants.entries()) pairs.push(await buildPair(v, i, args));
     const results = new Map<
       Variant,
@@ -385,6 +439,13 @@ async function main(): Promise<void> {
         loadedRttP50Ms: number[];
         wakeupsPerPing: number[];
         busyPollHitsPerPing: number[];
+        /** rtt-alternating, per round: mean and p50, and both minus kernel VXLAN's of that run. */
+        altMeanMs: number[];
+        altP50Ms: number[];
+        altMeanDeltaMs: number[];
+        altP50DeltaMs: number[];
+        altEachMs: number[];
+        altLost: number;
       }
     >();
     for (const p of pairs) {
@@ -399,6 +460,12 @@ async function main(): Promise<void> {
         loadedRttP50Ms: [],
         wakeupsPerPing: [],
         busyPollHitsPerPing: [],
+        altMeanMs: [],
+        altP50Ms: [],
+        altMeanDeltaMs: [],
+        altP50DeltaMs: [],
+        altEachMs: [],
+        altLost: 0,
       });
       await pingRtt(p, 10); // warm-up: ARP, caches, busy-poll windows
     }
@@ -440,6 +507,19 @@ async function main(): Promise<void> {
           r.busyPollHitsPerPing.push((after.busyPollHits - before.busyPollHits) / args.pings);
         }
       }
+      if (alternatePing !== undefined) {
+        const each = await alternatingRtt(alternatePing, pairs, args.pings, args.pingInterval);
+        const k = each.get('kernel')!.rttMs;
+        for (const [variant, { rttMs: xs, lost }] of each) {
+          const r = results.get(variant)!;
+          r.altLost += lost;
+          r.altMeanMs.push(mean(xs));
+          r.altP50Ms.push(median(xs));
+          r.altMeanDeltaMs.push(mean(xs) - mean(k));
+          r.altP50DeltaMs.push(median(xs) - median(k));
+          r.altEachMs.push(...xs);
+        }
+      }
     }
     const kernel = results.get('kernel')!;
     const k1 = median(kernel.gbps1);
@@ -472,6 +552,18 @@ async function main(): Promise<void> {
         busyPollHitsPerPing: medianOrNull(r.busyPollHitsPerPing),
         // Native packet threads of every engine in this process, % of one core.
         engineCpuPct: { allIdle: round3(idle.cpuPct), whilePingingThis: medianOrNull(r.pingCpuPct) },
+        // --measure rtt-alternating: medians over rounds (see the top of this file).
+        rttAlternating:
+          r.altMeanMs.length === 0
+            ? null
+            : {
+                meanMs: medianOrNull(r.altMeanMs),
+                p50Ms: medianOrNull(r.altP50Ms),
+                p99Ms: round3(percentile(r.altEachMs, 0.99)),
+                meanDeltaToKernelMs: medianOrNull(r.altMeanDeltaMs),
+                p50DeltaToKernelMs: medianOrNull(r.altP50DeltaMs),
+                lost: r.altLost,
+              },
         // Ping p50 while one stream runs (--measure loaded-rtt).
         rttNextToStreamP50Ms: medianOrNull(r.loadedRttP50Ms),
         // Both hosts' packet threads' CPU time per KB of the 1-stream run (userspace variants).
