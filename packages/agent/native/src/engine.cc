@@ -63,6 +63,7 @@ constexpr size_t kMaxCoalescedSegments = 64;
 constexpr size_t kMaxCoalescedIpBytes = 65535;
 constexpr size_t kLoneFrameBytes = 2048;                      // a request or answer, not a TSO super-frame
 constexpr int kSocketBufferBytes = 8 << 20;
+constexpr size_t kSourcePorts = 8;                             // per packet thread
 
 std::string errnoText(const char* what) { return std::string(what) + ": " + strerror(errno); }
 
@@ -380,12 +381,16 @@ struct Worker {
   int cpu = -1;  // the CPU the thread is bound to; -1 = any the process may use
   int udpFd = -1;
   int epollFd = -1;
+  // Sockets on ephemeral ports of the VTEP address that this thread sends
+  // from, picked by the inner flow's hash (see openSourceSocket).
+  std::vector<int> sourceFds;
   std::thread thread;
   std::mutex roundMutex;  // held by the thread while it uses a map snapshot
   std::atomic<uint64_t> rounds{0}, wakeups{0}, naps{0}, busyPolls{0}, busyPollHits{0}, busyPollWindowNs{0};
   ~Worker() {
     for (int fd : {udpFd, epollFd})
       if (fd >= 0) ::close(fd);
+    for (int fd : sourceFds) ::close(fd);
   }
 };
 
@@ -415,14 +420,17 @@ class TxBatch {
   static constexpr size_t kMaxHeaders = 512;
   static constexpr size_t kHeaderSlotBytes = kVxlanHeaderBytes + kEthHeaderBytes + 60 + 60;
 
-  TxBatch(int udpFd, uint16_t port) : udpFd_(udpFd), port_(port) {}
+  // Each message leaves from sourceFds[flow hash % size], or from udpFd if there are none.
+  TxBatch(int udpFd, const std::vector<int>& sourceFds, uint16_t port)
+      : udpFd_(udpFd), sourceFds_(sourceFds), port_(port) {}
 
   // Room for a message with `iovs` iovecs and `headers` header slots?
   void reserve(size_t iovs, size_t headers) {
     if (messages_ + 1 > kMaxMessages || iovCount_ + iovs > kMaxIov || headerCount_ + headers > kMaxHeaders) flush();
   }
   uint8_t* header() { return headers_[headerCount_++]; }
-  void beginMessage(Network* net, in_addr_t vtep) {
+  void beginMessage(Network* net, in_addr_t vtep, uint32_t flowHash) {
+    fds_[messages_] = sourceFds_.empty() ? udpFd_ : sourceFds_[flowHash % sourceFds_.size()];
     mmsghdr& m = msgs_[messages_];
     std::memset(&m, 0, sizeof m);
     sockaddr_in& a = addrs_[messages_];
@@ -464,7 +472,11 @@ class TxBatch {
   void flush() {
     size_t done = 0;
     while (done < messages_) {
-      int r = sendmmsg(udpFd_, &msgs_[done], unsigned(messages_ - done), 0);
+      // One sendmmsg per run of messages from the same socket (a stream's
+      // are all one run).
+      size_t run = 1;
+      while (done + run < messages_ && fds_[done + run] == fds_[done]) run++;
+      int r = sendmmsg(fds_[done], &msgs_[done], unsigned(run), 0);
       if (r < 0) {
         if (errno == EINTR) continue;
         // The first unsent message failed: count it and go on with the rest.
@@ -484,8 +496,10 @@ class TxBatch {
 
  private:
   int udpFd_;
+  const std::vector<int>& sourceFds_;
   uint16_t port_;
   size_t messages_ = 0, iovCount_ = 0, headerCount_ = 0;
+  int fds_[kMaxMessages];
   mmsghdr msgs_[kMaxMessages];
   sockaddr_in addrs_[kMaxMessages];
   alignas(cmsghdr) char control_[kMaxMessages][CMSG_SPACE(sizeof(uint16_t))];
@@ -694,6 +708,34 @@ int openVxlanSocket(const EngineOptions& options, bool reusePort) {
   return fd;
 }
 
+// A socket to send from: the VTEP address, a port the kernel picks from
+// its ephemeral range. As the kernel's VXLAN does (its source port is a
+// hash of the inner flow, RFC 7348 5.), each flow leaves from one of
+// several ports, so underlay routers (ECMP) and the receiving NIC (RSS)
+// spread flows instead of carrying all of this host's traffic on one
+// path and one receive queue. Datagrams still go to the peer's port 4789;
+// nothing is read here.
+int openSourceSocket(const EngineOptions& options) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(errnoText("socket(AF_INET, SOCK_DGRAM)"));
+  int size = kSocketBufferBytes;
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  int pmtu = IP_PMTUDISC_DONT;
+  setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  int least = 1;  // never read: whatever strays here may only take the minimum
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &least, sizeof least);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = options.vtep;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    std::string msg = errnoText("cannot bind a VXLAN source socket to the VTEP address");
+    ::close(fd);
+    throw std::runtime_error(msg);
+  }
+  return fd;
+}
+
 }  // namespace
 
 Engine::Engine(const EngineOptions& options) : options_(options), port_(options.port) {
@@ -713,7 +755,10 @@ Engine::Engine(const EngineOptions& options) : options_(options), port_(options.
     // ours silently instead of failing: a plain socket first asks whether
     // the port is taken.
     if (group) ::close(openVxlanSocket(options_, false));
-    for (auto& w : workers_) w->udpFd = openVxlanSocket(options_, group);
+    for (auto& w : workers_) {
+      w->udpFd = openVxlanSocket(options_, group);
+      for (size_t i = 0; i < kSourcePorts; i++) w->sourceFds.push_back(openSourceSocket(options_));
+    }
     if (group) steering_->attachGroup(workers_[0]->udpFd);
   });
   stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -900,8 +945,9 @@ std::vector<QueueStats> Engine::queueStats() const {
 
 // Frame buffers and a send batch: one per thread that reads TAPs.
 struct TapScratch {
-  TapScratch(int udpFd, uint16_t port)
-      : frames(new uint8_t[kTapReadBatch * kMaxFrameBytes]), batch(std::make_unique<TxBatch>(udpFd, port)) {}
+  TapScratch(const Worker& w, uint16_t port)
+      : frames(new uint8_t[kTapReadBatch * kMaxFrameBytes]),
+        batch(std::make_unique<TxBatch>(w.udpFd, w.sourceFds, port)) {}
   std::unique_ptr<uint8_t[]> frames;
   std::unique_ptr<TxBatch> batch;
   size_t lengths[kTapReadBatch];
@@ -951,6 +997,7 @@ void Engine::handleTapFrame(Network* net, size_t queue, const PeerTable& peers, 
   uint8_t* frame = buf + sizeof vnet;
   size_t frameBytes = bytes - sizeof vnet;
 
+  const uint32_t flow = flowHash(frame, frameBytes);
   const in_addr_t* targets;
   size_t targetCount;
   in_addr_t unicastTarget;
@@ -1008,7 +1055,7 @@ void Engine::handleTapFrame(Network* net, size_t queue, const PeerTable& peers, 
     }
     for (size_t t = 0; t < targetCount; t++) {
       batch.reserve(2, 1);
-      batch.beginMessage(net, targets[t]);
+      batch.beginMessage(net, targets[t], flow);
       uint8_t* h = batch.header();
       writeVxlanHeader(h, net->vni);
       batch.addIov(h, kVxlanHeaderBytes);
@@ -1038,7 +1085,7 @@ void Engine::handleTapFrame(Network* net, size_t queue, const PeerTable& peers, 
     for (size_t first = 0; first < plan.count; first += perMessage) {
       size_t n = std::min(perMessage, plan.count - first);
       batch.reserve(2 * n, n);
-      batch.beginMessage(net, targets[t]);
+      batch.beginMessage(net, targets[t], flow);
       for (size_t i = first; i < first + n; i++) {
         uint8_t* h = batch.header();
         writeVxlanHeader(h, net->vni);
@@ -1061,7 +1108,7 @@ struct RxScratch {
   RxScratch(const Worker& w, bool offloads, uint16_t port)
       : buffers(new uint8_t[kRxMessages * kRxBufferBytes]),  // not zeroed: pages only as traffic needs them
         coalescer(offloads, w.queue),
-        tap(w.udpFd, port) {}
+        tap(w, port) {}
   std::unique_ptr<uint8_t[]> buffers;
   mmsghdr msgs[kRxMessages];
   iovec iov[kRxMessages];
@@ -1274,7 +1321,7 @@ void Engine::injectTapFrame(uint32_t vni, const uint8_t* data, size_t bytes) {
   if (it == nets->end()) throw std::runtime_error("no network with VNI " + std::to_string(vni) + " on this engine");
   if (bytes > kMaxFrameBytes) throw std::runtime_error("frame larger than " + std::to_string(kMaxFrameBytes) + " bytes");
   std::vector<uint8_t> copy(data, data + bytes);
-  auto batch = std::make_unique<TxBatch>(workers_.at(0)->udpFd, port_);
+  auto batch = std::make_unique<TxBatch>(workers_.at(0)->udpFd, workers_.at(0)->sourceFds, port_);
   auto peers = std::atomic_load(&it->second->peers);
   handleTapFrame(it->second.get(), 0, *peers, copy.data(), copy.size(), *batch);
   batch->flush();

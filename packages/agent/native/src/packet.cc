@@ -268,4 +268,43 @@ size_t buildArpReply(const uint8_t* req, const uint8_t targetMac[6], uint8_t* ou
   return kEthHeaderBytes + 28;
 }
 
+namespace {
+// FNV-1a steps over 32-bit words, then murmur3's finaliser: nearby inputs
+// (ports 40000 and 40001) land on unrelated outputs.
+inline uint32_t hashAdd(uint32_t h, uint32_t v) { return (h ^ v) * 0x01000193u; }
+inline uint32_t hashFinish(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+}  // namespace
+
+uint32_t flowHash(const uint8_t* f, size_t n) {
+  uint32_t h = 0x811c9dc5u;
+  if (n < kEthHeaderBytes) return hashFinish(h);
+  uint16_t type = load16(f + 12);
+  const uint8_t* ip = f + kEthHeaderBytes;
+  size_t ipBytes = n - kEthHeaderBytes;
+  if (type == kEtherTypeIPv4 && ipBytes >= 20 && (ip[0] >> 4) == 4) {
+    size_t ihl = size_t(ip[0] & 15) * 4;
+    uint8_t proto = ip[9];
+    h = hashAdd(hashAdd(hashAdd(h, load32(ip + 12)), load32(ip + 16)), proto);
+    bool fragment = (load16(ip + 6) & 0x3fff) != 0;  // more fragments, or an offset: no ports in all of them
+    if (!fragment && (proto == kIpProtoTcp || proto == kIpProtoUdp) && ihl >= 20 && ipBytes >= ihl + 4)
+      h = hashAdd(h, load32(ip + ihl));
+    return hashFinish(h);
+  }
+  if (type == kEtherTypeIPv6 && ipBytes >= 40 && (ip[0] >> 4) == 6) {
+    for (size_t i = 8; i < 40; i += 4) h = hashAdd(h, load32(ip + i));
+    uint8_t next = ip[6];
+    h = hashAdd(h, next);
+    if ((next == kIpProtoTcp || next == kIpProtoUdp) && ipBytes >= 44) h = hashAdd(h, load32(ip + 40));
+    return hashFinish(h);
+  }
+  for (size_t i = 0; i < 12; i += 4) h = hashAdd(h, load32(f + i));  // destination and source MAC
+  return hashFinish(h);
+}
+
 }  // namespace weft

@@ -156,4 +156,10 @@ inline void keyToMac(uint64_t k, uint8_t* mac) {
 }
 inline bool isMulticastMac(const uint8_t* mac) { return (mac[0] & 1) != 0; }
 
+// A hash of the frame's flow, for the outer UDP source port (RFC 7348 5.:
+// underlay routers and NICs spread VXLAN traffic by its source port): IP
+// addresses, protocol and, for unfragmented TCP and UDP, ports; the MAC
+// addresses for anything else. Every frame of a flow hashes alike.
+uint32_t flowHash(const uint8_t* frame, size_t frameBytes);
+
 }  // namespace weft

@@ -219,6 +219,71 @@ describe('userspace data plane (native addon)', function () {
     }
   });
 
+  it('sends each inner flow from one UDP source port, and different flows from several (RFC 7348 entropy)', async function () {
+    skipUnlessNetns(this);
+    const cluster = await createCluster(['userspace', 'userspace']);
+    try {
+      const [a, b] = cluster.containers;
+      const hostB = cluster.topology.hosts[1]!.netns;
+      // Host b records the outer source port of every VXLAN datagram
+      // carrying one of the test's datagrams, told apart by their length:
+      // outer UDP 8 + VXLAN 8 + Ethernet 14 + IPv4 20 + UDP 8 + 1000 bytes.
+      const nft = async (...args: string[]) => {
+        const r = await runIn(hostB, ['nft', ...args]);
+        assert.equal(r.exitCode, 0, `nft ${args.join(' ')}: ${r.stderr}`);
+        return r.stdout;
+      };
+      await nft('add', 'table', 'inet', 'sports');
+      await nft('add', 'set', 'inet', 'sports', 'seen', '{ type inet_service; flags dynamic; size 1024; }');
+      await nft('add', 'chain', 'inet', 'sports', 'in', '{ type filter hook input priority 0; }');
+      await nft(
+        'add',
+        'rule',
+        'inet',
+        'sports',
+        'in',
+        'udp',
+        'dport',
+        '4789',
+        'udp',
+        'length',
+        '1058',
+        'add',
+        '@seen',
+        '{ udp sport }',
+      );
+      const seen = async () => {
+        const set = JSON.parse(await nft('-j', 'list', 'set', 'inet', 'sports', 'seen')) as {
+          nftables: { set?: { elem?: number[] } }[];
+        };
+        return set.nftables.find((x) => x.set !== undefined)!.set!.elem ?? [];
+      };
+      // Datagrams of 1000 bytes to b's discard port, `flows` sockets each sending `each`.
+      const send = async (flows: number, each: number) => {
+        const js =
+          "const d=require('dgram');const p=Buffer.alloc(1000);let left=" +
+          `${flows * each};for(let f=0;f<${flows};f++){const s=d.createSocket('udp4');` +
+          `const next=(k)=>{if(k===0){s.close();return}s.send(p,9,'${b!.ip}',()=>{if(--left===0)process.exit(0);next(k-1)})};` +
+          `next(${each})};setTimeout(()=>process.exit(5),10000)`;
+        const r = await runIn(a!.netns, [process.execPath, '-e', js]);
+        assert.equal(r.exitCode, 0, `sender: ${r.stderr}`);
+      };
+      assert.ok((await ping(a!.netns, b!.ip, { count: 1 })).ok);
+      await send(1, 30);
+      const one = await seen();
+      assert.equal(one.length, 1, `one flow left from ports ${JSON.stringify(one)}`);
+      await nft('flush', 'set', 'inet', 'sports', 'seen');
+      // 40 flows over the 8 ports of a packet thread: all on 3 or fewer is
+      // a 1-in-10^16 chance for a working hash.
+      await send(40, 1);
+      const many = await seen();
+      assert.ok(many.length >= 4, `40 flows left from ports ${JSON.stringify(many)}`);
+      assert.ok(!many.includes(4789), 'a flow left from the listening port 4789');
+    } finally {
+      await cluster.destroy();
+    }
+  });
+
   it('keeps a TCP stream in order although its frames leave from two CPUs', async function () {
     skipUnlessNetns(this);
     if (allowedCpus().length < 2) this.skip(); // one queue: nothing to reorder
