@@ -63,7 +63,7 @@ constexpr size_t kMaxCoalescedSegments = 64;
 constexpr size_t kMaxCoalescedIpBytes = 65535;
 constexpr size_t kLoneFrameBytes = 2048;                      // a request or answer, not a TSO super-frame
 constexpr int kSocketBufferBytes = 8 << 20;
-constexpr size_t kSourcePorts = 8;                             // per packet thread
+constexpr size_t kSourcePorts = 8;                             // sending sockets, shared by the threads
 
 std::string errnoText(const char* what) { return std::string(what) + ": " + strerror(errno); }
 
@@ -381,16 +381,12 @@ struct Worker {
   int cpu = -1;  // the CPU the thread is bound to; -1 = any the process may use
   int udpFd = -1;
   int epollFd = -1;
-  // Sockets on ephemeral ports of the VTEP address that this thread sends
-  // from, picked by the inner flow's hash (see openSourceSocket).
-  std::vector<int> sourceFds;
   std::thread thread;
   std::mutex roundMutex;  // held by the thread while it uses a map snapshot
   std::atomic<uint64_t> rounds{0}, wakeups{0}, naps{0}, busyPolls{0}, busyPollHits{0}, busyPollWindowNs{0};
   ~Worker() {
     for (int fd : {udpFd, epollFd})
       if (fd >= 0) ::close(fd);
-    for (int fd : sourceFds) ::close(fd);
   }
 };
 
@@ -755,10 +751,8 @@ Engine::Engine(const EngineOptions& options) : options_(options), port_(options.
     // ours silently instead of failing: a plain socket first asks whether
     // the port is taken.
     if (group) ::close(openVxlanSocket(options_, false));
-    for (auto& w : workers_) {
-      w->udpFd = openVxlanSocket(options_, group);
-      for (size_t i = 0; i < kSourcePorts; i++) w->sourceFds.push_back(openSourceSocket(options_));
-    }
+    for (auto& w : workers_) w->udpFd = openVxlanSocket(options_, group);
+    for (size_t i = 0; i < kSourcePorts; i++) sourceFds_.fds.push_back(openSourceSocket(options_));
     if (group) steering_->attachGroup(workers_[0]->udpFd);
   });
   stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -789,6 +783,10 @@ Engine::Engine(const EngineOptions& options) : options_(options), port_(options.
 }
 
 Engine::~Engine() { close(); }
+
+Engine::OwnedFds::~OwnedFds() {
+  for (int fd : fds) ::close(fd);
+}
 
 std::shared_ptr<const NetworkMap> Engine::networks() const { return std::atomic_load(&networks_); }
 
@@ -887,6 +885,8 @@ void Engine::close() {
   for (auto& w : workers_)
     if (w->thread.joinable()) w->thread.join();
   workers_.clear();  // closes the sockets and epoll sets
+  for (int fd : sourceFds_.fds) ::close(fd);
+  sourceFds_.fds.clear();
   if (stopFd_ >= 0) ::close(stopFd_);
   stopFd_ = -1;
 }
@@ -945,9 +945,9 @@ std::vector<QueueStats> Engine::queueStats() const {
 
 // Frame buffers and a send batch: one per thread that reads TAPs.
 struct TapScratch {
-  TapScratch(const Worker& w, uint16_t port)
+  TapScratch(const Worker& w, const std::vector<int>& sourceFds, uint16_t port)
       : frames(new uint8_t[kTapReadBatch * kMaxFrameBytes]),
-        batch(std::make_unique<TxBatch>(w.udpFd, w.sourceFds, port)) {}
+        batch(std::make_unique<TxBatch>(w.udpFd, sourceFds, port)) {}
   std::unique_ptr<uint8_t[]> frames;
   std::unique_ptr<TxBatch> batch;
   size_t lengths[kTapReadBatch];
@@ -1105,10 +1105,10 @@ void Engine::handleTapFrame(Network* net, size_t queue, const PeerTable& peers, 
 
 // Buffers of one packet thread: receive batch, coalescer, TAP frames.
 struct RxScratch {
-  RxScratch(const Worker& w, bool offloads, uint16_t port)
+  RxScratch(const Worker& w, const std::vector<int>& sourceFds, bool offloads, uint16_t port)
       : buffers(new uint8_t[kRxMessages * kRxBufferBytes]),  // not zeroed: pages only as traffic needs them
         coalescer(offloads, w.queue),
-        tap(w, port) {}
+        tap(w, sourceFds, port) {}
   std::unique_ptr<uint8_t[]> buffers;
   mmsghdr msgs[kRxMessages];
   iovec iov[kRxMessages];
@@ -1180,7 +1180,7 @@ void Engine::loop(Worker& w) {
   }
   PriorityGovernor governor(options_.priority);
   BusyPoll busyPoll(options_.busyPollUs);
-  auto scratch = std::make_unique<RxScratch>(w, options_.offloads, port_);
+  auto scratch = std::make_unique<RxScratch>(w, sourceFds_.fds, options_.offloads, port_);
   epoll_event events[kMaxEvents];
   uint64_t spinFromNs = 0;  // end of the last round worth spinning after; 0 = the last was not
   uint64_t lastBulkNs = 0;  // end of this thread's last round that moved more than BusyPoll::kMaxRoundBytes
@@ -1321,7 +1321,7 @@ void Engine::injectTapFrame(uint32_t vni, const uint8_t* data, size_t bytes) {
   if (it == nets->end()) throw std::runtime_error("no network with VNI " + std::to_string(vni) + " on this engine");
   if (bytes > kMaxFrameBytes) throw std::runtime_error("frame larger than " + std::to_string(kMaxFrameBytes) + " bytes");
   std::vector<uint8_t> copy(data, data + bytes);
-  auto batch = std::make_unique<TxBatch>(workers_.at(0)->udpFd, workers_.at(0)->sourceFds, port_);
+  auto batch = std::make_unique<TxBatch>(workers_.at(0)->udpFd, sourceFds_.fds, port_);
   auto peers = std::atomic_load(&it->second->peers);
   handleTapFrame(it->second.get(), 0, *peers, copy.data(), copy.size(), *batch);
   batch->flush();

@@ -180,6 +180,17 @@ class Engine {
   size_t queues_ = 1;
   int stopFd_ = -1;
   std::unique_ptr<CpuSteering> steering_;
+  // Sockets on ephemeral ports of the VTEP address that every packet thread
+  // sends from, picked by the inner flow's hash (openSourceSocket): one set
+  // for all threads, so a flow keeps its port when its sender changes CPU.
+  // Declared before workers_: closed after the threads are gone.
+  struct OwnedFds {
+    std::vector<int> fds;
+    OwnedFds() = default;
+    OwnedFds(const OwnedFds&) = delete;
+    OwnedFds& operator=(const OwnedFds&) = delete;
+    ~OwnedFds();
+  } sourceFds_;
   std::vector<std::unique_ptr<Worker>> workers_;
   mutable std::mutex controlMutex_;  // serialises add/remove/close
   std::shared_ptr<const NetworkMap> networks_;

@@ -258,14 +258,25 @@ describe('userspace data plane (native addon)', function () {
         };
         return set.nftables.find((x) => x.set !== undefined)!.set!.elem ?? [];
       };
-      // Datagrams of 1000 bytes to b's discard port, `flows` sockets each sending `each`.
+      // Datagrams of 1000 bytes to b's discard port: `flows` sockets, each
+      // sending `each`, the sender moving to the next allowed CPU before
+      // every datagram, as a scheduler may move a sender: its frames then
+      // reach the packet threads of different CPUs, and the port must not
+      // depend on which one sends.
+      const cpus = allowedCpus();
       const send = async (flows: number, each: number) => {
-        const js =
-          "const d=require('dgram');const p=Buffer.alloc(1000);let left=" +
-          `${flows * each};for(let f=0;f<${flows};f++){const s=d.createSocket('udp4');` +
-          `const next=(k)=>{if(k===0){s.close();return}s.send(p,9,'${b!.ip}',()=>{if(--left===0)process.exit(0);next(k-1)})};` +
-          `next(${each})};setTimeout(()=>process.exit(5),10000)`;
-        const r = await runIn(a!.netns, [process.execPath, '-e', js]);
+        const py = [
+          'import os, socket',
+          `cpus = ${JSON.stringify(cpus)}`,
+          `socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(${flows})]`,
+          'n = 0',
+          `for _ in range(${each}):`,
+          '    for s in socks:',
+          '        os.sched_setaffinity(0, {cpus[n % len(cpus)]})',
+          '        n += 1',
+          `        s.sendto(bytes(1000), ('${b!.ip}', 9))`,
+        ].join('\n');
+        const r = await runIn(a!.netns, ['python3', '-c', py]);
         assert.equal(r.exitCode, 0, `sender: ${r.stderr}`);
       };
       assert.ok((await ping(a!.netns, b!.ip, { count: 1 })).ok);
