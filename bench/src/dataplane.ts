@@ -49,7 +49,7 @@ import { macForIp } from '@weft/agent/dataplane/names';
 import { UserspaceDataplane } from '@weft/agent/dataplane/userspace';
 import { NetnsShell, runCommand } from '@weft/agent/netlink/ip';
 import type { Dataplane, LocalEndpoint, NetworkSpec } from '@weft/overlay';
-import { median, percentile } from './stats.js';
+import { mean, median, percentile } from './stats.js';
 
 type Variant =
   | 'underlay'
@@ -364,8 +364,6 @@ async function alternatingRtt(
   }
   return out;
 }
-
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /** CPU time (ns) used so far by this process's native packet threads (named weft-*). */
 function engineCpuNs(): number {

@@ -1,6 +1,11 @@
 // Summary statistics every benchmark reports, defined once so that a p99 or
 // a median means the same thing in every JSON line.
 
+/** The arithmetic mean; NaN when there are no samples. */
+export function mean(samples: readonly number[]): number {
+  return samples.reduce((a, b) => a + b, 0) / samples.length;
+}
+
 /** The middle sample (the mean of the two middle ones for an even count); NaN when there are none. */
 export function median(samples: readonly number[]): number {
   if (samples.length === 0) return Number.NaN;

@@ -416,9 +416,8 @@ class TxBatch {
   static constexpr size_t kMaxHeaders = 512;
   static constexpr size_t kHeaderSlotBytes = kVxlanHeaderBytes + kEthHeaderBytes + 60 + 60;
 
-  // Each message leaves from sourceFds[flow hash % size], or from udpFd if there are none.
-  TxBatch(int udpFd, const std::vector<int>& sourceFds, uint16_t port)
-      : udpFd_(udpFd), sourceFds_(sourceFds), port_(port) {}
+  // Each message leaves from sourceFds[flow hash % size].
+  TxBatch(const std::vector<int>& sourceFds, uint16_t port) : sourceFds_(sourceFds), port_(port) {}
 
   // Room for a message with `iovs` iovecs and `headers` header slots?
   void reserve(size_t iovs, size_t headers) {
@@ -426,7 +425,7 @@ class TxBatch {
   }
   uint8_t* header() { return headers_[headerCount_++]; }
   void beginMessage(Network* net, in_addr_t vtep, uint32_t flowHash) {
-    fds_[messages_] = sourceFds_.empty() ? udpFd_ : sourceFds_[flowHash % sourceFds_.size()];
+    fds_[messages_] = sourceFds_[flowHash % sourceFds_.size()];
     mmsghdr& m = msgs_[messages_];
     std::memset(&m, 0, sizeof m);
     sockaddr_in& a = addrs_[messages_];
@@ -491,7 +490,6 @@ class TxBatch {
   }
 
  private:
-  int udpFd_;
   const std::vector<int>& sourceFds_;
   uint16_t port_;
   size_t messages_ = 0, iovCount_ = 0, headerCount_ = 0;
@@ -784,8 +782,9 @@ Engine::Engine(const EngineOptions& options) : options_(options), port_(options.
 
 Engine::~Engine() { close(); }
 
-Engine::OwnedFds::~OwnedFds() {
+void Engine::OwnedFds::closeAll() {
   for (int fd : fds) ::close(fd);
+  fds.clear();
 }
 
 std::shared_ptr<const NetworkMap> Engine::networks() const { return std::atomic_load(&networks_); }
@@ -885,8 +884,7 @@ void Engine::close() {
   for (auto& w : workers_)
     if (w->thread.joinable()) w->thread.join();
   workers_.clear();  // closes the sockets and epoll sets
-  for (int fd : sourceFds_.fds) ::close(fd);
-  sourceFds_.fds.clear();
+  sourceFds_.closeAll();
   if (stopFd_ >= 0) ::close(stopFd_);
   stopFd_ = -1;
 }
@@ -945,9 +943,8 @@ std::vector<QueueStats> Engine::queueStats() const {
 
 // Frame buffers and a send batch: one per thread that reads TAPs.
 struct TapScratch {
-  TapScratch(const Worker& w, const std::vector<int>& sourceFds, uint16_t port)
-      : frames(new uint8_t[kTapReadBatch * kMaxFrameBytes]),
-        batch(std::make_unique<TxBatch>(w.udpFd, sourceFds, port)) {}
+  TapScratch(const std::vector<int>& sourceFds, uint16_t port)
+      : frames(new uint8_t[kTapReadBatch * kMaxFrameBytes]), batch(std::make_unique<TxBatch>(sourceFds, port)) {}
   std::unique_ptr<uint8_t[]> frames;
   std::unique_ptr<TxBatch> batch;
   size_t lengths[kTapReadBatch];
@@ -997,7 +994,6 @@ void Engine::handleTapFrame(Network* net, size_t queue, const PeerTable& peers, 
   uint8_t* frame = buf + sizeof vnet;
   size_t frameBytes = bytes - sizeof vnet;
 
-  const uint32_t flow = flowHash(frame, frameBytes);
   const in_addr_t* targets;
   size_t targetCount;
   in_addr_t unicastTarget;
@@ -1047,6 +1043,7 @@ void Engine::handleTapFrame(Network* net, size_t queue, const PeerTable& peers, 
     targetCount = 1;
   }
 
+  const uint32_t flow = flowHash(frame, frameBytes);  // picks the source port
   if (vnet.gsoType == kVnetGsoNone) {
     if ((vnet.flags & kVnetFlagNeedsCsum) &&
         !completePartialChecksum(frame, frameBytes, vnet.csumStart, vnet.csumOffset)) {
@@ -1108,7 +1105,7 @@ struct RxScratch {
   RxScratch(const Worker& w, const std::vector<int>& sourceFds, bool offloads, uint16_t port)
       : buffers(new uint8_t[kRxMessages * kRxBufferBytes]),  // not zeroed: pages only as traffic needs them
         coalescer(offloads, w.queue),
-        tap(w, sourceFds, port) {}
+        tap(sourceFds, port) {}
   std::unique_ptr<uint8_t[]> buffers;
   mmsghdr msgs[kRxMessages];
   iovec iov[kRxMessages];
@@ -1321,7 +1318,7 @@ void Engine::injectTapFrame(uint32_t vni, const uint8_t* data, size_t bytes) {
   if (it == nets->end()) throw std::runtime_error("no network with VNI " + std::to_string(vni) + " on this engine");
   if (bytes > kMaxFrameBytes) throw std::runtime_error("frame larger than " + std::to_string(kMaxFrameBytes) + " bytes");
   std::vector<uint8_t> copy(data, data + bytes);
-  auto batch = std::make_unique<TxBatch>(workers_.at(0)->udpFd, sourceFds_.fds, port_);
+  auto batch = std::make_unique<TxBatch>(sourceFds_.fds, port_);
   auto peers = std::atomic_load(&it->second->peers);
   handleTapFrame(it->second.get(), 0, *peers, copy.data(), copy.size(), *batch);
   batch->flush();

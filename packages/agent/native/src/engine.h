@@ -189,7 +189,8 @@ class Engine {
     OwnedFds() = default;
     OwnedFds(const OwnedFds&) = delete;
     OwnedFds& operator=(const OwnedFds&) = delete;
-    ~OwnedFds();
+    ~OwnedFds() { closeAll(); }
+    void closeAll();
   } sourceFds_;
   std::vector<std::unique_ptr<Worker>> workers_;
   mutable std::mutex controlMutex_;  // serialises add/remove/close
