@@ -354,7 +354,16 @@ export class KvNode implements KvBackend {
   private readonly reads = new ReadIndexRounds(READ_INDEX_RETRY_MS, MAX_READ_ROUNDS_IN_FLIGHT);
   /** A ReadIndex round is due at the end of this event-loop turn (readBarrier). */
   private readRoundScheduled = false;
-  private readonly appliedWaiters: Array<{ index: number; resolve: () => void }> = [];
+  /**
+   * Reads whose index is known (lease or ReadIndex answer) waiting for the
+   * state machine to reach it. close() and fail() reject them: the loop that
+   * would apply the index is gone, and a caller must not wait forever.
+   */
+  private readonly appliedWaiters: Array<{
+    index: number;
+    resolve: () => void;
+    reject: (err: Error) => void;
+  }> = [];
   private readonly leaderWaiters = new Set<() => void>();
   /** Writes this follower handed to a leader, by proposal id: the leader they went to. */
   private readonly forwardedTo = new Map<string, NodeId>();
@@ -550,13 +559,12 @@ export class KvNode implements KvBackend {
     await new Promise<void>((resolve) => {
       if (this.appliedIndex >= commitAtOpen) return resolve();
       const timer = setTimeout(resolve, this.proposalTimeoutMs);
-      this.appliedWaiters.push({
-        index: commitAtOpen,
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-      });
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      // Closed during the replay: open() fails on its own further on.
+      this.appliedWaiters.push({ index: commitAtOpen, resolve: done, reject: done });
       this.kick();
     });
     const own = this.confState;
@@ -876,6 +884,7 @@ export class KvNode implements KvBackend {
     this.proposals.rejectAll(failure);
     this.confChanges.rejectAll(failure);
     this.reads.rejectAll(failure);
+    this.rejectAppliedWaiters(failure);
     for (const handler of this.fatalHandlers) handler(err);
     void this.close();
   }
@@ -1002,7 +1011,9 @@ export class KvNode implements KvBackend {
     const leaseIndex = this.raft.leaseRead();
     if (leaseIndex !== undefined) {
       if (this.appliedIndex >= leaseIndex) return Promise.resolve();
-      return new Promise<void>((resolve) => this.appliedWaiters.push({ index: leaseIndex, resolve }));
+      return new Promise<void>((resolve, reject) =>
+        this.appliedWaiters.push({ index: leaseIndex, resolve, reject }),
+      );
     }
     return new Promise<void>((resolve, reject) => {
       this.reads.add({ resolve, reject, deadline: Date.now() + this.proposalTimeoutMs });
@@ -1069,9 +1080,16 @@ export class KvNode implements KvBackend {
     const release = () => {
       for (const w of waiters) w.resolve();
     };
+    const fail = (err: Error) => {
+      for (const w of waiters) w.reject(err);
+    };
     if (this.appliedIndex >= index) release();
-    else this.appliedWaiters.push({ index, resolve: release });
+    else this.appliedWaiters.push({ index, resolve: release, reject: fail });
     this.issueReadIndex();
+  }
+
+  private rejectAppliedWaiters(err: Error): void {
+    for (const w of this.appliedWaiters.splice(0)) w.reject(err);
   }
 
   private resolveAppliedWaiters(): void {
@@ -1899,6 +1917,7 @@ export class KvNode implements KvBackend {
     this.proposals.rejectAll(closedError);
     this.confChanges.rejectAll(closedError);
     this.reads.rejectAll(closedError);
+    this.rejectAppliedWaiters(closedError);
     await this.snapshotting;
     await this.transport.stop().catch(() => {});
     await this.storage.close();

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
-import { KvNodeUnavailableError } from '../../src/api/node-errors.js';
+import { KvNodeClosedError, KvNodeUnavailableError } from '../../src/api/node-errors.js';
 import type { KvStateMachine } from '../../src/fsm/state-machine.js';
 import { checkLinearizability, type HistoryOp } from '../../src/sim/linearizability.js';
 import { waitUntil } from '../../src/testing/wait-until.js';
@@ -331,6 +331,50 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
       'ok',
       `history of ${history.length} ops: ${result.verdict} on ${result.key}: ${result.detail}`,
     );
+  });
+
+  it('fails a read waiting for the state machine when its node closes, instead of leaving it pending', async () => {
+    // A lease read at the leader takes the commit index, which can run ahead
+    // of the applied index while the leader's own fsync is out. A node closed
+    // then never applies it: CI once hung a client here for good.
+    cluster = await openCluster(addrs);
+    await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    assert.equal(await leader.put('slow', enc('0')), true);
+    await leader.get('slow'); // the lease holds from here on (acknowledged heartbeats)
+    const inner = leader as unknown as {
+      storage: { save: (...args: unknown[]) => Promise<void> };
+      raft: { core: { log: { committed: number } } };
+      appliedIndex: number;
+    };
+    // The leader's next save stays out until the node is closing.
+    let releaseSave!: () => void;
+    const saveHeld = new Promise<void>((r) => {
+      releaseSave = r;
+    });
+    const save = inner.storage.save.bind(inner.storage);
+    inner.storage.save = async (...args: unknown[]) => {
+      await saveHeld;
+      return save(...args);
+    };
+    const write = leader.put('slow', enc('1')).catch((err: Error) => err);
+    await waitUntil('the write to commit ahead of the apply', () =>
+      inner.raft.core.log.committed > inner.appliedIndex ? true : undefined,
+    );
+    const read = leader.get('slow').then(
+      (e) => `resolved with ${dec(e?.value)}`,
+      (err: Error) => err,
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    const closed = cluster.stop(leader.raftId);
+    releaseSave();
+    await closed;
+    const outcome = await Promise.race([
+      read,
+      new Promise((r) => setTimeout(() => r('still pending 2 s after close()'), 2_000)),
+    ]);
+    assert.ok(outcome instanceof KvNodeClosedError, `the read ${String(outcome)}`);
+    await write;
   });
 
   it('watches a prefix and wakes on changes; expires TTL sessions on the leader', async () => {
