@@ -49,6 +49,7 @@ import { macForIp } from '@weft/agent/dataplane/names';
 import { UserspaceDataplane } from '@weft/agent/dataplane/userspace';
 import { NetnsShell, runCommand } from '@weft/agent/netlink/ip';
 import type { Dataplane, LocalEndpoint, NetworkSpec } from '@weft/overlay';
+import { benchArgs } from './args.js';
 import { mean, median, percentile } from './stats.js';
 
 type Variant =
@@ -81,11 +82,25 @@ interface Args {
   pingInterval: number;
 }
 
-function parseArgs(argv: string[]): Args {
-  const get = (name: string) => {
-    const i = argv.indexOf(`--${name}`);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
+const usage = `usage: npm run bench:dataplane -- [--seconds 5] [--rounds 3]
+  [--variants underlay,kernel,userspace[,userspace-nooffload,userspace-nopoll,userspace-1queue,
+              userspace-nonap,userspace-nice,userspace-baseline]]
+  [--measure throughput,rtt,rtt-alternating[,loaded-rtt]] [--pings 50] [--ping-interval 0.02]
+  [--baseline-addon PATH] [--busy-poll-us N] [--stream-nap-us N]`;
+
+function parseArgs(): Args {
+  const opts = benchArgs(usage, {
+    seconds: { type: 'string' },
+    rounds: { type: 'string' },
+    variants: { type: 'string' },
+    measure: { type: 'string' },
+    pings: { type: 'string' },
+    'baseline-addon': { type: 'string' },
+    'busy-poll-us': { type: 'string' },
+    'stream-nap-us': { type: 'string' },
+    'ping-interval': { type: 'string' },
+  });
+  const get = (name: keyof typeof opts) => opts[name];
   const seconds = Number(get('seconds') ?? 5);
   const rounds = Number(get('rounds') ?? 3);
   const variants = (get('variants') ?? 'underlay,kernel,userspace').split(',') as Variant[];
@@ -411,7 +426,7 @@ async function cleanup(pairs: Pair[]): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseArgs();
   if (process.getuid?.() !== 0) throw new Error('the data-plane bench needs root (network namespaces)');
   const pairs: Pair[] = [];
   const onSignal = () => {
