@@ -814,6 +814,9 @@ export class Libp2pTransport extends TransportBase implements Transport {
     const snapshot = message.snapshot!;
     let stream: Stream | undefined;
     const signal = AbortSignal.any([this.stopController.signal, AbortSignal.timeout(this.snapshotTimeoutMs)]);
+    // The wait for the ack takes no signal: the timeout ends it by aborting the stream (a stalled receiver).
+    const onAbort = () => stream?.abort(new Error('snapshot send timed out or transport stopping'));
+    signal.addEventListener('abort', onAbort, { once: true });
     try {
       const connection = await this.connect(to, this.dialSignal(signal));
       stream = await connection.newStream(PROTOCOLS.snapshot, { signal });
@@ -852,6 +855,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
         this.reportSnapshot(to, 'failed');
       }
     } finally {
+      signal.removeEventListener('abort', onAbort);
       link.snapshotInFlight = false;
     }
   }

@@ -324,6 +324,35 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     );
   });
 
+  it('reports a snapshot failed after snapshotTimeoutMs when the receiver takes it all and never acks', async () => {
+    // The timeout covered the dial and the writes but not the wait for the ack:
+    // a receiver that stalls there (hung, or cut off without a reset) left the
+    // send, and the core's snapshot status, pending for as long as the connection lived.
+    const a = await node('a', { snapshotTimeoutMs: 500 });
+    await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] }, (t) => {
+      // Reads the snapshot to its end, then never answers.
+      (
+        t as unknown as { onSnapshotStream: (stream: AsyncIterable<unknown>) => Promise<void> }
+      ).onSnapshotStream = async (stream) => {
+        for await (const _ of lp.decode(stream as Parameters<typeof lp.decode>[0])) {
+          // discarded
+        }
+        await new Promise(() => {});
+      };
+    });
+    await waitUntil('hello', () => a.transport.members().length === 1);
+    const statuses: Array<[string, SnapshotStatus]> = [];
+    a.transport.onSnapshotStatus((id, status) => statuses.push([id, status]));
+    a.transport.send([
+      {
+        ...emptyMessage(MessageType.Snap, 'a', 'b', 1),
+        snapshot: { metadata: { index: 1, term: 1, confState: emptyConfState() }, data: new Uint8Array(10) },
+      },
+    ]);
+    await waitUntil('snapshot failure reported', () => statuses.length === 1, 5_000);
+    assert.deepStrictEqual(statuses, [['b', 'failed']]);
+  });
+
   it('reports a snapshot to an unreachable node as failed', async () => {
     const a = await node('a');
     const statuses: Array<[string, SnapshotStatus]> = [];
