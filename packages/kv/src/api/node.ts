@@ -363,6 +363,8 @@ export class KvNode implements KvBackend {
     index: number;
     resolve: () => void;
     reject: (err: Error) => void;
+    /** Date.now() after which it fails (onTick); a ReadIndex answer does not bring the entries it names. */
+    deadline?: number;
   }> = [];
   private readonly leaderWaiters = new Set<() => void>();
   /** Writes this follower handed to a leader, by proposal id: the leader they went to. */
@@ -864,6 +866,7 @@ export class KvNode implements KvBackend {
     const now = Date.now();
     this.reads.retryIfOverdue(now);
     this.reads.expire(now, () => this.unavailable('linearizable read', this.proposalTimeoutMs));
+    this.expireAppliedWaiters(now);
     this.issueReadIndex();
     this.kick();
   }
@@ -1077,15 +1080,22 @@ export class KvNode implements KvBackend {
     // Any answer counts, also one to a round already issued again (node-reads.ts).
     const waiters = this.reads.answered(Buffer.from(ctx).toString('hex'));
     if (!waiters) return;
-    const release = () => {
-      for (const w of waiters) w.resolve();
-    };
-    const fail = (err: Error) => {
-      for (const w of waiters) w.reject(err);
-    };
-    if (this.appliedIndex >= index) release();
-    else this.appliedWaiters.push({ index, resolve: release, reject: fail });
+    if (this.appliedIndex >= index) for (const w of waiters) w.resolve();
+    else
+      for (const w of waiters)
+        this.appliedWaiters.push({ index, resolve: w.resolve, reject: w.reject, deadline: w.deadline });
     this.issueReadIndex();
+  }
+
+  /** Answered reads whose entries did not arrive in time (cut off from the leader) fail as unanswered ones do. */
+  private expireAppliedWaiters(nowMs: number): void {
+    for (let i = this.appliedWaiters.length - 1; i >= 0; i--) {
+      const w = this.appliedWaiters[i]!;
+      if (w.deadline !== undefined && w.deadline <= nowMs) {
+        this.appliedWaiters.splice(i, 1);
+        w.reject(this.unavailable('linearizable read', this.proposalTimeoutMs));
+      }
+    }
   }
 
   private rejectAppliedWaiters(err: Error): void {
@@ -1909,8 +1919,11 @@ export class KvNode implements KvBackend {
     clearInterval(this.tickTimer);
     clearInterval(this.dutyTimer);
     this.signalClosed();
-    await this.httpServer?.close().catch(() => {});
-    await this.tunnelServer?.close().catch(() => {});
+    // Awaited only after the pending calls fail below: a busy HTTP connection ends once its call settles.
+    const serversClosed = Promise.all([
+      this.httpServer?.close().catch(() => {}),
+      this.tunnelServer?.close().catch(() => {}),
+    ]);
     this.kick();
     await this.loopDone;
     const closedError = new KvNodeClosedError('pending call');
@@ -1918,6 +1931,7 @@ export class KvNode implements KvBackend {
     this.confChanges.rejectAll(closedError);
     this.reads.rejectAll(closedError);
     this.rejectAppliedWaiters(closedError);
+    await serversClosed;
     await this.snapshotting;
     await this.transport.stop().catch(() => {});
     await this.storage.close();

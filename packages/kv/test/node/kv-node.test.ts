@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { KvNode, type KvNodeOptions } from '../../src/api/node.js';
 import { KvNodeClosedError, KvNodeUnavailableError } from '../../src/api/node-errors.js';
 import type { KvStateMachine } from '../../src/fsm/state-machine.js';
+import { MessageType } from '../../src/raft/types.js';
 import { checkLinearizability, type HistoryOp } from '../../src/sim/linearizability.js';
 import { waitUntil } from '../../src/testing/wait-until.js';
 import { dec, enc, RobustCluster } from './robustness-cluster.js';
@@ -375,6 +376,60 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
     ]);
     assert.ok(outcome instanceof KvNodeClosedError, `the read ${String(outcome)}`);
     await write;
+  });
+
+  it('closes while an HTTP read waits for a ReadIndex answer, failing the read instead of deadlocking', async () => {
+    // close() used to wait for the HTTP server's busy connections before it
+    // failed the calls they wait on: a read with no leader to answer it (its
+    // deadline is enforced by the tick, stopped first) held both forever.
+    cluster = await openCluster(addrs);
+    const node = await cluster.start(addrs[0]!, { http: '127.0.0.1:0' }); // alone: no leader, ever
+    const inner = node as unknown as { reads: { pending: unknown[] } };
+    const abort = new AbortController();
+    const read = fetch(`http://${node.httpAddress()}/v1/kv/k`, { signal: abort.signal }).then(
+      (res) => res.status,
+      (err: Error) => err,
+    );
+    try {
+      await waitUntil('the read to wait for a ReadIndex round', () =>
+        inner.reads.pending.length > 0 ? true : undefined,
+      );
+      const outcome = await Promise.race([
+        cluster.stop(addrs[0]!).then(() => 'closed'),
+        new Promise((r) => setTimeout(() => r('close() still pending after 2 s'), 2_000)),
+      ]);
+      assert.equal(outcome, 'closed');
+      assert.equal(await read, 503, 'the read fails (node closed) rather than hanging');
+    } finally {
+      abort.abort();
+    }
+  });
+
+  it('fails a follower read within the proposal timeout when the entries its ReadIndex answer names never arrive', async () => {
+    // The answer (the leader's commit index) claims the read from its round,
+    // whose deadline then no longer applied: cut off from the leader's
+    // appends, the follower never reached that index and the read waited for good.
+    cluster = await openCluster(addrs);
+    await Promise.all(addrs.map((x) => cluster.start(x)));
+    const leader = await cluster.leader();
+    const follower = await cluster.followerOf(leader);
+    assert.equal(await follower.put('cut', enc('0')), true);
+    // From here on the follower gets heartbeats and ReadIndex answers, but no appends.
+    cluster.inboundDelay = (to, m) => (to === follower.raftId && m.type === MessageType.App ? 600_000 : 0);
+    assert.equal(await leader.put('cut', enc('1')), true);
+    const read = follower.get('cut').then(
+      (e) => `resolved with ${dec(e?.value)}`,
+      (err: Error) => err,
+    );
+    const inner = follower as unknown as { appliedWaiters: unknown[] };
+    await waitUntil('the answered read to wait for the state machine', () =>
+      inner.appliedWaiters.length > 0 ? true : undefined,
+    );
+    const outcome = await Promise.race([
+      read,
+      new Promise((r) => setTimeout(() => r('still pending 3 s after its 2 s timeout'), 5_000)),
+    ]);
+    assert.ok(outcome instanceof KvNodeUnavailableError, `the read ${String(outcome)}`);
   });
 
   it('watches a prefix and wakes on changes; expires TTL sessions on the leader', async () => {
