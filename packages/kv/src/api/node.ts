@@ -384,7 +384,8 @@ export class KvNode implements KvBackend {
   private lastRaftTickAtMs = Number.NEGATIVE_INFINITY;
   private dutyTimer: NodeJS.Timeout | undefined;
   private closing = false;
-  private closed = false;
+  /** The one close in progress or done: every close() call resolves when storage is closed. */
+  private closeDone: Promise<void> | undefined;
   private fatal: Error | undefined;
   private readonly closeSignal: Promise<void>;
   private httpServer: ConsulHttpServer | undefined;
@@ -1911,10 +1912,18 @@ export class KvNode implements KvBackend {
     };
   }
 
-  /** Stops timers, the loop and the transport, then closes storage. Pending calls fail with KvNodeClosedError. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  /**
+   * Stops timers, the loop and the transport, then closes storage. Pending
+   * calls fail with KvNodeClosedError. Idempotent: a second call (say the
+   * user's, after a fatal error began one) resolves with the first, once the
+   * data directory is free to open again.
+   */
+  close(): Promise<void> {
+    this.closeDone ??= this.shutdown();
+    return this.closeDone;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closing = true;
     clearInterval(this.tickTimer);
     clearInterval(this.dutyTimer);

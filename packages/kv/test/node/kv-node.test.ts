@@ -484,6 +484,32 @@ describe('KvNode (in-process cluster, LevelDB on disk)', function () {
       );
   });
 
+  it('a second close() resolves with the first, once the data directory can be opened again', async () => {
+    // A fatal error starts a close; the user's own close() then used to return
+    // at once, while LevelDB (and its lock on the directory) was still open.
+    cluster = await openCluster([addrs[0]!]);
+    const node = await cluster.start(addrs[0]!, { peers: [] });
+    assert.equal(await node.put('kept', enc('1')), true);
+    const storage = (node as unknown as { storage: { close: () => Promise<void> } }).storage;
+    let releaseClose!: () => void;
+    const closeHeld = new Promise<void>((r) => {
+      releaseClose = r;
+    });
+    const closeStorage = storage.close.bind(storage);
+    storage.close = async () => {
+      await closeHeld;
+      await closeStorage();
+    };
+    const first = node.close();
+    const second = node.close().then(() => 'resolved');
+    const early = await Promise.race([second, new Promise((r) => setTimeout(() => r('pending'), 200))]);
+    assert.equal(early, 'pending', 'the second close() resolved while storage was still open');
+    releaseClose();
+    await Promise.all([first, second]);
+    const reopened = await cluster.start(addrs[0]!, { peers: [] });
+    assert.equal(dec((await reopened.get('kept', { stale: true }))?.value), '1');
+  });
+
   it('refuses a data directory of another node, another raft address, or of other files', async () => {
     cluster = await openCluster([addrs[0]!]);
     await cluster.start(addrs[0]!, { peers: [] });
