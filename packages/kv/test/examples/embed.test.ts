@@ -146,7 +146,13 @@ describe('examples/ (the README embedding examples, run as a user runs them)', f
 
   it('runs examples/minimal.ts (one member, a cluster of one) twice on the same data directory', async () => {
     const example = join(root, 'examples', 'minimal.ts');
-    const env = { ...process.env, DATA_DIR: join(dataDir, 'app-1'), LISTEN: `127.0.0.1:${await freePort()}` };
+    const env = {
+      ...process.env,
+      DATA_DIR: join(dataDir, 'app-1'),
+      LISTEN: `127.0.0.1:${await freePort()}`,
+      // tsx keeps its compile cache under the temp directory: this test's own, removed after it.
+      TMPDIR: dataDir,
+    };
     for (const round of [1, 2]) {
       const run = await runNode(['--import', 'tsx', example], root, 60_000, env);
       const context = `round ${round}: exit ${run.code}\nstdout:\n${run.stdout}\nstderr:\n${run.stderr}`;
