@@ -428,8 +428,15 @@ export class Libp2pTransport extends TransportBase implements Transport {
     const member = this.book.get(nodeId);
     if (!member) return;
     this.book.delete(nodeId);
-    if (member.peerId !== undefined && this.nodeByPeer.get(member.peerId) === nodeId)
+    if (member.peerId !== undefined && this.nodeByPeer.get(member.peerId) === nodeId) {
       this.nodeByPeer.delete(member.peerId);
+      // Its connections said hello as the member now forgotten, and their other
+      // end never says it again on them ("say hello first" for good): closed,
+      // a peer that is still up dials anew and is admitted by a fresh hello (a
+      // removed member restarted within FORGET_REMOVED_MEMBER_AFTER_MS did not
+      // learn it was removed, because its requests were refused).
+      void this.node?.hangUp(peerIdFromString(member.peerId)).catch(() => {});
+    }
     this.resetLink(nodeId);
     this.links.delete(nodeId);
   }

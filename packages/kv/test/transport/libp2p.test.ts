@@ -368,6 +368,39 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     assert.deepStrictEqual(statuses, [['gone', 'failed']]);
   });
 
+  it('a peer forgotten by removeMember can talk again: its connections close, and a new one says hello', async () => {
+    // A member removed from the configuration and restarted at once said hello
+    // before the others forgot it; forgotten, its open connection was refused
+    // for good ("say hello first"), so it never learned it had been removed.
+    const a = await node('a');
+    const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
+    await waitUntil('hello', () => a.transport.members().length === 1);
+    a.transport.handle('kv/info', (_payload, from) => new TextEncoder().encode(`hi ${from}`));
+    assert.equal(new TextDecoder().decode(await b.transport.request('a', 'kv/info', new Uint8Array())), 'hi b');
+    a.transport.removeMember('b');
+    assert.deepStrictEqual(a.transport.members(), []);
+    let lastError = '';
+    const answer = await waitUntil(
+      'b to be answered again',
+      async () => {
+        try {
+          return new TextDecoder().decode(await b.transport.request('a', 'kv/info', new Uint8Array()));
+        } catch (err) {
+          lastError = (err as Error).message;
+          await new Promise((r) => setTimeout(r, 100));
+          return undefined;
+        }
+      },
+      5_000,
+    ).catch((err: Error) => assert.fail(`${err.message}; last error: ${lastError}`));
+    assert.equal(answer, 'hi b');
+    assert.deepStrictEqual(
+      a.transport.members().map((m) => m.nodeId),
+      ['b'],
+      'b is admitted again by its hello',
+    );
+  });
+
   it('answers requests, and reports missing handlers and handler errors', async () => {
     const a = await node('a');
     const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
