@@ -376,7 +376,10 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
     await waitUntil('hello', () => a.transport.members().length === 1);
     a.transport.handle('kv/info', (_payload, from) => new TextEncoder().encode(`hi ${from}`));
-    assert.equal(new TextDecoder().decode(await b.transport.request('a', 'kv/info', new Uint8Array())), 'hi b');
+    assert.equal(
+      new TextDecoder().decode(await b.transport.request('a', 'kv/info', new Uint8Array())),
+      'hi b',
+    );
     a.transport.removeMember('b');
     assert.deepStrictEqual(a.transport.members(), []);
     let lastError = '';
