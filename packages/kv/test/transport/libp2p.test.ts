@@ -374,7 +374,10 @@ describe('Libp2pTransport (3 nodes on 127.0.0.1)', function () {
     // for good ("say hello first"), so it never learned it had been removed.
     const a = await node('a');
     const b = await node('b', { peers: [`127.0.0.1:${tcpPort(a.transport)}`] });
-    await waitUntil('hello', () => a.transport.members().length === 1);
+    await waitUntil(
+      'hello both ways',
+      () => a.transport.members().length === 1 && b.transport.members().some((m) => m.nodeId === 'a'),
+    );
     a.transport.handle('kv/info', (_payload, from) => new TextEncoder().encode(`hi ${from}`));
     assert.equal(
       new TextDecoder().decode(await b.transport.request('a', 'kv/info', new Uint8Array())),
