@@ -100,10 +100,9 @@ function parseArgs(): Args {
     'stream-nap-us': { type: 'string' },
     'ping-interval': { type: 'string' },
   });
-  const get = (name: keyof typeof opts) => opts[name];
-  const seconds = Number(get('seconds') ?? 5);
-  const rounds = Number(get('rounds') ?? 3);
-  const variants = (get('variants') ?? 'underlay,kernel,userspace').split(',') as Variant[];
+  const seconds = Number(opts.seconds ?? 5);
+  const rounds = Number(opts.rounds ?? 3);
+  const variants = (opts.variants ?? 'underlay,kernel,userspace').split(',') as Variant[];
   const known: Variant[] = [
     'underlay',
     'kernel',
@@ -121,28 +120,28 @@ function parseArgs(): Args {
     throw new Error('the kernel variant is the baseline: include it in --variants');
   if (!(seconds >= 1 && seconds <= 30)) throw new Error('--seconds must be 1..30');
   if (!(rounds >= 1 && rounds <= 10)) throw new Error('--rounds must be 1..10');
-  const measure = (get('measure') ?? 'throughput,rtt,rtt-alternating').split(',') as Measure[];
+  const measure = (opts.measure ?? 'throughput,rtt,rtt-alternating').split(',') as Measure[];
   for (const m of measure)
     if (!measures.includes(m)) throw new Error(`unknown --measure "${m}"; known: ${measures.join(', ')}`);
-  const pings = Number(get('pings') ?? 50);
+  const pings = Number(opts.pings ?? 50);
   if (!(Number.isInteger(pings) && pings >= 5 && pings <= 1000)) throw new Error('--pings must be 5..1000');
-  const baselineAddon = get('baseline-addon');
+  const baselineAddon = opts['baseline-addon'];
   if (baselineAddon !== undefined && !variants.includes('userspace-baseline'))
     variants.push('userspace-baseline');
   if (variants.includes('userspace-baseline') && baselineAddon === undefined)
     throw new Error('the userspace-baseline variant needs --baseline-addon PATH (a weft_native.node)');
-  const busyPollText = get('busy-poll-us');
+  const busyPollText = opts['busy-poll-us'];
   const busyPollUs = busyPollText === undefined ? undefined : Number(busyPollText);
   if (busyPollUs !== undefined && !(Number.isInteger(busyPollUs) && busyPollUs >= 0 && busyPollUs <= 10000))
     throw new Error('--busy-poll-us must be 0..10000');
-  const napText = get('stream-nap-us');
+  const napText = opts['stream-nap-us'];
   const streamNapUs = napText === undefined ? undefined : Number(napText);
   if (
     streamNapUs !== undefined &&
     !(Number.isInteger(streamNapUs) && streamNapUs >= 0 && streamNapUs <= 5000)
   )
     throw new Error('--stream-nap-us must be 0..5000');
-  const pingInterval = Number(get('ping-interval') ?? defaultPingIntervalS);
+  const pingInterval = Number(opts['ping-interval'] ?? defaultPingIntervalS);
   // iputils ping refuses < 2 ms to non-root users; > 1 s makes a round of pings take minutes
   if (!(pingInterval >= 0.002 && pingInterval <= 1))
     throw new Error('--ping-interval must be 0.002..1 (seconds)');

@@ -662,19 +662,26 @@ class Coalescer {
 namespace {
 
 // A socket of the group on the VTEP address, with UDP GRO and large buffers.
-int openVxlanSocket(const EngineOptions& options, bool reusePort) {
+// A UDP socket that sends VXLAN datagrams: a large send buffer (FORCE
+// exceeds net.core.wmem_max, we run as root; the plain option is the
+// fallback without CAP_NET_ADMIN) and, like the kernel's VXLAN device (df
+// unset), datagrams the underlay may fragment.
+int openUdpSender() {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error(errnoText("socket(AF_INET, SOCK_DGRAM)"));
   int size = kSocketBufferBytes;
-  // FORCE variants exceed net.core.[rw]mem_max (we run as root); plain ones
-  // are the fallback without CAP_NET_ADMIN.
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0)
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-  // Like the kernel's VXLAN device (df unset): the underlay may fragment.
   int pmtu = IP_PMTUDISC_DONT;
   setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  return fd;
+}
+
+int openVxlanSocket(const EngineOptions& options, bool reusePort) {
+  int fd = openUdpSender();
+  int size = kSocketBufferBytes;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
   int one = 1;
   if (options.offloads && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) != 0) {
     ::close(fd);
@@ -710,13 +717,7 @@ int openVxlanSocket(const EngineOptions& options, bool reusePort) {
 // path and one receive queue. Datagrams still go to the peer's port 4789;
 // nothing is read here.
 int openSourceSocket(const EngineOptions& options) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(errnoText("socket(AF_INET, SOCK_DGRAM)"));
-  int size = kSocketBufferBytes;
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) != 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-  int pmtu = IP_PMTUDISC_DONT;
-  setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  int fd = openUdpSender();
   int least = 1;  // never read: whatever strays here may only take the minimum
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &least, sizeof least);
   sockaddr_in a{};

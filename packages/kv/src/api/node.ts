@@ -1090,13 +1090,8 @@ export class KvNode implements KvBackend {
 
   /** Answered reads whose entries did not arrive in time (cut off from the leader) fail as unanswered ones do. */
   private expireAppliedWaiters(nowMs: number): void {
-    for (let i = this.appliedWaiters.length - 1; i >= 0; i--) {
-      const w = this.appliedWaiters[i]!;
-      if (w.deadline !== undefined && w.deadline <= nowMs) {
-        this.appliedWaiters.splice(i, 1);
-        w.reject(this.unavailable('linearizable read', this.proposalTimeoutMs));
-      }
-    }
+    for (const w of this.takeAppliedWaiters((w) => w.deadline !== undefined && w.deadline <= nowMs))
+      w.reject(this.unavailable('linearizable read', this.proposalTimeoutMs));
   }
 
   private rejectAppliedWaiters(err: Error): void {
@@ -1104,13 +1099,18 @@ export class KvNode implements KvBackend {
   }
 
   private resolveAppliedWaiters(): void {
-    for (let i = this.appliedWaiters.length - 1; i >= 0; i--) {
-      const w = this.appliedWaiters[i]!;
-      if (w.index <= this.appliedIndex) {
-        this.appliedWaiters.splice(i, 1);
-        w.resolve();
-      }
+    for (const w of this.takeAppliedWaiters((w) => w.index <= this.appliedIndex)) w.resolve();
+  }
+
+  /** Removes and returns the waiters that `due` picks, in the order they came. */
+  private takeAppliedWaiters(due: (w: (typeof this.appliedWaiters)[number]) => boolean) {
+    if (this.appliedWaiters.length === 0) return []; // the usual case, on every Ready
+    const taken = this.appliedWaiters.filter(due);
+    if (taken.length > 0) {
+      const kept = this.appliedWaiters.filter((w) => !due(w));
+      this.appliedWaiters.splice(0, this.appliedWaiters.length, ...kept);
     }
+    return taken;
   }
 
   // ------------------------------------------------------- KvBackend (HTTP)
