@@ -36,8 +36,9 @@
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
 //        --measure throughput,rtt,rtt-alternating,loaded-rtt --pings 50 --baseline-addon PATH --busy-poll-us N
-//        --stream-nap-us N --ping-interval S]   (N for the userspace variant only: against
-//        userspace-baseline with the same build, it compares two settings)
+//        --stream-nap-us N --ping-interval S --congestion NAME]   (N for the userspace variant only:
+//        against userspace-baseline with the same build, it compares two settings; NAME is the
+//        streams' TCP congestion control, iperf3 -C, by default the containers' own)
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -80,13 +81,15 @@ interface Args {
   streamNapUs: number | undefined;
   /** Seconds between the pings of --measure rtt: how long the path idles before each one. */
   pingInterval: number;
+  /** TCP congestion control of the iperf3 streams (-C); undefined = the containers' default. */
+  congestion: string | undefined;
 }
 
 const usage = `usage: npm run bench:dataplane -- [--seconds 5] [--rounds 3]
   [--variants underlay,kernel,userspace[,userspace-nooffload,userspace-nopoll,userspace-1queue,
               userspace-nonap,userspace-nice,userspace-baseline]]
   [--measure throughput,rtt,rtt-alternating[,loaded-rtt]] [--pings 50] [--ping-interval 0.02]
-  [--baseline-addon PATH] [--busy-poll-us N] [--stream-nap-us N]`;
+  [--baseline-addon PATH] [--busy-poll-us N] [--stream-nap-us N] [--congestion cubic|bbr|...]`;
 
 function parseArgs(): Args {
   const opts = benchArgs(usage, {
@@ -99,6 +102,7 @@ function parseArgs(): Args {
     'busy-poll-us': { type: 'string' },
     'stream-nap-us': { type: 'string' },
     'ping-interval': { type: 'string' },
+    congestion: { type: 'string' },
   });
   const seconds = Number(opts.seconds ?? 5);
   const rounds = Number(opts.rounds ?? 3);
@@ -145,7 +149,29 @@ function parseArgs(): Args {
   // iputils ping refuses < 2 ms to non-root users; > 1 s makes a round of pings take minutes
   if (!(pingInterval >= 0.002 && pingInterval <= 1))
     throw new Error('--ping-interval must be 0.002..1 (seconds)');
-  return { seconds, rounds, variants, measure, pings, baselineAddon, busyPollUs, streamNapUs, pingInterval };
+  const congestion = opts.congestion;
+  if (congestion !== undefined) {
+    const available = readFileSync('/proc/sys/net/ipv4/tcp_available_congestion_control', 'utf8')
+      .trim()
+      .split(/\s+/);
+    if (!available.includes(congestion))
+      throw new Error(
+        `--congestion "${congestion}" is not available on this kernel (available: ${available.join(', ')}; ` +
+          `another may need its module loaded: modprobe tcp_${congestion})`,
+      );
+  }
+  return {
+    seconds,
+    rounds,
+    variants,
+    measure,
+    pings,
+    baselineAddon,
+    busyPollUs,
+    streamNapUs,
+    pingInterval,
+    congestion,
+  };
 }
 
 interface Pair {
@@ -256,6 +282,15 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
   return pair;
 }
 
+/** The TCP congestion control a container's connections get by default (per network namespace). */
+function containerCongestionControl(netns: string): string {
+  const r = spawnSync('ip', ['netns', 'exec', netns, 'cat', '/proc/sys/net/ipv4/tcp_congestion_control'], {
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new Error(`cannot read the congestion control of ${netns}: ${r.stderr.trim()}`);
+  return r.stdout.trim();
+}
+
 function netnsExec(netns: string, argv: string[]): ChildProcess {
   return spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
 }
@@ -278,7 +313,12 @@ function collect(
 }
 
 /** Gbit/s received by an iperf3 server in containers[1] from a client in containers[0]. */
-async function iperf(pair: Pair, streams: number, seconds: number): Promise<number> {
+async function iperf(
+  pair: Pair,
+  streams: number,
+  seconds: number,
+  congestion: string | undefined,
+): Promise<number> {
   const server = netnsExec(pair.containers[1], ['iperf3', '-s', '-1', '-p', '5201', '--forceflush']);
   const serverDone = collect(server, (seconds + 20) * 1000);
   try {
@@ -301,6 +341,7 @@ async function iperf(pair: Pair, streams: number, seconds: number): Promise<numb
         String(seconds),
         '-P',
         String(streams),
+        ...(congestion === undefined ? [] : ['-C', congestion]),
         '-J',
       ]),
       (seconds + 20) * 1000,
@@ -438,6 +479,10 @@ async function main(): Promise<void> {
     const loadBefore = loadavg()[0]!;
     const alternatePing = args.measure.includes('rtt-alternating') ? buildAlternatePing() : undefined;
     for (const [i, v] of args.variants.entries()) pairs.push(await buildPair(v, i, args));
+    // What the streams run: TCP's congestion control moves absolute figures
+    // (on the development VM BBR's pacing timers halved the kernel's single
+    // stream against CUBIC), so every line says which one it was.
+    const congestionControl = args.congestion ?? containerCongestionControl(pairs[0]!.containers[0]);
     const results = new Map<
       Variant,
       {
@@ -489,19 +534,19 @@ async function main(): Promise<void> {
         const r = results.get(p.variant)!;
         if (args.measure.includes('throughput')) {
           const cpu0 = engineCpuNs();
-          const gbps = await iperf(p, 1, args.seconds);
+          const gbps = await iperf(p, 1, args.seconds, args.congestion);
           r.gbps1.push(gbps);
           // The engines' CPU per KB carried: steadier than Gbit/s on a loaded
           // machine (it does not count time the threads waited for a core).
           const kb = (gbps * 1e9 * args.seconds) / 8 / 1000;
           if (p.variant.startsWith('userspace')) r.cpuNsPerKb1Stream.push((engineCpuNs() - cpu0) / kb);
-          r.gbps4.push(await iperf(p, 4, args.seconds));
+          r.gbps4.push(await iperf(p, 4, args.seconds, args.congestion));
         }
         if (args.measure.includes('loaded-rtt')) {
           // Pings next to one iperf3 stream (from 1 s in, 20 ms apart, until
           // 0.5 s before it ends): what a small exchange waits behind a stream.
           const count = Math.max(5, Math.floor((args.seconds - 1.5) / defaultPingIntervalS));
-          const stream = iperf(p, 1, args.seconds);
+          const stream = iperf(p, 1, args.seconds, args.congestion);
           await new Promise((resolve) => setTimeout(resolve, 1000));
           const pinged = await pingRtt(p, count);
           await stream;
@@ -548,6 +593,7 @@ async function main(): Promise<void> {
         seconds: args.seconds,
         rounds: args.rounds,
         pingIntervalS: args.pingInterval,
+        congestionControl,
         gbps1Stream: medianOrNull(r.gbps1),
         gbps4Streams: medianOrNull(r.gbps4),
         rttMs: medianOrNull(r.rttMs),
