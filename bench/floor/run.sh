@@ -1,7 +1,8 @@
 #!/bin/bash
 # The floor of a userspace TAP/UDP VXLAN data plane on this machine, next to
 # the kernel's VXLAN: thread wake-up latencies (wakeup.c), context switches
-# between threads and between processes (switch.c), then ping RTT
+# between threads and between processes (switch.c), what an interrupt costs
+# a busy task (interrupt.c), then ping RTT
 # container -> container across two namespace hosts through
 #   kernel             Linux VXLAN devices
 #   reference          forwarder.c on each host (the least per-packet work), any CPU
@@ -27,6 +28,7 @@ cleanup() {
 trap cleanup EXIT
 gcc -O2 -pthread -o "$tmp/wakeup" "$dir/wakeup.c"
 gcc -O2 -pthread -o "$tmp/switch" "$dir/switch.c"
+gcc -O2 -pthread -o "$tmp/interrupt" "$dir/interrupt.c"
 gcc -O2 -o "$tmp/forwarder" "$dir/forwarder.c"
 
 if [ "$(nproc)" -ge 2 ]; then
@@ -35,6 +37,7 @@ if [ "$(nproc)" -ge 2 ]; then
   "$tmp/wakeup" 0 1 1 100 500     # other CPU, busy enough not to idle
 fi
 "$tmp/switch"
+"$tmp/interrupt"
 
 ns() {
   ip netns add "$1"
