@@ -178,6 +178,16 @@ export function quietLogger(): ComponentLogger {
   return { forComponent: make };
 }
 
+/**
+ * Calls `onAbort` when `signal` aborts; returns what stops listening (call it
+ * in `finally`). Used to abort a stream whose reads and writes do not take the
+ * signal themselves, so a stalled peer cannot hold a call past its deadline.
+ */
+function whenAborted(signal: AbortSignal, onAbort: () => void): () => void {
+  signal.addEventListener('abort', onAbort, { once: true });
+  return () => signal.removeEventListener('abort', onAbort);
+}
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -576,8 +586,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
 
   private async sayHello(connection: Connection, signal: AbortSignal): Promise<Hello> {
     const stream = await connection.newStream(PROTOCOLS.hello, { signal });
-    const onAbort = () => stream.abort(new Error('hello timed out'));
-    signal.addEventListener('abort', onAbort, { once: true });
+    const stopAborting = whenAborted(signal, () => stream.abort(new Error('hello timed out')));
     try {
       await writeFrame(stream, encodeHello(this.localHello()), signal);
       await stream.close({ signal });
@@ -596,7 +605,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
       if (problem) throw new TransportError('protocol', problem);
       return reply.hello;
     } finally {
-      signal.removeEventListener('abort', onAbort);
+      stopAborting();
     }
   }
 
@@ -822,8 +831,9 @@ export class Libp2pTransport extends TransportBase implements Transport {
     let stream: Stream | undefined;
     const signal = AbortSignal.any([this.stopController.signal, AbortSignal.timeout(this.snapshotTimeoutMs)]);
     // The wait for the ack takes no signal: the timeout ends it by aborting the stream (a stalled receiver).
-    const onAbort = () => stream?.abort(new Error('snapshot send timed out or transport stopping'));
-    signal.addEventListener('abort', onAbort, { once: true });
+    const stopAborting = whenAborted(signal, () =>
+      stream?.abort(new Error('snapshot send timed out or transport stopping')),
+    );
     try {
       const connection = await this.connect(to, this.dialSignal(signal));
       stream = await connection.newStream(PROTOCOLS.snapshot, { signal });
@@ -862,7 +872,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
         this.reportSnapshot(to, 'failed');
       }
     } finally {
-      signal.removeEventListener('abort', onAbort);
+      stopAborting();
       link.snapshotInFlight = false;
     }
   }
@@ -945,8 +955,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
         throw err;
       });
       stream.addEventListener('close', release, { once: true });
-      const onAbort = () => stream.abort(new Error('request abandoned'));
-      signal.addEventListener('abort', onAbort, { once: true });
+      const stopAborting = whenAborted(signal, () => stream.abort(new Error('request abandoned')));
       try {
         await writeFrame(stream, encodeRpcRequest({ protocol, payload }), signal);
         await stream.close({ signal });
@@ -957,7 +966,7 @@ export class Libp2pTransport extends TransportBase implements Transport {
         if (err instanceof TransportError || signal.aborted) throw err;
         throw new TransportError('unreachable', `${what} failed: ${errorText(err)}`, { cause: err });
       } finally {
-        signal.removeEventListener('abort', onAbort);
+        stopAborting();
       }
     });
   }
