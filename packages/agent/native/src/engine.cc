@@ -661,7 +661,6 @@ class Coalescer {
 
 namespace {
 
-// A socket of the group on the VTEP address, with UDP GRO and large buffers.
 // A UDP socket that sends VXLAN datagrams: a large send buffer (FORCE
 // exceeds net.core.wmem_max, we run as root; the plain option is the
 // fallback without CAP_NET_ADMIN) and, like the kernel's VXLAN device (df
@@ -677,6 +676,7 @@ int openUdpSender() {
   return fd;
 }
 
+// A socket of the group on the VTEP address, with UDP GRO and large buffers.
 int openVxlanSocket(const EngineOptions& options, bool reusePort) {
   int fd = openUdpSender();
   int size = kSocketBufferBytes;

@@ -1105,11 +1105,13 @@ export class KvNode implements KvBackend {
   /** Removes and returns the waiters that `due` picks, in the order they came. */
   private takeAppliedWaiters(due: (w: (typeof this.appliedWaiters)[number]) => boolean) {
     if (this.appliedWaiters.length === 0) return []; // the usual case, on every Ready
-    const taken = this.appliedWaiters.filter(due);
-    if (taken.length > 0) {
-      const kept = this.appliedWaiters.filter((w) => !due(w));
-      this.appliedWaiters.splice(0, this.appliedWaiters.length, ...kept);
+    const taken: typeof this.appliedWaiters = [];
+    let kept = 0;
+    for (const w of this.appliedWaiters) {
+      if (due(w)) taken.push(w);
+      else this.appliedWaiters[kept++] = w;
     }
+    this.appliedWaiters.length = kept;
     return taken;
   }
 
