@@ -7,7 +7,8 @@
 //   userspace-nopoll      the same engine without busy polling (optional)
 //   userspace-1queue      the same engine with one queue: one packet thread on any CPU,
 //                         no steering by CPU (queues 1; optional)
-//   userspace-nonap       the same engine woken per frame during streams (streamNapUs 0; optional)
+//   userspace-nap         the same engine napping 200 us when out of work during streams
+//                         instead of being woken per frame (streamNapUs 200; optional)
 //   userspace-nice        the same engine as an ordinary nice -10 thread, not SCHED_FIFO
 //                         (threadPriority 'nice'; optional)
 //   userspace-baseline    another build of the addon, given by --baseline-addon
@@ -60,7 +61,7 @@ type Variant =
   | 'userspace-nooffload'
   | 'userspace-nopoll'
   | 'userspace-1queue'
-  | 'userspace-nonap'
+  | 'userspace-nap'
   | 'userspace-nice'
   | 'userspace-baseline';
 
@@ -87,7 +88,7 @@ interface Args {
 
 const usage = `usage: npm run bench:dataplane -- [--seconds 5] [--rounds 3]
   [--variants underlay,kernel,userspace[,userspace-nooffload,userspace-nopoll,userspace-1queue,
-              userspace-nonap,userspace-nice,userspace-baseline]]
+              userspace-nap,userspace-nice,userspace-baseline]]
   [--measure throughput,rtt,rtt-alternating[,loaded-rtt]] [--pings 50] [--ping-interval 0.02]
   [--baseline-addon PATH] [--busy-poll-us N] [--stream-nap-us N] [--congestion cubic|bbr|...]`;
 
@@ -114,7 +115,7 @@ function parseArgs(): Args {
     'userspace-nooffload',
     'userspace-nopoll',
     'userspace-1queue',
-    'userspace-nonap',
+    'userspace-nap',
     'userspace-nice',
     'userspace-baseline',
   ];
@@ -259,7 +260,7 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
             busyPollUs: variant === 'userspace-nopoll' ? 0 : args.busyPollUs,
             queues: variant === 'userspace-1queue' ? 1 : undefined,
             streamNapUs:
-              variant === 'userspace-nonap' ? 0 : variant === 'userspace' ? args.streamNapUs : undefined,
+              variant === 'userspace-nap' ? 200 : variant === 'userspace' ? args.streamNapUs : undefined,
             threadPriority: variant === 'userspace-nice' ? 'nice' : undefined,
             addonPath: variant === 'userspace-baseline' ? args.baselineAddon : undefined,
           });

@@ -1206,20 +1206,18 @@ void Engine::loop(Worker& w) {
       }
       if (n > 0) w.busyPollHits.fetch_add(1, std::memory_order_relaxed);
     }
-    // Interrupt moderation for streams (what a NIC's rx-usecs does): out of
-    // work within 1 ms of a bulk round, the thread sleeps streamNapUs on a
-    // timer and then takes everything that came meanwhile in one round,
-    // instead of blocking in epoll_wait to be woken for every TSO frame or
-    // GRO datagram. Each such wake-up is an inter-processor interrupt from
-    // the waking CPU plus a context switch, and the real-time thread then
-    // preempts whatever runs, for one or two frames: a single-stream
-    // profile had ~20% of both packet threads in wake-ups and switches, and
-    // the engine as an ordinary thread (batching because it waited for a
-    // core) used 30% less CPU per byte. A nap is a round running out of
-    // work, so the priority governor counts it as idle. Costs a stream's
-    // concurrent small exchanges up to streamNapUs per engine on the path.
-    // Only threads that carry the stream's bulk nap: the ones on its ACK
-    // path would hold ACKs back (napping engine-wide: 4.0 Gbit/s against 5.0).
+    // Optional interrupt moderation for streams (what a NIC's rx-usecs
+    // does; off by default): out of work within 1 ms of a bulk round, the
+    // thread sleeps streamNapUs on a timer and then takes everything that
+    // came meanwhile in one round, instead of blocking in epoll_wait to be
+    // woken for every TSO frame or GRO datagram. It paid when a wake-up was
+    // an inter-processor interrupt (the single-thread engine); steered by
+    // CPU, the waker is on the thread's own CPU, a wake-up is a switch, and
+    // the nap's timer interrupt (~50 us of CPU on this VM) costs more: a
+    // single stream went from 9.0 to 12.9 Gbit/s without naps (measurement
+    // log). A nap is a round running out of work, so the priority governor
+    // counts it as idle. Only threads that carry the stream's bulk nap: the
+    // ones on its ACK path would hold ACKs back.
     if (n == 0 && streamNapNs != 0 && lastBulkNs != 0 && nowNs() - lastBulkNs < BusyPoll::kQuietAfterBulkNs) {
       governor.idle();
       timespec nap{0, long(streamNapNs)};

@@ -115,9 +115,10 @@ struct EngineOptions {
   // kMaxQueues). 1 = a single thread on any CPU, no steering.
   uint32_t queues = 0;
   // While a stream flows, the thread sleeps this long when it runs out of
-  // work instead of waiting to be woken per frame; 0 = never. See
-  // Engine::loop.
-  uint32_t streamNapUs = 200;
+  // work instead of waiting to be woken per frame; 0 = never (the default:
+  // with every queue's work on its own CPU a wake-up is a same-CPU switch,
+  // cheaper here than the timer interrupt a nap costs). See Engine::loop.
+  uint32_t streamNapUs = 0;
 };
 
 using NetworkMap = std::unordered_map<uint32_t, std::shared_ptr<Network>>;

@@ -48,12 +48,14 @@ export interface NativeEngineOptions {
    */
   queues?: number;
   /**
-   * Default 200, 0..5000 µs; 0 = never. While a stream flows (within 1 ms of
-   * a round of its own that moved more than 16 KB), a packet thread that runs
-   * out of work sleeps this long on a timer and then takes everything that arrived
-   * meanwhile in one round, instead of being woken for every frame (an
-   * inter-processor interrupt and a context switch each): interrupt
-   * moderation, as a NIC's rx-usecs. Small exchanges that run alongside a
+   * Default 0 (off), 0..5000 µs. While a stream flows (within 1 ms of a round
+   * of its own that moved more than 16 KB), a packet thread that runs out of
+   * work sleeps this long on a timer and then takes everything that arrived
+   * meanwhile in one round, instead of being woken for every frame:
+   * interrupt moderation, as a NIC's rx-usecs. Off by default because a
+   * queue's wake-ups come from its own CPU (a context switch), which costs
+   * less than the nap's timer interrupt; worth trying where the threads are
+   * woken across CPUs (`queues: 1`). Small exchanges that run alongside a
    * stream wait up to this long per engine on their path.
    */
   streamNapUs?: number;
