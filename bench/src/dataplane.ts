@@ -292,8 +292,19 @@ function containerCongestionControl(netns: string): string {
   return r.stdout.trim();
 }
 
+/** Children still running (iperf3, ping, the pinger): killed by cleanup() on a signal. */
+const children = new Set<ChildProcess>();
+
+/** spawn(), remembering the child until it exits. */
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('close', () => children.delete(child));
+  return child;
+}
+
 function netnsExec(netns: string, argv: string[]): ChildProcess {
-  return spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // `ip netns exec` execs the command, so the child is iperf3 or ping itself.
+  return track(spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 function collect(
@@ -407,7 +418,7 @@ async function alternatingRtt(
   const argv = [String(count), String(Math.round((intervalS * 1e6) / pairs.length))];
   for (const p of pairs) argv.push(p.containers[0], p.serverIp);
   const r = await collect(
-    spawn(binary, argv, { stdio: ['ignore', 'pipe', 'pipe'] }),
+    track(spawn(binary, argv, { stdio: ['ignore', 'pipe', 'pipe'] })),
     count * (intervalS * 1000 + pairs.length * 1000) + 20_000,
   );
   if (r.code !== 0) throw new Error(`alternate-ping failed (exit ${r.code}): ${r.stderr}`);
@@ -460,6 +471,9 @@ async function withEngineCpu<T>(fn: () => Promise<T>): Promise<{ value: T; cpuPc
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 async function cleanup(pairs: Pair[]): Promise<void> {
+  // An iperf3 client whose server's namespace is deleted under it spins at
+  // 100% CPU (iperf3 3.12) and would skew whatever runs next.
+  for (const child of children) child.kill('SIGKILL');
   for (const p of pairs) for (const dp of p.dataplanes) await dp.stop().catch(() => {});
   for (const ns of namespaces.splice(0).reverse())
     await runCommand(['ip', 'netns', 'delete', ns]).catch(() => {});
