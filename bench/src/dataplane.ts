@@ -8,7 +8,9 @@
 //   userspace-1queue      the same engine with one queue: one packet thread on any CPU,
 //                         no steering by CPU (queues 1; optional)
 //   userspace-nap         the same engine napping 200 us when out of work during streams
-//                         instead of being woken per frame (streamNapUs 200; optional)
+//                         instead of being woken per frame (streamNapUs 200, which the
+//                         engine picks by itself only where packets are not steered by CPU;
+//                         optional)
 //   userspace-nice        the same engine as an ordinary nice -10 thread, not SCHED_FIFO
 //                         (threadPriority 'nice'; optional)
 //   userspace-baseline    another build of the addon, given by --baseline-addon
@@ -37,8 +39,9 @@
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
 //        --measure throughput,rtt,rtt-alternating,loaded-rtt --pings 50 --baseline-addon PATH --busy-poll-us N
-//        --stream-nap-us N --ping-interval S --congestion NAME]   (N for the userspace variant only:
-//        against userspace-baseline with the same build, it compares two settings; NAME is the
+//        --stream-nap-us N --ping-interval S --congestion NAME]   (busy-poll N for every userspace
+//        variant but userspace-nopoll, stream-nap N for userspace and userspace-1queue: against userspace-baseline
+//        with the same build, or against another invocation, it compares two settings; NAME is the
 //        streams' TCP congestion control, iperf3 -C, by default the containers' own)
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -260,7 +263,11 @@ async function buildPair(variant: Variant, index: number, args: Args): Promise<P
             busyPollUs: variant === 'userspace-nopoll' ? 0 : args.busyPollUs,
             queues: variant === 'userspace-1queue' ? 1 : undefined,
             streamNapUs:
-              variant === 'userspace-nap' ? 200 : variant === 'userspace' ? args.streamNapUs : undefined,
+              variant === 'userspace-nap'
+                ? 200
+                : variant === 'userspace' || variant === 'userspace-1queue'
+                  ? args.streamNapUs
+                  : undefined,
             threadPriority: variant === 'userspace-nice' ? 'nice' : undefined,
             addonPath: variant === 'userspace-baseline' ? args.baselineAddon : undefined,
           });

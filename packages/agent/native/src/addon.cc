@@ -108,7 +108,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       double us = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
       if (!(us >= 0 && us <= 5000) || us != double(uint32_t(us)))
         throw Napi::RangeError::New(env, "options.streamNapUs must be an integer 0..5000 (microseconds; 0 = never nap)");
-      opts.streamNapUs = uint32_t(us);
+      opts.streamNapUs = int32_t(us);
     }
     if (o.Has("queues") && !o.Get("queues").IsUndefined()) {
       Napi::Value v = o.Get("queues");
@@ -201,6 +201,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     thread.Set("busyPollWindowUs", double(t.busyPollWindowNs) / 1000);
     thread.Set("threads", double(t.threads));
     thread.Set("steersByCpu", t.steersByCpu);
+    thread.Set("streamNapUs", double(t.streamNapUs));
     std::string steeringError = engine(env).steeringError();
     if (steeringError.empty())
       thread.Set("steeringError", env.Null());

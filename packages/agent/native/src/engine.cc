@@ -754,6 +754,7 @@ Engine::Engine(const EngineOptions& options) : options_(options), port_(options.
     for (size_t i = 0; i < kSourcePorts; i++) sourceFds_.fds.push_back(openSourceSocket(options_));
     if (group) steering_->attachGroup(workers_[0]->udpFd);
   });
+  updateStreamNap();
   stopFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stopFd_ < 0) throw std::runtime_error(errnoText("eventfd"));
   cpu_set_t allowed;
@@ -830,6 +831,7 @@ void Engine::addNetwork(uint32_t vni, const std::string& tapName) {
     }
     if (queues_ > 1) steering_->attachTap(net->tapFds[0]);
   });
+  updateStreamNap();
   auto next = std::make_shared<NetworkMap>(*current);
   (*next)[vni] = net;
   std::atomic_store(&networks_, std::shared_ptr<const NetworkMap>(next));
@@ -912,6 +914,13 @@ std::vector<std::pair<uint32_t, CountersSnapshot>> Engine::networkCounters() con
 
 CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
 
+void Engine::updateStreamNap() {
+  uint32_t us = options_.streamNapUs >= 0 ? uint32_t(options_.streamNapUs)
+                : queues_ > 1 && steering_->error().empty() ? 0
+                                                           : kAutoStreamNapUs;
+  streamNapUs_.store(us, std::memory_order_relaxed);
+}
+
 std::string Engine::steeringError() const {
   std::lock_guard<std::mutex> lock(controlMutex_);
   return queues_ > 1 ? steering_->error() : std::string();
@@ -922,6 +931,7 @@ ThreadStats Engine::threadStats() const {
   ThreadStats t{};
   t.threads = uint32_t(workers_.size());
   t.steersByCpu = queues_ > 1 && steering_->error().empty();
+  t.streamNapUs = streamNapUs_.load(std::memory_order_relaxed);
   for (auto& w : workers_) {
     t.wakeups += w->wakeups.load();
     t.busyPollHits += w->busyPollHits.load();
@@ -1182,7 +1192,6 @@ void Engine::loop(Worker& w) {
   epoll_event events[kMaxEvents];
   uint64_t spinFromNs = 0;  // end of the last round worth spinning after; 0 = the last was not
   uint64_t lastBulkNs = 0;  // end of this thread's last round that moved more than BusyPoll::kMaxRoundBytes
-  const uint64_t streamNapNs = uint64_t(options_.streamNapUs) * 1000;
   // Sparse traffic (a request/response exchange that began after >= 1 ms of
   // sleep, every round of it light): each round handles one small packet,
   // and the system calls that would only confirm there is nothing more (a
@@ -1206,18 +1215,20 @@ void Engine::loop(Worker& w) {
       }
       if (n > 0) w.busyPollHits.fetch_add(1, std::memory_order_relaxed);
     }
-    // Optional interrupt moderation for streams (what a NIC's rx-usecs
-    // does; off by default): out of work within 1 ms of a bulk round, the
-    // thread sleeps streamNapUs on a timer and then takes everything that
-    // came meanwhile in one round, instead of blocking in epoll_wait to be
-    // woken for every TSO frame or GRO datagram. It paid when a wake-up was
-    // an inter-processor interrupt (the single-thread engine); steered by
-    // CPU, the waker is on the thread's own CPU, a wake-up is a switch, and
-    // the nap's timer interrupt (~50 us of CPU on this VM) costs more: a
-    // single stream went from 9.0 to 12.9 Gbit/s without naps (measurement
-    // log). A nap is a round running out of work, so the priority governor
-    // counts it as idle. Only threads that carry the stream's bulk nap: the
-    // ones on its ACK path would hold ACKs back.
+    // Interrupt moderation for streams (what a NIC's rx-usecs does), only
+    // where packets are not steered by CPU unless asked for: out of work
+    // within 1 ms of a bulk round, the thread sleeps streamNapUs on a timer
+    // and then takes everything that came meanwhile in one round, instead
+    // of blocking in epoll_wait to be woken for every TSO frame or GRO
+    // datagram. That pays when a wake-up is an inter-processor interrupt
+    // (one queue: 9.7 against 7.5 Gbit/s). Steered by CPU, the waker is on
+    // the thread's own CPU, a wake-up is a switch, and the nap's timer
+    // interrupt (~50 us of CPU on this VM) costs more: 12.9 against 9.0
+    // Gbit/s without naps (measurement log). A nap is a round running out
+    // of work, so the priority governor counts it as idle. Only threads
+    // that carry the stream's bulk nap: the ones on its ACK path would hold
+    // ACKs back.
+    uint64_t streamNapNs = uint64_t(streamNapUs_.load(std::memory_order_relaxed)) * 1000;
     if (n == 0 && streamNapNs != 0 && lastBulkNs != 0 && nowNs() - lastBulkNs < BusyPoll::kQuietAfterBulkNs) {
       governor.idle();
       timespec nap{0, long(streamNapNs)};

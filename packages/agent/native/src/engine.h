@@ -63,6 +63,7 @@ struct ThreadStats {
   uint64_t wakeups, busyPollHits, busyPollWindowNs;
   uint64_t busyPolls;  // rounds that ended in a busy-poll spell (hit or not)
   uint64_t naps;       // stream naps (EngineOptions::streamNapUs)
+  uint32_t streamNapUs;  // the nap in effect (the option, or the automatic choice)
   uint32_t threads;    // packet threads (= queues)
   // Packets land in the queue of the CPU they show up on (false: the
   // kernel's flow hash picks the queue, see Engine::steeringError()).
@@ -102,6 +103,9 @@ struct Network {
 
 enum class ThreadPriority { kNormal, kNice, kRealtime };
 
+// The automatic stream nap where packets are not steered by CPU.
+constexpr uint32_t kAutoStreamNapUs = 200;
+
 struct EngineOptions {
   std::string netnsPath;  // empty = the calling process's namespace
   in_addr_t vtep = 0;     // network order
@@ -115,10 +119,12 @@ struct EngineOptions {
   // kMaxQueues). 1 = a single thread on any CPU, no steering.
   uint32_t queues = 0;
   // While a stream flows, the thread sleeps this long when it runs out of
-  // work instead of waiting to be woken per frame; 0 = never (the default:
-  // with every queue's work on its own CPU a wake-up is a same-CPU switch,
-  // cheaper here than the timer interrupt a nap costs). See Engine::loop.
-  uint32_t streamNapUs = 0;
+  // work instead of waiting to be woken per frame; 0 = never; -1 (the
+  // default) = automatic: 0 while packets are steered by CPU (a queue's
+  // thread is then woken from its own CPU, a switch, cheaper than the
+  // nap's timer interrupt), kAutoStreamNapUs when they are not (one queue,
+  // or no steering: wake-ups cross CPUs). See Engine::loop.
+  int32_t streamNapUs = -1;
 };
 
 using NetworkMap = std::unordered_map<uint32_t, std::shared_ptr<Network>>;
@@ -175,6 +181,9 @@ class Engine {
   std::shared_ptr<const NetworkMap> networks() const;
   void removeLocked(uint32_t vni);
   void closeQueues();
+  // Sets streamNapUs_ from the option, or for -1 from whether packets are
+  // steered by CPU; called whenever steering may have failed.
+  void updateStreamNap();
 
   EngineOptions options_;
   uint16_t port_;
@@ -198,6 +207,7 @@ class Engine {
   std::shared_ptr<const NetworkMap> networks_;
   Counters host_;
   std::atomic<uint64_t> lastBulkNs_{0};  // end of the last bulk round of any thread (see Engine::loop)
+  std::atomic<uint32_t> streamNapUs_{0};  // the stream nap in effect (updateStreamNap)
   bool closed_ = false;
   static std::atomic<int> liveThreads_;
 };

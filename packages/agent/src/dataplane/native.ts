@@ -48,15 +48,17 @@ export interface NativeEngineOptions {
    */
   queues?: number;
   /**
-   * Default 0 (off), 0..5000 µs. While a stream flows (within 1 ms of a round
-   * of its own that moved more than 16 KB), a packet thread that runs out of
-   * work sleeps this long on a timer and then takes everything that arrived
-   * meanwhile in one round, instead of being woken for every frame:
-   * interrupt moderation, as a NIC's rx-usecs. Off by default because a
-   * queue's wake-ups come from its own CPU (a context switch), which costs
-   * less than the nap's timer interrupt; worth trying where the threads are
-   * woken across CPUs (`queues: 1`). Small exchanges that run alongside a
-   * stream wait up to this long per engine on their path.
+   * 0..5000 µs, 0 = never; by default automatic: 0 while packets are steered
+   * by CPU, 200 when they are not (`queues: 1`, or steering unavailable).
+   * While a stream flows (within 1 ms of a round of its own that moved more
+   * than 16 KB), a packet thread that runs out of work sleeps this long on a
+   * timer and then takes everything that arrived meanwhile in one round,
+   * instead of being woken for every frame: interrupt moderation, as a
+   * NIC's rx-usecs. It pays where a wake-up crosses CPUs (an
+   * inter-processor interrupt); steered by CPU a queue's wake-ups come from
+   * its own CPU (a context switch), which costs less than the nap's timer
+   * interrupt. Small exchanges that run alongside a stream wait up to this
+   * long per engine on their path.
    */
   streamNapUs?: number;
 }
@@ -89,6 +91,8 @@ export interface NativeThreadStats {
   busyPolls: number;
   /** Naps taken while a stream flowed (streamNapUs). */
   naps: number;
+  /** The stream nap in effect, µs: the streamNapUs option, or the automatic choice (0 when steered by CPU, 200 when not). */
+  streamNapUs: number;
   /** Rounds of work that busy polling found (a wake-up saved). */
   busyPollHits: number;
   /** The adaptive busy-poll window as last updated, µs (0..busyPollUs). */

@@ -33,7 +33,7 @@ export interface UserspaceDataplaneOptions extends PlumbingOptions {
   busyPollUs?: number;
   /** Queues (packet threads), steered by CPU (see NativeEngineOptions); default 0 = one per CPU. */
   queues?: number;
-  /** While a stream flows, a packet thread that carries it naps this long when out of work instead of being woken per frame (see NativeEngineOptions); default 0 = off. */
+  /** While a stream flows, a packet thread that carries it naps this long when out of work instead of being woken per frame (see NativeEngineOptions); default automatic: 0 when steered by CPU, 200 µs when not; 0 = off. */
   streamNapUs?: number;
   /** Native addon binary to use instead of the one `npm install` built (benchmarks compare builds). */
   addonPath?: string;

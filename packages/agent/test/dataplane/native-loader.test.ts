@@ -86,6 +86,8 @@ describe('native addon loader', () => {
         if (t.steersByCpu) assert.equal(t.steeringError, null);
         else assert.match(String(t.steeringError), /bpf|BPF|REUSEPORT/);
       }
+      // Stream naps by default only where wake-ups cross CPUs.
+      assert.equal(t.streamNapUs, t.steersByCpu ? 0 : 200);
       // A second engine on the same address and port is refused, as it is
       // with one socket: the reuse-port group does not let it join.
       assert.throws(
@@ -105,8 +107,21 @@ describe('native addon loader', () => {
         t.queues.map((q) => q.cpu),
         [null],
       );
+      assert.equal(t.streamNapUs, 200, 'one queue naps during streams by default');
     } finally {
       one.close();
+    }
+    // An explicit streamNapUs wins over the automatic choice, either way.
+    for (const [queues, streamNapUs] of [
+      [1, 0],
+      [0, 150],
+    ] as const) {
+      const e = new Engine({ vtep: '127.0.0.1', port: 14791, queues, streamNapUs });
+      try {
+        assert.equal(e.counters().thread.streamNapUs, streamNapUs);
+      } finally {
+        e.close();
+      }
     }
   });
 

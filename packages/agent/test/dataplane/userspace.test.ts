@@ -354,23 +354,34 @@ describe('userspace data plane (native addon)', function () {
         naps: y.naps - x.naps,
         wakeups: y.wakeups - x.wakeups,
       });
-      return { stream: delta(before, afterStream), pings: delta(afterStream, afterPings) };
+      const { steersByCpu, streamNapUs } = (cluster.dataplanes[0] as UserspaceDataplane).engineCounters()!
+        .thread;
+      return {
+        stream: delta(before, afterStream),
+        pings: delta(afterStream, afterPings),
+        steersByCpu,
+        streamNapUs,
+      };
     } finally {
       await cluster.destroy();
     }
   }
 
-  it('by default a stream wakes its packet threads and never naps; streamNapUs makes them nap, and neither busy-polls during it', async function () {
+  it('steered by CPU, a stream wakes its packet threads and never naps by default; streamNapUs makes them nap, and neither busy-polls during it', async function () {
     skipUnlessNetns(this);
     const woken = await streamThenPings();
+    // With one CPU there is one queue, and the default is to nap.
+    if (!woken.steersByCpu) this.skip();
     const napping = await streamThenPings(200);
     const detail = JSON.stringify({ woken, napping });
-    // Naps are off by default (each costs a timer interrupt, dearer here
-    // than the same-CPU wake-up it saves); with streamNapUs the threads that
+    // Steered by CPU naps are off by default (each costs a timer interrupt,
+    // dearer here than the same-CPU wake-up it saves); with streamNapUs the threads that
     // carry the stream's bulk nap instead of blocking, so the stream costs
     // fewer wake-ups (measured: 557 naps against 903 wake-ups, 1539 wake-ups
     // without naps, per 32 MB; the threads on the ACK path do not nap).
+    assert.equal(woken.streamNapUs, 0, detail);
     assert.equal(woken.stream.naps, 0, `naps by default: ${detail}`);
+    assert.equal(napping.streamNapUs, 200, detail);
     assert.ok(
       napping.stream.naps > 0.25 * (napping.stream.naps + napping.stream.wakeups),
       `too few naps during the stream with streamNapUs 200: ${detail}`,
