@@ -915,9 +915,11 @@ std::vector<std::pair<uint32_t, CountersSnapshot>> Engine::networkCounters() con
 CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
 
 void Engine::updateStreamNap() {
-  uint32_t us = options_.streamNapUs >= 0 ? uint32_t(options_.streamNapUs)
-                : queues_ > 1 && steering_->error().empty() ? 0
-                                                           : kAutoStreamNapUs;
+  uint32_t us;
+  if (options_.streamNapUs >= 0)
+    us = uint32_t(options_.streamNapUs);
+  else
+    us = queues_ > 1 && steering_->error().empty() ? 0 : kAutoStreamNapUs;
   streamNapUs_.store(us, std::memory_order_relaxed);
 }
 
