@@ -35,7 +35,8 @@
 // The userspace engines run in this process: their threads' CPU time (from
 // /proc/self/task/*/schedstat, threads named weft-*) is reported while every
 // variant is idle and while each variant is pinged, i.e. what busy-polling
-// costs, and per KB carried by the single stream (engineCpuNsPerKb1Stream).
+// costs, and per KB carried by the single stream and by the four
+// (engineCpuNsPerKb1Stream, engineCpuNsPerKb4Streams).
 //
 // Usage: npm run bench:dataplane [-- --seconds 5 --rounds 3 --variants underlay,kernel,userspace
 //        --measure throughput,rtt,rtt-alternating,loaded-rtt --pings 50 --baseline-addon PATH --busy-poll-us N
@@ -515,6 +516,7 @@ async function main(): Promise<void> {
         rttEachMs: number[];
         pingCpuPct: number[];
         cpuNsPerKb1Stream: number[];
+        cpuNsPerKb4Streams: number[];
         loadedRttP50Ms: number[];
         wakeupsPerPing: number[];
         busyPollHitsPerPing: number[];
@@ -536,6 +538,7 @@ async function main(): Promise<void> {
         rttEachMs: [],
         pingCpuPct: [],
         cpuNsPerKb1Stream: [],
+        cpuNsPerKb4Streams: [],
         loadedRttP50Ms: [],
         wakeupsPerPing: [],
         busyPollHitsPerPing: [],
@@ -562,7 +565,11 @@ async function main(): Promise<void> {
           // machine (it does not count time the threads waited for a core).
           const kb = (gbps * 1e9 * args.seconds) / 8 / 1000;
           if (p.variant.startsWith('userspace')) r.cpuNsPerKb1Stream.push((engineCpuNs() - cpu0) / kb);
-          r.gbps4.push(await iperf(p, 4, args.seconds, args.congestion));
+          const cpu4 = engineCpuNs();
+          const gbps4 = await iperf(p, 4, args.seconds, args.congestion);
+          r.gbps4.push(gbps4);
+          const kb4 = (gbps4 * 1e9 * args.seconds) / 8 / 1000;
+          if (p.variant.startsWith('userspace')) r.cpuNsPerKb4Streams.push((engineCpuNs() - cpu4) / kb4);
         }
         if (args.measure.includes('loaded-rtt')) {
           // Pings next to one iperf3 stream (from 1 s in, 20 ms apart, until
@@ -648,6 +655,7 @@ async function main(): Promise<void> {
         rttNextToStreamP50Ms: medianOrNull(r.loadedRttP50Ms),
         // Both hosts' packet threads' CPU time per KB of the 1-stream run (userspace variants).
         engineCpuNsPerKb1Stream: medianOrNull(r.cpuNsPerKb1Stream),
+        engineCpuNsPerKb4Streams: medianOrNull(r.cpuNsPerKb4Streams),
         loadAverage1m: { before: round3(loadBefore), after: round3(loadavg()[0]!) },
         samples: {
           gbps1Stream: r.gbps1.map(round3),
