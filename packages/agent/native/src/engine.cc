@@ -914,12 +914,14 @@ std::vector<std::pair<uint32_t, CountersSnapshot>> Engine::networkCounters() con
 
 CountersSnapshot Engine::hostCounters() const { return snapshot(host_); }
 
+bool Engine::steersByCpuLocked() const { return queues_ > 1 && steering_->error().empty(); }
+
 void Engine::updateStreamNap() {
   uint32_t us;
   if (options_.streamNapUs >= 0)
     us = uint32_t(options_.streamNapUs);
   else
-    us = queues_ > 1 && steering_->error().empty() ? 0 : kAutoStreamNapUs;
+    us = steersByCpuLocked() ? 0 : kAutoStreamNapUs;
   streamNapUs_.store(us, std::memory_order_relaxed);
 }
 
@@ -932,7 +934,7 @@ ThreadStats Engine::threadStats() const {
   std::lock_guard<std::mutex> lock(controlMutex_);
   ThreadStats t{};
   t.threads = uint32_t(workers_.size());
-  t.steersByCpu = queues_ > 1 && steering_->error().empty();
+  t.steersByCpu = steersByCpuLocked();
   t.streamNapUs = streamNapUs_.load(std::memory_order_relaxed);
   for (auto& w : workers_) {
     t.wakeups += w->wakeups.load();

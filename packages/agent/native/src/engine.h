@@ -181,8 +181,11 @@ class Engine {
   std::shared_ptr<const NetworkMap> networks() const;
   void removeLocked(uint32_t vni);
   void closeQueues();
-  // Sets streamNapUs_ from the option, or for -1 from whether packets are
-  // steered by CPU; called whenever steering may have failed.
+  // Whether packets land in the queue of their CPU (several queues, every
+  // steering program in place); under controlMutex_ or before the threads run.
+  bool steersByCpuLocked() const;
+  // Sets streamNapUs_ from the option, or for -1 from steersByCpuLocked();
+  // called whenever steering may have failed.
   void updateStreamNap();
 
   EngineOptions options_;
